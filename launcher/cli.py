@@ -1,0 +1,206 @@
+"""Command line: `python -m launcher {dry-run,diagnose}`. The one place errors become exit codes.
+
+dry-run and diagnose import neither torch nor Ultralytics: they answer instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from . import dataset as dataset_mod
+from . import failures, ladder as ladder_mod, plan as plan_mod, probe, spec as spec_mod
+from .contract import EXIT_BAD_INPUT, EXIT_OK, REPORT_NAME, TRAIN_LOG_NAME
+from .errors import BadInput, LauncherError
+from .runlog import RunPaths
+from .views import DryRun, diagnose_json, diagnose_text, dry_run_json, dry_run_text
+
+PROG = "python -m launcher"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line (exit 2), pointing at --help."""
+
+    def error(self, message: str):  # noqa: D102
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} — see {self.prog} --help\n")
+
+
+def _gib(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of GiB (e.g. 11.7)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} GiB: give a positive amount (e.g. 11.7)")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number (e.g. 3)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: give a whole number ≥ 1 (e.g. 3)")
+    return value
+
+
+def _device(text: str) -> str:
+    try:
+        return ladder_mod._device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"'{text}': {e}") from None
+
+
+def _run_name(text: str) -> str:
+    try:
+        return ladder_mod._run_name(text)
+    except (TypeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"'{text}': {e}") from None
+
+
+def job_options() -> argparse.ArgumentParser:
+    """Options shared by dry-run and run."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("job options (shared with run)")
+    g.add_argument("--ladder", metavar="PATH", default=None,
+                   help=f"ladder TOML to use (default {ladder_mod.DEFAULT_LADDER}); e.g. --ladder ladders/demo.toml")
+    g.add_argument("--data", metavar="PATH",
+                   help="Ultralytics dataset YAML, replacing the ladder's; e.g. --data /data/coco_indoor/data.yaml")
+    g.add_argument("--device", type=_device, metavar="DEV",
+                   help="as Ultralytics takes it: a GPU index, indices for DDP, or cpu; e.g. --device 0,1")
+    g.add_argument("--epochs", type=_positive_int, metavar="N",
+                   help="override every rung's epochs, for rehearsals; e.g. --epochs 2")
+    g.add_argument("--name", type=_run_name, metavar="NAME",
+                   help="run name, the folder under logs/ (default: the ladder's [job] name); e.g. --name night-3")
+    g.add_argument("--start-rung", metavar="NAME",
+                   help="start on this rung instead of the one the probe picks; e.g. --start-rung safe")
+    g.add_argument("--vram", type=_gib, metavar="GIB",
+                   help="pretend each selected GPU has this much free VRAM (on a machine without a GPU: plan for one"
+                        " such GPU); e.g. --vram 11.7 to see what a 12 GB card would do")
+    g.add_argument("--ram", type=_gib, metavar="GIB",
+                   help="pretend the machine has this much available RAM; e.g. --ram 16")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Unattended Ultralytics RT-DETR training that survives out-of-memory crashes.",
+        epilog=f"examples:\n  {PROG} dry-run --vram 11.7\n  {PROG} diagnose logs/night/attempt-2/train.log\n\n"
+               "exit codes: 0 ok, 2 bad input, 3 ladder or attempts exhausted, 4 fatal failure, "
+               "130/143 interrupted, 1 a launcher bug")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    dry = sub.add_parser(
+        "dry-run", parents=[job_options()], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="show the probe, the starting rung and why, and what run would start",
+        description="Probe the machine, pick the starting rung, and show what `run` would start. Trains nothing.\n"
+                    "Exit status 0 when run could start, 2 when something would make it refuse (listed under "
+                    "Problems).",
+        epilog=f"examples:\n  {PROG} dry-run\n  {PROG} dry-run --vram 11.7 --ram 32   # a 12 GB card, 32 GB RAM\n"
+               f"  {PROG} dry-run --ladder ladders/demo.toml --device cpu --json")
+    dry.add_argument("--json", action="store_true", help="print one JSON object instead of text; e.g. --json")
+    dry.set_defaults(func=cmd_dry_run)
+
+    diag = sub.add_parser(
+        "diagnose", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="say what killed a training run, from its log",
+        description="Classify a crash log (the launcher's attempt-N/train.log or any Ultralytics/PyTorch output) "
+                    "into a failure kind, with the evidence line and what the launcher does about it. A report.json "
+                    "beside the log (written by the launcher's child) is read too.",
+        epilog=f"examples:\n  {PROG} diagnose logs/night/attempt-2/train.log\n"
+               f"  {PROG} diagnose nohup.out --exit-code 137\n  {PROG} diagnose torchrun.log --json")
+    diag.add_argument("logfile", metavar="LOGFILE",
+                      help="the log to read, or an attempt folder; e.g. logs/night/attempt-2/train.log")
+    diag.add_argument("--exit-code", type=int, metavar="N",
+                      help="the process's exit status: 137 (shell) and -9 (Popen) both mean SIGKILL; e.g. "
+                           "--exit-code 137")
+    diag.add_argument("--json", action="store_true",
+                      help='print {"kind": ..., "evidence": ..., "action": ...}; e.g. --json')
+    diag.set_defaults(func=cmd_diagnose)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LauncherError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+# ---- dry-run ------------------------------------------------------------------------------------
+
+def load_job(args) -> ladder_mod.Ladder:
+    ladder = plan_mod.override_epochs(ladder_mod.load(args.ladder, data=args.data), args.epochs)
+    if args.name:
+        ladder = replace(ladder, job=replace(ladder.job, name=args.name))
+    return ladder
+
+
+def make_plan(args) -> DryRun:
+    ladder = load_job(args)
+    device = args.device or ladder.job.device
+    indices = tuple(int(i) for i in device.split(",")) if device and device != "cpu" else (0,)
+    snap = probe.pretend(probe.take(), args.vram, args.ram, indices)
+    try:
+        data, problem = dataset_mod.inspect(ladder.job.dataset), None
+    except BadInput as e:
+        data, problem = None, str(e)
+    plan = plan_mod.choose(ladder, snap, device=args.device, start_rung=args.start_rung,
+                           dataset_images=data.images if data else None, dataset_problem=problem)
+    if plan.start is None:
+        return DryRun(snap, ladder, plan, data, None, None, {}, [])
+    paths = RunPaths.for_run(ladder.job.name)
+    spec = spec_mod.build(ladder.job, plan.start, plan.device, paths, attempt=1, vram_gib=args.vram)
+    return DryRun(snap, ladder, plan, data, spec, paths.spec(1), spec_mod.env(plan.start),
+                  spec_mod.command(paths.spec(1)))
+
+
+def cmd_dry_run(args) -> int:
+    result = make_plan(args)
+    if args.json:
+        print(json.dumps(dry_run_json(result), indent=2))
+    else:
+        sys.stdout.write(dry_run_text(result))
+    return EXIT_BAD_INPUT if result.plan.problems else EXIT_OK
+
+
+# ---- diagnose -----------------------------------------------------------------------------------
+
+def cmd_diagnose(args) -> int:
+    path = Path(args.logfile)
+    if path.is_dir():
+        path = path / TRAIN_LOG_NAME
+    if not path.is_file():
+        raise BadInput(args.logfile, "no such log file", "give the path of a training log or an attempt folder")
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, path.stat().st_size - failures.TAIL_BYTES))
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError as e:
+        raise BadInput(args.logfile, f"cannot be read ({e.strerror})", "check its permissions") from None
+    report = _read_report(path.parent / REPORT_NAME)
+    failure = failures.classify(text, exit_code=args.exit_code, report=report)
+    epochs = None
+    if report and isinstance(report.get("epoch"), int) and isinstance(report.get("start_epoch"), int):
+        epochs = report["epoch"] - report["start_epoch"]
+    if args.json:
+        print(json.dumps(diagnose_json(failure, epochs)))
+    else:
+        sys.stdout.write(diagnose_text(str(path), failure, epochs))
+    return EXIT_OK
+
+
+def _read_report(path: Path) -> dict | None:
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None

@@ -1,0 +1,97 @@
+"""Read an Ultralytics dataset YAML the way Ultralytics resolves it, to count images and catch
+a missing or empty dataset before a child starts (not mid-night)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BadInput
+from .models import ultralytics_settings
+
+# ultralytics/data/utils.py IMG_FORMATS
+IMG_FORMATS = frozenset({"avif", "bmp", "dng", "heic", "heif", "jp2", "jpeg", "jpg", "mpo", "png", "tif", "tiff",
+                         "webp"})
+
+
+@dataclass(frozen=True)
+class Dataset:
+    yaml: Path
+    root: Path
+    train: tuple[Path, ...]
+    val: tuple[Path, ...]
+    train_images: int
+    val_images: int
+    names: int  # number of classes
+
+    @property
+    def images(self) -> int:
+        return self.train_images + self.val_images
+
+
+def inspect(yaml_path: Path) -> Dataset:
+    """Resolve and count a dataset; BadInput names the file, the key and the fix."""
+    import yaml  # PyYAML comes with Ultralytics; imported here so diagnose never pays for it
+
+    where = str(yaml_path)
+    if not yaml_path.is_file():
+        raise BadInput(where, "dataset YAML not found", "set [job] dataset in the ladder or pass --data PATH")
+    try:
+        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise BadInput(where, f"not a readable YAML file ({str(e).splitlines()[0]})", "fix the YAML syntax") from None
+    if not isinstance(data, dict):
+        raise BadInput(where, "not a dataset YAML (expected keys path, train, val, names)",
+                       "see https://docs.ultralytics.com/datasets/detect/")
+    for key in ("train", "val"):
+        if not data.get(key):
+            raise BadInput(f"{where}, key '{key}'", "missing", f"add '{key}: images/{key}' (relative to 'path')")
+    names = data.get("names") if data.get("names") is not None else data.get("nc")
+    if names is None:
+        raise BadInput(f"{where}, key 'names'", "missing", "list the class names under 'names'")
+    root = _root(data.get("path"), yaml_path)
+    splits = {k: _split_paths(root, data[k], f"{where}, key '{k}'") for k in ("train", "val")}
+    counts = {k: sum(_count_images(p) for p in paths) for k, paths in splits.items()}
+    for key, n in counts.items():
+        if n == 0:
+            raise BadInput(f"{where}, key '{key}'", f"no images in {', '.join(map(str, splits[key]))}",
+                           "point it at a folder of images or a .txt list of image paths")
+    return Dataset(yaml=yaml_path, root=root, train=splits["train"], val=splits["val"],
+                   train_images=counts["train"], val_images=counts["val"],
+                   names=names if isinstance(names, int) else len(names))
+
+
+def _root(path_value, yaml_path: Path) -> Path:
+    # check_det_dataset: 'path' as given (relative to the cwd), else under Ultralytics' datasets_dir;
+    # no 'path' means the YAML's own folder
+    if not path_value:
+        return yaml_path.parent.resolve()
+    path = Path(str(path_value)).expanduser()
+    if path.exists() or path.is_absolute():
+        return path.resolve()
+    for base in (yaml_path.parent, Path(ultralytics_settings().get("datasets_dir", "datasets"))):
+        if (base / path).exists():
+            return (base / path).resolve()
+    return path.resolve()
+
+
+def _split_paths(root: Path, value, where: str) -> tuple[Path, ...]:
+    out = []
+    for item in value if isinstance(value, list) else [value]:
+        if not isinstance(item, str):
+            raise BadInput(where, f"must be a path or a list of paths, got {item!r}", "give image folders")
+        p = (root / item).resolve()
+        if not p.exists() and item.startswith("../"):
+            p = (root / item[3:]).resolve()
+        if not p.exists():
+            raise BadInput(where, f"{p} does not exist", f"create it or correct the path (relative to {root})")
+        out.append(p)
+    return tuple(out)
+
+
+def _count_images(p: Path) -> int:
+    if p.is_file():  # a .txt list of images, one a line
+        lines = p.read_text(encoding="utf-8-sig").split()
+        return sum(1 for x in lines if x.rpartition(".")[-1].lower() in IMG_FORMATS)
+    return sum(1 for _, _, files in os.walk(p) for f in files if f.rpartition(".")[-1].lower() in IMG_FORMATS)

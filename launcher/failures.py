@@ -1,0 +1,170 @@
+"""Pure classification of a dead training process into DESIGN.md's failure kinds.
+
+Evidence is weighed in the contract's order: the child's report (exception type and message),
+then the exit signal, then signatures in the log tail. In a log, the final lines of tracebacks
+(including torchrun's `[rankN]:` prefixed ones) are read first, so a warning printed earlier in a
+healthy part of the run cannot outvote the exception that ended it; free-text signatures (a
+killed DataLoader worker, an NCCL watchdog line) are the fallback. Where several kinds match,
+the most specific wins: fatal > cuda_oom > host_oom > nccl > interrupted > unknown.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from dataclasses import dataclass
+
+from .contract import CUDA_OOM, FATAL, HANG, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN
+
+TAIL_BYTES = 256 * 1024  # how much of a log's end is read; progress bars make logs long
+
+
+def _rx(*patterns: str) -> re.Pattern:
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+
+
+# (kind, signature), in priority order. Each signature is searched in single lines.
+SIGNATURES: tuple[tuple[str, re.Pattern], ...] = (
+    (FATAL, _rx(
+        r"device-side assert triggered", r"Assertion .* failed",
+        r"\b(SyntaxError|IndentationError|ImportError|ModuleNotFoundError|NameError|KeyError)\b(?!\w)",
+        r"Dataset '.*' (images )?not found", r"images not found", r"No (labels|images) found in",
+        r"Error loading data from", r"No space left on device",
+        r"invalid device ordinal", r"Invalid CUDA 'device=",
+        r"is not a valid YOLO argument",
+    )),
+    (CUDA_OOM, _rx(
+        r"\btorch\.(cuda\.)?OutOfMemoryError\b", r"(?<![\w.])OutOfMemoryError\b",
+        r"CUDA out of memory", r"CUDA error: out of memory",
+        r"CUBLAS_STATUS_ALLOC_FAILED", r"CUDNN_STATUS_ALLOC_FAILED",
+    )),
+    (HOST_OOM, _rx(
+        r"DataLoader worker \(pid[^)]*\) is killed by signal: Killed",
+        r"out of shared memory", r"\bBus error\b", r"insufficient shared memory",
+        r"DefaultCPUAllocator: can't allocate memory", r"(?<![\w.])MemoryError\b",
+        r"Unable to allocate .* for an array", r"Cannot allocate memory",
+        r"Out of memory: Killed process", r"\boom[-_]kill", r"Memory cgroup out of memory",
+    )),
+    (NCCL, _rx(
+        r"DistBackendError", r"NCCL communicator was aborted", r"Watchdog caught collective operation timeout",
+        r"\bNCCL (error|timeout|Error)\b", r"ncclInternalError|ncclSystemError|ncclUnhandledCudaError|"
+        r"ncclRemoteError", r"ProcessGroupNCCL.*(time ?out|abort)",
+    )),
+    (INTERRUPTED, _rx(r"\bKeyboardInterrupt\b")),
+    (UNKNOWN, _rx(
+        r"illegal memory access", r"misaligned address", r"unspecified launch failure",
+        r"Segmentation fault", r"\bNaN\b.*(loss|detected)|(loss|detected).*\bNaN\b",
+        r"ChildFailedError", r"CUDA error: .*",
+    )),
+)
+PRIORITY = {kind: i for i, (kind, _) in enumerate(SIGNATURES)}
+
+# The final line of a Python traceback: "pkg.mod.SomeError: message", maybe behind "[rank3]: ".
+EXCEPTION_LINE = re.compile(
+    r"^\s*(?:\[(?:default)?rank\d+\]:\s*)?(?:[A-Za-z_][\w.]*\.)?"
+    r"(?:[A-Z]\w*(?:Error|Exception|Interrupt|Exit)|KeyboardInterrupt)\b(?::|$)")
+
+ACTIONS = {
+    CUDA_OOM: ("if the attempt had completed an epoch: resume the same rung in a fresh process (that clears leaks "
+               "and fragmentation); if not: step down to the next rung and resume from the last checkpoint"),
+    HOST_OOM: "retry the same rung with RAM cache off, then with fewer workers, then step down to the next rung",
+    NCCL: "retry the same rung with exponential backoff (bounded), then step down to the next rung",
+    HANG: "kill the whole process tree, retry the same rung once, then step down to the next rung",
+    UNKNOWN: "retry the same rung with exponential backoff (bounded), then step down to the next rung",
+    FATAL: "stop at once with this evidence (exit 4): no rung can fix it; correct the cause, then run again",
+    INTERRUPTED: "stop the process tree and keep the checkpoint resumable; run the same command again to continue",
+}
+
+
+@dataclass(frozen=True)
+class Failure:
+    kind: str
+    evidence: str  # the line (or fact) that decided
+    source: str  # "report", "log", "signal" or "exit"
+    phase: str | None = None  # train / val / final, when the child's report says
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "evidence": self.evidence, "source": self.source, "phase": self.phase,
+                "action": action(self)}
+
+
+def action(failure: Failure, epochs_completed: int | None = None) -> str:
+    if failure.kind == CUDA_OOM and epochs_completed is not None:
+        if epochs_completed >= 1:
+            return (f"late OOM ({epochs_completed} epoch(s) completed in the attempt): resume the same rung in a "
+                    "fresh process, which clears leaks and fragmentation")
+        return "early OOM (no epoch completed in the attempt): step down to the next rung and resume from the checkpoint"
+    return ACTIONS[failure.kind]
+
+
+def signal_of(exit_code: int | None) -> int | None:
+    """The signal that ended a process: Popen reports -N, a shell 128+N."""
+    if exit_code is None:
+        return None
+    if exit_code < 0:
+        return -exit_code
+    if 128 < exit_code < 160:
+        return exit_code - 128
+    return None
+
+
+def lines_of(text: str) -> list[str]:
+    """Lines of a log, with progress bars' carriage-return frames as lines of their own."""
+    return [s.strip() for s in re.split(r"[\r\n]+", text) if s.strip()]
+
+
+def match_line(line: str) -> str | None:
+    for kind, pattern in SIGNATURES:
+        if pattern.search(line):
+            return kind
+    return None
+
+
+def best_match(lines: list[str]) -> tuple[str, str] | None:
+    """(kind, line) of the highest-priority signature, the earliest line among equals (the root
+    cause comes first; later lines are its echoes)."""
+    best: tuple[int, str, str] | None = None
+    for line in lines:
+        kind = match_line(line)
+        if kind is not None and (best is None or PRIORITY[kind] < best[0]):
+            best = (PRIORITY[kind], kind, line)
+    return (best[1], best[2]) if best else None
+
+
+def classify(log: str = "", exit_code: int | None = None, report: dict | None = None,
+             memory_evidence: str | None = None) -> Failure | None:
+    """The failure that ended a process, or None if it exited 0 with nothing against it.
+
+    `report` is the child's report.json; `memory_evidence` is what the supervisor saw of host RAM
+    (exhausted in its samples, a cgroup oom_kill increment) just before the death.
+    """
+    if report and report.get("exc_type"):
+        text = f"{report['exc_type']}: {report.get('message', '')}".strip()
+        found = best_match(lines_of(text))
+        if found:
+            return Failure(found[0], found[1], "report", report.get("phase"))
+        return Failure(UNKNOWN, lines_of(text)[0], "report", report.get("phase"))
+    if exit_code == 0:
+        return None
+
+    lines = lines_of(log[-TAIL_BYTES:])
+    exception_lines = [ln for ln in lines if EXCEPTION_LINE.match(ln)]
+    found = best_match(exception_lines) or best_match(lines)
+    sig = signal_of(exit_code)
+
+    if sig == signal.SIGKILL:
+        if memory_evidence:
+            return Failure(HOST_OOM, f"killed by SIGKILL; {memory_evidence}", "signal")
+        if found and found[0] == HOST_OOM:
+            return Failure(HOST_OOM, found[1], "log")
+        return Failure(UNKNOWN, "killed by SIGKILL with no memory evidence (not the launcher's doing)", "signal")
+    if found:
+        return Failure(found[0], found[1], "log")
+    if exception_lines:
+        return Failure(UNKNOWN, exception_lines[-1], "log")
+    if sig is not None:
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+        return Failure(UNKNOWN, f"killed by {name}", "signal")
+    if exit_code is not None:
+        return Failure(UNKNOWN, f"exit code {exit_code} with no recognised error in the log", "exit")
+    return None

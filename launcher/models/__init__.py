@@ -1,0 +1,160 @@
+"""Which models a rung may name, and where their weights come from, without importing torch.
+
+A rung's `model` is one of: a file on disk (`.pt` or `.yaml`), a model Ultralytics knows by name
+(`rtdetr-l.pt` downloads COCO weights on first use, `rtdetr-l.yaml` is random init), or one of the
+project's own models (`rtdetr-mnv4`). Anything else is bad input.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..contract import ENV_PRETRAINED_BACKBONE
+
+MODELS_DIR = Path(__file__).resolve().parent
+
+# Ultralytics downloads these from its GitHub release assets on first use (utils/downloads.py,
+# GITHUB_ASSETS_NAMES); only the RT-DETR ones make sense for an RT-DETR trainer.
+ULTRALYTICS_WEIGHTS = frozenset({"rtdetr-l.pt", "rtdetr-x.pt"})
+
+
+@dataclass(frozen=True)
+class ProjectModel:
+    name: str
+    yaml: Path
+    module: str  # the importable module the YAML needs (imports torch; the child imports it)
+    timm_model: str | None  # the pretrained backbone, fetched from the Hugging Face hub
+
+
+PROJECT_MODELS = {
+    "rtdetr-mnv4": ProjectModel(
+        name="rtdetr-mnv4",
+        yaml=MODELS_DIR / "rtdetr-mnv4.yaml",
+        module="launcher.models.mnv4",
+        timm_model="mobilenetv4_conv_small.e2400_r224_in1k",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A rung's model, resolved: what to hand Ultralytics and what that will cost."""
+
+    spec: str  # as written in the ladder
+    kind: str  # "file", "ultralytics" or "project"
+    source: str  # what the child passes to Ultralytics (an absolute path or a known name)
+    available: bool
+    weights: str  # one phrase: where the starting weights come from
+    download: str | None = None  # what will be fetched from the network on first use, if anything
+    project: ProjectModel | None = None
+
+
+def resolve(spec: str, base_dirs: tuple[Path, ...], pretrained: bool = True) -> ModelRef | None:
+    """Resolve a ladder's model string; None when it is neither a file nor a known model."""
+    name = spec.strip()
+    stem = name.removesuffix(".yaml").removesuffix(".yml")
+    if stem in PROJECT_MODELS:
+        return _project_ref(spec, PROJECT_MODELS[stem], pretrained)
+    path = Path(name).expanduser()
+    for candidate in [path] if path.is_absolute() else [base / path for base in base_dirs]:
+        if candidate.is_file():
+            kind = "random init from YAML" if candidate.suffix in (".yaml", ".yml") else "weights"
+            return ModelRef(spec, "file", str(candidate.resolve()), True, f"{kind} on disk at {candidate}")
+    if name in ULTRALYTICS_WEIGHTS:
+        local = next((d / name for d in (Path.cwd(), ultralytics_weights_dir()) if d and (d / name).is_file()), None)
+        if local:
+            return ModelRef(spec, "ultralytics", name, True, f"pretrained weights on disk at {local}")
+        return ModelRef(
+            spec, "ultralytics", name, True,
+            "pretrained weights not on disk: Ultralytics downloads them on first use",
+            download=f"{name} from Ultralytics' GitHub release assets",
+        )
+    if name in ultralytics_yaml_names():
+        return ModelRef(spec, "ultralytics", name, True, "random init from Ultralytics' YAML, nothing to download")
+    return None
+
+
+def _project_ref(spec: str, model: ProjectModel, pretrained: bool) -> ModelRef:
+    source = str(model.yaml)
+    if not model.yaml.is_file():
+        return ModelRef(spec, "project", source, False, f"not built yet: {model.yaml} is missing", project=model)
+    if importlib.util.find_spec("timm") is None:
+        return ModelRef(spec, "project", source, False, "needs timm, which is not installed (pip install timm)",
+                        project=model)
+    if not pretrained or model.timm_model is None:
+        return ModelRef(spec, "project", source, True, "random init (pretrained = false), nothing to download",
+                        project=model)
+    cached = hf_cached(model.timm_model)
+    if cached:
+        return ModelRef(spec, "project", source, True, f"ImageNet backbone weights cached at {cached}", project=model)
+    return ModelRef(
+        spec, "project", source, True,
+        "ImageNet backbone weights not cached: timm downloads them on first use",
+        download=f"timm/{model.timm_model} from the Hugging Face hub",
+        project=model,
+    )
+
+
+def child_env(ref: ModelRef, pretrained: bool) -> dict[str, str]:
+    """Environment a child needs for this model (read when the backbone is built)."""
+    if ref.project is None or ref.project.timm_model is None:
+        return {}
+    return {ENV_PRETRAINED_BACKBONE: "1" if pretrained else "0"}
+
+
+def hf_cached(repo_model: str) -> Path | None:
+    """The cached snapshot of `timm/<repo_model>` in the Hugging Face hub cache, if any."""
+    folder = hf_hub_cache() / ("models--timm--" + repo_model.replace("/", "--"))
+    snapshots = sorted((folder / "snapshots").glob("*/*.safetensors")) + sorted(
+        (folder / "snapshots").glob("*/*.bin"))
+    return snapshots[0] if snapshots else None
+
+
+def hf_hub_cache() -> Path:
+    # huggingface_hub's constants.py, without importing it
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def ultralytics_package_dir() -> Path | None:
+    spec = importlib.util.find_spec("ultralytics")  # finds, does not import
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def ultralytics_yaml_names() -> frozenset[str]:
+    root = ultralytics_package_dir()
+    if root is None:
+        return frozenset()
+    return frozenset(p.name for p in (root / "cfg" / "models" / "rt-detr").glob("*.yaml"))
+
+
+def ultralytics_config_dir() -> Path:
+    # ultralytics.utils.get_user_config_dir, Linux and macOS, without importing it
+    if os.environ.get("YOLO_CONFIG_DIR"):
+        return Path(os.environ["YOLO_CONFIG_DIR"]).expanduser() / "Ultralytics"
+    base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
+    main = base / "Ultralytics"
+    if main.exists() or os.access(base if base.exists() else Path.home(), os.W_OK):
+        return main
+    return Path(tempfile.gettempdir()) / f"Ultralytics-{os.getuid()}"
+
+
+def ultralytics_settings() -> dict:
+    try:
+        return json.loads((ultralytics_config_dir() / "settings.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def ultralytics_weights_dir() -> Path | None:
+    value = ultralytics_settings().get("weights_dir")
+    return Path(value) if value else None

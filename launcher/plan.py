@@ -1,0 +1,178 @@
+"""Pure decisions over a frozen probe Snapshot and a Ladder: which rung to start on, whether RAM
+cache stays on, and why. No I/O here; every number that decided something goes into `reasons`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .contract import GIB
+from .errors import BadInput
+from .ladder import Ladder, Rung
+from .probe import Gpu, Snapshot
+
+CACHE_HEADROOM = 2  # RAM cache only when available RAM ≥ this × the estimate
+
+
+@dataclass(frozen=True)
+class CacheDecision:
+    requested: str  # the start rung's cache
+    effective: str
+    estimate: int | None  # bytes, all copies
+    available: int | None  # bytes of available RAM
+    copies: int  # processes caching their own copy (DDP ranks)
+    reason: str
+
+    def to_json(self) -> dict:
+        return {"requested": self.requested, "effective": self.effective, "estimate_bytes": self.estimate,
+                "available_bytes": self.available, "copies": self.copies, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class Plan:
+    device: str  # as Ultralytics takes it
+    gpus: tuple[Gpu, ...]  # the selected GPUs (empty on the CPU)
+    start: Rung | None  # with the cache decision applied; None when nothing fits
+    rungs: tuple[Rung, ...]  # the ladder with the cache decision applied
+    cache: CacheDecision
+    reasons: tuple[str, ...]
+    problems: tuple[str, ...]  # what would make `run` refuse
+
+
+def gib(n: int | float | None) -> str:
+    return "unknown" if n is None else f"{n / GIB:.2f} GiB"
+
+
+def select_device(requested: str | None, snap: Snapshot) -> tuple[str, tuple[Gpu, ...], list[str], list[str]]:
+    """The device string and the GPUs it selects, with reasons and problems."""
+    reasons: list[str] = []
+    problems: list[str] = []
+    if requested == "cpu":
+        return "cpu", (), ["device cpu: VRAM thresholds do not apply"], problems
+    if requested is None:
+        if not snap.gpus:
+            problems.append(f"no NVIDIA GPU found ({snap.nvml}); `run` refuses — pass --device cpu to train on "
+                            "the CPU, or --vram GIB to plan for a GPU with that much free memory")
+            return "cpu", (), ["no GPU: planned for the CPU"], problems
+        requested = str(snap.gpus[0].index)
+        reasons.append(f"device {requested}: the first GPU (no device in the ladder or --device)")
+    by_index = {g.index: g for g in snap.gpus}
+    indices = [int(i) for i in requested.split(",")]
+    missing = [i for i in indices if i not in by_index]
+    if missing:
+        have = ", ".join(str(i) for i in by_index) or "none"
+        raise BadInput(f"--device {requested}", f"GPU {', '.join(map(str, missing))} not on this machine "
+                       f"(GPUs: {have})", "pick GPU indices that the probe lists, or cpu")
+    return requested, tuple(by_index[i] for i in indices), reasons, problems
+
+
+def choose(ladder: Ladder, snap: Snapshot, *, device: str | None = None, start_rung: str | None = None,
+           dataset_images: int | None = None, dataset_problem: str | None = None) -> Plan:
+    """The starting rung and the cache decision, as a pure function of the snapshot."""
+    device, gpus, reasons, problems = select_device(device or ladder.job.device, snap)
+    if dataset_problem:
+        problems.append(dataset_problem)
+    for rung in ladder.rungs:
+        if not rung.available:
+            reasons.append(f"rung {rung.name} unavailable ({rung.model.weights}): the ladder steps over it")
+
+    cache = decide_cache(ladder, snap, gpus, dataset_images)
+    rungs = tuple(with_cache(r, cache) for r in ladder.rungs)
+    if cache.requested == "ram" or any(r.cache == "ram" for r in ladder.rungs):
+        reasons.append(cache.reason)
+
+    start: Rung | None
+    if start_rung:
+        forced = ladder.rung(start_rung)
+        if not forced.available:
+            raise BadInput(f"--start-rung {start_rung}", f"rung is unavailable ({forced.model.weights})",
+                           "start on another rung")
+        start = forced
+        reasons.insert(0, f"start rung {forced.name}: forced by --start-rung")
+    else:
+        start, why = pick_start(ladder.rungs, gpus)
+        (reasons.insert(0, why) if start else problems.append(why))
+    if start is not None:
+        start = rungs[ladder.index(start.name)]
+        cache = replace(cache, requested=ladder.rung(start.name).cache, effective=start.cache)
+    reasons.extend(weights_reasons(ladder.rungs))
+    return Plan(device=device, gpus=gpus, start=start, rungs=rungs, cache=cache, reasons=tuple(reasons),
+                problems=tuple(problems))
+
+
+def weights_reasons(rungs: tuple[Rung, ...]) -> list[str]:
+    """One line per model: where its starting weights come from."""
+    by_model: dict[str, list[Rung]] = {}
+    for rung in rungs:
+        if rung.available:
+            by_model.setdefault(f"{rung.model.spec}\0{rung.model.weights}", []).append(rung)
+    out = []
+    for users in by_model.values():
+        ref = users[0].model
+        fetch = f" ({ref.download})" if ref.download else ""
+        out.append(f"weights of {ref.spec} ({', '.join(r.name for r in users)}): {ref.weights}{fetch}")
+    return out
+
+
+def pick_start(rungs: tuple[Rung, ...], gpus: tuple[Gpu, ...]) -> tuple[Rung | None, str]:
+    """The first available rung whose min_free_vram_gib is at most the smallest free VRAM."""
+    available = [r for r in rungs if r.available]
+    if not available:
+        return None, "no rung is available"
+    if not gpus:
+        return available[0], f"start rung {available[0].name}: the first available rung (no GPU thresholds on the CPU)"
+    unknown = [g.index for g in gpus if g.free is None]
+    if unknown:
+        safest = next((r for r in available if r.min_free_vram_gib == 0), available[-1])
+        return safest, (f"start rung {safest.name}: NVML does not report free memory of GPU "
+                        f"{', '.join(map(str, unknown))}, so the first rung that needs no free VRAM; "
+                        "--vram GIB or --start-rung NAME overrides")
+    tightest = min(gpus, key=lambda g: g.free)
+    free_gib = tightest.free / GIB
+    which = f"GPU {tightest.index}" if len(gpus) == 1 else f"GPU {tightest.index}, the tightest of {len(gpus)}"
+    for rung in available:
+        if rung.min_free_vram_gib <= free_gib:
+            skipped = [r for r in available if r.min_free_vram_gib > free_gib]
+            above = "" if not skipped else "; too little for " + ", ".join(
+                f"{r.name} (≥ {r.min_free_vram_gib:g} GiB)" for r in skipped)
+            return rung, (f"start rung {rung.name}: {which} has {free_gib:.2f} GiB free ≥ "
+                          f"{rung.min_free_vram_gib:g} GiB ({rung.name}'s min_free_vram_gib){above}")
+    return None, (f"no rung fits: {which} has {free_gib:.2f} GiB free, less than every rung's "
+                  f"min_free_vram_gib (lowest {min(r.min_free_vram_gib for r in available):g} GiB) — "
+                  "free GPU memory or force a rung with --start-rung")
+
+
+def cache_estimate(images: int, imgsz: int, copies: int) -> int:
+    """Bytes RAM cache takes: RT-DETR letterboxes every image to imgsz², 3 bytes a pixel, one
+    copy per process that caches (each DDP rank)."""
+    return images * imgsz * imgsz * 3 * copies
+
+
+def decide_cache(ladder: Ladder, snap: Snapshot, gpus: tuple[Gpu, ...], images: int | None) -> CacheDecision:
+    requested = ladder.rungs[0].cache
+    copies = max(1, len(gpus))
+    available = snap.ram_available
+    if images is None:
+        return CacheDecision(requested, "off", None, available, copies,
+                             "RAM cache off: the dataset could not be read, so its size is unknown")
+    estimate = cache_estimate(images, ladder.job.imgsz, copies)
+    per = f"{images} images × {ladder.job.imgsz}² × 3 bytes" + (f" × {copies} GPUs" if copies > 1 else "")
+    if available is None:
+        return CacheDecision(requested, "off", estimate, None, copies,
+                             f"RAM cache off: available RAM unknown; the cache would take {gib(estimate)} ({per})")
+    if available >= CACHE_HEADROOM * estimate:
+        return CacheDecision(requested, "ram", estimate, available, copies,
+                             f"RAM cache on: {gib(available)} available ≥ {CACHE_HEADROOM} × {gib(estimate)} "
+                             f"estimate ({per})")
+    return CacheDecision(requested, "off", estimate, available, copies,
+                         f"RAM cache off: {gib(available)} available < {CACHE_HEADROOM} × {gib(estimate)} "
+                         f"estimate ({per}); rungs asking for ram run with cache off")
+
+
+def with_cache(rung: Rung, cache: CacheDecision) -> Rung:
+    return replace(rung, cache="off") if rung.cache == "ram" and cache.effective != "ram" else rung
+
+
+def override_epochs(ladder: Ladder, epochs: int | None) -> Ladder:
+    if epochs is None:
+        return ladder
+    return replace(ladder, rungs=tuple(replace(r, epochs=epochs) for r in ladder.rungs))

@@ -1,0 +1,60 @@
+"""What the supervisor hands a child: the spec file's contents, its environment and command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import models
+from .contract import CHILD_MODULE, ENV_ALLOC_CONF, ENV_DEVICE_ORDER, GIB, THREAD_ENV_VARS
+from .ladder import Job, Rung
+from .runlog import RunPaths
+
+ULTRALYTICS_CACHE = {"ram": "ram", "disk": "disk", "off": False}
+
+
+def train_args(job: Job, rung: Rung, device: str, paths: RunPaths) -> dict:
+    """Arguments for Ultralytics' `train()`: absolute paths, the ladder's batch, rect off."""
+    return {
+        "model": rung.model.source,
+        "data": str(job.dataset),
+        "epochs": rung.epochs,
+        "batch": rung.batch,
+        "imgsz": job.imgsz,
+        "workers": rung.workers,
+        "cache": ULTRALYTICS_CACHE[rung.cache],
+        "device": device,
+        "save_dir": str(paths.save_dir(rung.model.source)),
+        "exist_ok": True,
+        "rect": False,
+    }
+
+
+def build(job: Job, rung: Rung, device: str, paths: RunPaths, attempt: int, vram_gib: float | None = None) -> dict:
+    return {
+        "run": job.name,
+        "attempt": attempt,
+        "rung": rung.name,
+        "train_args": train_args(job, rung, device, paths),
+        "threads": rung.threads,
+        "vram_fraction": rung.vram_fraction,
+        "vram_limit_bytes": int(vram_gib * GIB) if vram_gib is not None and device != "cpu" else None,
+        "cleanup_every": rung.cleanup_every,
+        "report": str(paths.report(attempt)),
+        "heartbeat": str(paths.heartbeat(attempt)),
+    }
+
+
+def env(rung: Rung) -> dict[str, str]:
+    """Variables set for the child before torch loads (on top of the launcher's environment)."""
+    out = {ENV_DEVICE_ORDER: "PCI_BUS_ID"}
+    if rung.alloc_conf:
+        out[ENV_ALLOC_CONF] = rung.alloc_conf
+    if rung.threads:
+        out.update({name: str(rung.threads) for name in THREAD_ENV_VARS})
+    out.update(models.child_env(rung.model, rung.pretrained))
+    return out
+
+
+def command(spec_path: Path) -> list[str]:
+    return [sys.executable, "-m", CHILD_MODULE, str(spec_path)]

@@ -1,0 +1,160 @@
+"""Text and JSON renderings of what the commands found. Pure: data in, strings out."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from .dataset import Dataset
+from .failures import Failure, action
+from .ladder import Ladder, Rung
+from .plan import Plan, gib
+from .probe import Snapshot
+
+
+@dataclass(frozen=True)
+class DryRun:
+    snap: Snapshot
+    ladder: Ladder
+    plan: Plan
+    dataset: Dataset | None
+    spec: dict | None  # what the first attempt's spec.json would hold
+    spec_path: Path | None
+    env: dict[str, str]
+    command: list[str]
+
+
+def rel(p: str | Path, cwd: Path | None = None) -> str:
+    """A path as a person would type it from here."""
+    cwd = cwd or Path.cwd()
+    try:
+        return str(Path(p).relative_to(cwd))
+    except ValueError:
+        return str(p)
+
+
+def _vram_cap(rung: Rung) -> str:
+    return "none" if rung.vram_fraction is None else f"{rung.vram_fraction:.0%}"
+
+
+def _threshold(rung: Rung) -> str:
+    return "any" if rung.min_free_vram_gib == 0 else f"≥ {rung.min_free_vram_gib:g} GiB"
+
+
+def ladder_rows(ladder: Ladder, plan: Plan) -> list[str]:
+    head = ("rung", "model", "epochs", "batch", "workers", "cache", "threads", "vram cap", "cleanup", "start if free")
+    rows = [head]
+    for asked, rung in zip(ladder.rungs, plan.rungs):
+        cache = rung.cache if rung.cache == asked.cache else f"{asked.cache}→{rung.cache}"
+        rows.append((rung.name, rung.model.spec, str(rung.epochs), str(rung.batch), str(rung.workers), cache,
+                     str(rung.threads or "-"), _vram_cap(rung), str(rung.cleanup_every or "never"), _threshold(rung)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    out = []
+    for i, row in enumerate(rows):
+        mark = " "
+        note = ""
+        if i:
+            rung = plan.rungs[i - 1]
+            mark = ">" if plan.start and rung.name == plan.start.name else ("x" if not rung.available else " ")
+            note = "" if rung.available else f"  unavailable: {rung.model.weights}"
+        out.append(f"  {mark} " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + note)
+    confs: dict[str, list[str]] = {}
+    for rung in plan.rungs:
+        confs.setdefault(rung.alloc_conf or "(PyTorch default)", []).append(rung.name)
+    out.append("    allocator: " + "; ".join(f"{', '.join(names)}: {conf}" for conf, names in confs.items()))
+    return out
+
+
+def dry_run_text(d: DryRun, cwd: Path | None = None) -> str:
+    snap, plan = d.snap, d.plan
+    out = ["Probe"]
+    if not snap.gpus:
+        out.append(f"  GPUs   none ({snap.nvml})")
+    for g in snap.gpus:
+        out.append(f"  GPU {g.index}  {g.name or 'unknown name'}  total {gib(g.total)}  free {gib(g.free)}")
+    if snap.gpus and snap.nvml == "ok":
+        out.append(f"  NVML   ok, driver {snap.driver or 'unknown'}")
+    out.append(f"  RAM    total {gib(snap.ram_total)}  available {gib(snap.ram_available)}")
+    out.append(f"  CPUs   {snap.cpus if snap.cpus is not None else 'unknown'}")
+    pretend = [f"--vram {snap.pretend_vram:g} GiB free" for _ in [0] if snap.pretend_vram is not None] + [
+        f"--ram {snap.pretend_ram:g} GiB available" for _ in [0] if snap.pretend_ram is not None]
+    if pretend:
+        out.append(f"  pretend  {', '.join(pretend)}")
+
+    out += ["", f"Dataset  {rel(d.ladder.job.dataset, cwd)}"]
+    if d.dataset:
+        ds = d.dataset
+        out.append(f"  {ds.train_images} train + {ds.val_images} val images, {ds.names} classes, "
+                   f"imgsz {d.ladder.job.imgsz}")
+    else:
+        out.append("  not readable (see Problems)")
+
+    where = f"run {d.ladder.job.name!r}, device {plan.device}"
+    out += ["", f"Ladder  {rel(d.ladder.path, cwd)}  ({where}; > start, x unavailable)"]
+    out += ladder_rows(d.ladder, plan)
+
+    out += ["", "Why"] + [f"  - {r}" for r in plan.reasons]
+
+    if d.spec is not None and d.spec_path is not None:
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(d.env.items()))
+        cmd = " ".join(shlex.quote(c) for c in d.command)
+        out += ["", f"Would run  (attempt {d.spec['attempt']}, rung {d.spec['rung']})",
+                f"  cd {shlex.quote(str(cwd or Path.cwd()))}",
+                f"  env {env} \\", f"    {cmd}",
+                f"  {rel(d.spec_path, cwd)}:"]
+        out += ["    " + line for line in json.dumps(d.spec, indent=2).splitlines()]
+    if plan.problems:
+        out += ["", "Problems (run would refuse)"] + [f"  - {p}" for p in plan.problems]
+    return "\n".join(out) + "\n"
+
+
+def dry_run_json(d: DryRun) -> dict:
+    plan = d.plan
+    return {
+        "probe": d.snap.to_json(),
+        "device": plan.device,
+        "start_rung": plan.start.name if plan.start else None,
+        "cache": plan.cache.to_json(),
+        "reasons": list(plan.reasons),
+        "problems": list(plan.problems),
+        "dataset": None if d.dataset is None else {
+            "yaml": str(d.dataset.yaml), "train_images": d.dataset.train_images,
+            "val_images": d.dataset.val_images, "classes": d.dataset.names},
+        "ladder": {
+            "path": str(d.ladder.path),
+            "run": d.ladder.job.name,
+            "imgsz": d.ladder.job.imgsz,
+            "rungs": [rung_json(asked, r) for asked, r in zip(d.ladder.rungs, plan.rungs)],
+        },
+        "child": None if d.spec is None else {
+            "command": d.command, "env": d.env, "spec_path": str(d.spec_path), "spec": d.spec},
+    }
+
+
+def rung_json(asked: Rung, rung: Rung) -> dict:
+    return {
+        "name": rung.name, "model": rung.model.spec, "model_source": rung.model.source,
+        "available": rung.available, "weights": rung.model.weights, "download": rung.model.download,
+        "epochs": rung.epochs, "batch": rung.batch, "workers": rung.workers,
+        "cache": rung.cache, "cache_asked": asked.cache, "threads": rung.threads,
+        "vram_fraction": rung.vram_fraction, "alloc_conf": rung.alloc_conf, "cleanup_every": rung.cleanup_every,
+        "min_free_vram_gib": rung.min_free_vram_gib, "pretrained": rung.pretrained,
+    }
+
+
+def diagnose_text(path: str, failure: Failure | None, epochs_completed: int | None = None) -> str:
+    if failure is None:
+        return f"{path}: no failure found (exit code 0 and nothing in the log against it)\n"
+    phase = f" (phase {failure.phase})" if failure.phase else ""
+    return (f"kind      {failure.kind}{phase}\n"
+            f"evidence  {failure.evidence}\n"
+            f"action    {action(failure, epochs_completed)}\n")
+
+
+def diagnose_json(failure: Failure | None, epochs_completed: int | None = None) -> dict:
+    if failure is None:
+        return {"kind": None, "evidence": None, "action": "nothing to do: the process succeeded"}
+    return {**failure.to_json(), "action": action(failure, epochs_completed)}
+

@@ -1,0 +1,68 @@
+"""Shared fixtures: a sealed environment (no network, no user settings), ladders and datasets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def sealed_env(tmp_path_factory, monkeypatch):
+    """Keep every test away from the user's Ultralytics settings, HF cache and the network."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(home / "yolo"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf"))
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    yield home
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def make_image_tree(root: Path, train: int, val: int, names=("box",)) -> Path:
+    """A dataset layout with `train` + `val` (empty) image files, enough for counting."""
+    for split, n in (("train", train), ("val", val)):
+        d = root / "images" / split
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            (d / f"{i:05d}.jpg").touch()
+    return write(root / "data.yaml", f"path: {root}\ntrain: images/train\nval: images/val\nnames: {list(names)}\n")
+
+
+@pytest.fixture
+def image_tree(tmp_path):
+    return make_image_tree(tmp_path / "ds", train=40, val=10)
+
+
+RUNG = """
+[[rung]]
+name = "{name}"
+model = "{model}"
+epochs = {epochs}
+batch = {batch}
+"""
+
+
+def ladder_text(dataset: str = "ds/data.yaml", rungs: str | None = None, job_extra: str = "") -> str:
+    rungs = rungs if rungs is not None else RUNG.format(name="a", model="rtdetr-l.yaml", epochs=3, batch=4)
+    return f'[job]\nname = "t"\ndataset = "{dataset}"\nimgsz = 64\n{job_extra}\n{rungs}'
+
+
+@pytest.fixture
+def ladder_file(tmp_path):
+    def make(text: str, name: str = "l.toml") -> Path:
+        return write(tmp_path / name, text)
+    return make
+
+
+def env_without(*names: str) -> dict:
+    return {k: v for k, v in os.environ.items() if k not in names}
