@@ -67,7 +67,7 @@ class Ladder:
         for rung in self.rungs:
             if rung.name == name:
                 return rung
-        raise BadInput("--start-rung", f"no rung named '{name}' in {self.path}",
+        raise BadInput(f"--start-rung {name}", f"no rung named '{name}' in {self.path}",
                        f"use one of: {', '.join(r.name for r in self.rungs)}")
 
     def index(self, name: str) -> int:

@@ -86,7 +86,7 @@ def dry_run_text(d: DryRun, cwd: Path | None = None) -> str:
     out += ["", f"Dataset  {rel(d.ladder.job.dataset, cwd)}"]
     if d.dataset:
         ds = d.dataset
-        out.append(f"  {ds.train_images} train + {ds.val_images} val images, {ds.names} classes, "
+        out.append(f"  {ds.train_images} train + {ds.val_images} val images, {ds.names} class{'es' if ds.names != 1 else ''}, "
                    f"imgsz {d.ladder.job.imgsz}")
     else:
         out.append("  not readable (see Problems)")
@@ -146,7 +146,7 @@ def rung_json(asked: Rung, rung: Rung) -> dict:
 
 def diagnose_text(path: str, failure: Failure | None, epochs_completed: int | None = None) -> str:
     if failure is None:
-        return f"{path}: no failure found (exit code 0 and nothing in the log against it)\n"
+        return f"{path}: no failure found (no recognised error in the log and no failing exit code)\n"
     phase = f" (phase {failure.phase})" if failure.phase else ""
     return (f"kind      {failure.kind}{phase}\n"
             f"evidence  {failure.evidence}\n"

@@ -1,0 +1,60 @@
+"""Wall time of dry-run and diagnose (median of 5 fresh processes) next to `import ultralytics`.
+
+Target (issue 2): each under 0.25 s and under a tenth of the Ultralytics import.
+Run: python tests/bench/bench_cli.py
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNS = 5
+
+
+def wall(argv: list[str], cwd: Path) -> float:
+    times = []
+    for _ in range(RUNS):
+        t = time.perf_counter()
+        subprocess.run(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for split, n in (("train", 4000), ("val", 400)):  # the user's ~4k-image dataset, as empty files
+            d = tmp / "ds" / "images" / split
+            d.mkdir(parents=True)
+            for i in range(n):
+                (d / f"{i}.jpg").touch()
+        (tmp / "ds" / "data.yaml").write_text(f"path: {tmp / 'ds'}\ntrain: images/train\nval: images/val\nnames: [a]\n")
+        py = sys.executable
+        log = ROOT / "tests" / "fixtures" / "logs" / "ddp_torchrun_oom.log"
+        rows = {
+            "python -c pass": wall([py, "-c", "pass"], tmp),
+            "dry-run (4,400-image dataset)": wall([py, "-m", "launcher", "dry-run", "--vram", "24", "--ram", "64",
+                                                   "--data", str(tmp / "ds" / "data.yaml")], ROOT),
+            "dry-run --json": wall([py, "-m", "launcher", "dry-run", "--vram", "24", "--json",
+                                    "--data", str(tmp / "ds" / "data.yaml")], ROOT),
+            "diagnose (torchrun log)": wall([py, "-m", "launcher", "diagnose", str(log)], ROOT),
+            'python -c "import ultralytics"': wall([py, "-c", "import ultralytics"], tmp),
+        }
+    ul = rows['python -c "import ultralytics"']
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+          f"median of {RUNS} fresh processes")
+    for name, t in rows.items():
+        share = f"{t / ul:6.1%} of the ultralytics import" if "ultralytics" not in name else ""
+        print(f"  {name:34s} {t:6.3f} s  {share}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""dry-run and diagnose through the command line: golden text, JSON, help, bad input, speed."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from launcher import cli
+from launcher.contract import GIB
+from launcher.probe import Gpu, Snapshot
+
+from conftest import FIXTURES, ROOT, make_image_tree
+
+GOLDEN = FIXTURES / "golden"
+FIXED = Snapshot(gpus=(Gpu(0, "NVIDIA GeForce RTX 4090", int(23.99 * GIB), int(23.41 * GIB)),),
+                 ram_total=int(62.7 * GIB), ram_available=int(55.1 * GIB), cpus=16, nvml="ok", driver="550.54.15")
+
+
+@pytest.fixture
+def fixed_machine(monkeypatch, tmp_path):
+    monkeypatch.setattr(cli.probe, "take", lambda: FIXED)
+    monkeypatch.chdir(tmp_path)
+    return make_image_tree(tmp_path / "coco_indoor", train=3912, val=489)
+
+
+def run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def normalise(text: str, tmp_path) -> str:
+    return text.replace(str(tmp_path), "<TMP>").replace(str(ROOT), "<ROOT>").replace(sys.executable, "<PYTHON>")
+
+
+def check_golden(name: str, text: str):
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert text == path.read_text(), f"dry-run output changed; if intended, rerun with UPDATE_GOLDEN=1 and review {path}"
+
+
+def test_dry_run_text_golden(capsys, fixed_machine, tmp_path):
+    code, out, err = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml")
+    assert code == 0 and err == ""
+    check_golden("dry_run_4090.txt", normalise(out, tmp_path))
+
+
+def test_dry_run_text_golden_12gb_card_low_ram(capsys, fixed_machine, tmp_path):
+    code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--vram", "11.7", "--ram", "8",
+                       "--epochs", "2", "--name", "rehearsal")
+    assert code == 0
+    check_golden("dry_run_12gb_8gb_ram.txt", normalise(out, tmp_path))
+
+
+def test_dry_run_json(capsys, fixed_machine):
+    code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--json")
+    d = json.loads(out)
+    assert code == 0
+    assert {"probe", "start_rung", "cache", "reasons", "ladder"} <= set(d)
+    assert d["start_rung"] == "optimal"
+    assert d["probe"]["gpus"][0]["free"] == int(23.41 * GIB)
+    assert d["cache"]["effective"] == "ram" and d["cache"]["estimate_bytes"] == 4401 * 640 * 640 * 3
+    assert [r["name"] for r in d["ladder"]["rungs"]] == ["optimal", "optimal-b4", "mnv4", "safe"]
+    assert d["child"]["command"][-3:-1] == ["-m", "launcher.child"]
+    assert d["child"]["env"]["PYTORCH_CUDA_ALLOC_CONF"].startswith("max_split_size_mb:512")
+    assert d["child"]["spec"]["train_args"]["batch"] == 6
+    assert d["child"]["spec"]["train_args"]["data"] == str(fixed_machine)
+
+
+def test_dry_run_cpu_machine_refuses_without_device(capsys, monkeypatch, tmp_path):
+    make_image_tree(tmp_path / "coco_indoor", 4, 2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.probe, "take", lambda: Snapshot((), 8 * GIB, 6 * GIB, 2, nvml="NVML unavailable"))
+    code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml")
+    assert code == 2 and "Problems (run would refuse)" in out and "--device cpu" in out
+    code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
+    assert code == 0 and "Problems" not in out
+    code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--vram", "11.7", "--json")
+    assert code == 0 and json.loads(out)["start_rung"] == "optimal-b4"
+
+
+def test_dry_run_demo_ladder_marks_dataset_missing(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "dry-run", "--ladder", str(ROOT / "ladders" / "demo.toml"), "--data", "nope.yaml")
+    assert code == 2 and "dataset YAML not found" in out
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["dry-run", "--vram", "-3"], ["--vram", "positive"]),
+    (["dry-run", "--vram", "lots"], ["--vram", "not a number"]),
+    (["dry-run", "--epochs", "0"], ["--epochs"]),
+    (["dry-run", "--device", "gpu0"], ["--device"]),
+    (["dry-run", "--name", "a/b"], ["--name"]),
+    (["dry-run", "--ladder", "nope.toml"], ["nope.toml", "no such ladder file"]),
+    (["dry-run", "--start-rung", "turbo"], ["--start-rung turbo", "optimal, optimal-b4, mnv4, safe"]),
+    (["dry-run", "--device", "3", "--vram", "12"], ["--device 3", "GPU 3 not on this machine"]),
+    (["diagnose", "missing.log"], ["missing.log", "no such log file"]),
+    (["frobnicate"], ["invalid choice"]),
+])
+def test_bad_input_is_one_line_exit_2(argv, names, capsys, fixed_machine):
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for n in names:
+        assert n in err
+
+
+@pytest.mark.parametrize("command", ["dry-run", "diagnose"])
+def test_help_explains_every_option_with_an_example(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    out = capsys.readouterr().out
+    parser = cli.build_parser()
+    sub = parser._subparsers._group_actions[0].choices[command]
+    for action in sub._actions:
+        if action.help and action.option_strings and "--help" not in action.option_strings:
+            assert "e.g." in action.help, f"{action.option_strings} has no example"
+            assert action.option_strings[-1] in out
+    assert "examples:" in out
+
+
+@pytest.mark.parametrize("log, kind", [("ddp_torchrun_oom.log", "cuda_oom"), ("device_side_assert.log", "fatal")])
+def test_diagnose_cli(log, kind, capsys):
+    code, out, _ = run(capsys, "diagnose", str(FIXTURES / "logs" / log))
+    assert code == 0 and out.startswith(f"kind      {kind}\n") and "evidence  " in out and "action    " in out
+    code, out, _ = run(capsys, "diagnose", str(FIXTURES / "logs" / log), "--json")
+    d = json.loads(out)
+    assert d["kind"] == kind and d["evidence"] and d["action"]
+
+
+def test_diagnose_exit_code_and_attempt_folder_with_report(capsys, tmp_path):
+    (tmp_path / "train.log").write_text((FIXTURES / "logs" / "killed_no_message.log").read_text())
+    code, out, _ = run(capsys, "diagnose", str(tmp_path / "train.log"), "--exit-code", "137", "--json")
+    assert json.loads(out)["kind"] == "unknown"
+    (tmp_path / "report.json").write_text(json.dumps({
+        "exc_type": "torch.OutOfMemoryError", "message": "CUDA out of memory.", "phase": "train",
+        "epoch": 4, "start_epoch": 2}))
+    code, out, _ = run(capsys, "diagnose", str(tmp_path))
+    assert "kind      cuda_oom (phase train)" in out and "late OOM (2 epoch(s) completed" in out
+
+
+def test_commands_import_neither_torch_nor_ultralytics(tmp_path):
+    probe_script = (
+        "import sys, io, contextlib\n"
+        "from launcher import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    cli.main(['dry-run', '--vram', '24', '--ram', '64'])\n"
+        f"    cli.main(['diagnose', {str(FIXTURES / 'logs' / 'ddp_torchrun_oom.log')!r}])\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ultralytics', 'timm', 'numpy'))\n"
+        "print(heavy)\n")
+    out = subprocess.run([sys.executable, "-c", probe_script], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

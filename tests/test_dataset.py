@@ -1,0 +1,52 @@
+"""Reading an Ultralytics dataset YAML before a child starts: counts, and each way it can be wrong."""
+
+import pytest
+
+from launcher import dataset
+from launcher.errors import BadInput
+
+from conftest import make_image_tree, write
+
+
+def test_counts_images_in_folders_and_lists(tmp_path):
+    ds = dataset.inspect(make_image_tree(tmp_path / "d", train=7, val=3, names=("a", "b")))
+    assert (ds.train_images, ds.val_images, ds.images, ds.names) == (7, 3, 10, 2)
+    (tmp_path / "d" / "images" / "train" / "notes.txt").write_text("not an image")
+    (tmp_path / "d" / "images" / "train" / "sub").mkdir()
+    (tmp_path / "d" / "images" / "train" / "sub" / "x.PNG").touch()
+    assert dataset.inspect(tmp_path / "d" / "data.yaml").train_images == 8
+    write(tmp_path / "d" / "train.txt", "./images/train/00000.jpg\n./images/train/00001.jpg\n")
+    y = write(tmp_path / "d" / "list.yaml", "train: train.txt\nval: images/val\nnc: 1\n")
+    assert dataset.inspect(y).train_images == 2  # no 'path': the YAML's folder
+
+
+def test_relative_path_key_resolves_next_to_the_yaml(tmp_path, monkeypatch):
+    make_image_tree(tmp_path / "d", train=2, val=1)
+    y = write(tmp_path / "cfg" / "data.yaml", "path: ../d\ntrain: images/train\nval: images/val\nnames: [x]\n")
+    monkeypatch.chdir(tmp_path / "cfg")
+    assert dataset.inspect(y).root == (tmp_path / "d").resolve()
+
+
+@pytest.mark.parametrize("text, names", [
+    ("train: images/train\nnames: [x]\n", ["key 'val'", "missing"]),
+    ("val: images/val\nnames: [x]\n", ["key 'train'", "missing"]),
+    ("train: images/train\nval: images/val\n", ["key 'names'"]),
+    ("train: nowhere\nval: images/val\nnames: [x]\n", ["key 'train'", "nowhere does not exist"]),
+    ("train: empty\nval: images/val\nnames: [x]\n", ["key 'train'", "no images"]),
+    ("- just\n- a list\n", ["not a dataset YAML"]),
+    ("train: [images/train\n", ["not a readable YAML"]),
+])
+def test_bad_datasets(tmp_path, text, names):
+    make_image_tree(tmp_path, train=2, val=1)
+    (tmp_path / "empty").mkdir()
+    y = write(tmp_path / "bad.yaml", text)
+    with pytest.raises(BadInput) as e:
+        dataset.inspect(y)
+    assert str(y) in str(e.value) and "fix:" in str(e.value)
+    for n in names:
+        assert n in str(e.value)
+
+
+def test_missing_yaml(tmp_path):
+    with pytest.raises(BadInput, match="dataset YAML not found.*--data"):
+        dataset.inspect(tmp_path / "nope.yaml")

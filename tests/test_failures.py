@@ -1,0 +1,115 @@
+"""Classification of realistic crash logs into DESIGN.md's failure kinds."""
+
+import pytest
+
+from launcher import failures
+from launcher.contract import CUDA_OOM, FATAL, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN
+
+from conftest import FIXTURES
+
+LOGS = FIXTURES / "logs"
+
+
+def read(name: str) -> str:
+    return (LOGS / name).read_text()
+
+
+@pytest.mark.parametrize("log, exit_code, kind, evidence", [
+    ("cuda_oom_ultralytics.log", 1, CUDA_OOM, "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.17 GiB"),
+    ("cublas_alloc.log", 1, CUDA_OOM, "RuntimeError: CUDA error: CUBLAS_STATUS_ALLOC_FAILED"),
+    ("ddp_torchrun_oom.log", 1, CUDA_OOM, "[rank1]: torch.OutOfMemoryError: CUDA out of memory"),
+    ("illegal_memory_access.log", 1, UNKNOWN, "RuntimeError: CUDA error: an illegal memory access was encountered"),
+    ("device_side_assert.log", 1, FATAL, "RuntimeError: CUDA error: device-side assert triggered"),
+    ("dataset_missing.log", 1, FATAL, "FileNotFoundError: Dataset '/data/coco_indoor/data.yaml' images not found"),
+    ("user_code_keyerror.log", 1, FATAL, "KeyError: 'learning_rate'"),
+    ("dataloader_killed.log", 1, HOST_OOM, "RuntimeError: DataLoader worker (pid 41233) is killed by signal: Killed."),
+    ("cpu_alloc.log", 1, HOST_OOM, "RuntimeError: [enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator"),
+    ("nccl_timeout.log", 1, NCCL, "[rank0]: torch.distributed.DistBackendError: NCCL communicator was aborted"),
+    ("keyboard_interrupt.log", 130, INTERRUPTED, "KeyboardInterrupt"),
+    ("nan_loss.log", 1, UNKNOWN, "RuntimeError: Training failed: NaN loss detected"),
+    ("cuda_oom_ultralytics.log", None, CUDA_OOM, "torch.OutOfMemoryError"),  # no exit code given
+])
+def test_realistic_logs(log, exit_code, kind, evidence):
+    f = failures.classify(read(log), exit_code=exit_code)
+    assert f.kind == kind, f
+    assert f.evidence.startswith(evidence), f.evidence
+    assert f.source == "log"
+
+
+def test_oom_buried_in_torchrun_summary_is_only_in_a_rank_line():
+    text = read("ddp_torchrun_oom.log")
+    # the top-level exception torchrun raises says nothing of memory; the NCCL watchdog is an echo
+    assert "ChildFailedError" in text and "Watchdog caught collective operation timeout" in text
+    assert [ln for ln in text.splitlines() if "OutOfMemoryError" in ln][0].startswith("[rank1]:")
+    assert failures.classify(text, exit_code=1).kind == CUDA_OOM
+
+
+@pytest.mark.parametrize("log", ["illegal_memory_access.log", "device_side_assert.log"])
+def test_illegal_access_and_device_assert_are_never_oom(log):
+    assert failures.classify(read(log), exit_code=1).kind != CUDA_OOM
+
+
+@pytest.mark.parametrize("exit_code", [-9, 137])
+def test_sigkill_without_memory_evidence_is_unknown(exit_code):
+    f = failures.classify(read("killed_no_message.log"), exit_code=exit_code)
+    assert f.kind == UNKNOWN and "SIGKILL" in f.evidence and f.source == "signal"
+
+
+@pytest.mark.parametrize("exit_code", [-9, 137])
+def test_sigkill_with_memory_evidence_is_host_oom(exit_code):
+    f = failures.classify(read("killed_no_message.log"), exit_code=exit_code,
+                          memory_evidence="RAM 99% used 2 s before the death")
+    assert f.kind == HOST_OOM and "RAM 99%" in f.evidence
+
+
+def test_sigkill_with_kernel_oom_line_in_the_log_is_host_oom():
+    log = read("killed_no_message.log") + "[12345.678] Out of memory: Killed process 4242 (python) total-vm:...\n"
+    assert failures.classify(log, exit_code=137).kind == HOST_OOM
+
+
+def test_earlier_warnings_do_not_outvote_the_exception_that_ended_the_run():
+    log = ("WARNING ⚠️ No labels found in /data/x/labels/val.cache, training may not work correctly.\n"
+           + read("cuda_oom_ultralytics.log"))
+    assert failures.classify(log, exit_code=1).kind == CUDA_OOM
+
+
+def test_progress_bar_frames_split_on_carriage_returns():
+    log = "  1/2  0.5G  1.0: 10%|█| 1/10\r  1/2  0.5G  1.0: 20%|█| 2/10\rtorch.OutOfMemoryError: CUDA out of memory.\n"
+    f = failures.classify(log, exit_code=1)
+    assert f.kind == CUDA_OOM and f.evidence == "torch.OutOfMemoryError: CUDA out of memory."
+
+
+def test_child_report_is_preferred_over_the_log():
+    report = {"exc_type": "torch.OutOfMemoryError", "message": "CUDA out of memory. Tried to allocate 2 GiB",
+              "phase": "val", "epoch": 3, "start_epoch": 1}
+    f = failures.classify(read("nccl_timeout.log"), exit_code=1, report=report)
+    assert (f.kind, f.source, f.phase) == (CUDA_OOM, "report", "val")
+    unknown = failures.classify("", exit_code=1, report={"exc_type": "ZeroDivisionError", "message": "x"})
+    assert unknown.kind == UNKNOWN and unknown.evidence == "ZeroDivisionError: x"
+
+
+def test_clean_exit_is_no_failure():
+    assert failures.classify(read("killed_no_message.log"), exit_code=0) is None
+    assert failures.classify("", exit_code=None) is None
+
+
+def test_other_signals_and_codes():
+    assert failures.classify("", exit_code=-11).evidence == "killed by SIGSEGV"
+    assert failures.classify("", exit_code=139).evidence == "killed by SIGSEGV"
+    f = failures.classify("all fine\n", exit_code=3)
+    assert f.kind == UNKNOWN and f.source == "exit" and "exit code 3" in f.evidence
+    f = failures.classify("ZeroDivisionError: division by zero\n", exit_code=1)
+    assert f.kind == UNKNOWN and f.evidence == "ZeroDivisionError: division by zero"
+
+
+def test_actions_follow_the_policy():
+    oom = failures.Failure(CUDA_OOM, "x", "log")
+    assert "resume the same rung" in failures.action(oom, epochs_completed=2)
+    assert "step down" in failures.action(oom, epochs_completed=0)
+    assert "exit 4" in failures.action(failures.Failure(FATAL, "x", "log"))
+    assert set(failures.ACTIONS) >= {CUDA_OOM, HOST_OOM, NCCL, UNKNOWN, FATAL, INTERRUPTED}
+
+
+def test_only_the_tail_of_a_huge_log_is_read():
+    noise = "KeyError: 'early and irrelevant'\n" + "x" * (failures.TAIL_BYTES + 10) + "\n"
+    assert failures.classify(noise + read("cuda_oom_ultralytics.log"), exit_code=1).kind == CUDA_OOM

@@ -1,0 +1,150 @@
+"""The starting rung and the RAM-cache decision over a matrix of cards and RAM sizes."""
+
+from dataclasses import replace
+
+import pytest
+
+from launcher import ladder, plan, probe
+from launcher.contract import GIB
+from launcher.errors import BadInput
+from launcher.probe import Gpu, Snapshot
+
+from conftest import ROOT
+
+
+def snap(*free_gib, ram_gib=64.0, total_gib=None) -> Snapshot:
+    gpus = tuple(Gpu(i, "GPU", int((total_gib or f) * GIB), int(f * GIB)) for i, f in enumerate(free_gib))
+    return Snapshot(gpus=gpus, ram_total=int(128 * GIB), ram_available=int(ram_gib * GIB), cpus=16, nvml="ok")
+
+
+@pytest.fixture(scope="module")
+def default():
+    return ladder.load(ROOT / "ladders" / "default.toml")
+
+
+# Free VRAM as such cards report it (a "16 GB" card has ~15.9 GiB total and a little less free).
+@pytest.mark.parametrize("free_gib, start", [
+    (7.6, "safe"),          # 8 GB card
+    (11.0, "optimal-b4"),   # exactly the threshold
+    (10.9, "safe"),         # a "12 GB" card with a desktop on it
+    (11.7, "optimal-b4"),   # 12 GB card
+    (12.0, "optimal-b4"),
+    (15.9, "optimal"),      # 16 GB card, idle
+    (14.8, "optimal-b4"),   # 16 GB card with 1.1 GiB used elsewhere
+    (16.0, "optimal"),
+    (24.0, "optimal"),
+    (80.0, "optimal"),
+])
+def test_start_rung_by_free_vram(default, free_gib, start):
+    p = plan.choose(default, snap(free_gib), dataset_images=4400)
+    assert p.start.name == start
+    assert p.reasons[0].startswith(f"start rung {start}: GPU 0 has {free_gib:.2f} GiB free")
+    assert p.problems == ()
+
+
+def test_mnv4_is_never_the_start_rung(default):
+    for free in [x / 10 for x in range(0, 900, 7)]:
+        assert plan.choose(default, snap(free), dataset_images=10).start.name != "mnv4"
+
+
+def test_ddp_uses_the_tightest_gpu(default):
+    p = plan.choose(default, snap(23.5, 11.8), device="0,1", dataset_images=100)
+    assert p.start.name == "optimal-b4" and p.device == "0,1"
+    assert "GPU 1, the tightest of 2" in p.reasons[0]
+    assert "too little for optimal (≥ 15 GiB)" in p.reasons[0]
+
+
+@pytest.mark.parametrize("images, imgsz, ram_gib, gpus, cache", [
+    (4400, 640, 64.0, 1, "ram"),     # 5.03 GiB estimate, 64 available
+    (4400, 640, 10.0, 1, "off"),     # 10 < 2 × 5.03
+    (4400, 640, 10.08, 1, "ram"),    # just above 2 × 5.035 GiB
+    (4400, 640, 16.0, 2, "off"),     # two DDP ranks each cache a copy: 10.07 GiB, needs 20.14
+    (4400, 640, 24.0, 2, "ram"),
+    (4400, 320, 2.5, 1, "off"),      # 1.26 GiB estimate at 320 px
+    (4400, 320, 2.6, 1, "ram"),
+])
+def test_ram_cache_needs_twice_the_estimate(images, imgsz, ram_gib, gpus, cache):
+    lad = ladder.load(ROOT / "ladders" / "default.toml")
+    lad = replace(lad, job=replace(lad.job, imgsz=imgsz))
+    device = ",".join(str(i) for i in range(gpus))
+    p = plan.choose(lad, snap(*[24.0] * gpus, ram_gib=ram_gib), device=device, dataset_images=images)
+    estimate = images * imgsz * imgsz * 3 * gpus
+    assert p.cache.estimate == estimate and p.cache.copies == gpus
+    assert p.cache.effective == cache
+    assert p.start.cache == cache
+    assert all(r.cache == cache for r in p.rungs if r.name != "safe") and p.rungs[-1].cache == "off"
+    assert any(r.startswith(f"RAM cache {'on' if cache == 'ram' else 'off'}") for r in p.reasons)
+
+
+def test_cache_off_when_dataset_unknown(default):
+    p = plan.choose(default, snap(24), dataset_images=None, dataset_problem="x.yaml: not found")
+    assert p.start.cache == "off" and "x.yaml: not found" in p.problems
+    assert any("size is unknown" in r for r in p.reasons)
+
+
+def test_no_gpu_plans_for_cpu_but_is_a_problem(default):
+    no_gpu = Snapshot((), 10, 10, 2, nvml="NVML unavailable")
+    p = plan.choose(default, no_gpu, dataset_images=10)
+    assert p.device == "cpu" and p.start.name == "optimal"
+    assert any("--device cpu" in x for x in p.problems)
+    p = plan.choose(default, no_gpu, device="cpu", dataset_images=10)
+    assert p.problems == () and p.start.name == "optimal"
+
+
+def test_vram_pretend_on_a_machine_without_gpus(default):
+    pretend = probe.pretend(Snapshot((), 10, 10, 2, nvml="no"), vram_gib=11.7)
+    p = plan.choose(default, pretend, dataset_images=10)
+    assert p.start.name == "optimal-b4" and p.device == "0" and p.problems == ()
+    two = probe.pretend(Snapshot((), 10, 10, 2, nvml="no"), vram_gib=16, indices=(0, 1))
+    assert plan.choose(default, two, device="0,1", dataset_images=10).start.name == "optimal"
+
+
+def test_pretend_caps_real_gpus_and_ram():
+    s = probe.pretend(snap(80, ram_gib=200), vram_gib=8, ram_gib=6)
+    assert s.gpus[0].free == 8 * GIB and s.gpus[0].total == 80 * GIB
+    assert s.ram_available == 6 * GIB and s.pretend_vram == 8 and s.pretend_ram == 6
+
+
+def test_unknown_free_memory_starts_at_the_first_rung_needing_none(default):
+    s = Snapshot((Gpu(0, "odd", None, None),), GIB, GIB, 2, nvml="ok")
+    p = plan.choose(default, s, dataset_images=1)
+    assert p.start.name == "safe" and "does not report free memory" in p.reasons[0]
+
+
+def test_forced_start_rung(default):
+    p = plan.choose(default, snap(4.0), start_rung="optimal", dataset_images=1)
+    assert p.start.name == "optimal" and "forced" in p.reasons[0]
+    with pytest.raises(BadInput, match="no rung named 'fast'"):
+        plan.choose(default, snap(4.0), start_rung="fast")
+
+
+def test_unavailable_rungs_are_stepped_over(default):
+    gone = replace(default.rungs[0], model=replace(default.rungs[0].model, available=False, weights="not built"))
+    lad = replace(default, rungs=(gone,) + default.rungs[1:])
+    p = plan.choose(lad, snap(24), dataset_images=1)
+    assert p.start.name == "optimal-b4"
+    assert any("rung optimal unavailable (not built)" in r for r in p.reasons)
+    with pytest.raises(BadInput, match="unavailable"):
+        plan.choose(lad, snap(24), start_rung="optimal")
+
+
+def test_nothing_fits_is_a_problem(default):
+    lad = replace(default, rungs=tuple(replace(r, min_free_vram_gib=4) for r in default.rungs))
+    p = plan.choose(lad, snap(2.0), dataset_images=1)
+    assert p.start is None and "no rung fits" in p.problems[0]
+
+
+def test_device_not_on_this_machine(default):
+    with pytest.raises(BadInput, match=r"GPU 3 not on this machine \(GPUs: 0\)"):
+        plan.choose(default, snap(24), device="3")
+
+
+def test_epochs_override_applies_to_every_rung(default):
+    assert {r.epochs for r in plan.override_epochs(default, 2).rungs} == {2}
+    assert plan.override_epochs(default, None) is default
+
+
+def test_weights_reasons_name_each_model_once(default):
+    reasons = plan.weights_reasons(default.rungs)
+    assert len(reasons) == 2
+    assert reasons[0].startswith("weights of rtdetr-l.pt (optimal, optimal-b4, safe):")
