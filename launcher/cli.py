@@ -1,4 +1,4 @@
-"""Command line: `python -m launcher {dry-run,diagnose}`. The one place errors become exit codes.
+"""Command line: `python -m launcher {run,dry-run,diagnose}`. The one place errors become exit codes.
 
 dry-run and diagnose import neither torch nor Ultralytics: they answer instantly.
 """
@@ -15,7 +15,7 @@ from . import dataset as dataset_mod
 from . import failures, ladder as ladder_mod, plan as plan_mod, probe, spec as spec_mod
 from .contract import EXIT_BAD_INPUT, EXIT_OK, REPORT_NAME, TRAIN_LOG_NAME
 from .errors import BadInput, LauncherError
-from .runlog import RunPaths
+from .runlog import Events, RunPaths, now_iso, read_json
 from .views import DryRun, diagnose_json, diagnose_text, dry_run_json, dry_run_text
 
 PROG = "python -m launcher"
@@ -60,6 +60,22 @@ def _run_name(text: str) -> str:
         return ladder_mod._run_name(text)
     except (TypeError, ValueError) as e:
         raise argparse.ArgumentTypeError(f"'{text}': {e}") from None
+
+
+INJECT_KINDS = ("cuda_oom", "crash")
+INJECT_PHASES = ("train", "val", "final")
+
+
+def _injection(text: str) -> dict:
+    parts = text.split(":")
+    usage = "give KIND:RUNG:EPOCH[:PHASE], e.g. cuda_oom:optimal:2 or crash:safe:1:val"
+    if len(parts) not in (3, 4) or parts[0] not in INJECT_KINDS or not parts[2].isdigit() or int(parts[2]) < 1 \
+            or (len(parts) == 4 and parts[3] not in INJECT_PHASES) or not parts[1]:
+        raise argparse.ArgumentTypeError(
+            f"'{text}': KIND is {' or '.join(INJECT_KINDS)}, EPOCH a whole number ≥ 1, PHASE "
+            f"{', '.join(INJECT_PHASES)}; {usage}")
+    return {"kind": parts[0], "rung": parts[1], "epoch": int(parts[2]), "phase": parts[3] if len(parts) == 4 else
+            "train"}
 
 
 def job_options() -> argparse.ArgumentParser:
@@ -107,6 +123,29 @@ def build_parser() -> argparse.ArgumentParser:
     dry.add_argument("--json", action="store_true", help="print one JSON object instead of text; e.g. --json")
     dry.set_defaults(func=cmd_dry_run)
 
+    run = sub.add_parser(
+        "run", parents=[job_options()], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="train, stepping down the ladder and resuming on CUDA OOM, unattended",
+        description="Probe the machine, start on the best rung that fits, and train in a child process. When the "
+                    "child dies of CUDA OOM, retry the rung in a fresh process (an OOM after a completed epoch) or "
+                    "step down the ladder (before one) and resume from the last checkpoint. Running the same "
+                    "command again continues a stopped run; a finished run trains nothing.\n\n"
+                    "Rehearse a night before trusting it: --inject makes the child fail for real at a rung and "
+                    "epoch, every time it gets there, so one injection exercises both the retry and the step-down.",
+        epilog=f"examples:\n  {PROG} run --demo\n  {PROG} run --data /data/coco_indoor/data.yaml\n"
+               f"  {PROG} run --demo --inject cuda_oom:optimal:2          # a late OOM, then an early one\n"
+               f"  {PROG} run --demo --inject cuda_oom:optimal:2:final    # OOM in the final validation\n\n"
+               "exit codes: 0 trained (or already finished), 2 bad input, 3 ladder or attempts exhausted, "
+               "4 fatal failure, 130/143 interrupted")
+    run.add_argument("--demo", action="store_true",
+                     help="generate a small synthetic dataset and train ladders/demo.toml on it (GPU 0 if there is "
+                          "one, else the CPU), offline; e.g. --demo")
+    run.add_argument("--inject", action="append", type=_injection, default=[], metavar="KIND:RUNG:EPOCH[:PHASE]",
+                     help="fault injection, repeatable: KIND cuda_oom (a real torch.OutOfMemoryError in the model's "
+                          "forward pass) or crash (a non-OOM error), at that rung and 1-based epoch, in PHASE train "
+                          "(default), val or final; e.g. --inject cuda_oom:optimal:2:val")
+    run.set_defaults(func=cmd_run)
+
     diag = sub.add_parser(
         "diagnose", formatter_class=argparse.RawDescriptionHelpFormatter,
         help="say what killed a training run, from its log",
@@ -144,11 +183,11 @@ def load_job(args) -> ladder_mod.Ladder:
     return ladder
 
 
-def make_plan(args) -> DryRun:
-    ladder = load_job(args)
+def make_plan(args, ladder: ladder_mod.Ladder | None = None, machine: probe.Snapshot | None = None) -> DryRun:
+    ladder = ladder or load_job(args)
     device = args.device or ladder.job.device
     indices = tuple(int(i) for i in device.split(",")) if device and device != "cpu" else (0,)
-    snap = probe.pretend(probe.take(), args.vram, args.ram, indices)
+    snap = probe.pretend(machine or probe.take(), args.vram, args.ram, indices)
     try:
         data, problem = dataset_mod.inspect(ladder.job.dataset), None
     except BadInput as e:
@@ -172,6 +211,76 @@ def cmd_dry_run(args) -> int:
     return EXIT_BAD_INPUT if result.plan.problems else EXIT_OK
 
 
+# ---- run ----------------------------------------------------------------------------------------
+
+DEMO_LADDER = ladder_mod.PROJECT_ROOT / "ladders" / "demo.toml"
+
+
+def cmd_run(args) -> int:
+    from . import supervisor  # tenacity and subprocess machinery: only `run` needs them
+
+    child_env: dict[str, str] = {}
+    if args.demo:
+        args.ladder = args.ladder or str(DEMO_LADDER)
+    ladder = load_job(args)
+    if args.demo:
+        from .demo import make_dataset
+        if not args.data:
+            make_dataset(ladder.job.dataset.parent)
+        child_env["YOLO_OFFLINE"] = "1"  # the demo needs no network: YAML models, local data
+        if not (args.device or ladder.job.device):
+            args.device = "0" if probe.take().gpus else "cpu"  # --demo picks the CPU by itself
+    names = [r.name for r in ladder.rungs]
+    for inj in args.inject:
+        if inj["rung"] not in names:
+            raise BadInput(f"--inject {inj['kind']}:{inj['rung']}:{inj['epoch']}", f"no rung named '{inj['rung']}'",
+                           f"use one of: {', '.join(names)}")
+    machine = probe.take()
+    result = make_plan(args, ladder, machine)
+    plan = result.plan
+    if plan.device != "cpu" and not machine.gpus:
+        raise BadInput(f"--device {plan.device}", f"this machine has no NVIDIA GPU ({machine.nvml}); --vram only "
+                       "pretends for dry-run", "pass --device cpu to train on the CPU")
+    if plan.problems:
+        for problem in plan.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    paths = RunPaths.for_run(ladder.job.name)
+    state = read_json(paths.state)
+    events = Events(paths.events)
+    if state and state.get("status") == "complete":
+        d = state.get("delivered") or {}
+        print(f"launcher: run {ladder.job.name!r} is already finished; nothing to train.\n"
+              f"launcher: best: {d.get('best')}\nlauncher: last: {d.get('last')}\nlauncher: run record: {paths.root}")
+        events.append("already_complete", best=d.get("best"))
+        return EXIT_OK
+    if state:
+        supervisor.check_continuation(state, ladder, paths.state, args.epochs)
+        start = ladder.index(state["rung"]) if any(r.name == state.get("rung") for r in ladder.rungs) else None
+        if start is None:
+            raise BadInput(str(paths.state), f"run {ladder.job.name!r} stopped on rung {state.get('rung')!r}, which "
+                           f"{ladder.path} no longer has", "restore that rung, or start afresh with --name NEW_NAME")
+        state["status"] = "running"
+        events.append("continue", rung=state["rung"], attempts=state["attempts"], status_was=state.get("status"))
+        print(f"launcher: continuing run {ladder.job.name!r} at rung {state['rung']} (attempt {state['attempts'] + 1})",
+              flush=True)
+    else:
+        start = ladder.index(plan.start.name)
+        paths.root.mkdir(parents=True, exist_ok=True)
+        state = {"run": ladder.job.name, "status": "running", "ladder": str(ladder.path),
+                 "data": str(ladder.job.dataset), "epochs_override": args.epochs, "device": plan.device,
+                 "rung": plan.start.name, "mode": "train", "attempts": 0, "models": {}, "started": now_iso()}
+        events.append("probe", **result.snap.to_json())
+        events.append("start", rung=plan.start.name, device=plan.device, reasons=list(plan.reasons),
+                      cache=plan.cache.to_json(), ladder=str(ladder.path), data=str(ladder.job.dataset),
+                      inject=args.inject)
+        for reason in plan.reasons:
+            print(f"launcher: {reason}", flush=True)
+    sup = supervisor.Supervisor(ladder=ladder, rungs=plan.rungs, start=start, device=plan.device, paths=paths,
+                                vram_gib=args.vram, injections=tuple(args.inject), child_env=child_env)
+    return sup.run(state)
+
+
 # ---- diagnose -----------------------------------------------------------------------------------
 
 def cmd_diagnose(args) -> int:
@@ -186,7 +295,7 @@ def cmd_diagnose(args) -> int:
             text = f.read().decode("utf-8", errors="replace")
     except OSError as e:
         raise BadInput(args.logfile, f"cannot be read ({e.strerror})", "check its permissions") from None
-    report = _read_report(path.parent / REPORT_NAME)
+    report = read_json(path.parent / REPORT_NAME)
     failure = failures.classify(text, exit_code=args.exit_code, report=report)
     epochs = None
     if report and isinstance(report.get("epoch"), int) and isinstance(report.get("start_epoch"), int):
@@ -196,11 +305,3 @@ def cmd_diagnose(args) -> int:
     else:
         sys.stdout.write(diagnose_text(str(path), failure, epochs))
     return EXIT_OK
-
-
-def _read_report(path: Path) -> dict | None:
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return report if isinstance(report, dict) else None

@@ -15,8 +15,11 @@ EXIT_FATAL = 4  # stopped on a failure that no rung can fix
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 
-# The child: `python -m launcher.child SPEC.json`.
+# The child: `python -m launcher.child SPEC.json`; exits CHILD_OK when the model is trained and
+# validated, CHILD_FAILED after writing report.json (or dies of a signal, with no report).
 CHILD_MODULE = "launcher.child"
+CHILD_OK = 0
+CHILD_FAILED = 1
 SPEC_NAME = "spec.json"
 REPORT_NAME = "report.json"
 HEARTBEAT_NAME = "heartbeat.json"

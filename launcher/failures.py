@@ -32,6 +32,7 @@ SIGNATURES: tuple[tuple[str, re.Pattern], ...] = (
         r"Error loading data from", r"No space left on device",
         r"invalid device ordinal", r"Invalid CUDA 'device=",
         r"is not a valid YOLO argument",
+        r"\bInjectedCrash\b",  # `run --inject crash:...`: a fire drill of a failure no rung can fix
     )),
     (CUDA_OOM, _rx(
         r"\btorch\.(cuda\.)?OutOfMemoryError\b", r"(?<![\w.])OutOfMemoryError\b",

@@ -29,12 +29,20 @@ ALLOC_KEYS = frozenset({
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+# Train arguments the launcher itself sets (from the job and the rungs) or must own.
+RESERVED_ARGS = frozenset({"model", "data", "epochs", "batch", "imgsz", "workers", "cache", "device", "save_dir",
+                           "resume", "project", "name", "exist_ok", "mode", "task", "cfg", "rect"})
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
     dataset: Path  # absolute; may not exist (dry-run reports it, run refuses)
     imgsz: int = 640
     device: str | None = None
+    max_attempts: int = 20  # child processes in one run, all rungs together
+    retries: int = 2  # retries of a transient failure (unknown, nccl) on one rung before stepping down
+    args: dict = field(default_factory=dict)  # more Ultralytics train arguments, e.g. {"plots": false}
 
 
 @dataclass(frozen=True)
@@ -151,12 +159,39 @@ def _device(v: Any) -> str:
     return v.replace(" ", "")
 
 
+def _train_args(v: Any) -> dict:
+    if not isinstance(v, dict):
+        raise TypeError("a table of Ultralytics train arguments, e.g. [job.args] with plots = false")
+    known = ultralytics_arg_names()
+    for key, value in v.items():
+        if key in RESERVED_ARGS:
+            raise ValueError(f"arguments the launcher does not set itself; '{key}' comes from the job or the rungs")
+        if known and key not in known:
+            raise ValueError(f"Ultralytics train arguments; '{key}' is not one (see ultralytics/cfg/default.yaml)")
+        if isinstance(value, dict):
+            raise ValueError(f"plain values; '{key}' is a table")
+    return dict(v)
+
+
+def ultralytics_arg_names() -> frozenset[str]:
+    """The keys of Ultralytics' default.yaml, read as text (no Ultralytics import)."""
+    root = models.ultralytics_package_dir()
+    try:
+        text = (root / "cfg" / "default.yaml").read_text() if root else ""
+    except OSError:
+        return frozenset()
+    return frozenset(re.findall(r"^([a-z_0-9]+):", text, flags=re.MULTILINE))
+
+
 JOB_FIELDS: dict[str, tuple[Callable[[Any], Any], bool, str]] = {
     # key: (checker, required, fix hint)
     "name": (_run_name, True, "name the run, e.g. name = \"coco-indoor\""),
     "dataset": (_str, True, "give the Ultralytics dataset YAML, e.g. dataset = \"/data/coco_indoor/data.yaml\""),
     "imgsz": (_imgsz, False, "e.g. imgsz = 640"),
     "device": (_device, False, "e.g. device = \"0\", \"0,1\" or \"cpu\""),
+    "max_attempts": (_int(1), False, "child processes one run may start, e.g. max_attempts = 20"),
+    "retries": (_int(0), False, "retries of an unknown or NCCL failure before stepping down, e.g. retries = 2"),
+    "args": (_train_args, False, "e.g. [job.args] with patience = 50, plots = false"),
 }
 
 RUNG_FIELDS: dict[str, tuple[Callable[[Any], Any], bool, str]] = {
@@ -209,7 +244,7 @@ def parse(raw: dict, path: Path, *, data: str | Path | None = None) -> Ladder:
     job = _fields(job_raw, JOB_FIELDS, f"{path}: [job]")
     base = path.resolve().parent
     dataset = Path(data).expanduser().resolve() if data else _dataset_path(base, job["dataset"])
-    job = Job(name=job["name"], dataset=dataset, imgsz=job.get("imgsz", 640), device=job.get("device"))
+    job = Job(dataset=dataset, **{k: v for k, v in job.items() if k != "dataset"})
 
     rungs_raw = raw.get("rung")
     if not isinstance(rungs_raw, list) or not rungs_raw:

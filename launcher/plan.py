@@ -176,3 +176,56 @@ def override_epochs(ladder: Ladder, epochs: int | None) -> Ladder:
     if epochs is None:
         return ladder
     return replace(ladder, rungs=tuple(replace(r, epochs=epochs) for r in ladder.rungs))
+
+
+# ---- after a failure: the supervisor's policy (DESIGN.md, "Failure kinds and policy") ----------
+
+RETRY, STEP_DOWN, VALIDATE, STOP, EXHAUSTED, INTERRUPT = "retry", "step_down", "validate", "stop", "exhausted", \
+    "interrupted"
+
+
+@dataclass(frozen=True)
+class Step:
+    action: str  # one of the constants above
+    rung: int | None  # index into the ladder of the next attempt
+    reason: str
+    changes: tuple[tuple[str, object], ...] = ()  # field overrides for the next attempt (remedies)
+
+
+def next_rung(rungs: tuple[Rung, ...], i: int) -> int | None:
+    return next((j for j in range(i + 1, len(rungs)) if rungs[j].available), None)
+
+
+def next_step(rungs: tuple[Rung, ...], i: int, kind: str, phase: str | None, epochs_saved: int) -> Step:
+    """What to do after attempt on rung `i` died of `kind`. Transient kinds reach here only after
+    their retries are spent (the supervisor retries them with backoff first)."""
+    from .contract import CUDA_OOM, FATAL, HOST_OOM, INTERRUPTED
+
+    rung = rungs[i]
+    below = next_rung(rungs, i)
+    down = (Step(STEP_DOWN, below, f"step down from {rung.name} to {rungs[below].name}") if below is not None
+            else Step(EXHAUSTED, None, f"{rung.name} is the bottom of the ladder"))
+    if kind == FATAL:
+        return Step(STOP, None, "fatal: no rung can fix it")
+    if kind == INTERRUPTED:
+        return Step(INTERRUPT, None, "interrupted")
+    if kind == CUDA_OOM and phase == "final":
+        # training is done; only the final validation is owed: validate at a lower rung's batch
+        if below is not None:
+            return Step(VALIDATE, below, f"final validation OOMed: validate at {rungs[below].name}'s batch "
+                                         f"({rungs[below].batch}), never retrain")
+        return Step(EXHAUSTED, None, "final validation OOMed at the bottom of the ladder")
+    if kind == CUDA_OOM and epochs_saved >= 1:
+        return Step(RETRY, i, f"late OOM after {epochs_saved} epoch(s) in the attempt: resume {rung.name} in a "
+                              "fresh process (clears leaks and fragmentation)")
+    if kind == CUDA_OOM:
+        return replace(down, reason=f"early OOM (no epoch completed in the attempt): {down.reason}")
+    if kind == HOST_OOM:
+        if rung.cache == "ram":
+            return Step(RETRY, i, f"host RAM ran out: retry {rung.name} with RAM cache off", (("cache", "off"),))
+        if rung.workers > 0:
+            workers = rung.workers // 2
+            return Step(RETRY, i, f"host RAM ran out: retry {rung.name} with {workers} workers",
+                        (("workers", workers),))
+        return replace(down, reason=f"host RAM ran out with cache off and no workers: {down.reason}")
+    return replace(down, reason=f"{kind} persisted after its retries: {down.reason}")

@@ -1,13 +1,43 @@
-"""Owns every path under `logs/<run>/`: the run record of one training job."""
+"""Owns every path under `logs/<run>/`: the run record of one training job.
+
+events.jsonl is appended and flushed one JSON object a line (readers skip a torn last line);
+state.json and the attempts' JSON files are replaced atomically (write, fsync, rename).
+"""
 
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .contract import HEARTBEAT_NAME, REPORT_NAME, SPEC_NAME, TRAIN_LOG_NAME
 
 LOGS_DIR = Path("logs")
+
+
+def write_json_atomic(path: Path, data: dict, fsync: bool = True) -> None:
+    """Replace `path` with `data` in one rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=1)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)
@@ -43,5 +73,39 @@ class RunPaths:
 
     def save_dir(self, model_source: str) -> Path:
         """Ultralytics' save_dir for one model: rungs sharing a model share its checkpoints."""
-        stem = Path(model_source).stem
-        return self.root / "models" / stem
+        return self.root / "models" / Path(model_source).stem
+
+    def weights(self, model_source: str) -> tuple[Path, Path]:
+        """(best.pt, last.pt) of a model."""
+        w = self.save_dir(model_source) / "weights"
+        return w / "best.pt", w / "last.pt"
+
+
+class Events:
+    """logs/<run>/events.jsonl: one decision a line, each with `ts` and `event`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def append(self, event: str, **fields) -> dict:
+        record = {"ts": now_iso(), "event": event, **fields}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        return record
+
+    def read(self) -> list[dict]:
+        """Every whole line; a torn last line (a power cut mid-write) is skipped."""
+        out = []
+        try:
+            lines = self.path.read_text().splitlines()
+        except OSError:
+            return out
+        for line in lines:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out

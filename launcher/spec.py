@@ -30,16 +30,22 @@ def train_args(job: Job, rung: Rung, device: str, paths: RunPaths) -> dict:
     }
 
 
-def build(job: Job, rung: Rung, device: str, paths: RunPaths, attempt: int, vram_gib: float | None = None) -> dict:
+def build(job: Job, rung: Rung, device: str, paths: RunPaths, attempt: int, vram_gib: float | None = None,
+          mode: str = "train", inject: tuple[dict, ...] = ()) -> dict:
     return {
         "run": job.name,
         "attempt": attempt,
         "rung": rung.name,
+        "mode": mode,  # "train", or "validate": only the final validation is owed
+        "inject": [dict(x) for x in inject],  # --inject fire drills
         "train_args": train_args(job, rung, device, paths),
+        "extra_args": dict(job.args),
         "threads": rung.threads,
         "vram_fraction": rung.vram_fraction,
         "vram_limit_bytes": int(vram_gib * GIB) if vram_gib is not None and device != "cpu" else None,
         "cleanup_every": rung.cleanup_every,
+        # the module a project model's YAML needs registered with Ultralytics' parser
+        "register": rung.model.project.module if rung.model.project else None,
         "report": str(paths.report(attempt)),
         "heartbeat": str(paths.heartbeat(attempt)),
     }

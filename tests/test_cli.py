@@ -18,11 +18,18 @@ FIXED = Snapshot(gpus=(Gpu(0, "NVIDIA GeForce RTX 4090", int(23.99 * GIB), int(2
                  ram_total=int(62.7 * GIB), ram_available=int(55.1 * GIB), cpus=16, nvml="ok", driver="550.54.15")
 
 
+@pytest.fixture(scope="module")
+def coco_tree(tmp_path_factory):
+    return make_image_tree(tmp_path_factory.mktemp("data") / "coco_indoor", train=3912, val=489)
+
+
 @pytest.fixture
-def fixed_machine(monkeypatch, tmp_path):
+def fixed_machine(monkeypatch, tmp_path, coco_tree):
+    """The fixed snapshot, run from tmp_path, where coco_indoor/ is the 4,401-image dataset."""
     monkeypatch.setattr(cli.probe, "take", lambda: FIXED)
     monkeypatch.chdir(tmp_path)
-    return make_image_tree(tmp_path / "coco_indoor", train=3912, val=489)
+    (tmp_path / "coco_indoor").symlink_to(coco_tree.parent)
+    return coco_tree
 
 
 def run(capsys, *argv):
@@ -31,8 +38,8 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def normalise(text: str, tmp_path) -> str:
-    return text.replace(str(tmp_path), "<TMP>").replace(str(ROOT), "<ROOT>").replace(sys.executable, "<PYTHON>")
+def normalise(text: str, tmp_path, data) -> str:
+    return text.replace(str(data.parent.parent), "<DATA>").replace(str(tmp_path), "<TMP>").replace(str(ROOT), "<ROOT>").replace(sys.executable, "<PYTHON>")
 
 
 def check_golden(name: str, text: str):
@@ -46,14 +53,14 @@ def check_golden(name: str, text: str):
 def test_dry_run_text_golden(capsys, fixed_machine, tmp_path):
     code, out, err = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml")
     assert code == 0 and err == ""
-    check_golden("dry_run_4090.txt", normalise(out, tmp_path))
+    check_golden("dry_run_4090.txt", normalise(out, tmp_path, fixed_machine))
 
 
 def test_dry_run_text_golden_12gb_card_low_ram(capsys, fixed_machine, tmp_path):
     code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--vram", "11.7", "--ram", "8",
                        "--epochs", "2", "--name", "rehearsal")
     assert code == 0
-    check_golden("dry_run_12gb_8gb_ram.txt", normalise(out, tmp_path))
+    check_golden("dry_run_12gb_8gb_ram.txt", normalise(out, tmp_path, fixed_machine))
 
 
 def test_dry_run_json(capsys, fixed_machine):
@@ -100,6 +107,12 @@ def test_dry_run_demo_ladder_marks_dataset_missing(capsys, monkeypatch, tmp_path
     (["dry-run", "--device", "3", "--vram", "12"], ["--device 3", "GPU 3 not on this machine"]),
     (["diagnose", "missing.log"], ["missing.log", "no such log file"]),
     (["frobnicate"], ["invalid choice"]),
+    (["run", "--inject", "oom:optimal:2"], ["--inject", "KIND is cuda_oom or crash"]),
+    (["run", "--inject", "cuda_oom:optimal:0"], ["--inject", "EPOCH"]),
+    (["run", "--inject", "cuda_oom:optimal:2:backward"], ["--inject", "PHASE"]),
+    (["run", "--data", "coco_indoor/data.yaml", "--inject", "cuda_oom:turbo:2"], ["--inject cuda_oom:turbo:2",
+                                                                                 "no rung named 'turbo'"]),
+    (["run", "--data", "nope.yaml", "--device", "cpu"], ["dataset YAML not found"]),
 ])
 def test_bad_input_is_one_line_exit_2(argv, names, capsys, fixed_machine):
     try:
@@ -113,7 +126,7 @@ def test_bad_input_is_one_line_exit_2(argv, names, capsys, fixed_machine):
         assert n in err
 
 
-@pytest.mark.parametrize("command", ["dry-run", "diagnose"])
+@pytest.mark.parametrize("command", ["run", "dry-run", "diagnose"])
 def test_help_explains_every_option_with_an_example(command, capsys):
     with pytest.raises(SystemExit):
         cli.main([command, "--help"])

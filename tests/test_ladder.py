@@ -29,7 +29,8 @@ def test_demo_ladder_is_offline_and_small():
     assert [r.name for r in lad.rungs] == ["optimal", "optimal-b4", "mnv4", "safe"]
     assert all(r.model.download is None for r in lad.rungs), "the demo must download nothing"
     assert all(r.epochs == 2 for r in lad.rungs)
-    assert lad.job.imgsz <= 128 and lad.job.device == "cpu"
+    assert lad.job.imgsz <= 128 and lad.job.device is None  # run --demo picks GPU 0 or the CPU
+    assert lad.job.args == {"plots": False}
     assert lad.job.dataset == (ROOT / "logs" / "demo-data" / "shapes.yaml").resolve()
 
 
@@ -90,6 +91,11 @@ BAD = {
     "bad run name": (ladder_text().replace('name = "t"', 'name = "../up"'), ["key 'name'", "folder name"]),
     "bad device": (ladder_text(job_extra='device = "cuda:0"'), ["key 'device'", "'0,1'"]),
     "empty ladder": (ladder_text(rungs=""), ["no rungs"]),
+    "max_attempts zero": (ladder_text(job_extra="max_attempts = 0"), ["key 'max_attempts'", "≥ 1"]),
+    "retries negative": (ladder_text(job_extra="retries = -1"), ["key 'retries'", "≥ 0"]),
+    "args reserved": (ladder_text(job_extra="args = { batch = 8 }"), ["key 'args'", "'batch'", "rungs"]),
+    "args unknown": (ladder_text(job_extra="args = { lr = 0.1 }"), ["key 'args'", "'lr' is not one"]),
+    "args not a table": (ladder_text(job_extra="args = 3"), ["key 'args'", "table"]),
     "rung not a table": ("rung = [1]\n" + ladder_text(rungs=""), ["rung 1", "not a table"]),
     "duplicate names": (ladder_text(rungs=rung() + rung(batch="2")), ["rung 'a'", "key 'name'", "two rungs"]),
     "shared model, other epochs": (ladder_text(rungs=rung() + rung(name='"b"', epochs="5")),
@@ -161,3 +167,11 @@ def test_pretrained_backbone_found_in_hf_cache(sealed_env):
     ref = models.resolve("rtdetr-mnv4", (Path.cwd(),), pretrained=True)
     assert ref.download is None and "cached" in ref.weights
     assert models.resolve("rtdetr-mnv4.yaml", (Path.cwd(),), pretrained=False).weights.startswith("random init")
+
+
+def test_job_args_pass_through_known_ultralytics_arguments(ladder_file):
+    job = ladder.load(ladder_file(ladder_text(job_extra="max_attempts = 5\nretries = 1\n"
+                                              "args = { lr0 = 0.0005, patience = 20, plots = false }"))).job
+    assert job.args == {"lr0": 0.0005, "patience": 20, "plots": False}
+    assert (job.max_attempts, job.retries) == (5, 1)
+    assert {"lr0", "patience", "plots", "mosaic"} <= ladder.ultralytics_arg_names()

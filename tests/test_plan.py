@@ -148,3 +148,40 @@ def test_weights_reasons_name_each_model_once(default):
     reasons = plan.weights_reasons(default.rungs)
     assert len(reasons) == 2
     assert reasons[0].startswith("weights of rtdetr-l.pt (optimal, optimal-b4, safe):")
+
+
+# ---- the policy after a failure ----------------------------------------------------------------
+
+@pytest.mark.parametrize("i, kind, phase, saved, action, to", [
+    (0, "cuda_oom", "train", 1, plan.RETRY, 0),        # late OOM: the same rung, fresh process
+    (0, "cuda_oom", "val", 3, plan.RETRY, 0),
+    (0, "cuda_oom", "train", 0, plan.STEP_DOWN, 1),    # early OOM: the next rung
+    (1, "cuda_oom", "val", 0, plan.STEP_DOWN, 2),
+    (3, "cuda_oom", "train", 0, plan.EXHAUSTED, None),  # bottom of the ladder
+    (0, "cuda_oom", "final", 0, plan.VALIDATE, 1),     # only the final validation is owed
+    (3, "cuda_oom", "final", 0, plan.EXHAUSTED, None),
+    (0, "fatal", "train", 5, plan.STOP, None),
+    (2, "unknown", "train", 0, plan.STEP_DOWN, 3),     # after its retries
+    (0, "nccl", "train", 2, plan.STEP_DOWN, 1),
+    (0, "interrupted", "train", 0, plan.INTERRUPT, None),
+])
+def test_next_step(default, i, kind, phase, saved, action, to):
+    step = plan.next_step(default.rungs, i, kind, phase, saved)
+    assert (step.action, step.rung) == (action, to), step.reason
+
+
+def test_next_step_skips_unavailable_rungs(default):
+    gone = replace(default.rungs[1], model=replace(default.rungs[1].model, available=False))
+    rungs = (default.rungs[0], gone) + default.rungs[2:]
+    assert plan.next_step(rungs, 0, "cuda_oom", "train", 0).rung == 2
+
+
+def test_host_oom_remedies_in_order(default):
+    optimal = default.rungs[0]
+    step = plan.next_step(default.rungs, 0, "host_oom", "train", 0)
+    assert (step.action, step.rung, step.changes) == (plan.RETRY, 0, (("cache", "off"),))
+    no_cache = (replace(optimal, cache="off"),) + default.rungs[1:]
+    step = plan.next_step(no_cache, 0, "host_oom", "train", 0)
+    assert step.changes == (("workers", 4),)
+    bare = (replace(optimal, cache="off", workers=0),) + default.rungs[1:]
+    assert plan.next_step(bare, 0, "host_oom", "train", 0).action == plan.STEP_DOWN

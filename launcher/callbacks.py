@@ -1,0 +1,158 @@
+"""Ultralytics callbacks the child registers. With child.py, the only code that imports torch.
+
+One `Watch` object carries all the state (phase, epoch, batch, epochs saved) and its bound
+methods are the callbacks: plain attributes only, so Ultralytics' DDP can cloudpickle it to the
+ranks (no threads, locks or open files here).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .contract import CUDA_OOM
+from .runlog import write_json_atomic
+
+HEARTBEAT_EVERY_S = 1.0  # at most this often from batch ends; saves and phase changes always write
+
+
+@dataclass(frozen=True)
+class Injection:
+    """`--inject KIND:RUNG:EPOCH[:PHASE]`: fail for real at that rung, epoch (1-based) and phase."""
+
+    kind: str
+    rung: str
+    epoch: int
+    phase: str = "train"
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Injection":
+        return cls(d["kind"], d["rung"], int(d["epoch"]), d.get("phase", "train"))
+
+
+class InjectedCrash(RuntimeError):
+    """A non-OOM failure for fire drills (`--inject crash:...`); classified fatal."""
+
+
+class Watch:
+    """Tracks where training is, writes the heartbeat, and applies the rung's settings."""
+
+    def __init__(self, spec: dict):
+        self.heartbeat_path = Path(spec["heartbeat"])
+        self.rung = spec["rung"]
+        self.attempt = spec["attempt"]
+        self.threads = spec.get("threads")
+        self.cleanup_every = spec.get("cleanup_every") or 0
+        self.injections = [Injection.from_json(d) for d in spec.get("inject", []) if d["rung"] == spec["rung"]]
+        self.phase = "setup"
+        self.epoch = 0  # 1-based epoch in progress
+        self.epochs = spec["train_args"].get("epochs")
+        self.start_epoch: int | None = None  # 1-based first epoch of this attempt
+        self.batch = 0
+        self.batches = 0
+        self.batches_seen = 0
+        self.epochs_saved = 0
+        self.last_saved_epoch: int | None = None
+        self.it_s: float | None = None
+        self._t_batch = None
+        self._t_beat = 0.0
+
+    # ---- registration ---------------------------------------------------------------------------
+    def register(self, model) -> None:
+        for event in ("on_pretrain_routine_start", "on_train_start", "on_train_epoch_start", "on_train_batch_end",
+                      "on_train_epoch_end", "on_model_save", "on_fit_epoch_end", "on_train_end", "on_val_start"):
+            model.add_callback(event, getattr(self, event))
+        if self.injections:
+            torch.nn.modules.module.register_module_forward_pre_hook(self.forward_pre_hook)
+
+    # ---- callbacks ------------------------------------------------------------------------------
+    def on_pretrain_routine_start(self, trainer) -> None:
+        self.apply_threads()  # Ultralytics' select_device has just reset torch's thread count
+
+    def on_train_start(self, trainer) -> None:
+        self.apply_threads()
+        self.epochs = trainer.epochs
+        self.start_epoch = trainer.start_epoch + 1
+        self.beat(force=True)
+
+    def on_train_epoch_start(self, trainer) -> None:
+        # The ladder is the one authority on batch: a spent retry budget keeps Ultralytics' own
+        # first-epoch batch halving from catching the OOM (engine/trainer.py, _do_train).
+        trainer._oom_retries = 3
+        self.phase, self.epoch, self.batch = "train", trainer.epoch + 1, 0
+        self.batches = len(trainer.train_loader)
+        self._t_batch = time.monotonic()
+        self.beat(force=True)
+
+    def on_train_batch_end(self, trainer) -> None:
+        self.batch += 1
+        self.batches_seen += 1
+        now = time.monotonic()
+        dt, self._t_batch = now - self._t_batch, now
+        self.it_s = 1 / dt if dt > 0 else None
+        if self.cleanup_every and self.batches_seen % self.cleanup_every == 0:
+            self.cleanup()
+        self.beat()
+
+    def on_train_epoch_end(self, trainer) -> None:
+        self.phase = "val"  # validation (if any) follows, then the save
+        self.beat(force=True)
+
+    def on_val_start(self, validator) -> None:
+        self.beat(force=True)
+
+    def on_model_save(self, trainer) -> None:
+        self.epochs_saved += 1
+        self.last_saved_epoch = trainer.epoch + 1
+        self.beat(force=True)
+
+    def on_fit_epoch_end(self, trainer) -> None:
+        if self.phase == "val" and (trainer.stop or trainer.epoch + 1 >= trainer.epochs):
+            self.phase = "final"  # final_eval validates best.pt next
+            self.beat(force=True)
+
+    def on_train_end(self, trainer) -> None:
+        self.phase = "done"
+        self.beat(force=True)
+
+    # ---- helpers --------------------------------------------------------------------------------
+    def apply_threads(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+
+    def cleanup(self) -> None:
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def beat(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._t_beat < HEARTBEAT_EVERY_S:
+            return
+        self._t_beat = now
+        write_json_atomic(self.heartbeat_path, self.snapshot(), fsync=False)  # a heartbeat, not a record
+
+    def snapshot(self) -> dict:
+        return {
+            "ts": time.time(), "pid": os.getpid(), "attempt": self.attempt, "rung": self.rung,
+            "phase": self.phase, "epoch": self.epoch, "epochs": self.epochs, "start_epoch": self.start_epoch,
+            "batch": self.batch, "batches": self.batches, "epochs_saved": self.epochs_saved,
+            "last_saved_epoch": self.last_saved_epoch, "it_s": self.it_s,
+        }
+
+    def forward_pre_hook(self, module, args) -> None:
+        """Fail for real inside the detection model's forward pass when an injection matches."""
+        if type(module).__name__ not in ("RTDETRDetectionModel", "DetectionModel"):
+            return
+        for inj in self.injections:
+            if inj.phase == self.phase and inj.epoch == self.epoch:
+                what = f"--inject {inj.kind}:{inj.rung}:{inj.epoch}:{inj.phase}"
+                if inj.kind == CUDA_OOM:
+                    raise torch.OutOfMemoryError(
+                        f"CUDA out of memory. Tried to allocate 2.00 GiB (injected by the launcher: {what})")
+                raise InjectedCrash(f"injected crash ({what})")

@@ -1,0 +1,185 @@
+"""The training child: `python -m launcher.child SPEC.json` (contract.py).
+
+Started by the supervisor with the rung's environment already set (allocator settings only work
+if present before torch is imported). It caps VRAM, reads the model's checkpoint to decide what is
+left to do (train fresh, resume, only the owed final validation, or nothing), trains with the
+launcher's callbacks, and on any exception writes report.json before exiting non-zero.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import json
+import os
+import resource
+import shutil
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .contract import CHILD_FAILED, CHILD_OK
+
+# Checkpoint states (DESIGN.md): what `last.pt` says is left to do for a model.
+NONE, RESUMABLE, FINAL_VAL_OWED, FINISHED, UNLOADABLE = "none", "resumable", "final_val_owed", "finished", "unloadable"
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGTERM this process when the launcher dies, so no orphan holds the GPU."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def checkpoint_state(last: Path) -> tuple[str, dict]:
+    """(state, facts) of a model's last.pt, loaded the way Ultralytics loads it."""
+    if not last.exists():
+        return NONE, {}
+    try:
+        from ultralytics.utils.patches import torch_load
+        ckpt = torch_load(last, map_location="cpu")
+        epoch = int(ckpt["epoch"])
+        epochs = int(ckpt["train_args"]["epochs"])
+    except Exception as e:  # noqa: BLE001 - torn, truncated, or not a checkpoint at all
+        return UNLOADABLE, {"error": f"{type(e).__name__}: {e}"}
+    facts = {"epoch": epoch, "epochs": epochs, "epochs_done": epoch + 1 if epoch >= 0 else epochs}
+    if epoch == -1:
+        return FINISHED, facts
+    if ckpt.get("optimizer") is not None and epoch + 1 >= epochs:
+        return FINAL_VAL_OWED, facts
+    return RESUMABLE, facts
+
+
+def set_aside(save_dir: Path, why: str) -> Path:
+    """Move a model's save_dir out of the way (never delete what was trained)."""
+    aside = save_dir.with_name(f"{save_dir.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.move(str(save_dir), aside)
+    return aside
+
+
+def cap_vram(spec: dict) -> None:
+    import torch
+    if not torch.cuda.is_available() or spec["train_args"]["device"] == "cpu":
+        return
+    indices = [int(i) for i in str(spec["train_args"]["device"]).split(",")]
+    for i in indices:
+        total = torch.cuda.get_device_properties(i).total_memory
+        fraction = spec.get("vram_fraction") or 1.0
+        if spec.get("vram_limit_bytes"):
+            fraction = min(fraction, spec["vram_limit_bytes"] / total)
+        if fraction < 1.0:
+            torch.cuda.set_per_process_memory_fraction(fraction, i)
+            print(f"launcher: VRAM of GPU {i} capped at {fraction:.1%} ({fraction * total / 2**30:.2f} GiB)",
+                  flush=True)
+
+
+def peak_memory() -> dict:
+    import torch
+    out = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["peak_vram_bytes"] = torch.cuda.max_memory_allocated()
+    return out
+
+
+def ensure_offline_font() -> None:
+    """Offline, Ultralytics' dataset check would go to the network for Arial.ttf: give it a local font."""
+    from ultralytics.utils import USER_CONFIG_DIR
+    import matplotlib
+    source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    for name in ("Arial.ttf", "Arial.Unicode.ttf"):
+        if not (USER_CONFIG_DIR / name).exists() and source.exists():
+            shutil.copyfile(source, USER_CONFIG_DIR / name)
+
+
+def train(spec: dict, watch) -> dict:
+    from ultralytics import RTDETR
+
+    args = dict(spec["train_args"])
+    save_dir = Path(args["save_dir"])
+    last = save_dir / "weights" / "last.pt"
+    state, facts = checkpoint_state(last)
+    print(f"launcher: checkpoint {last}: {state} {json.dumps(facts) if facts else ''}".rstrip(), flush=True)
+    if state == UNLOADABLE:
+        aside = set_aside(save_dir, "unloadable")
+        print(f"launcher: {last} will not load ({facts['error']}); moved {save_dir} to {aside} and starting "
+              f"{Path(args['model']).name} fresh", flush=True)
+        state = NONE
+    if state in (FINISHED, FINAL_VAL_OWED):
+        return final_validation(spec, save_dir, state, watch)
+
+    if state == RESUMABLE:
+        model = RTDETR(str(last))
+        watch.register(model)
+        resume_args = {k: args[k] for k in ("data", "batch", "imgsz", "workers", "cache", "device", "save_dir")}
+        model.train(resume=True, **resume_args, **spec.get("extra_args", {}))
+    else:
+        model = RTDETR(args.pop("model"))
+        watch.register(model)
+        model.train(**args, **spec.get("extra_args", {}))
+    return {"best": str(save_dir / "weights" / "best.pt"), "last": str(last)}
+
+
+def final_validation(spec: dict, save_dir: Path, state: str, watch) -> dict:
+    """Finish a model whose training is done: strip the optimizer as Ultralytics' final_eval
+    does, then validate best.pt (at this rung's batch, lower than the one that failed)."""
+    from ultralytics import RTDETR
+    from ultralytics.utils.torch_utils import strip_optimizer
+
+    weights = save_dir / "weights"
+    best = weights / "best.pt" if (weights / "best.pt").exists() else weights / "last.pt"
+    if state == FINAL_VAL_OWED:
+        strip_optimizer(weights / "last.pt")
+        if best.name == "best.pt":
+            strip_optimizer(best)
+    args = spec["train_args"]
+    watch.phase, watch.epoch = "final", args["epochs"]
+    watch.beat(force=True)
+    model = RTDETR(str(best))
+    if watch.injections:  # fire drills reach the final validation through the same hook
+        import torch
+        torch.nn.modules.module.register_module_forward_pre_hook(watch.forward_pre_hook)
+    metrics = model.val(data=args["data"], batch=args["batch"], imgsz=args["imgsz"], device=args["device"],
+                        workers=args["workers"], plots=False, project=str(save_dir), name="final-val",
+                        exist_ok=True)
+    watch.phase = "done"
+    watch.beat(force=True)
+    return {"best": str(best), "last": str(weights / "last.pt"), "validated_only": True,
+            "metrics": {k: float(v) for k, v in getattr(metrics, "results_dict", {}).items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    die_with_parent()
+    spec = json.loads(Path(argv[0]).read_text())
+    report_path = Path(spec["report"])
+    if os.environ.get("YOLO_OFFLINE") == "1":
+        ensure_offline_font()
+    from .callbacks import Watch
+    from .runlog import write_json_atomic
+    if spec.get("register"):
+        importlib.import_module(spec["register"]).register()
+    watch = Watch(spec)
+    try:
+        cap_vram(spec)
+        result = train(spec, watch)
+    except BaseException as e:  # noqa: BLE001 - everything is reported, then re-raised as an exit code
+        traceback.print_exc()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        write_json_atomic(report_path, {
+            "ok": False, "exc_type": f"{type(e).__module__}.{type(e).__qualname__}".removeprefix("builtins."),
+            "message": str(e).strip()[:2000], "phase": watch.phase, "epoch": watch.epoch,
+            "start_epoch": watch.start_epoch, "batch": watch.batch, "epochs_saved": watch.epochs_saved,
+            "last_saved_epoch": watch.last_saved_epoch, **peak_memory()})
+        return CHILD_FAILED
+    write_json_atomic(report_path, {"ok": True, "phase": "done", "epochs_saved": watch.epochs_saved,
+                                    "last_saved_epoch": watch.last_saved_epoch, **result, **peak_memory()})
+    return CHILD_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

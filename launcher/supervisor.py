@@ -1,0 +1,357 @@
+"""The attempt loop: start a child per attempt, classify how it ended, and follow the policy.
+
+One visible loop with an attempt budget (torch.distributed.elastic's shape): every side effect
+sits behind a narrow seam (`launch` starts a child and returns its exit code, `sleep` waits) so
+tests can drive the loop with scripted fakes as well as with real Ultralytics children.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import tenacity
+
+from . import failures, plan as plan_mod, spec as spec_mod
+from .contract import EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, INTERRUPTED, NCCL, UNKNOWN
+from .errors import BadInput
+from .failures import Failure
+from .ladder import Ladder, Rung
+from .runlog import Events, RunPaths, now_iso, read_json, write_json_atomic
+
+TRANSIENT = (UNKNOWN, NCCL)
+GRACE_S = 30.0  # after forwarding SIGINT/SIGTERM, how long the child gets before SIGKILL
+LOG_TAIL_BYTES = failures.TAIL_BYTES
+
+
+@dataclass
+class Outcome:
+    attempt: int
+    rung: str
+    mode: str  # "train" or "validate"
+    exit_code: int
+    seconds: float
+    report: dict | None
+    heartbeat: dict | None
+    failure: Failure | None
+
+    @property
+    def epochs_saved(self) -> int:
+        for source in (self.report, self.heartbeat):
+            if source and isinstance(source.get("epochs_saved"), int):
+                return source["epochs_saved"]
+        return 0
+
+    @property
+    def last_saved_epoch(self) -> int | None:
+        for source in (self.report, self.heartbeat):
+            if source and source.get("last_saved_epoch"):
+                return source["last_saved_epoch"]
+        return None
+
+
+def log_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - limit))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+class ChildProcess:
+    """Starts `python -m launcher.child`, shows its output live and writes it to train.log."""
+
+    def __init__(self, out=None):
+        self.out = out or sys.stdout.buffer
+        self.proc: subprocess.Popen | None = None
+
+    def __call__(self, cmd: list[str], env: dict[str, str], log_path: Path) -> int:
+        with open(log_path, "ab") as log:
+            # its own session: a terminal's Ctrl-C reaches the launcher, which decides; killpg
+            # then reaches the child's dataloader workers too
+            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         start_new_session=True, cwd=Path.cwd())
+            tee = threading.Thread(target=self._tee, args=(self.proc.stdout, log), daemon=True)
+            tee.start()
+            code = self.proc.wait()
+            tee.join()
+        self.proc = None
+        return code
+
+    def _tee(self, pipe, log) -> None:
+        for chunk in iter(lambda: pipe.read1(65536), b""):
+            log.write(chunk)
+            log.flush()
+            try:
+                self.out.write(chunk)
+                self.out.flush()
+            except (OSError, ValueError):
+                pass
+
+    def signal(self, sig: int) -> None:
+        proc = self.proc
+        if proc and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+@dataclass
+class Supervisor:
+    ladder: Ladder
+    rungs: tuple[Rung, ...]  # the plan's rungs (cache decision applied)
+    start: int  # index of the first rung
+    device: str
+    paths: RunPaths
+    vram_gib: float | None = None
+    injections: tuple[dict, ...] = ()
+    child_env: dict[str, str] = field(default_factory=dict)  # extra environment for every child
+    launch: Callable[[list[str], dict[str, str], Path], int] | None = None
+    sleep: Callable[[float], None] = time.sleep
+    backoff: tuple[float, float] = (10.0, 300.0)  # exponential backoff: first wait, longest wait
+    say: Callable[[str], None] = lambda line: print(f"launcher: {line}", flush=True)
+
+    def __post_init__(self):
+        self.child = ChildProcess() if self.launch is None else None
+        self.launch = self.launch or self.child
+        self.events = Events(self.paths.events)
+        self.state: dict = {}
+        self.outcomes: list[Outcome] = []
+        self.received: int | None = None  # the signal the launcher itself received
+        self.remedies: dict[str, object] = {}  # host-OOM remedies, kept on the rungs below
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def run(self, state: dict) -> int:
+        self.state = state
+        i = self.start
+        mode = state.get("mode", "train")
+        self._install_signals()
+        try:
+            while True:
+                if state["attempts"] >= self.ladder.job.max_attempts:
+                    return self._finish(EXIT_EXHAUSTED, "exhausted",
+                                        f"attempt budget spent ({self.ladder.job.max_attempts} attempts)")
+                outcome = self._attempt_with_retries(i, mode)
+                if outcome.failure is None:
+                    return self._complete(outcome)
+                if self.received is not None:
+                    code = EXIT_SIGINT if self.received == signal.SIGINT else EXIT_SIGTERM
+                    return self._finish(code, "interrupted", f"stopped by {signal.Signals(self.received).name}; "
+                                        "the checkpoint stays resumable: run the same command again to continue")
+                step = plan_mod.next_step(self._rungs(), i, outcome.failure.kind, outcome.failure.phase,
+                                          outcome.epochs_saved)
+                if step.action == plan_mod.STOP:
+                    return self._finish(EXIT_FATAL, "fatal", f"{outcome.failure.evidence} — {step.reason}")
+                if step.action in (plan_mod.EXHAUSTED, plan_mod.INTERRUPT):
+                    return self._finish(EXIT_EXHAUSTED, "exhausted", step.reason)
+                self.remedies.update(dict(step.changes))
+                if step.action == plan_mod.STEP_DOWN:
+                    self._set_aside_if_abandoned(self.rungs[i], self.rungs[step.rung])
+                event = {plan_mod.RETRY: "retry", plan_mod.STEP_DOWN: "step_down", plan_mod.VALIDATE: "validate"}
+                self.events.append(event[step.action], rung=self.rungs[i].name, to=self.rungs[step.rung].name,
+                                   kind=outcome.failure.kind, reason=step.reason, **dict(step.changes))
+                self.say(step.reason)
+                i, mode = step.rung, ("validate" if step.action == plan_mod.VALIDATE else "train")
+                state.update(rung=self.rungs[i].name, mode=mode)
+                self._save_state()
+        finally:
+            self._restore_signals()
+
+    def _rungs(self) -> tuple[Rung, ...]:
+        """The ladder with the remedies of earlier host-RAM OOMs applied."""
+        out = []
+        for r in self.rungs:
+            if "cache" in self.remedies:
+                r = replace(r, cache="off")
+            if "workers" in self.remedies:
+                r = replace(r, workers=min(r.workers, int(self.remedies["workers"])))
+            out.append(r)
+        return tuple(out)
+
+    def _attempt_with_retries(self, i: int, mode: str) -> Outcome:
+        """One attempt at rung i; unknown and NCCL failures are retried with exponential backoff."""
+        first, longest = self.backoff
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_result(lambda o: o.failure is not None and o.failure.kind in TRANSIENT
+                                           and self.received is None
+                                           and self.state["attempts"] < self.ladder.job.max_attempts),
+            stop=tenacity.stop_after_attempt(1 + self.ladder.job.retries),
+            wait=tenacity.wait_exponential(multiplier=first, min=first, max=longest),
+            sleep=self.sleep,
+            before_sleep=self._log_retry,
+            retry_error_callback=lambda rs: rs.outcome.result(),
+        )
+        return retrying(self._attempt, i, mode)
+
+    def _log_retry(self, rs: tenacity.RetryCallState) -> None:
+        o: Outcome = rs.outcome.result()
+        wait = rs.next_action.sleep if rs.next_action else 0
+        self.events.append("retry", rung=o.rung, kind=o.failure.kind, evidence=o.failure.evidence,
+                           wait_s=round(wait, 1), retry=rs.attempt_number, of=self.ladder.job.retries)
+        self.say(f"retry {rs.attempt_number}/{self.ladder.job.retries} of rung {o.rung} in {wait:.0f} s after "
+                 f"{o.failure.kind}: {o.failure.evidence}")
+
+    def _attempt(self, i: int, mode: str) -> Outcome:
+        rung = self._rungs()[i]
+        n = self.state["attempts"] = self.state["attempts"] + 1
+        self.state.update(rung=rung.name, mode=mode)
+        self.paths.attempt(n).mkdir(parents=True, exist_ok=True)
+        spec = self._spec(rung, n, mode, self.rungs[self._model_rung(i)] if mode == "validate" else rung)
+        write_json_atomic(self.paths.spec(n), spec)
+        env = {**os.environ, **self.child_env, **spec_mod.env(rung)}
+        self._save_state()
+        self.events.append("attempt_start", attempt=n, rung=rung.name, mode=mode, model=spec["train_args"]["model"],
+                           batch=rung.batch, workers=rung.workers, cache=rung.cache,
+                           resume_from=self._resume_point(spec))
+        self.say(f"attempt {n}: rung {rung.name} ({mode}), model {Path(spec['train_args']['model']).name}, "
+                 f"batch {rung.batch}; log {self.paths.train_log(n)}")
+        t0 = time.monotonic()
+        code = self.launch(spec_mod.command(self.paths.spec(n)), env, self.paths.train_log(n))
+        seconds = time.monotonic() - t0
+        report, heartbeat = read_json(self.paths.report(n)), read_json(self.paths.heartbeat(n))
+        failure = None
+        if code != 0 or (report is not None and not report.get("ok", False)):
+            failure = failures.classify(log_tail(self.paths.train_log(n)), exit_code=code, report=report)
+            if failure is None:  # exit 0 without a success report
+                failure = Failure(UNKNOWN, f"exit code {code} without a success report", "exit")
+            if self.received is not None:
+                failure = Failure(INTERRUPTED, f"the launcher received {signal.Signals(self.received).name}",
+                                  "signal", failure.phase)
+        outcome = Outcome(n, rung.name, mode, code, seconds, report, heartbeat, failure)
+        self.outcomes.append(outcome)
+        self._record_model(spec, outcome)
+        self.events.append("attempt_end", attempt=n, rung=rung.name, exit_code=code, seconds=round(seconds, 1),
+                           kind=failure.kind if failure else None, evidence=failure.evidence if failure else None,
+                           phase=failure.phase if failure else None, epochs_saved=outcome.epochs_saved,
+                           last_saved_epoch=outcome.last_saved_epoch)
+        if failure:
+            self.say(f"attempt {n} ended: {failure.kind}{f' in {failure.phase}' if failure.phase else ''} — "
+                     f"{failure.evidence}")
+        self._save_state()
+        return outcome
+
+    def _model_rung(self, i: int) -> int:
+        """For a validation attempt: the rung whose model is being finished (the last trained one)."""
+        source = self.state.get("training_model")
+        for j, r in enumerate(self.rungs):
+            if r.model.source == source:
+                return j
+        return i
+
+    def _spec(self, rung: Rung, n: int, mode: str, model_rung: Rung) -> dict:
+        trained = replace(rung, model=model_rung.model, epochs=model_rung.epochs) if mode == "validate" else rung
+        spec = spec_mod.build(self.ladder.job, trained, self.device, self.paths, n, vram_gib=self.vram_gib, mode=mode,
+                              inject=self.injections)
+        if mode == "train":
+            self.state["training_model"] = rung.model.source
+        return spec
+
+    def _resume_point(self, spec: dict) -> str | None:
+        last = Path(spec["train_args"]["save_dir"]) / "weights" / "last.pt"
+        return str(last) if last.exists() else None
+
+    def _record_model(self, spec: dict, outcome: Outcome) -> None:
+        models = self.state.setdefault("models", {})
+        source = spec["train_args"]["model"]
+        m = models.setdefault(source, {"save_dir": spec["train_args"]["save_dir"], "epochs": spec["train_args"][
+            "epochs"], "epochs_done": 0, "complete": False})
+        if outcome.last_saved_epoch:
+            m["epochs_done"] = max(m["epochs_done"], outcome.last_saved_epoch)
+        if outcome.failure is None:
+            m.update(complete=True, epochs_done=m["epochs"])
+
+    def _set_aside_if_abandoned(self, old: Rung, new: Rung) -> None:
+        if old.model.source == new.model.source:
+            return
+        m = self.state.get("models", {}).get(old.model.source)
+        if m and m["epochs_done"]:
+            self.events.append("model_set_aside", model=old.model.spec, epochs_done=m["epochs_done"],
+                               of=m["epochs"], save_dir=m["save_dir"], next_model=new.model.spec)
+            self.say(f"setting aside {old.model.spec} after {m['epochs_done']}/{m['epochs']} epochs (kept in "
+                     f"{m['save_dir']}); continuing with {new.model.spec}")
+
+    # ---- endings --------------------------------------------------------------------------------
+    def _complete(self, outcome: Outcome) -> int:
+        report = outcome.report or {}
+        source = self.state.get("training_model")
+        best, last = report.get("best"), report.get("last")
+        self.state.update(status="complete", delivered={"model": source, "best": best, "last": last})
+        self._save_state()
+        aside = {s: m for s, m in self.state.get("models", {}).items() if s != source and m["epochs_done"]}
+        self.events.append("complete", rung=outcome.rung, model=source, best=best, last=last,
+                           set_aside={s: m["epochs_done"] for s, m in aside.items()})
+        self.summary("complete")
+        self.say(f"trained: {best}\nlauncher: last checkpoint: {last}\nlauncher: run record: {self.paths.root}")
+        return EXIT_OK
+
+    def _finish(self, code: int, status: str, why: str) -> int:
+        self.state.update(status=status, reason=why)
+        self._save_state()
+        self.events.append(status, reason=why, exit_code=code)
+        self.summary(status)
+        self.say(f"{status}: {why}")
+        self.say(f"run record: {self.paths.root}")
+        return code
+
+    def summary(self, status: str) -> None:
+        lines = [f"summary of run {self.ladder.job.name!r} ({status}):"]
+        for o in self.outcomes:
+            how = "ok" if o.failure is None else f"{o.failure.kind}: {o.failure.evidence[:100]}"
+            lines.append(f"  attempt {o.attempt:>2}  {o.rung:<12} {o.mode:<8} {o.seconds:7.1f} s  "
+                         f"epochs saved {o.epochs_saved}  {how}")
+        delivered = self.state.get("training_model") if status == "complete" else None
+        for source, m in self.state.get("models", {}).items():
+            what = ("delivered" if source == delivered else
+                    "set aside" if m["epochs_done"] and not m["complete"] else "complete" if m["complete"] else "")
+            lines.append(f"  model {Path(source).name}: {m['epochs_done']}/{m['epochs']} epochs {what} "
+                         f"({m['save_dir']})".rstrip())
+        for line in lines:
+            self.say(line)
+
+    def _save_state(self) -> None:
+        self.state["updated"] = now_iso()
+        write_json_atomic(self.paths.state, self.state)
+
+    # ---- signals --------------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        self._old = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore_signals(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, sig, frame) -> None:
+        if self.received is None:
+            self.received = sig
+            self.say(f"received {signal.Signals(sig).name}: stopping the child (grace {GRACE_S:.0f} s)")
+            if self.child:
+                self.child.signal(sig)
+                threading.Timer(GRACE_S, self.child.signal, args=(signal.SIGKILL,)).start()
+
+
+def check_continuation(state: dict, ladder: Ladder, state_path: Path, epochs: int | None) -> None:
+    """A second `run` of the same name continues it; settings Ultralytics would silently ignore
+    on resume must not differ."""
+    asked = {"data": str(ladder.job.dataset), "epochs": epochs}
+    for key, was in (("data", state.get("data")), ("epochs", state.get("epochs_override"))):
+        if key == "epochs" and asked[key] is None:
+            continue
+        if asked[key] != was:
+            raise BadInput(f"{state_path}, key '{key if key == 'data' else 'epochs_override'}'",
+                           f"run {ladder.job.name!r} was started with --{key} {was}, this run asks {asked[key]} "
+                           "(a resumed checkpoint keeps its own)",
+                           f"run again without --{key} to continue, or start afresh with --name NEW_NAME")
+

@@ -1,0 +1,145 @@
+"""End to end: `python -m launcher run` with real Ultralytics training on the CPU, a tiny generated
+dataset, and real torch.OutOfMemoryError raised inside the model's forward pass (--inject).
+
+Each test is a real night in miniature: a supervisor process, one child process per attempt,
+checkpoints written and resumed by Ultralytics itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from launcher.demo import make_dataset
+
+from conftest import FIXTURES
+
+pytestmark = pytest.mark.slow
+
+TINY = FIXTURES / "models" / "rtdetr-tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("shapes"), train=8, val=4, size=64, max_boxes=2)
+
+
+def tiny_ladder(tmp_path: Path, dataset: Path, with_mnv4: bool = False) -> Path:
+    """The default ladder's shape with a tiny model standing in for rtdetr-l (the real mnv4 rung
+    when asked): optimal b4 → optimal-b4 b2 → [mnv4 b4] → safe b1."""
+    rungs = [("optimal", TINY, 4, "ram"), ("optimal-b4", TINY, 2, "ram")]
+    rungs += [("mnv4", "rtdetr-mnv4", 4, "ram")] if with_mnv4 else []
+    rungs += [("safe", TINY, 1, "off")]
+    text = f'[job]\nname = "e2e"\ndataset = "{dataset}"\nimgsz = 64\nretries = 0\n\n[job.args]\nplots = false\n'
+    for name, model, batch, cache in rungs:
+        text += (f'\n[[rung]]\nname = "{name}"\nmodel = "{model}"\nepochs = 2\nbatch = {batch}\nworkers = 0\n'
+                 f'cache = "{cache}"\nthreads = 2\npretrained = false\n')
+    path = tmp_path / "tiny.toml"
+    path.write_text(text)
+    return path
+
+
+def launch(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "launcher", "run", "--device", "cpu", *argv], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+
+
+def events(tmp_path: Path, run: str = "e2e") -> list[dict]:
+    return [json.loads(line) for line in (tmp_path / "logs" / run / "events.jsonl").read_text().splitlines()]
+
+
+def of(evs: list[dict], kind: str) -> list[dict]:
+    return [e for e in evs if e["event"] == kind]
+
+
+def trained_epochs(save_dir: Path) -> list[int]:
+    with open(save_dir / "results.csv") as f:
+        return [int(float(row["epoch"])) for row in csv.DictReader(f)]
+
+
+def test_late_oom_retries_the_rung_then_early_oom_steps_down_and_resumes(tmp_path, shapes):
+    ladder = tiny_ladder(tmp_path, shapes)
+    p = launch(tmp_path, "--ladder", str(ladder), "--inject", "cuda_oom:optimal:2")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    evs = events(tmp_path)
+    ends = of(evs, "attempt_end")
+    assert [(e["rung"], e["kind"]) for e in ends] == [("optimal", "cuda_oom"), ("optimal", "cuda_oom"),
+                                                     ("optimal-b4", None)]
+    assert ends[0]["epochs_saved"] == 1 and ends[1]["epochs_saved"] == 0
+    assert "injected by the launcher" in ends[0]["evidence"]
+    assert [e["event"] for e in evs if e["event"] in ("retry", "step_down", "complete")] == [
+        "retry", "step_down", "complete"]
+    assert of(evs, "step_down")[0]["to"] == "optimal-b4"
+    # the resumed attempt started at epoch 2 with the new batch: epoch 1 was not trained again
+    hb = json.loads((tmp_path / "logs" / "e2e" / "attempt-3" / "heartbeat.json").read_text())
+    assert hb["start_epoch"] == 2 and hb["phase"] == "done"
+    spec = json.loads((tmp_path / "logs" / "e2e" / "attempt-3" / "spec.json").read_text())
+    assert spec["train_args"]["batch"] == 2
+    assert trained_epochs(tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny") == [1, 2]
+    # Ultralytics' own first-epoch halving stayed off: the ladder decided every batch
+    assert "Reducing to batch" not in p.stdout
+    state = json.loads((tmp_path / "logs" / "e2e" / "state.json").read_text())
+    assert state["status"] == "complete" and Path(state["delivered"]["best"]).is_file()
+    assert "trained:" in p.stdout and "run record:" in p.stdout
+
+    # a second run of the finished run trains nothing and exits 0
+    again = launch(tmp_path, "--ladder", str(ladder))
+    assert again.returncode == 0 and "already finished" in again.stdout
+    assert not (tmp_path / "logs" / "e2e" / "attempt-4").exists()
+
+
+def test_oom_in_validation_still_ends_trained_and_validated(tmp_path, shapes):
+    p = launch(tmp_path, "--ladder", str(tiny_ladder(tmp_path, shapes)), "--inject", "cuda_oom:optimal:1:val")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    ends = of(events(tmp_path), "attempt_end")
+    assert (ends[0]["kind"], ends[0]["phase"]) == ("cuda_oom", "val")
+    assert ends[-1]["kind"] is None and ends[-1]["rung"] == "optimal-b4"
+    assert (tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny" / "weights" / "best.pt").is_file()
+
+
+def test_oom_in_final_validation_validates_at_a_lower_batch_without_retraining(tmp_path, shapes):
+    p = launch(tmp_path, "--ladder", str(tiny_ladder(tmp_path, shapes)), "--inject", "cuda_oom:optimal:2:final")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    evs = events(tmp_path)
+    ends = of(evs, "attempt_end")
+    assert [(e["rung"], e["kind"], e["phase"]) for e in ends] == [
+        ("optimal", "cuda_oom", "final"), ("optimal-b4", None, None)]
+    assert of(evs, "validate")[0]["to"] == "optimal-b4"
+    report = json.loads((tmp_path / "logs" / "e2e" / "attempt-2" / "report.json").read_text())
+    assert report["ok"] and report["validated_only"] and "metrics/mAP50-95(B)" in report["metrics"]
+    assert report["epochs_saved"] == 0  # nothing retrained
+    assert trained_epochs(tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny") == [1, 2]
+
+
+def test_injected_crash_stops_at_once_with_exit_4(tmp_path, shapes):
+    p = launch(tmp_path, "--ladder", str(tiny_ladder(tmp_path, shapes)), "--inject", "crash:optimal:1")
+    assert p.returncode == 4
+    evs = events(tmp_path)
+    assert len(of(evs, "attempt_end")) == 1 and not of(evs, "step_down")
+    assert "injected crash" in p.stdout and "fatal" in p.stdout
+    assert of(evs, "fatal")
+
+
+def test_walk_across_models_resumes_each_models_own_checkpoint(tmp_path, shapes):
+    """rtdetr-l (here its tiny stand-in) → the real mnv4 rung (a fresh run of another model) →
+    safe, which resumes the first model's own checkpoint."""
+    ladder = tiny_ladder(tmp_path, shapes, with_mnv4=True)
+    p = launch(tmp_path, "--ladder", str(ladder), "--name", "walk",
+               "--inject", "cuda_oom:optimal:2", "--inject", "cuda_oom:optimal-b4:2", "--inject", "cuda_oom:mnv4:1")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    evs = events(tmp_path, "walk")
+    ends = of(evs, "attempt_end")
+    assert [e["rung"] for e in ends] == ["optimal", "optimal", "optimal-b4", "mnv4", "safe"]
+    starts = of(evs, "attempt_start")
+    assert starts[3]["model"].endswith("rtdetr-mnv4.yaml") and starts[3]["resume_from"] is None
+    assert starts[4]["model"] == str(TINY) and starts[4]["resume_from"].endswith("rtdetr-tiny/weights/last.pt")
+    aside = of(evs, "model_set_aside")
+    assert aside[0]["model"] == str(TINY) and aside[0]["epochs_done"] == 1 and aside[0]["next_model"] == "rtdetr-mnv4"
+    assert of(evs, "complete")[0]["model"] == str(TINY)
+    assert trained_epochs(tmp_path / "logs" / "walk" / "models" / "rtdetr-tiny") == [1, 2]
+    assert "model rtdetr-tiny.yaml: 2/2 epochs delivered" in p.stdout
