@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import dataset as dataset_mod
-from . import failures, ladder as ladder_mod, plan as plan_mod, probe, spec as spec_mod
+from . import failures, ladder as ladder_mod, models, plan as plan_mod, probe, spec as spec_mod
 from .contract import EXIT_BAD_INPUT, EXIT_OK, REPORT_NAME, TRAIN_LOG_NAME
 from .errors import BadInput, LauncherError
 from .runlog import Events, RunPaths, now_iso, read_json
@@ -180,7 +180,9 @@ def load_job(args) -> ladder_mod.Ladder:
     ladder = plan_mod.override_epochs(ladder_mod.load(args.ladder, data=args.data), args.epochs)
     if args.name:
         ladder = replace(ladder, job=replace(ladder.job, name=args.name))
-    return ladder
+    # weights that would be downloaded on a machine that is offline: that rung is unavailable
+    rungs = tuple(replace(r, model=models.check_download(r.model)) for r in ladder.rungs)
+    return replace(ladder, rungs=rungs)
 
 
 def make_plan(args, ladder: ladder_mod.Ladder | None = None, machine: probe.Snapshot | None = None) -> DryRun:

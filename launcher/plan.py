@@ -71,9 +71,13 @@ def choose(ladder: Ladder, snap: Snapshot, *, device: str | None = None, start_r
     device, gpus, reasons, problems = select_device(device or ladder.job.device, snap)
     if dataset_problem:
         problems.append(dataset_problem)
+    unavailable: dict[str, list[str]] = {}
     for rung in ladder.rungs:
         if not rung.available:
-            reasons.append(f"rung {rung.name} unavailable ({rung.model.weights}): the ladder steps over it")
+            unavailable.setdefault(rung.model.weights, []).append(rung.name)
+    for why, names in unavailable.items():
+        reasons.append(f"rung{'s' if len(names) > 1 else ''} {', '.join(names)} unavailable ({why}): the ladder "
+                       "steps over " + ("them" if len(names) > 1 else "it"))
 
     cache = decide_cache(ladder, snap, gpus, dataset_images)
     rungs = tuple(with_cache(r, cache) for r in ladder.rungs)
@@ -117,7 +121,7 @@ def pick_start(rungs: tuple[Rung, ...], gpus: tuple[Gpu, ...]) -> tuple[Rung | N
     """The first available rung whose min_free_vram_gib is at most the smallest free VRAM."""
     available = [r for r in rungs if r.available]
     if not available:
-        return None, "no rung is available"
+        return None, "no rung is available (see the reasons above)"
     if not gpus:
         return available[0], f"start rung {available[0].name}: the first available rung (no GPU thresholds on the CPU)"
     unknown = [g.index for g in gpus if g.free is None]

@@ -58,7 +58,7 @@ def ladder_rows(ladder: Ladder, plan: Plan) -> list[str]:
         if i:
             rung = plan.rungs[i - 1]
             mark = ">" if plan.start and rung.name == plan.start.name else ("x" if not rung.available else " ")
-            note = "" if rung.available else f"  unavailable: {rung.model.weights}"
+            note = "" if rung.available else "  unavailable (see Why)"
         out.append(f"  {mark} " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + note)
     confs: dict[str, list[str]] = {}
     for rung in plan.rungs:

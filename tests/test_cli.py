@@ -24,7 +24,15 @@ def coco_tree(tmp_path_factory):
 
 
 @pytest.fixture
-def fixed_machine(monkeypatch, tmp_path, coco_tree):
+def online(monkeypatch):
+    """As on a connected machine: downloads on first use are possible."""
+    monkeypatch.delenv("YOLO_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(cli.models, "reachable", lambda host: True)
+
+
+@pytest.fixture
+def fixed_machine(monkeypatch, tmp_path, coco_tree, online):
     """The fixed snapshot, run from tmp_path, where coco_indoor/ is the 4,401-image dataset."""
     monkeypatch.setattr(cli.probe, "take", lambda: FIXED)
     monkeypatch.chdir(tmp_path)
@@ -78,7 +86,7 @@ def test_dry_run_json(capsys, fixed_machine):
     assert d["child"]["spec"]["train_args"]["data"] == str(fixed_machine)
 
 
-def test_dry_run_cpu_machine_refuses_without_device(capsys, monkeypatch, tmp_path):
+def test_dry_run_cpu_machine_refuses_without_device(capsys, monkeypatch, tmp_path, online):
     make_image_tree(tmp_path / "coco_indoor", 4, 2)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli.probe, "take", lambda: Snapshot((), 8 * GIB, 6 * GIB, 2, nvml="NVML unavailable"))
@@ -88,6 +96,21 @@ def test_dry_run_cpu_machine_refuses_without_device(capsys, monkeypatch, tmp_pat
     assert code == 0 and "Problems" not in out
     code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--vram", "11.7", "--json")
     assert code == 0 and json.loads(out)["start_rung"] == "optimal-b4"
+
+
+@pytest.mark.parametrize("offline", ["env", "unreachable"])
+def test_offline_machine_says_which_weights_cannot_be_fetched(offline, capsys, fixed_machine, monkeypatch):
+    if offline == "env":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.setattr(cli.models, "reachable", lambda host: host != "huggingface.co")
+    code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--json")
+    d = json.loads(out)
+    mnv4 = next(r for r in d["ladder"]["rungs"] if r["name"] == "mnv4")
+    assert code == 0 and d["start_rung"] == "optimal"  # planned around it
+    why = "HF_HUB_OFFLINE is set" if offline == "env" else "huggingface.co cannot be reached"
+    assert not mnv4["available"] and why in mnv4["weights"]
+    assert any(r.startswith("rung mnv4 unavailable (needs timm/") for r in d["reasons"])
 
 
 def test_dry_run_demo_ladder_marks_dataset_missing(capsys, monkeypatch, tmp_path):

@@ -123,7 +123,7 @@ def test_unavailable_rungs_are_stepped_over(default):
     lad = replace(default, rungs=(gone,) + default.rungs[1:])
     p = plan.choose(lad, snap(24), dataset_images=1)
     assert p.start.name == "optimal-b4"
-    assert any("rung optimal unavailable (not built)" in r for r in p.reasons)
+    assert any(r.startswith("rung optimal unavailable (not built)") for r in p.reasons)
     with pytest.raises(BadInput, match="unavailable"):
         plan.choose(lad, snap(24), start_rung="optimal")
 

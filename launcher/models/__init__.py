@@ -7,11 +7,13 @@ project's own models (`rtdetr-mnv4`). Anything else is bad input.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
+import socket
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..contract import ENV_PRETRAINED_BACKBONE
@@ -52,6 +54,8 @@ class ModelRef:
     weights: str  # one phrase: where the starting weights come from
     download: str | None = None  # what will be fetched from the network on first use, if anything
     project: ProjectModel | None = None
+    host: str | None = None  # where the download comes from
+    offline_env: str | None = None  # the variable that says "no network" to the downloading library
 
 
 def resolve(spec: str, base_dirs: tuple[Path, ...], pretrained: bool = True) -> ModelRef | None:
@@ -73,6 +77,7 @@ def resolve(spec: str, base_dirs: tuple[Path, ...], pretrained: bool = True) -> 
             spec, "ultralytics", name, True,
             "pretrained weights not on disk: Ultralytics downloads them on first use",
             download=f"{name} from Ultralytics' GitHub release assets",
+            host="github.com", offline_env="YOLO_OFFLINE",
         )
     if name in ultralytics_yaml_names():
         return ModelRef(spec, "ultralytics", name, True, "random init from Ultralytics' YAML, nothing to download")
@@ -96,8 +101,35 @@ def _project_ref(spec: str, model: ProjectModel, pretrained: bool) -> ModelRef:
         spec, "project", source, True,
         "ImageNet backbone weights not cached: timm downloads them on first use",
         download=f"timm/{model.timm_model} from the Hugging Face hub",
-        project=model,
+        project=model, host="huggingface.co", offline_env="HF_HUB_OFFLINE",
     )
+
+
+def check_download(ref: ModelRef) -> ModelRef:
+    """The same ref, made unavailable (with the reason) when its weights must be downloaded and
+    this machine is offline: said before training, not as a traceback in the night."""
+    if not ref.download or not ref.available:
+        return ref
+    if os.environ.get(ref.offline_env or "", "") in ("1", "true", "True", "YES", "yes"):
+        why = f"{ref.offline_env} is set"
+    elif not reachable(ref.host):
+        why = f"{ref.host} cannot be reached from this machine"
+    else:
+        return ref
+    return replace(ref, available=False, weights=(
+        f"needs {ref.download}, but {why} — download it once on a connected machine (see README), or use a "
+        "random-init model (pretrained = false, or the .yaml)"))
+
+
+@functools.lru_cache(maxsize=None)
+def reachable(host: str | None, port: int = 443, timeout: float = 1.5) -> bool:
+    if not host:
+        return True
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def child_env(ref: ModelRef, pretrained: bool) -> dict[str, str]:
