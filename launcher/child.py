@@ -20,7 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .contract import CHILD_FAILED, CHILD_OK
+from .contract import CHILD_FAILED, CHILD_OK, ENV_PRETRAINED_BACKBONE
 
 # Checkpoint states (DESIGN.md): what `last.pt` says is left to do for a model.
 NONE, RESUMABLE, FINAL_VAL_OWED, FINISHED, UNLOADABLE = "none", "resumable", "final_val_owed", "finished", "unloadable"
@@ -108,6 +108,9 @@ def train(spec: dict, watch) -> dict:
         print(f"launcher: {last} will not load ({facts['error']}); moved {save_dir} to {aside} and starting "
               f"{Path(args['model']).name} fresh", flush=True)
         state = NONE
+    if state != NONE:
+        # the checkpoint holds every weight: rebuilding from the YAML must not fetch ImageNet weights
+        os.environ[ENV_PRETRAINED_BACKBONE] = "0"
     if state in (FINISHED, FINAL_VAL_OWED):
         return final_validation(spec, save_dir, state, watch)
 
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         write_json_atomic(report_path, {
-            "ok": False, "exc_type": f"{type(e).__module__}.{type(e).__qualname__}".removeprefix("builtins."),
+            "ok": False, "ts": time.time(), "exc_type": f"{type(e).__module__}.{type(e).__qualname__}".removeprefix("builtins."),
             "message": str(e).strip()[:2000], "phase": watch.phase, "epoch": watch.epoch,
             "start_epoch": watch.start_epoch, "batch": watch.batch, "epochs_saved": watch.epochs_saved,
             "last_saved_epoch": watch.last_saved_epoch, **peak_memory()})

@@ -53,7 +53,9 @@ def build(job: Job, rung: Rung, device: str, paths: RunPaths, attempt: int, vram
 
 def env(rung: Rung) -> dict[str, str]:
     """Variables set for the child before torch loads (on top of the launcher's environment)."""
-    out = {ENV_DEVICE_ORDER: "PCI_BUS_ID"}
+    # no pip installs mid-night: Ultralytics would `pip install` a module a checkpoint names but
+    # cannot import (for `launcher`, an unrelated PyPI package)
+    out = {ENV_DEVICE_ORDER: "PCI_BUS_ID", "YOLO_AUTOINSTALL": "False"}
     if rung.alloc_conf:
         out[ENV_ALLOC_CONF] = rung.alloc_conf
     if rung.threads:

@@ -211,7 +211,7 @@ class Supervisor:
         self._save_state()
         self.events.append("attempt_start", attempt=n, rung=rung.name, mode=mode, model=spec["train_args"]["model"],
                            batch=rung.batch, workers=rung.workers, cache=rung.cache,
-                           resume_from=self._resume_point(spec))
+                           resume_from=self._resume_point(spec), t=time.time())
         self.say(f"attempt {n}: rung {rung.name} ({mode}), model {Path(spec['train_args']['model']).name}, "
                  f"batch {rung.batch}; log {self.paths.train_log(n)}")
         t0 = time.monotonic()
@@ -232,7 +232,7 @@ class Supervisor:
         self.events.append("attempt_end", attempt=n, rung=rung.name, exit_code=code, seconds=round(seconds, 1),
                            kind=failure.kind if failure else None, evidence=failure.evidence if failure else None,
                            phase=failure.phase if failure else None, epochs_saved=outcome.epochs_saved,
-                           last_saved_epoch=outcome.last_saved_epoch)
+                           last_saved_epoch=outcome.last_saved_epoch, t=time.time())
         if failure:
             self.say(f"attempt {n} ended: {failure.kind}{f' in {failure.phase}' if failure.phase else ''} — "
                      f"{failure.evidence}")

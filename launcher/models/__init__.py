@@ -15,6 +15,7 @@ import socket
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Mapping
 
 from ..contract import ENV_PRETRAINED_BACKBONE
 
@@ -23,6 +24,8 @@ MODELS_DIR = Path(__file__).resolve().parent
 # Ultralytics downloads these from its GitHub release assets on first use (utils/downloads.py,
 # GITHUB_ASSETS_NAMES); only the RT-DETR ones make sense for an RT-DETR trainer.
 ULTRALYTICS_WEIGHTS = frozenset({"rtdetr-l.pt", "rtdetr-x.pt"})
+MNV4_TIMM_MODEL = "mobilenetv4_conv_small.e2400_r224_in1k"  # timm's default tag for the architecture
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # timm tries safetensors first
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ PROJECT_MODELS = {
         name="rtdetr-mnv4",
         yaml=MODELS_DIR / "rtdetr-mnv4.yaml",
         module="launcher.models.mnv4",
-        timm_model="mobilenetv4_conv_small.e2400_r224_in1k",
+        timm_model=MNV4_TIMM_MODEL,
     ),
 }
 
@@ -94,7 +97,7 @@ def _project_ref(spec: str, model: ProjectModel, pretrained: bool) -> ModelRef:
     if not pretrained or model.timm_model is None:
         return ModelRef(spec, "project", source, True, "random init (pretrained = false), nothing to download",
                         project=model)
-    cached = hf_cached(model.timm_model)
+    cached = cached_weights_file(f"timm/{model.timm_model}")
     if cached:
         return ModelRef(spec, "project", source, True, f"ImageNet backbone weights cached at {cached}", project=model)
     return ModelRef(
@@ -139,20 +142,28 @@ def child_env(ref: ModelRef, pretrained: bool) -> dict[str, str]:
     return {ENV_PRETRAINED_BACKBONE: "1" if pretrained else "0"}
 
 
-def hf_cached(repo_model: str) -> Path | None:
-    """The cached snapshot of `timm/<repo_model>` in the Hugging Face hub cache, if any."""
-    folder = hf_hub_cache() / ("models--timm--" + repo_model.replace("/", "--"))
-    snapshots = sorted((folder / "snapshots").glob("*/*.safetensors")) + sorted(
-        (folder / "snapshots").glob("*/*.bin"))
-    return snapshots[0] if snapshots else None
+def hf_hub_cache(environ: Mapping[str, str] | None = None) -> Path:
+    """The Hugging Face hub cache directory, resolved as huggingface_hub resolves it."""
+    env = os.environ if environ is None else environ
+
+    def expand(p: str) -> str:
+        return os.path.expandvars(os.path.expanduser(p))
+
+    home = expand(env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or "~/.cache", "huggingface"))
+    legacy = env.get("HUGGINGFACE_HUB_CACHE") or os.path.join(home, "hub")
+    return Path(expand(env.get("HF_HUB_CACHE") or legacy))
 
 
-def hf_hub_cache() -> Path:
-    # huggingface_hub's constants.py, without importing it
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
-    return Path(home).expanduser() / "hub"
+def cached_weights_file(repo_id: str, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The cached weight file of a hub repo such as `timm/<model>`, or None when not downloaded."""
+    snapshots = hf_hub_cache(environ) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    for name in HF_WEIGHT_FILES:
+        for f in sorted(snapshots.glob(f"*/{name}")):
+            if f.exists():  # a snapshot entry is a symlink into blobs/; a broken one is not a cache hit
+                return f
+    return None
 
 
 def ultralytics_package_dir() -> Path | None:
