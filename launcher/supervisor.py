@@ -209,9 +209,13 @@ class Supervisor:
         write_json_atomic(self.paths.spec(n), spec)
         env = {**os.environ, **self.child_env, **spec_mod.env(rung)}
         self._save_state()
+        resume_from = self._resume_point(spec)
+        if resume_from:
+            done = self.state.get("models", {}).get(spec["train_args"]["model"], {}).get("epochs_done")
+            self.events.append("resume", attempt=n, rung=rung.name, checkpoint=resume_from, epochs_done=done)
         self.events.append("attempt_start", attempt=n, rung=rung.name, mode=mode, model=spec["train_args"]["model"],
-                           batch=rung.batch, workers=rung.workers, cache=rung.cache,
-                           resume_from=self._resume_point(spec), t=time.time())
+                           batch=rung.batch, workers=rung.workers, cache=rung.cache, resume_from=resume_from,
+                           t=time.time())
         self.say(f"attempt {n}: rung {rung.name} ({mode}), model {Path(spec['train_args']['model']).name}, "
                  f"batch {rung.batch}; log {self.paths.train_log(n)}")
         t0 = time.monotonic()
@@ -219,7 +223,7 @@ class Supervisor:
         seconds = time.monotonic() - t0
         report, heartbeat = read_json(self.paths.report(n)), read_json(self.paths.heartbeat(n))
         failure = None
-        if code != 0 or (report is not None and not report.get("ok", False)):
+        if code != 0 or not (report and report.get("ok")):  # success is exit 0 *and* the child's word
             failure = failures.classify(log_tail(self.paths.train_log(n)), exit_code=code, report=report)
             if failure is None:  # exit 0 without a success report
                 failure = Failure(UNKNOWN, f"exit code {code} without a success report", "exit")
