@@ -278,6 +278,7 @@ def cmd_run(args) -> int:
                       inject=args.inject)
         for reason in plan.reasons:
             print(f"launcher: {reason}", flush=True)
+    dataset_mod.write_resolved(result.dataset, paths.dataset)
     sup = supervisor.Supervisor(ladder=ladder, rungs=plan.rungs, start=start, device=plan.device, paths=paths,
                                 vram_gib=args.vram, injections=tuple(args.inject), child_env=child_env)
     return sup.run(state)

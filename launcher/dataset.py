@@ -62,6 +62,26 @@ def inspect(yaml_path: Path) -> Dataset:
                    names=names if isinstance(names, int) else len(names))
 
 
+def write_resolved(ds: Dataset, dest: Path) -> Path:
+    """A copy of the dataset YAML with every path absolute, for the child: Ultralytics then reads
+    exactly what was checked here, whatever its cwd or datasets_dir."""
+    import yaml
+
+    from .runlog import write_text_atomic
+
+    data = yaml.safe_load(ds.yaml.read_text(encoding="utf-8"))
+    data["path"] = str(ds.root)
+    data["train"] = [str(p) for p in ds.train] if len(ds.train) > 1 else str(ds.train[0])
+    data["val"] = [str(p) for p in ds.val] if len(ds.val) > 1 else str(ds.val[0])
+    for key in ("test", "minival"):
+        if isinstance(data.get(key), str) and (ds.root / data[key]).exists():
+            data[key] = str((ds.root / data[key]).resolve())
+    data.pop("download", None)  # checked and present: nothing to fetch
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(dest, f"# resolved by the launcher from {ds.yaml}\n" + yaml.safe_dump(data, sort_keys=False))
+    return dest
+
+
 def _root(path_value, yaml_path: Path) -> Path:
     # check_det_dataset: 'path' as given (relative to the cwd), else under Ultralytics' datasets_dir;
     # no 'path' means the YAML's own folder

@@ -17,15 +17,19 @@ from .contract import HEARTBEAT_NAME, REPORT_NAME, SPEC_NAME, TRAIN_LOG_NAME
 LOGS_DIR = Path("logs")
 
 
-def write_json_atomic(path: Path, data: dict, fsync: bool = True) -> None:
-    """Replace `path` with `data` in one rename: a reader never sees half a file."""
+def write_text_atomic(path: Path, text: str, fsync: bool = True) -> None:
+    """Replace `path` with `text` in one rename: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
+        f.write(text)
         if fsync:
             f.flush()
             os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: dict, fsync: bool = True) -> None:
+    write_text_atomic(path, json.dumps(data, indent=1), fsync)
 
 
 def read_json(path: Path) -> dict | None:
@@ -55,6 +59,11 @@ class RunPaths:
     @property
     def state(self) -> Path:
         return self.root / "state.json"
+
+    @property
+    def dataset(self) -> Path:
+        """The dataset YAML the children read: the user's, with every path made absolute."""
+        return self.root / "dataset.yaml"
 
     def attempt(self, n: int) -> Path:
         return self.root / f"attempt-{n}"

@@ -17,7 +17,7 @@ def train_args(job: Job, rung: Rung, device: str, paths: RunPaths) -> dict:
     """Arguments for Ultralytics' `train()`: absolute paths, the ladder's batch, rect off."""
     return {
         "model": rung.model.source,
-        "data": str(job.dataset),
+        "data": str(paths.dataset),  # job.dataset with absolute paths (dataset.write_resolved)
         "epochs": rung.epochs,
         "batch": rung.batch,
         "imgsz": job.imgsz,

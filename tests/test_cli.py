@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -83,7 +84,9 @@ def test_dry_run_json(capsys, fixed_machine):
     assert d["child"]["command"][-3:-1] == ["-m", "launcher.child"]
     assert d["child"]["env"]["PYTORCH_CUDA_ALLOC_CONF"].startswith("max_split_size_mb:512")
     assert d["child"]["spec"]["train_args"]["batch"] == 6
-    assert d["child"]["spec"]["train_args"]["data"] == str(fixed_machine)
+    assert d["dataset"]["yaml"] == str(fixed_machine)
+    # the child reads a copy with absolute paths, written into the run record when `run` starts
+    assert d["child"]["spec"]["train_args"]["data"] == str(Path.cwd() / "logs" / "coco-indoor" / "dataset.yaml")
 
 
 def test_dry_run_cpu_machine_refuses_without_device(capsys, monkeypatch, tmp_path, online):
@@ -111,6 +114,17 @@ def test_offline_machine_says_which_weights_cannot_be_fetched(offline, capsys, f
     why = "HF_HUB_OFFLINE is set" if offline == "env" else "huggingface.co cannot be reached"
     assert not mnv4["available"] and why in mnv4["weights"]
     assert any(r.startswith("rung mnv4 unavailable (needs timm/") for r in d["reasons"])
+
+
+def test_run_refuses_a_machine_without_gpu_unless_told_cpu(capsys, monkeypatch, tmp_path, online):
+    make_image_tree(tmp_path / "coco_indoor", 4, 2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli.probe, "take", lambda: Snapshot((), 8 * GIB, 6 * GIB, 2, nvml="NVML unavailable"))
+    code, _, err = run(capsys, "run", "--data", "coco_indoor/data.yaml")
+    assert code == 2 and "no NVIDIA GPU found" in err and "--device cpu" in err
+    code, _, err = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--vram", "12")
+    assert code == 2 and "--vram only pretends" in err
+    assert not (tmp_path / "logs").exists()  # nothing started
 
 
 def test_dry_run_demo_ladder_marks_dataset_missing(capsys, monkeypatch, tmp_path):

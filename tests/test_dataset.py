@@ -50,3 +50,21 @@ def test_bad_datasets(tmp_path, text, names):
 def test_missing_yaml(tmp_path):
     with pytest.raises(BadInput, match="dataset YAML not found.*--data"):
         dataset.inspect(tmp_path / "nope.yaml")
+
+
+def test_resolved_copy_has_only_absolute_paths(tmp_path, monkeypatch):
+    make_image_tree(tmp_path / "d", train=3, val=2)
+    y = write(tmp_path / "cfg" / "data.yaml", "path: ../d\ntrain: images/train\nval: [images/val]\n"
+                                              "test: images/val\nnames: [x]\ndownload: https://example.com/d.zip\n")
+    monkeypatch.chdir(tmp_path / "cfg")
+    ds = dataset.inspect(y)
+    out = dataset.write_resolved(ds, tmp_path / "run" / "dataset.yaml")
+    import yaml
+    data = yaml.safe_load(out.read_text())
+    assert data["path"] == str((tmp_path / "d").resolve())
+    assert data["train"] == str((tmp_path / "d" / "images" / "train").resolve())
+    assert data["test"] == str((tmp_path / "d" / "images" / "val").resolve())
+    assert "download" not in data and data["names"] == ["x"]
+    monkeypatch.chdir(tmp_path)  # from anywhere, the copy counts the same images
+    again = dataset.inspect(out)
+    assert (again.train_images, again.val_images) == (3, 2)

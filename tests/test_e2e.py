@@ -125,6 +125,21 @@ def test_injected_crash_stops_at_once_with_exit_4(tmp_path, shapes):
     assert of(evs, "fatal")
 
 
+def test_running_again_continues_a_stopped_run_from_its_checkpoint(tmp_path, shapes):
+    ladder = tiny_ladder(tmp_path, shapes)
+    first = launch(tmp_path, "--ladder", str(ladder), "--inject", "crash:optimal:2")
+    assert first.returncode == 4  # epoch 1 saved, then a fatal failure
+    refused = launch(tmp_path, "--ladder", str(ladder), "--epochs", "3")
+    assert refused.returncode == 2 and "--name NEW_NAME" in refused.stderr
+    again = launch(tmp_path, "--ladder", str(ladder))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "continuing run 'e2e' at rung optimal (attempt 2)" in again.stdout
+    evs = events(tmp_path)
+    assert [e["event"] for e in evs].count("start") == 1 and of(evs, "continue")
+    assert of(evs, "resume")[0]["checkpoint"].endswith("rtdetr-tiny/weights/last.pt")
+    assert trained_epochs(tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny") == [1, 2]
+
+
 def test_walk_across_models_resumes_each_models_own_checkpoint(tmp_path, shapes):
     """rtdetr-l (here its tiny stand-in) → the real mnv4 rung (a fresh run of another model) →
     safe, which resumes the first model's own checkpoint."""
