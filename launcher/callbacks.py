@@ -39,11 +39,37 @@ class InjectedCrash(RuntimeError):
     """A non-OOM failure for fire drills (`--inject crash:...`); classified fatal."""
 
 
+def keep_verified_copy(last: Path, dest: Path) -> bool:
+    """Copy `last` to `dest` if it loads: the bytes checked are the bytes written, by rename, so
+    `dest` is always a whole, loadable checkpoint (a torn last.pt is never copied over it)."""
+    import io
+
+    from ultralytics.utils.patches import torch_load
+
+    try:
+        data = last.read_bytes()
+        int(torch_load(io.BytesIO(data), map_location="cpu")["epoch"])
+    except Exception as e:  # noqa: BLE001 - any failure means: keep the previous copy
+        print(f"launcher: {last} did not load back ({type(e).__name__}: {e}); the verified copy stays "
+              "at the previous epoch", flush=True)
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, dest)
+    return True
+
+
 class Watch:
     """Tracks where training is, writes the heartbeat, and applies the rung's settings."""
 
     def __init__(self, spec: dict):
         self.heartbeat_path = Path(spec["heartbeat"])
+        self.verified_path = Path(spec["verified"])
+        self.checkpoint: str | None = None  # which checkpoint this attempt started from
         self.rung = spec["rung"]
         self.attempt = spec["attempt"]
         self.threads = spec.get("threads")
@@ -66,7 +92,8 @@ class Watch:
     # ---- registration ---------------------------------------------------------------------------
     def register(self, model) -> None:
         for event in ("on_pretrain_routine_start", "on_train_start", "on_train_epoch_start", "on_train_batch_end",
-                      "on_train_epoch_end", "on_model_save", "on_fit_epoch_end", "on_train_end", "on_val_start"):
+                      "on_train_epoch_end", "on_model_save", "on_fit_epoch_end", "on_train_end", "on_val_start",
+                      "on_val_batch_end"):
             model.add_callback(event, getattr(self, event))
         if self.injections:
             torch.nn.modules.module.register_module_forward_pre_hook(self.forward_pre_hook)
@@ -108,9 +135,13 @@ class Watch:
     def on_val_start(self, validator) -> None:
         self.beat(force=True)
 
+    def on_val_batch_end(self, validator) -> None:
+        self.beat()  # validation is progress too: the hang watchdog must not fire during it
+
     def on_model_save(self, trainer) -> None:
         self.epochs_saved += 1
         self.last_saved_epoch = trainer.epoch + 1
+        keep_verified_copy(Path(trainer.last), self.verified_path)
         self.beat(force=True)
 
     def on_fit_epoch_end(self, trainer) -> None:
@@ -145,6 +176,7 @@ class Watch:
             "phase": self.phase, "epoch": self.epoch, "epochs": self.epochs, "start_epoch": self.start_epoch,
             "batch": self.batch, "batches": self.batches, "epochs_saved": self.epochs_saved,
             "last_saved_epoch": self.last_saved_epoch, "it_s": self.it_s, "first_batch_ts": self.first_batch_ts,
+            "checkpoint": self.checkpoint,
         }
 
     def forward_pre_hook(self, module, args) -> None:

@@ -54,6 +54,18 @@ def checkpoint_state(last: Path) -> tuple[str, dict]:
     return RESUMABLE, facts
 
 
+def restore_verified(verified: Path, last: Path, state: str, facts: dict) -> None:
+    """Put the verified copy back as last.pt; a torn last.pt is kept beside it, never deleted."""
+    why = f"will not load ({facts['error']})" if state == UNLOADABLE else "is missing"
+    if last.exists():
+        last.rename(last.with_name(f"last.pt.torn-{time.strftime('%Y%m%d-%H%M%S')}"))
+    last.parent.mkdir(parents=True, exist_ok=True)
+    tmp = last.with_name(".last.pt.restoring")
+    shutil.copyfile(verified, tmp)
+    os.replace(tmp, last)
+    print(f"launcher: {last} {why}; resuming from the verified copy {verified}", flush=True)
+
+
 def set_aside(save_dir: Path, why: str) -> Path:
     """Move a model's save_dir out of the way (never delete what was trained)."""
     aside = save_dir.with_name(f"{save_dir.name}.{why}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -103,6 +115,13 @@ def train(spec: dict, watch) -> dict:
     last = save_dir / "weights" / "last.pt"
     state, facts = checkpoint_state(last)
     print(f"launcher: checkpoint {last}: {state} {json.dumps(facts) if facts else ''}".rstrip(), flush=True)
+    watch.checkpoint = str(last) if state != NONE else None
+    verified = Path(spec["verified"])
+    if state in (UNLOADABLE, NONE) and verified.exists():
+        v_state, v_facts = checkpoint_state(verified)
+        if v_state not in (NONE, UNLOADABLE):
+            restore_verified(verified, last, state, facts)
+            state, facts, watch.checkpoint = v_state, v_facts, f"{verified} (verified copy)"
     if state == UNLOADABLE:
         aside = set_aside(save_dir, "unloadable")
         print(f"launcher: {last} will not load ({facts['error']}); moved {save_dir} to {aside} and starting "
@@ -154,8 +173,15 @@ def final_validation(spec: dict, save_dir: Path, state: str, watch) -> dict:
             "metrics": {k: float(v) for k, v in getattr(metrics, "results_dict", {}).items()}}
 
 
+def _interrupted(signum, frame):
+    # SIGTERM (from the launcher, or the kernel when the launcher died) ends training the way
+    # Ctrl-C does: an exception, a report, no final evaluation, so the checkpoint stays resumable
+    raise KeyboardInterrupt(f"received {signal.Signals(signum).name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGTERM, _interrupted)
     die_with_parent()
     spec = json.loads(Path(argv[0]).read_text())
     report_path = Path(spec["report"])

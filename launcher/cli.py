@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from . import dataset as dataset_mod
 from . import failures, ladder as ladder_mod, models, plan as plan_mod, probe, spec as spec_mod
 from .contract import EXIT_BAD_INPUT, EXIT_OK, REPORT_NAME, TRAIN_LOG_NAME
 from .errors import BadInput, LauncherError
-from .runlog import Events, RunPaths, now_iso, read_json
+from .runlog import Events, RunLock, RunPaths, now_iso, read_json
 from .views import DryRun, diagnose_json, diagnose_text, dry_run_json, dry_run_text
 
 PROG = "python -m launcher"
@@ -140,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--demo", action="store_true",
                      help="generate a small synthetic dataset and train ladders/demo.toml on it (GPU 0 if there is "
                           "one, else the CPU), offline; e.g. --demo")
+    run.add_argument("--fresh", action="store_true",
+                     help="if a run of this name exists, start a new one beside it (the name gets a timestamp); "
+                          "nothing of the old run is touched; e.g. --fresh")
     run.add_argument("--inject", action="append", type=_injection, default=[], metavar="KIND:RUNG:EPOCH[:PHASE]",
                      help="fault injection, repeatable: KIND cuda_oom (a real torch.OutOfMemoryError in the model's "
                           "forward pass) or crash (a non-OOM error), at that rung and 1-based epoch, in PHASE train "
@@ -248,6 +252,16 @@ def cmd_run(args) -> int:
             print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     paths = RunPaths.for_run(ladder.job.name)
+    if args.fresh and paths.state.exists():
+        name = f"{ladder.job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        print(f"launcher: --fresh: starting run {name!r} beside {ladder.job.name!r} (which stays as it is)", flush=True)
+        ladder = replace(ladder, job=replace(ladder.job, name=name))
+        paths = RunPaths.for_run(name)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(paths.lock)
+    if not lock.acquire():
+        raise BadInput(f"run {ladder.job.name!r}", f"already running ({lock.holder()})",
+                       "watch it (tail -f its attempt's train.log), stop it first, or use another --name")
     state = read_json(paths.state)
     events = Events(paths.events)
     if state and state.get("status") == "complete":
@@ -257,18 +271,9 @@ def cmd_run(args) -> int:
         events.append("already_complete", best=d.get("best"))
         return EXIT_OK
     if state:
-        supervisor.check_continuation(state, ladder, paths.state, args.epochs)
-        start = ladder.index(state["rung"]) if any(r.name == state.get("rung") for r in ladder.rungs) else None
-        if start is None:
-            raise BadInput(str(paths.state), f"run {ladder.job.name!r} stopped on rung {state.get('rung')!r}, which "
-                           f"{ladder.path} no longer has", "restore that rung, or start afresh with --name NEW_NAME")
-        state["status"] = "running"
-        events.append("continue", rung=state["rung"], attempts=state["attempts"], status_was=state.get("status"))
-        print(f"launcher: continuing run {ladder.job.name!r} at rung {state['rung']} (attempt {state['attempts'] + 1})",
-              flush=True)
+        start = continue_run(state, ladder, paths, events, args.epochs)
     else:
         start = ladder.index(plan.start.name)
-        paths.root.mkdir(parents=True, exist_ok=True)
         state = {"run": ladder.job.name, "status": "running", "ladder": str(ladder.path),
                  "data": str(ladder.job.dataset), "epochs_override": args.epochs, "device": plan.device,
                  "rung": plan.start.name, "mode": "train", "attempts": 0, "models": {}, "started": now_iso()}
@@ -282,6 +287,37 @@ def cmd_run(args) -> int:
     sup = supervisor.Supervisor(ladder=ladder, rungs=plan.rungs, start=start, device=plan.device, paths=paths,
                                 vram_gib=args.vram, injections=tuple(args.inject), child_env=child_env)
     return sup.run(state)
+
+
+def continue_run(state: dict, ladder: ladder_mod.Ladder, paths: RunPaths, events: Events,
+                 epochs: int | None) -> int:
+    """A second `run` of a run that stopped: same rung, resumed from its checkpoint, events
+    appended; first end any process a SIGKILLed launcher left behind."""
+    from . import proctree, supervisor
+
+    supervisor.check_continuation(state, ladder, paths.state, epochs)
+    names = [r.name for r in ladder.rungs]
+    if state.get("rung") not in names:
+        raise BadInput(str(paths.state), f"run {ladder.job.name!r} stopped on rung {state.get('rung')!r}, which "
+                       f"{ladder.path} no longer has", "restore that rung, or start afresh with --fresh")
+    reaped = proctree.reap(state.pop("tree", []))
+    if reaped:
+        events.append("reaped", pids=reaped)
+        print(f"launcher: ended {len(reaped)} process(es) left by the previous launcher: {reaped}", flush=True)
+    start = names.index(state["rung"])
+    if not ladder.rungs[start].available:
+        below = plan_mod.next_rung(ladder.rungs, start)
+        if below is None:
+            raise BadInput(f"{ladder.path}: rung {state['rung']!r}", f"unavailable ({ladder.rungs[start].model.weights})",
+                           "make its model available, or start afresh with --fresh")
+        print(f"launcher: rung {state['rung']} is unavailable now ({ladder.rungs[start].model.weights}); "
+              f"continuing at {ladder.rungs[below].name}", flush=True)
+        start = below
+    events.append("continue", rung=ladder.rungs[start].name, attempts=state["attempts"], status_was=state.get("status"))
+    print(f"launcher: continuing run {ladder.job.name!r} at rung {ladder.rungs[start].name} "
+          f"(attempt {state['attempts'] + 1})", flush=True)
+    state.update(status="running", rung=ladder.rungs[start].name)
+    return start
 
 
 # ---- diagnose -----------------------------------------------------------------------------------

@@ -60,9 +60,10 @@ SIGNATURES: tuple[tuple[str, re.Pattern], ...] = (
 )
 PRIORITY = {kind: i for i, (kind, _) in enumerate(SIGNATURES)}
 
-# The final line of a Python traceback: "pkg.mod.SomeError: message", maybe behind "[rank3]: ".
+# The final line of a Python traceback: "pkg.mod.SomeError: message", maybe behind the prefixes
+# torch.distributed adds ("[rank3]: "; torchrun --tee puts "[default3]:" before that).
 EXCEPTION_LINE = re.compile(
-    r"^\s*(?:\[(?:default)?rank\d+\]:\s*)?(?:[A-Za-z_][\w.]*\.)?"
+    r"^\s*(?:\[(?:default|rank)\d+\]:\s*)*(?:[A-Za-z_][\w.]*\.)?"
     r"(?:[A-Z]\w*(?:Error|Exception|Interrupt|Exit)|KeyboardInterrupt)\b(?::|$)")
 
 ACTIONS = {

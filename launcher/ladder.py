@@ -42,6 +42,9 @@ class Job:
     device: str | None = None
     max_attempts: int = 20  # child processes in one run, all rungs together
     retries: int = 2  # retries of a transient failure (unknown, nccl) on one rung before stepping down
+    retry_wait_s: int = 10  # first wait before a retry; it doubles each time, up to 300 s
+    heartbeat_timeout_s: int = 1800  # a child silent this long while training or validating is hung
+    startup_timeout_s: int = 3600  # ... and before its first batch (imports, dataset scan, RAM caching)
     args: dict = field(default_factory=dict)  # more Ultralytics train arguments, e.g. {"plots": false}
 
 
@@ -192,6 +195,9 @@ JOB_FIELDS: dict[str, tuple[Callable[[Any], Any], bool, str]] = {
     "max_attempts": (_int(1), False, "child processes one run may start, e.g. max_attempts = 20"),
     "retries": (_int(0), False, "retries of an unknown or NCCL failure before stepping down, e.g. retries = 2"),
     "args": (_train_args, False, "e.g. [job.args] with patience = 50, plots = false"),
+    "retry_wait_s": (_int(0), False, "seconds before the first retry (then doubling), e.g. retry_wait_s = 10"),
+    "heartbeat_timeout_s": (_int(10), False, "seconds of silence that mean a hang, e.g. heartbeat_timeout_s = 1800"),
+    "startup_timeout_s": (_int(10), False, "seconds a child may take to its first batch, e.g. 3600"),
 }
 
 RUNG_FIELDS: dict[str, tuple[Callable[[Any], Any], bool, str]] = {

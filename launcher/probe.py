@@ -120,3 +120,74 @@ def _cpus(ps: Any) -> int | None:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return _field(ps.cpu_count)
+
+
+# ---- after a child dies: has the driver let go of its memory? -------------------------------
+
+RELEASE_MARGIN = 512 * 1024**2  # "near its level before the attempt"
+
+
+def gpu_usage(indices: tuple[int, ...], nvml: Any = None) -> dict[int, tuple[int | None, set[int]]] | None:
+    """{GPU index: (free bytes, pids holding memory)} for the selected GPUs; None without NVML."""
+    if nvml is None:
+        try:
+            import pynvml as nvml
+        except ImportError:
+            return None
+    try:
+        nvml.nvmlInit()
+    except Exception:  # noqa: BLE001
+        return None
+    try:
+        out = {}
+        for i in indices:
+            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+            mem = _field(lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
+            procs = _field(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(handle)) or []
+            out[i] = (int(mem.free) if mem is not None else None, {int(p.pid) for p in procs})
+        return out
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def wait_gpu_released(indices: tuple[int, ...], pids: set[int], before: dict[int, int | None] | None,
+                      timeout: float = 120.0, nvml: Any = None, pid_visible=None, sleep=None,
+                      clock=None) -> str:
+    """Wait (at most `timeout` s) until no process of a dead attempt holds GPU memory. Where NVML
+    reports PIDs this namespace cannot see (a container), wait instead for free memory to come
+    back within RELEASE_MARGIN of `before` (free bytes per GPU before the attempt). Says what it saw."""
+    import time
+
+    sleep, clock = sleep or time.sleep, clock or time.monotonic
+    if pid_visible is None:
+        import psutil
+        pid_visible = psutil.pid_exists
+    if not indices:
+        return "CPU: nothing to wait for"
+    t0 = clock()
+    container = False
+    while True:
+        usage = gpu_usage(indices, nvml)
+        if usage is None:
+            return "NVML unavailable: not waiting"
+        holders = {p for _, held in usage.values() for p in held}
+        container = container or any(not pid_visible(p) for p in holders)
+        if container and before:  # host PIDs: judge by free memory
+            short = {i: before[i] - free for i, (free, _) in usage.items()
+                     if before.get(i) is not None and free is not None and before[i] - free > RELEASE_MARGIN}
+            if not short:
+                return f"free VRAM back to its level before the attempt after {clock() - t0:.1f} s"
+            pending = f"GPU {', '.join(map(str, short))} still {max(short.values()) / GIB:.2f} GiB short"
+        else:
+            left = holders & pids
+            if not left:
+                return f"no process of the attempt holds GPU memory (after {clock() - t0:.1f} s)"
+            pending = f"pids {sorted(left)} still hold GPU memory"
+        if clock() - t0 >= timeout:
+            return f"gave up waiting after {timeout:.0f} s: {pending}"
+        sleep(1.0)

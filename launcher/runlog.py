@@ -61,6 +61,10 @@ class RunPaths:
         return self.root / "state.json"
 
     @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    @property
     def dataset(self) -> Path:
         """The dataset YAML the children read: the user's, with every path made absolute."""
         return self.root / "dataset.yaml"
@@ -83,6 +87,11 @@ class RunPaths:
     def save_dir(self, model_source: str) -> Path:
         """Ultralytics' save_dir for one model: rungs sharing a model share its checkpoints."""
         return self.root / "models" / Path(model_source).stem
+
+    def verified(self, model_source: str) -> Path:
+        """The last checkpoint of a model that was loaded once and found good, kept outside
+        Ultralytics' save_dir (which a fresh DDP start deletes)."""
+        return self.root / "checkpoints" / Path(model_source).stem / "last.pt"
 
     def weights(self, model_source: str) -> tuple[Path, Path]:
         """(best.pt, last.pt) of a model."""
@@ -118,3 +127,32 @@ class Events:
             except ValueError:
                 continue
         return out
+
+
+class RunLock:
+    """One launcher per run: an flock on logs/<run>/.lock, released by the kernel however the
+    holder dies (so a SIGKILLed launcher never blocks the next run)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} since {now_iso()}\n".encode())
+        self.fd = fd
+        return True
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "another launcher"
+        except OSError:
+            return "another launcher"

@@ -46,6 +46,7 @@ def build(job: Job, rung: Rung, device: str, paths: RunPaths, attempt: int, vram
         "cleanup_every": rung.cleanup_every,
         # the module a project model's YAML needs registered with Ultralytics' parser
         "register": rung.model.project.module if rung.model.project else None,
+        "verified": str(paths.verified(rung.model.source)),
         "report": str(paths.report(attempt)),
         "heartbeat": str(paths.heartbeat(attempt)),
     }

@@ -7,6 +7,7 @@ tests can drive the loop with scripted fakes as well as with real Ultralytics ch
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -19,14 +20,18 @@ from typing import Callable
 
 import tenacity
 
-from . import failures, plan as plan_mod, spec as spec_mod
-from .contract import EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, INTERRUPTED, NCCL, UNKNOWN
+from . import failures, memory, plan as plan_mod, probe, proctree, spec as spec_mod
+from .contract import (EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, HANG, INTERRUPTED, NCCL,
+                       UNKNOWN)
 from .errors import BadInput
 from .failures import Failure
 from .ladder import Ladder, Rung
 from .runlog import Events, RunPaths, now_iso, read_json, write_json_atomic
 
-TRANSIENT = (UNKNOWN, NCCL)
+TRANSIENT = (UNKNOWN, NCCL, HANG)  # retried on the same rung (a hang once), with backoff
+RETRY_WAIT_MAX_S = 300.0  # exponential backoff stops doubling here
+TREE_EVERY_S = 10.0
+RAM_EVERY_S = 2.0  # how often the running attempt's process tree is written to state.json
 GRACE_S = 30.0  # after forwarding SIGINT/SIGTERM, how long the child gets before SIGKILL
 LOG_TAIL_BYTES = failures.TAIL_BYTES
 
@@ -66,23 +71,48 @@ def log_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
         return ""
 
 
-class ChildProcess:
-    """Starts `python -m launcher.child`, shows its output live and writes it to train.log."""
+def become_subreaper() -> None:
+    """Orphaned descendants (a dead child's dataloader workers or DDP ranks) are reparented to the
+    launcher instead of init, so it can find and end them (Linux PR_SET_CHILD_SUBREAPER)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1)
+    except (OSError, AttributeError):
+        pass
 
-    def __init__(self, out=None):
+
+class ChildProcess:
+    """Starts `python -m launcher.child`, shows its output live and writes it to train.log, and
+    while it runs calls `watch(pid)` every `tick` seconds: a non-None answer (why the child must
+    go, e.g. a silent heartbeat) ends the whole process tree."""
+
+    def __init__(self, out=None, tick: float = 1.0):
+        become_subreaper()
         self.out = out or sys.stdout.buffer
+        self.tick = tick
         self.proc: subprocess.Popen | None = None
+        self.watch: Callable[[int], str | None] = lambda pid: None
+        self.killed_for: str | None = None
 
     def __call__(self, cmd: list[str], env: dict[str, str], log_path: Path) -> int:
+        self.killed_for = None
         with open(log_path, "ab") as log:
-            # its own session: a terminal's Ctrl-C reaches the launcher, which decides; killpg
-            # then reaches the child's dataloader workers too
+            # its own session: a terminal's Ctrl-C reaches the launcher, which decides
             self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                          start_new_session=True, cwd=Path.cwd())
             tee = threading.Thread(target=self._tee, args=(self.proc.stdout, log), daemon=True)
             tee.start()
-            code = self.proc.wait()
-            tee.join()
+            while True:
+                try:
+                    code = self.proc.wait(timeout=self.tick)
+                    break
+                except subprocess.TimeoutExpired:
+                    reason = self.watch(self.proc.pid)
+                    if reason and self.killed_for is None:
+                        self.killed_for = reason
+                        proctree.kill_tree(self.proc.pid, grace=GRACE_S)
+            # leftovers (dataloader workers, DDP ranks) were reparented to us, the subreaper
+            proctree.reap([r for r in proctree.snapshot(os.getpid()) if r["pid"] != os.getpid()], grace=2)
+            tee.join(timeout=10)  # an orphan still holding the pipe must not hang the launcher
         self.proc = None
         return code
 
@@ -104,6 +134,12 @@ class ChildProcess:
             except ProcessLookupError:
                 pass
 
+    def stop(self, grace: float) -> None:
+        """The launcher was told to stop: the whole tree, after `grace` seconds to end cleanly."""
+        proc = self.proc
+        if proc and proc.poll() is None:
+            proctree.kill_tree(proc.pid, grace=grace, sig=signal.SIGTERM)
+
 
 @dataclass
 class Supervisor:
@@ -115,14 +151,23 @@ class Supervisor:
     vram_gib: float | None = None
     injections: tuple[dict, ...] = ()
     child_env: dict[str, str] = field(default_factory=dict)  # extra environment for every child
-    launch: Callable[[list[str], dict[str, str], Path], int] | None = None
+    launch: Callable[[list[str], dict[str, str], Path], int] | None = None  # default: `child`
+    child: ChildProcess | None = None  # the real child runner, whose watch ticks drive the watchdog
+    ram: memory.RamWatch | None = None
     sleep: Callable[[float], None] = time.sleep
-    backoff: tuple[float, float] = (10.0, 300.0)  # exponential backoff: first wait, longest wait
     say: Callable[[str], None] = lambda line: print(f"launcher: {line}", flush=True)
 
     def __post_init__(self):
-        self.child = ChildProcess() if self.launch is None else None
+        if self.child is None and self.launch is None:
+            self.child = ChildProcess()
         self.launch = self.launch or self.child
+        if self.child:
+            self.child.watch = self._watch
+        self.ram = self.ram or memory.RamWatch()
+        self._ram_sampled = 0.0
+        self._spawned = 0.0
+        self._heartbeat: Path | None = None
+        self._tree_saved = 0.0
         self.events = Events(self.paths.events)
         self.state: dict = {}
         self.outcomes: list[Outcome] = []
@@ -179,12 +224,12 @@ class Supervisor:
 
     def _attempt_with_retries(self, i: int, mode: str) -> Outcome:
         """One attempt at rung i; unknown and NCCL failures are retried with exponential backoff."""
-        first, longest = self.backoff
+        first, longest = self.ladder.job.retry_wait_s, RETRY_WAIT_MAX_S
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_result(lambda o: o.failure is not None and o.failure.kind in TRANSIENT
                                            and self.received is None
                                            and self.state["attempts"] < self.ladder.job.max_attempts),
-            stop=tenacity.stop_after_attempt(1 + self.ladder.job.retries),
+            stop=self._retries_spent,
             wait=tenacity.wait_exponential(multiplier=first, min=first, max=longest),
             sleep=self.sleep,
             before_sleep=self._log_retry,
@@ -192,12 +237,20 @@ class Supervisor:
         )
         return retrying(self._attempt, i, mode)
 
+    def _allowed_retries(self, kind: str) -> int:
+        """A hang is retried once on the same rung; unknown and NCCL failures `retries` times."""
+        return 1 if kind == HANG else self.ladder.job.retries
+
+    def _retries_spent(self, rs: tenacity.RetryCallState) -> bool:
+        return rs.attempt_number >= 1 + self._allowed_retries(rs.outcome.result().failure.kind)
+
     def _log_retry(self, rs: tenacity.RetryCallState) -> None:
         o: Outcome = rs.outcome.result()
         wait = rs.next_action.sleep if rs.next_action else 0
+        of = self._allowed_retries(o.failure.kind)
         self.events.append("retry", rung=o.rung, kind=o.failure.kind, evidence=o.failure.evidence,
-                           wait_s=round(wait, 1), retry=rs.attempt_number, of=self.ladder.job.retries)
-        self.say(f"retry {rs.attempt_number}/{self.ladder.job.retries} of rung {o.rung} in {wait:.0f} s after "
+                           wait_s=round(wait, 1), retry=rs.attempt_number, of=of)
+        self.say(f"retry {rs.attempt_number}/{of} of rung {o.rung} in {wait:.0f} s after "
                  f"{o.failure.kind}: {o.failure.evidence}")
 
     def _attempt(self, i: int, mode: str) -> Outcome:
@@ -218,30 +271,70 @@ class Supervisor:
                            t=time.time())
         self.say(f"attempt {n}: rung {rung.name} ({mode}), model {Path(spec['train_args']['model']).name}, "
                  f"batch {rung.batch}; log {self.paths.train_log(n)}")
-        t0 = time.monotonic()
+        gpus = tuple(int(i) for i in self.device.split(",")) if self.device != "cpu" else ()
+        before = {i: free for i, (free, _) in (probe.gpu_usage(gpus) or {}).items()} if gpus else None
+        t0 = self._spawned = time.monotonic()
+        self._heartbeat, self._tree_saved, self._ram_sampled = self.paths.heartbeat(n), 0.0, 0.0
+        self.ram.start()
         code = self.launch(spec_mod.command(self.paths.spec(n)), env, self.paths.train_log(n))
         seconds = time.monotonic() - t0
         report, heartbeat = read_json(self.paths.report(n)), read_json(self.paths.heartbeat(n))
+        tree = {r["pid"] for r in self.state.pop("tree", [])}
         failure = None
         if code != 0 or not (report and report.get("ok")):  # success is exit 0 *and* the child's word
-            failure = failures.classify(log_tail(self.paths.train_log(n)), exit_code=code, report=report)
+            evidence = self.ram.evidence() if failures.signal_of(code) == signal.SIGKILL else None
+            failure = failures.classify(log_tail(self.paths.train_log(n)), exit_code=code, report=report,
+                                        memory_evidence=evidence)
             if failure is None:  # exit 0 without a success report
                 failure = Failure(UNKNOWN, f"exit code {code} without a success report", "exit")
+            if self.child and self.child.killed_for:
+                failure = Failure(HANG, self.child.killed_for, "watchdog", (heartbeat or {}).get("phase"))
             if self.received is not None:
                 failure = Failure(INTERRUPTED, f"the launcher received {signal.Signals(self.received).name}",
                                   "signal", failure.phase)
+        if failure and gpus:  # the next attempt needs the memory this one held
+            released = probe.wait_gpu_released(gpus, tree, before)
+            self.events.append("gpu_release", attempt=n, result=released)
+            self.say(f"GPU memory: {released}")
         outcome = Outcome(n, rung.name, mode, code, seconds, report, heartbeat, failure)
         self.outcomes.append(outcome)
         self._record_model(spec, outcome)
         self.events.append("attempt_end", attempt=n, rung=rung.name, exit_code=code, seconds=round(seconds, 1),
                            kind=failure.kind if failure else None, evidence=failure.evidence if failure else None,
                            phase=failure.phase if failure else None, epochs_saved=outcome.epochs_saved,
-                           last_saved_epoch=outcome.last_saved_epoch, t=time.time())
+                           last_saved_epoch=outcome.last_saved_epoch, checkpoint=(heartbeat or {}).get("checkpoint"),
+                           t=time.time())
         if failure:
             self.say(f"attempt {n} ended: {failure.kind}{f' in {failure.phase}' if failure.phase else ''} — "
                      f"{failure.evidence}")
         self._save_state()
         return outcome
+
+    def _watch(self, pid: int) -> str | None:
+        """Called every second while a child runs: record its process tree (so a launcher that is
+        SIGKILLed leaves the next run able to end it), and say whether its heartbeat went silent."""
+        now = time.monotonic()
+        if now - self._tree_saved >= TREE_EVERY_S:
+            self._tree_saved = now
+            self.state["tree"] = proctree.snapshot(pid)
+            self._save_state()
+        if now - self._ram_sampled >= RAM_EVERY_S:  # host RAM just before a SIGKILL is OOM evidence
+            self._ram_sampled = now
+            self.ram.sample([r["pid"] for r in self.state.get("tree", [])] or [pid])
+        job = self.ladder.job
+        beat = read_json(self._heartbeat) if self._heartbeat else None
+        try:
+            silent = time.time() - self._heartbeat.stat().st_mtime
+        except (OSError, AttributeError):
+            silent = now - self._spawned  # no heartbeat yet
+        started = bool(beat and beat.get("first_batch_ts"))
+        limit = job.heartbeat_timeout_s if started else job.startup_timeout_s
+        if silent <= limit:
+            return None
+        where = f"phase {beat.get('phase')}, epoch {beat.get('epoch')}, batch {beat.get('batch')}" if beat else \
+            "before its first heartbeat"
+        return (f"heartbeat silent for {silent:.0f} s (limit {limit} s {'after' if started else 'before'} the first "
+                f"batch; {where})")
 
     def _model_rung(self, i: int) -> int:
         """For a validation attempt: the rung whose model is being finished (the last trained one)."""
@@ -342,8 +435,10 @@ class Supervisor:
             self.received = sig
             self.say(f"received {signal.Signals(sig).name}: stopping the child (grace {GRACE_S:.0f} s)")
             if self.child:
-                self.child.signal(sig)
-                threading.Timer(GRACE_S, self.child.signal, args=(signal.SIGKILL,)).start()
+                self.child.signal(sig)  # SIGINT/SIGTERM: the child ends without finalising its checkpoint
+                timer = threading.Timer(GRACE_S, self.child.stop, args=(0,))  # then the whole tree, for sure
+                timer.daemon = True
+                timer.start()
 
 
 def check_continuation(state: dict, ladder: Ladder, state_path: Path, epochs: int | None) -> None:

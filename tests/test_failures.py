@@ -113,3 +113,12 @@ def test_actions_follow_the_policy():
 def test_only_the_tail_of_a_huge_log_is_read():
     noise = "KeyError: 'early and irrelevant'\n" + "x" * (failures.TAIL_BYTES + 10) + "\n"
     assert failures.classify(noise + read("cuda_oom_ultralytics.log"), exit_code=1).kind == CUDA_OOM
+
+
+def test_torchrun_tee_prefixes_before_the_rank_prefix():
+    log = ("[default1]:[rank1]: Traceback (most recent call last):\n"
+           "[default1]:[rank1]:   File \"train.py\", line 9, in <module>\n"
+           "[default1]:[rank1]: torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB\n"
+           "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n")
+    f = failures.classify(log, exit_code=1)
+    assert f.kind == CUDA_OOM and f.evidence.startswith("[default1]:[rank1]: torch.OutOfMemoryError")

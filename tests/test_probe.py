@@ -116,3 +116,67 @@ def test_snapshot_is_frozen():
     s = probe.take(nvml=FakeNVML(), ps=FAKE_PSUTIL)
     with pytest.raises(AttributeError):
         s.cpus = 3
+
+
+class ReleasingNVML(FakeNVML):
+    """One GPU whose process list and free memory change with each poll."""
+
+    def __init__(self, polls):
+        super().__init__([{"name": "GPU", "total": 24 * GIB, "free": 0}])
+        self.polls = list(polls)  # (free GiB, pids) per poll; the last one repeats
+
+    def nvmlInit(self):
+        free, pids = self.polls.pop(0) if len(self.polls) > 1 else self.polls[0]
+        self.gpus[0]["free"], self.pids = int(free * GIB), pids
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h):
+        return [SimpleNamespace(pid=p, usedGpuMemory=GIB) for p in self.pids]
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+    def sleep(self, s):
+        self.t += s
+
+
+def test_waits_until_the_dead_attempts_processes_let_go():
+    clock = Clock()
+    nvml = ReleasingNVML([(2, {41, 42}), (2, {42}), (20, set())])
+    msg = probe.wait_gpu_released((0,), {41, 42}, {0: 20 * GIB}, nvml=nvml, pid_visible=lambda p: True,
+                                  sleep=clock.sleep, clock=clock)
+    assert msg == "no process of the attempt holds GPU memory (after 2.0 s)"
+
+
+def test_other_processes_on_the_gpu_do_not_hold_the_wait():
+    clock = Clock()
+    nvml = ReleasingNVML([(5, {999})])  # someone else's job
+    msg = probe.wait_gpu_released((0,), {41}, {0: 5 * GIB}, nvml=nvml, pid_visible=lambda p: True,
+                                  sleep=clock.sleep, clock=clock)
+    assert msg.startswith("no process of the attempt") and clock.t == 0
+
+
+def test_in_a_container_free_memory_decides():
+    clock = Clock()
+    nvml = ReleasingNVML([(3, {123456}), (10, {123456}), (19.8, set())])  # host PIDs, invisible here
+    msg = probe.wait_gpu_released((0,), {41}, {0: 20 * GIB}, nvml=nvml, pid_visible=lambda p: False,
+                                  sleep=clock.sleep, clock=clock)
+    assert msg == "free VRAM back to its level before the attempt after 2.0 s"
+
+
+def test_the_wait_is_bounded():
+    clock = Clock()
+    nvml = ReleasingNVML([(2, {41})])
+    msg = probe.wait_gpu_released((0,), {41}, {0: 20 * GIB}, timeout=5, nvml=nvml, pid_visible=lambda p: True,
+                                  sleep=clock.sleep, clock=clock)
+    assert msg == "gave up waiting after 5 s: pids [41] still hold GPU memory" and clock.t == 5
+
+
+def test_no_wait_on_the_cpu_or_without_nvml():
+    assert probe.wait_gpu_released((), {1}, None) == "CPU: nothing to wait for"
+    broken = FakeNVML(init_error=NVMLError("gone"))
+    assert probe.wait_gpu_released((0,), {1}, None, nvml=broken).startswith("NVML unavailable")
