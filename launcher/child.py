@@ -9,6 +9,7 @@ launcher's callbacks, and on any exception writes report.json before exiting non
 from __future__ import annotations
 
 import ctypes
+import errno
 import importlib
 import json
 import os
@@ -173,6 +174,19 @@ def final_validation(spec: dict, save_dir: Path, state: str, watch) -> dict:
             "metrics": {k: float(v) for k, v in getattr(metrics, "results_dict", {}).items()}}
 
 
+def describe(e: BaseException, spec: dict) -> str:
+    """The exception's message, with the path when the disk is full (Ultralytics' own error
+    names none, and the person has to know where to make room)."""
+    message = str(e).strip()
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        where = Path(e.filename) if e.filename else Path(spec["train_args"]["save_dir"])
+        folder = where if where.is_dir() else where.parent
+        free = shutil.disk_usage(folder).free if folder.exists() else None
+        message += (f" — while writing {where}; {free / 2**20:.1f} MiB free there" if free is not None
+                    else f" — while writing {where}")
+    return message
+
+
 def _interrupted(signum, frame):
     # SIGTERM (from the launcher, or the kernel when the launcher died) ends training the way
     # Ctrl-C does: an exception, a report, no final evaluation, so the checkpoint stays resumable
@@ -199,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()
+        exc_type = f"{type(e).__module__}.{type(e).__qualname__}".removeprefix("builtins.")
         write_json_atomic(report_path, {
-            "ok": False, "ts": time.time(), "exc_type": f"{type(e).__module__}.{type(e).__qualname__}".removeprefix("builtins."),
-            "message": str(e).strip()[:2000], "phase": watch.phase, "epoch": watch.epoch,
+            "ok": False, "ts": time.time(), "exc_type": exc_type, "message": describe(e, spec)[:2000],
+            "phase": watch.phase, "epoch": watch.epoch,
             "start_epoch": watch.start_epoch, "batch": watch.batch, "epochs_saved": watch.epochs_saved,
             "last_saved_epoch": watch.last_saved_epoch, **peak_memory()})
         return CHILD_FAILED

@@ -191,3 +191,47 @@ def test_kernel_oom_kill_of_the_child_turns_ram_cache_off(tmp_path, monkeypatch)
     specs = [json.loads(paths.spec(n).read_text()) for n in (1, 2)]
     assert [s["train_args"]["cache"] for s in specs] == ["ram", False]
     assert ends[1]["kind"] is None
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real filesystem of its own (tmpfs, 64 MiB) under logs/e2e/models, where Ultralytics
+    writes its checkpoints; the run record and the verified copies stay on the big disk."""
+    models = tmp_path / "logs" / "e2e" / "models"
+    models.mkdir(parents=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(models)]).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield models
+    subprocess.run(["umount", "-l", str(models)])
+
+
+def fill(folder: Path) -> Path:
+    filler = folder / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_full_disk_is_fatal_naming_the_path_and_the_next_run_resumes(tmp_path, longer, small_disk):
+    lad = ladder(tmp_path, longer, epochs=3)
+    lad.write_text(lad.read_text().replace("plots = false", "plots = false\nsave_period = 1"))  # a new file each epoch
+    p = start(tmp_path, "--ladder", str(lad))
+    wait_for(lambda: beat(tmp_path).get("last_saved_epoch") == 1, what="epoch 1's checkpoint")
+    filler = fill(small_disk)
+    out, _ = p.communicate(timeout=120)
+    assert p.returncode == 4, out[-3000:]
+    end = of(events(tmp_path), "attempt_end")[-1]
+    assert end["kind"] == "fatal" and "No space left on device" in end["evidence"]
+    assert str(small_disk / "rtdetr-tiny") in end["evidence"] and "MiB free there" in end["evidence"]
+    verified = tmp_path / "logs" / "e2e" / "checkpoints" / "rtdetr-tiny" / "last.pt"
+    assert checkpoint_state(verified)[0] == RESUMABLE  # intact
+    filler.unlink()  # room again
+    again = launch(tmp_path, "--ladder", str(lad))
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "continuing run 'e2e'" in again.stdout
+    assert trained_epochs(small_disk / "rtdetr-tiny")[-1] == 3
