@@ -89,10 +89,15 @@ def test_dry_run_json(capsys, fixed_machine):
     assert d["child"]["spec"]["train_args"]["data"] == str(Path.cwd() / "logs" / "coco-indoor" / "dataset.yaml")
 
 
-def test_dry_run_cpu_machine_refuses_without_device(capsys, monkeypatch, tmp_path, online):
+@pytest.fixture
+def cpu_machine(monkeypatch, tmp_path, online):
+    """A machine without GPUs, run from tmp_path, where coco_indoor/ is a small dataset."""
     make_image_tree(tmp_path / "coco_indoor", 4, 2)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli.probe, "take", lambda: Snapshot((), 8 * GIB, 6 * GIB, 2, nvml="NVML unavailable"))
+
+
+def test_dry_run_cpu_machine_refuses_without_device(capsys, cpu_machine):
     code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml")
     assert code == 2 and "Problems (run would refuse)" in out and "--device cpu" in out
     code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
@@ -116,10 +121,7 @@ def test_offline_machine_says_which_weights_cannot_be_fetched(offline, capsys, f
     assert any(r.startswith("rung mnv4 unavailable (needs timm/") for r in d["reasons"])
 
 
-def test_run_refuses_a_machine_without_gpu_unless_told_cpu(capsys, monkeypatch, tmp_path, online):
-    make_image_tree(tmp_path / "coco_indoor", 4, 2)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli.probe, "take", lambda: Snapshot((), 8 * GIB, 6 * GIB, 2, nvml="NVML unavailable"))
+def test_run_refuses_a_machine_without_gpu_unless_told_cpu(capsys, cpu_machine, tmp_path):
     code, _, err = run(capsys, "run", "--data", "coco_indoor/data.yaml")
     assert code == 2 and "no NVIDIA GPU found" in err and "--device cpu" in err
     code, _, err = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--vram", "12")

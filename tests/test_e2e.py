@@ -29,19 +29,26 @@ def shapes(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("shapes"), train=8, val=4, size=64, max_boxes=2)
 
 
+def write_ladder(tmp_path: Path, dataset: Path, rungs: list[tuple[str, str, int, str]], *, epochs: int = 2,
+                 imgsz: int = 64, threads: int = 2, **job) -> Path:
+    """A ladder file: `rungs` as (name, model, batch, cache); `job` adds [job] keys."""
+    extra = "".join(f"{k} = {v}\n" for k, v in job.items())
+    text = f'[job]\nname = "e2e"\ndataset = "{dataset}"\nimgsz = {imgsz}\n{extra}\n[job.args]\nplots = false\n'
+    for name, model, batch, cache in rungs:
+        text += (f'\n[[rung]]\nname = "{name}"\nmodel = "{model}"\nepochs = {epochs}\nbatch = {batch}\n'
+                 f'workers = 0\ncache = "{cache}"\nthreads = {threads}\npretrained = false\n')
+    path = tmp_path / "ladder.toml"
+    path.write_text(text)
+    return path
+
+
 def tiny_ladder(tmp_path: Path, dataset: Path, with_mnv4: bool = False) -> Path:
     """The default ladder's shape with a tiny model standing in for rtdetr-l (the real mnv4 rung
     when asked): optimal b4 → optimal-b4 b2 → [mnv4 b4] → safe b1."""
-    rungs = [("optimal", TINY, 4, "ram"), ("optimal-b4", TINY, 2, "ram")]
+    rungs = [("optimal", str(TINY), 4, "ram"), ("optimal-b4", str(TINY), 2, "ram")]
     rungs += [("mnv4", "rtdetr-mnv4", 4, "ram")] if with_mnv4 else []
-    rungs += [("safe", TINY, 1, "off")]
-    text = f'[job]\nname = "e2e"\ndataset = "{dataset}"\nimgsz = 64\nretries = 0\n\n[job.args]\nplots = false\n'
-    for name, model, batch, cache in rungs:
-        text += (f'\n[[rung]]\nname = "{name}"\nmodel = "{model}"\nepochs = 2\nbatch = {batch}\nworkers = 0\n'
-                 f'cache = "{cache}"\nthreads = 2\npretrained = false\n')
-    path = tmp_path / "tiny.toml"
-    path.write_text(text)
-    return path
+    rungs += [("safe", str(TINY), 1, "off")]
+    return write_ladder(tmp_path, dataset, rungs, retries=0)
 
 
 def launch(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:

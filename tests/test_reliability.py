@@ -21,7 +21,7 @@ from launcher.runlog import Events, RunPaths
 from launcher.supervisor import ChildProcess, Supervisor
 from memlimit import cgroup_support, confined_launch
 
-from test_e2e import TINY, events, launch, of, trained_epochs
+from test_e2e import TINY, events, launch, of, trained_epochs, write_ladder
 
 pytestmark = pytest.mark.slow
 
@@ -33,14 +33,9 @@ def longer(tmp_path_factory) -> Path:
 
 
 def ladder(tmp_path: Path, dataset: Path, epochs: int = 2, cache: str = "off", imgsz: int = 64, **job) -> Path:
-    extra = "".join(f"{k} = {v}\n" for k, v in {"retries": 0, "retry_wait_s": 0, **job}.items())
-    text = f'[job]\nname = "e2e"\ndataset = "{dataset}"\nimgsz = {imgsz}\n{extra}\n[job.args]\nplots = false\n'
-    for name, batch in (("optimal", 2), ("safe", 1)):
-        text += (f'\n[[rung]]\nname = "{name}"\nmodel = "{TINY}"\nepochs = {epochs}\nbatch = {batch}\n'
-                 f'workers = 0\nthreads = 1\ncache = "{cache}"\n')
-    path = tmp_path / "l.toml"
-    path.write_text(text)
-    return path
+    rungs = [("optimal", str(TINY), 2, cache), ("safe", str(TINY), 1, cache)]
+    return write_ladder(tmp_path, dataset, rungs, epochs=epochs, imgsz=imgsz, threads=1, retries=0, retry_wait_s=0,
+                        **job)
 
 
 def start(tmp_path: Path, *argv: str) -> subprocess.Popen:
