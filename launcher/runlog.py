@@ -108,8 +108,13 @@ class Events:
     def append(self, event: str, **fields) -> dict:
         record = {"ts": now_iso(), "event": event, **fields}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        with open(self.path, "a+b") as f:
+            torn = False
+            if f.seek(0, os.SEEK_END) > 0:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+            # after a torn last line (a power cut mid-write), start a fresh line: lose only that one
+            f.write((b"\n" if torn else b"") + json.dumps(record).encode() + b"\n")
             f.flush()
             os.fsync(f.fileno())
         return record

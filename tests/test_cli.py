@@ -210,3 +210,38 @@ def test_commands_import_neither_torch_nor_ultralytics(tmp_path):
         "print(heavy)\n")
     out = subprocess.run([sys.executable, "-c", probe_script], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """`run` up to the supervisor's loop, which only records what it was given."""
+    from launcher import supervisor
+    seen = []
+
+    def fake_run(self, state):
+        seen.append((self.paths.root, dict(state)))
+        return 0
+    monkeypatch.setattr(supervisor.Supervisor, "run", fake_run)
+    return seen
+
+
+def test_fresh_starts_beside_an_existing_run_and_touches_nothing(capsys, cpu_machine, tmp_path, no_training):
+    old = tmp_path / "logs" / "coco-indoor"
+    old.mkdir(parents=True)
+    (old / "state.json").write_text(json.dumps({"status": "interrupted", "rung": "optimal", "attempts": 3}))
+    before = (old / "state.json").read_text()
+    code, out, _ = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu", "--fresh")
+    assert code == 0 and "--fresh: starting run 'coco-indoor-" in out
+    root, state = no_training[0]
+    assert root.parent == old.parent and root.name.startswith("coco-indoor-") and state["attempts"] == 0
+    assert (old / "state.json").read_text() == before
+
+
+def test_a_run_that_is_already_running_is_refused(capsys, cpu_machine, tmp_path, no_training):
+    from launcher.runlog import RunLock
+    root = tmp_path / "logs" / "coco-indoor"
+    root.mkdir(parents=True)
+    held = RunLock(root / ".lock")
+    assert held.acquire()
+    code, _, err = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
+    assert code == 2 and "already running (pid" in err and not no_training

@@ -149,3 +149,15 @@ def test_continuation_refuses_other_epochs_or_data(default, tmp_path):
         check_continuation(state, default, tmp_path / "state.json", epochs=5)
     with pytest.raises(BadInput, match="--data"):
         check_continuation({**state, "data": "/other.yaml"}, default, tmp_path / "state.json", epochs=None)
+
+
+def test_events_reader_skips_a_torn_last_line(tmp_path):
+    events = Events(tmp_path / "events.jsonl")
+    events.append("start", rung="optimal")
+    events.append("attempt_start", attempt=1)
+    with open(events.path, "a") as f:
+        f.write('{"ts": "2026-11-26T02:13:44", "event": "attempt_e')  # power cut mid-write
+    assert [e["event"] for e in events.read()] == ["start", "attempt_start"]
+    events.append("attempt_end", attempt=1)  # the next run appends on a fresh line
+    assert [e["event"] for e in events.read()] == ["start", "attempt_start", "attempt_end"]
+    assert events.path.read_text().count("\n\n") == 0 and len(events.path.read_text().splitlines()) == 4
