@@ -63,6 +63,16 @@ def keep_verified_copy(last: Path, dest: Path) -> bool:
     return True
 
 
+def cap_vram(index: int, fraction: float | None, limit_bytes: int | None) -> None:
+    """Cap this process's CUDA memory on GPU `index`: the rung's share of the card, or --vram
+    bytes on a bigger card, whichever is less. Allocations past it raise real CUDA OOMs."""
+    total = torch.cuda.get_device_properties(index).total_memory
+    share = min(fraction or 1.0, (limit_bytes / total) if limit_bytes else 1.0)
+    if share < 1.0:
+        torch.cuda.set_per_process_memory_fraction(share, index)
+        print(f"launcher: VRAM of GPU {index} capped at {share:.1%} ({share * total / 2**30:.2f} GiB)", flush=True)
+
+
 class Watch:
     """Tracks where training is, writes the heartbeat, and applies the rung's settings."""
 
@@ -73,6 +83,9 @@ class Watch:
         self.rung = spec["rung"]
         self.attempt = spec["attempt"]
         self.threads = spec.get("threads")
+        self.device = str(spec["train_args"].get("device", "cpu"))
+        self.vram_fraction = spec.get("vram_fraction")
+        self.vram_limit_bytes = spec.get("vram_limit_bytes")
         self.cleanup_every = spec.get("cleanup_every") or 0
         self.injections = [Injection.from_json(d) for d in spec.get("inject", []) if d["rung"] == spec["rung"]]
         self.phase = "setup"
@@ -101,6 +114,8 @@ class Watch:
     # ---- callbacks ------------------------------------------------------------------------------
     def on_pretrain_routine_start(self, trainer) -> None:
         self.apply_threads()  # Ultralytics' select_device has just reset torch's thread count
+        if trainer.device.type == "cuda":  # each DDP rank runs this on its own GPU
+            cap_vram(trainer.device.index or 0, self.vram_fraction, self.vram_limit_bytes)
 
     def on_train_start(self, trainer) -> None:
         self.apply_threads()
@@ -154,6 +169,11 @@ class Watch:
         self.beat(force=True)
 
     # ---- helpers --------------------------------------------------------------------------------
+    def cuda_indices(self) -> list[int]:
+        if self.device == "cpu" or not torch.cuda.is_available():
+            return []
+        return [int(i) for i in self.device.split(",")]
+
     def apply_threads(self) -> None:
         if self.threads:
             torch.set_num_threads(self.threads)

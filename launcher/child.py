@@ -74,22 +74,6 @@ def set_aside(save_dir: Path, why: str) -> Path:
     return aside
 
 
-def cap_vram(spec: dict) -> None:
-    import torch
-    if not torch.cuda.is_available() or spec["train_args"]["device"] == "cpu":
-        return
-    indices = [int(i) for i in str(spec["train_args"]["device"]).split(",")]
-    for i in indices:
-        total = torch.cuda.get_device_properties(i).total_memory
-        fraction = spec.get("vram_fraction") or 1.0
-        if spec.get("vram_limit_bytes"):
-            fraction = min(fraction, spec["vram_limit_bytes"] / total)
-        if fraction < 1.0:
-            torch.cuda.set_per_process_memory_fraction(fraction, i)
-            print(f"launcher: VRAM of GPU {i} capped at {fraction:.1%} ({fraction * total / 2**30:.2f} GiB)",
-                  flush=True)
-
-
 def peak_memory() -> dict:
     import torch
     out = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
@@ -197,30 +181,32 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     signal.signal(signal.SIGTERM, _interrupted)
     die_with_parent()
-    spec = json.loads(Path(argv[0]).read_text())
-    report_path = Path(spec["report"])
-    if os.environ.get("YOLO_OFFLINE") == "1":
-        ensure_offline_font()
-    from .callbacks import Watch
     from .runlog import write_json_atomic
-    if spec.get("register"):
-        importlib.import_module(spec["register"]).register()
-    watch = Watch(spec)
+
+    spec = json.loads(Path(argv[0]).read_text())  # no spec, no report path: a plain traceback then
+    watch = None
     try:
-        cap_vram(spec)
+        if os.environ.get("YOLO_OFFLINE") == "1":
+            ensure_offline_font()
+        from .callbacks import Watch, cap_vram
+        if spec.get("register"):
+            importlib.import_module(spec["register"]).register()
+        watch = Watch(spec)
+        for i in watch.cuda_indices():  # this process; DDP ranks cap themselves (Watch callbacks)
+            cap_vram(i, watch.vram_fraction, watch.vram_limit_bytes)
         result = train(spec, watch)
     except BaseException as e:  # noqa: BLE001 - everything is reported, then re-raised as an exit code
         traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()
         exc_type = f"{type(e).__module__}.{type(e).__qualname__}".removeprefix("builtins.")
-        write_json_atomic(report_path, {
+        where = {k: getattr(watch, k, None) for k in ("phase", "epoch", "start_epoch", "batch", "epochs_saved",
+                                                     "last_saved_epoch")}
+        write_json_atomic(Path(spec["report"]), {
             "ok": False, "ts": time.time(), "exc_type": exc_type, "message": describe(e, spec)[:2000],
-            "phase": watch.phase, "epoch": watch.epoch,
-            "start_epoch": watch.start_epoch, "batch": watch.batch, "epochs_saved": watch.epochs_saved,
-            "last_saved_epoch": watch.last_saved_epoch, **peak_memory()})
+            **where, **peak_memory()})
         return CHILD_FAILED
-    write_json_atomic(report_path, {"ok": True, "phase": "done", "epochs_saved": watch.epochs_saved,
+    write_json_atomic(Path(spec["report"]), {"ok": True, "phase": "done", "epochs_saved": watch.epochs_saved,
                                     "last_saved_epoch": watch.last_saved_epoch, **result, **peak_memory()})
     return CHILD_OK
 

@@ -234,14 +234,14 @@ def cmd_run(args) -> int:
         if not args.data:
             make_dataset(ladder.job.dataset.parent)
         child_env["YOLO_OFFLINE"] = "1"  # the demo needs no network: YAML models, local data
-        if not (args.device or ladder.job.device):
-            args.device = "0" if probe.take().gpus else "cpu"  # --demo picks the CPU by itself
+    machine = probe.take()
+    if args.demo and not (args.device or ladder.job.device):
+        args.device = "0" if machine.gpus else "cpu"  # --demo picks the CPU by itself
     names = [r.name for r in ladder.rungs]
     for inj in args.inject:
         if inj["rung"] not in names:
             raise BadInput(f"--inject {inj['kind']}:{inj['rung']}:{inj['epoch']}", f"no rung named '{inj['rung']}'",
                            f"use one of: {', '.join(names)}")
-    machine = probe.take()
     result = make_plan(args, ladder, machine)
     plan = result.plan
     if plan.device != "cpu" and not machine.gpus:
@@ -270,8 +270,11 @@ def cmd_run(args) -> int:
               f"launcher: best: {d.get('best')}\nlauncher: last: {d.get('last')}\nlauncher: run record: {paths.root}")
         events.append("already_complete", best=d.get("best"))
         return EXIT_OK
+    rungs = plan.rungs
     if state:
         start = continue_run(state, ladder, paths, events, args.epochs)
+        if args.epochs is None and state.get("epochs_override"):  # a rehearsal stays a rehearsal
+            rungs = plan_mod.override_epochs(replace(ladder, rungs=rungs), state["epochs_override"]).rungs
     else:
         start = ladder.index(plan.start.name)
         state = {"run": ladder.job.name, "status": "running", "ladder": str(ladder.path),
@@ -284,7 +287,7 @@ def cmd_run(args) -> int:
         for reason in plan.reasons:
             print(f"launcher: {reason}", flush=True)
     dataset_mod.write_resolved(result.dataset, paths.dataset)
-    sup = supervisor.Supervisor(ladder=ladder, rungs=plan.rungs, start=start, device=plan.device, paths=paths,
+    sup = supervisor.Supervisor(ladder=ladder, rungs=rungs, start=start, device=plan.device, paths=paths,
                                 vram_gib=args.vram, injections=tuple(args.inject), child_env=child_env)
     return sup.run(state)
 
@@ -329,16 +332,12 @@ def cmd_diagnose(args) -> int:
     if not path.is_file():
         raise BadInput(args.logfile, "no such log file", "give the path of a training log or an attempt folder")
     try:
-        with path.open("rb") as f:
-            f.seek(max(0, path.stat().st_size - failures.TAIL_BYTES))
-            text = f.read().decode("utf-8", errors="replace")
+        text = failures.read_tail(path)
     except OSError as e:
         raise BadInput(args.logfile, f"cannot be read ({e.strerror})", "check its permissions") from None
     report = read_json(path.parent / REPORT_NAME)
     failure = failures.classify(text, exit_code=args.exit_code, report=report)
-    epochs = None
-    if report and isinstance(report.get("epoch"), int) and isinstance(report.get("start_epoch"), int):
-        epochs = report["epoch"] - report["start_epoch"]
+    epochs = report.get("epochs_saved") if report else None  # epochs the attempt completed, as the supervisor counts
     if args.json:
         print(json.dumps(diagnose_json(failure, epochs)))
     else:

@@ -41,6 +41,5 @@ HANG = "hang"
 UNKNOWN = "unknown"
 FATAL = "fatal"
 INTERRUPTED = "interrupted"
-KINDS = (CUDA_OOM, HOST_OOM, NCCL, HANG, UNKNOWN, FATAL, INTERRUPTED)
 
 GIB = 1024**3

@@ -91,12 +91,23 @@ class Failure:
 
 
 def action(failure: Failure, epochs_completed: int | None = None) -> str:
+    if failure.phase == "final" and failure.kind not in (FATAL, INTERRUPTED):
+        return ("training is done, only its final validation failed: validate best.pt again at the next rung's "
+                "batch, never retrain")
     if failure.kind == CUDA_OOM and epochs_completed is not None:
         if epochs_completed >= 1:
             return (f"late OOM ({epochs_completed} epoch(s) completed in the attempt): resume the same rung in a "
                     "fresh process, which clears leaks and fragmentation")
         return "early OOM (no epoch completed in the attempt): step down to the next rung and resume from the checkpoint"
     return ACTIONS[failure.kind]
+
+
+def read_tail(path, limit: int = TAIL_BYTES) -> str:
+    """The end of a log file, as text (OSError if it cannot be read)."""
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        f.seek(max(0, f.tell() - limit))
+        return f.read().decode("utf-8", errors="replace")
 
 
 def signal_of(exit_code: int | None) -> int | None:

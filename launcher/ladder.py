@@ -157,7 +157,7 @@ def _run_name(v: Any) -> str:
 
 def _device(v: Any) -> str:
     v = str(v).strip() if isinstance(v, (str, int)) and not isinstance(v, bool) else None
-    if not v or not re.fullmatch(r"cpu|mps|\d+(,\d+)*", v.replace(" ", "")):
+    if not v or not re.fullmatch(r"cpu|\d+(,\d+)*", v.replace(" ", "")):
         raise ValueError("'cpu' or GPU indices as Ultralytics takes them: '0', '0,1'")
     return v.replace(" ", "")
 

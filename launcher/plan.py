@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .contract import GIB
+from .contract import CUDA_OOM, FATAL, GIB, HOST_OOM, INTERRUPTED
 from .errors import BadInput
 from .ladder import Ladder, Rung
 from .probe import Gpu, Snapshot
@@ -51,7 +51,7 @@ def select_device(requested: str | None, snap: Snapshot) -> tuple[str, tuple[Gpu
     if requested is None:
         if not snap.gpus:
             problems.append(f"no NVIDIA GPU found ({snap.nvml}); `run` refuses — pass --device cpu to train on "
-                            "the CPU, or --vram GIB to plan for a GPU with that much free memory")
+                            "the CPU (`dry-run --vram GIB` shows what a GPU with that much free memory would do)")
             return "cpu", (), ["no GPU: planned for the CPU"], problems
         requested = str(snap.gpus[0].index)
         reasons.append(f"device {requested}: the first GPU (no device in the ladder or --device)")
@@ -81,7 +81,7 @@ def choose(ladder: Ladder, snap: Snapshot, *, device: str | None = None, start_r
 
     cache = decide_cache(ladder, snap, gpus, dataset_images)
     rungs = tuple(with_cache(r, cache) for r in ladder.rungs)
-    if cache.requested == "ram" or any(r.cache == "ram" for r in ladder.rungs):
+    if any(r.cache == "ram" for r in ladder.rungs):
         reasons.append(cache.reason)
 
     start: Rung | None
@@ -203,8 +203,6 @@ def next_rung(rungs: tuple[Rung, ...], i: int) -> int | None:
 def next_step(rungs: tuple[Rung, ...], i: int, kind: str, phase: str | None, epochs_saved: int) -> Step:
     """What to do after attempt on rung `i` died of `kind`. Transient kinds reach here only after
     their retries are spent (the supervisor retries them with backoff first)."""
-    from .contract import CUDA_OOM, FATAL, HOST_OOM, INTERRUPTED
-
     rung = rungs[i]
     below = next_rung(rungs, i)
     down = (Step(STEP_DOWN, below, f"step down from {rung.name} to {rungs[below].name}") if below is not None
@@ -213,12 +211,12 @@ def next_step(rungs: tuple[Rung, ...], i: int, kind: str, phase: str | None, epo
         return Step(STOP, None, "fatal: no rung can fix it")
     if kind == INTERRUPTED:
         return Step(INTERRUPT, None, "interrupted")
-    if kind == CUDA_OOM and phase == "final":
+    if phase == "final":
         # training is done; only the final validation is owed: validate at a lower rung's batch
         if below is not None:
-            return Step(VALIDATE, below, f"final validation OOMed: validate at {rungs[below].name}'s batch "
-                                         f"({rungs[below].batch}), never retrain")
-        return Step(EXHAUSTED, None, "final validation OOMed at the bottom of the ladder")
+            return Step(VALIDATE, below, f"final validation failed ({kind}): validate at {rungs[below].name}'s "
+                                         f"batch ({rungs[below].batch}), never retrain")
+        return Step(EXHAUSTED, None, f"final validation failed ({kind}) at the bottom of the ladder")
     if kind == CUDA_OOM and epochs_saved >= 1:
         return Step(RETRY, i, f"late OOM after {epochs_saved} epoch(s) in the attempt: resume {rung.name} in a "
                               "fresh process (clears leaks and fragmentation)")

@@ -93,10 +93,6 @@ class RunPaths:
         Ultralytics' save_dir (which a fresh DDP start deletes)."""
         return self.root / "checkpoints" / Path(model_source).stem / "last.pt"
 
-    def weights(self, model_source: str) -> tuple[Path, Path]:
-        """(best.pt, last.pt) of a model."""
-        w = self.save_dir(model_source) / "weights"
-        return w / "best.pt", w / "last.pt"
 
 
 class Events:

@@ -8,6 +8,7 @@ tests can drive the loop with scripted fakes as well as with real Ultralytics ch
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import signal
 import subprocess
@@ -30,10 +31,9 @@ from .runlog import Events, RunPaths, now_iso, read_json, write_json_atomic
 
 TRANSIENT = (UNKNOWN, NCCL, HANG)  # retried on the same rung (a hang once), with backoff
 RETRY_WAIT_MAX_S = 300.0  # exponential backoff stops doubling here
-TREE_EVERY_S = 10.0
-RAM_EVERY_S = 2.0  # how often the running attempt's process tree is written to state.json
+TREE_EVERY_S = 10.0  # how often the running attempt's process tree is written to state.json
+RAM_EVERY_S = 2.0  # how often host RAM is sampled (evidence for a SIGKILL)
 GRACE_S = 30.0  # after forwarding SIGINT/SIGTERM, how long the child gets before SIGKILL
-LOG_TAIL_BYTES = failures.TAIL_BYTES
 
 
 @dataclass
@@ -62,11 +62,9 @@ class Outcome:
         return None
 
 
-def log_tail(path: Path, limit: int = LOG_TAIL_BYTES) -> str:
+def log_tail(path: Path) -> str:
     try:
-        with open(path, "rb") as f:
-            f.seek(max(0, path.stat().st_size - limit))
-            return f.read().decode("utf-8", errors="replace")
+        return failures.read_tail(path)
     except OSError:
         return ""
 
@@ -101,15 +99,19 @@ class ChildProcess:
                                          start_new_session=True, cwd=Path.cwd())
             tee = threading.Thread(target=self._tee, args=(self.proc.stdout, log), daemon=True)
             tee.start()
-            while True:
-                try:
-                    code = self.proc.wait(timeout=self.tick)
-                    break
-                except subprocess.TimeoutExpired:
-                    reason = self.watch(self.proc.pid)
-                    if reason and self.killed_for is None:
-                        self.killed_for = reason
-                        proctree.kill_tree(self.proc.pid, grace=GRACE_S)
+            try:
+                while True:
+                    try:
+                        code = self.proc.wait(timeout=self.tick)
+                        break
+                    except subprocess.TimeoutExpired:
+                        reason = self.watch(self.proc.pid)
+                        if reason and self.killed_for is None:
+                            self.killed_for = reason
+                            proctree.kill_tree(self.proc.pid, grace=GRACE_S)
+            except BaseException:  # the launcher itself failed (a full disk, a bug): no orphan
+                proctree.kill_tree(self.proc.pid, grace=GRACE_S)
+                raise
             # leftovers (dataloader workers, DDP ranks) were reparented to us, the subreaper
             proctree.reap([r for r in proctree.snapshot(os.getpid()) if r["pid"] != os.getpid()], grace=2)
             tee.join(timeout=10)  # an orphan still holding the pipe must not hang the launcher
@@ -117,9 +119,12 @@ class ChildProcess:
         return code
 
     def _tee(self, pipe, log) -> None:
-        for chunk in iter(lambda: pipe.read1(65536), b""):
-            log.write(chunk)
-            log.flush()
+        for chunk in iter(lambda: pipe.read1(65536), b""):  # keep draining, or the child blocks
+            try:
+                log.write(chunk)
+                log.flush()
+            except OSError:  # a full disk: the live copy still goes on
+                pass
             try:
                 self.out.write(chunk)
                 self.out.flush()
@@ -154,7 +159,7 @@ class Supervisor:
     launch: Callable[[list[str], dict[str, str], Path], int] | None = None  # default: `child`
     child: ChildProcess | None = None  # the real child runner, whose watch ticks drive the watchdog
     ram: memory.RamWatch | None = None
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] | None = None  # default: a wait that a signal to the launcher ends
     say: Callable[[str], None] = lambda line: print(f"launcher: {line}", flush=True)
 
     def __post_init__(self):
@@ -172,44 +177,66 @@ class Supervisor:
         self.state: dict = {}
         self.outcomes: list[Outcome] = []
         self.received: int | None = None  # the signal the launcher itself received
+        self._stopping = threading.Event()
+        self.sleep = self.sleep or self._stopping.wait
+        self._timer: threading.Timer | None = None
+        self._release: tuple | None = None  # (gpus, pids, free before) of a dead attempt, to wait on
         self.remedies: dict[str, object] = {}  # host-OOM remedies, kept on the rungs below
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, state: dict) -> int:
         self.state = state
+        self.remedies = dict(state.get("remedies", {}))  # a continued run keeps them
         i = self.start
         mode = state.get("mode", "train")
         self._install_signals()
         try:
-            while True:
-                if state["attempts"] >= self.ladder.job.max_attempts:
-                    return self._finish(EXIT_EXHAUSTED, "exhausted",
-                                        f"attempt budget spent ({self.ladder.job.max_attempts} attempts)")
-                outcome = self._attempt_with_retries(i, mode)
-                if outcome.failure is None:
-                    return self._complete(outcome)
-                if self.received is not None:
-                    code = EXIT_SIGINT if self.received == signal.SIGINT else EXIT_SIGTERM
-                    return self._finish(code, "interrupted", f"stopped by {signal.Signals(self.received).name}; "
-                                        "the checkpoint stays resumable: run the same command again to continue")
-                step = plan_mod.next_step(self._rungs(), i, outcome.failure.kind, outcome.failure.phase,
-                                          outcome.epochs_saved)
-                if step.action == plan_mod.STOP:
-                    return self._finish(EXIT_FATAL, "fatal", f"{outcome.failure.evidence} — {step.reason}")
-                if step.action in (plan_mod.EXHAUSTED, plan_mod.INTERRUPT):
-                    return self._finish(EXIT_EXHAUSTED, "exhausted", step.reason)
-                self.remedies.update(dict(step.changes))
-                if step.action == plan_mod.STEP_DOWN:
-                    self._set_aside_if_abandoned(self.rungs[i], self.rungs[step.rung])
-                event = {plan_mod.RETRY: "retry", plan_mod.STEP_DOWN: "step_down", plan_mod.VALIDATE: "validate"}
-                self.events.append(event[step.action], rung=self.rungs[i].name, to=self.rungs[step.rung].name,
-                                   kind=outcome.failure.kind, reason=step.reason, **dict(step.changes))
-                self.say(step.reason)
-                i, mode = step.rung, ("validate" if step.action == plan_mod.VALIDATE else "train")
-                state.update(rung=self.rungs[i].name, mode=mode)
-                self._save_state()
+            return self._loop(i, mode)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            # the run record itself cannot be written: say so and stop (the child is already gone)
+            self.say(f"fatal: {e.strerror} while writing {e.filename or self.paths.root} — make room, then run "
+                     "the same command again to continue")
+            return EXIT_FATAL
         finally:
+            if self._timer:
+                self._timer.cancel()
             self._restore_signals()
+
+    def _loop(self, i: int, mode: str) -> int:
+        state = self.state
+        while True:
+            if state["attempts"] >= self.ladder.job.max_attempts:
+                return self._finish(EXIT_EXHAUSTED, "exhausted",
+                                    f"attempt budget spent ({self.ladder.job.max_attempts} attempts): raise "
+                                    "max_attempts in the ladder's [job] to go on, or start afresh with --fresh")
+            outcome = self._attempt_with_retries(i, mode)
+            if outcome.failure is None:
+                return self._complete(outcome)
+            if self.received is not None:
+                code = EXIT_SIGINT if self.received == signal.SIGINT else EXIT_SIGTERM
+                return self._finish(code, "interrupted", f"stopped by {signal.Signals(self.received).name}; "
+                                    "the checkpoint stays resumable: run the same command again to continue")
+            step = plan_mod.next_step(self._rungs(), i, outcome.failure.kind, outcome.failure.phase,
+                                      outcome.epochs_saved)
+            if step.action == plan_mod.STOP:
+                return self._finish(EXIT_FATAL, "fatal", f"{outcome.failure.evidence} — {step.reason}")
+            if step.action == plan_mod.EXHAUSTED:
+                return self._finish(EXIT_EXHAUSTED, "exhausted", step.reason + self._trained_note())
+            if step.action == plan_mod.INTERRUPT:  # interrupted, but not by a signal to the launcher
+                return self._finish(EXIT_SIGTERM, "interrupted", step.reason)
+            self.remedies.update(dict(step.changes))
+            state["remedies"] = self.remedies
+            if step.action == plan_mod.STEP_DOWN:
+                self._set_aside_if_abandoned(self.rungs[i], self.rungs[step.rung])
+            event = {plan_mod.RETRY: "retry", plan_mod.STEP_DOWN: "step_down", plan_mod.VALIDATE: "validate"}
+            self.events.append(event[step.action], rung=self.rungs[i].name, to=self.rungs[step.rung].name,
+                               kind=outcome.failure.kind, reason=step.reason, **dict(step.changes))
+            self.say(step.reason)
+            i, mode = step.rung, ("validate" if step.action == plan_mod.VALIDATE else "train")
+            state.update(rung=self.rungs[i].name, mode=mode)
+            self._save_state()
 
     def _rungs(self) -> tuple[Rung, ...]:
         """The ladder with the remedies of earlier host-RAM OOMs applied."""
@@ -255,6 +282,16 @@ class Supervisor:
 
     def _attempt(self, i: int, mode: str) -> Outcome:
         rung = self._rungs()[i]
+        if self.received is not None:  # a signal during a retry's wait: start nothing more
+            return Outcome(self.state["attempts"], rung.name, mode, -self.received, 0.0, None, None,
+                           Failure(INTERRUPTED, f"the launcher received {signal.Signals(self.received).name}",
+                                   "signal"))
+        if self._release:  # the next attempt needs the memory the last one held
+            gpus, pids, before = self._release
+            self._release = None
+            released = probe.wait_gpu_released(gpus, pids, before)
+            self.events.append("gpu_release", result=released)
+            self.say(f"GPU memory: {released}")
         n = self.state["attempts"] = self.state["attempts"] + 1
         self.state.update(rung=rung.name, mode=mode)
         self.paths.attempt(n).mkdir(parents=True, exist_ok=True)
@@ -278,6 +315,8 @@ class Supervisor:
         self.ram.start()
         code = self.launch(spec_mod.command(self.paths.spec(n)), env, self.paths.train_log(n))
         seconds = time.monotonic() - t0
+        if self._timer:  # the child is gone: the kill planned after a signal has nothing left to do
+            self._timer.cancel()
         report, heartbeat = read_json(self.paths.report(n)), read_json(self.paths.heartbeat(n))
         tree = {r["pid"] for r in self.state.pop("tree", [])}
         failure = None
@@ -292,10 +331,10 @@ class Supervisor:
             if self.received is not None:
                 failure = Failure(INTERRUPTED, f"the launcher received {signal.Signals(self.received).name}",
                                   "signal", failure.phase)
-        if failure and gpus:  # the next attempt needs the memory this one held
-            released = probe.wait_gpu_released(gpus, tree, before)
-            self.events.append("gpu_release", attempt=n, result=released)
-            self.say(f"GPU memory: {released}")
+            elif failure.kind == INTERRUPTED:  # someone else stopped the child: not the night's end
+                failure = replace(failure, kind=UNKNOWN, evidence=f"{failure.evidence} (not from the launcher)")
+            if gpus:
+                self._release = (gpus, tree, before)
         outcome = Outcome(n, rung.name, mode, code, seconds, report, heartbeat, failure)
         self.outcomes.append(outcome)
         self._record_model(spec, outcome)
@@ -336,6 +375,15 @@ class Supervisor:
         return (f"heartbeat silent for {silent:.0f} s (limit {limit} s {'after' if started else 'before'} the first "
                 f"batch; {where})")
 
+    def _trained_note(self) -> str:
+        """For an ending that leaves a fully trained model behind: where it is."""
+        source = self.state.get("training_model")
+        m = self.state.get("models", {}).get(source or "")
+        if not m or m["epochs_done"] < m["epochs"]:
+            return ""
+        return (f"; {Path(source).name} finished training (its final validation is owed): "
+                f"{m['save_dir']}/weights/best.pt and last.pt")
+
     def _model_rung(self, i: int) -> int:
         """For a validation attempt: the rung whose model is being finished (the last trained one)."""
         source = self.state.get("training_model")
@@ -350,6 +398,7 @@ class Supervisor:
                               inject=self.injections)
         if mode == "train":
             self.state["training_model"] = rung.model.source
+            self.state.get("models", {}).get(rung.model.source, {}).pop("set_aside", None)  # taken up again
         return spec
 
     def _resume_point(self, spec: dict) -> str | None:
@@ -371,6 +420,7 @@ class Supervisor:
             return
         m = self.state.get("models", {}).get(old.model.source)
         if m and m["epochs_done"]:
+            m["set_aside"] = True
             self.events.append("model_set_aside", model=old.model.spec, epochs_done=m["epochs_done"],
                                of=m["epochs"], save_dir=m["save_dir"], next_model=new.model.spec)
             self.say(f"setting aside {old.model.spec} after {m['epochs_done']}/{m['epochs']} epochs (kept in "
@@ -383,7 +433,7 @@ class Supervisor:
         best, last = report.get("best"), report.get("last")
         self.state.update(status="complete", delivered={"model": source, "best": best, "last": last})
         self._save_state()
-        aside = {s: m for s, m in self.state.get("models", {}).items() if s != source and m["epochs_done"]}
+        aside = {s: m for s, m in self.state.get("models", {}).items() if s != source and m.get("set_aside")}
         self.events.append("complete", rung=outcome.rung, model=source, best=best, last=last,
                            set_aside={s: m["epochs_done"] for s, m in aside.items()})
         self.summary("complete")
@@ -405,10 +455,11 @@ class Supervisor:
             how = "ok" if o.failure is None else f"{o.failure.kind}: {o.failure.evidence[:100]}"
             lines.append(f"  attempt {o.attempt:>2}  {o.rung:<12} {o.mode:<8} {o.seconds:7.1f} s  "
                          f"epochs saved {o.epochs_saved}  {how}")
-        delivered = self.state.get("training_model") if status == "complete" else None
+        current = self.state.get("training_model")
         for source, m in self.state.get("models", {}).items():
-            what = ("delivered" if source == delivered else
-                    "set aside" if m["epochs_done"] and not m["complete"] else "complete" if m["complete"] else "")
+            what = ("delivered" if source == current and status == "complete" else "set aside" if m.get("set_aside")
+                    else "complete" if m["complete"] else "in progress: run again to continue" if source == current
+                    else "")
             lines.append(f"  model {Path(source).name}: {m['epochs_done']}/{m['epochs']} epochs {what} "
                          f"({m['save_dir']})".rstrip())
         for line in lines:
@@ -436,21 +487,23 @@ class Supervisor:
             self.say(f"received {signal.Signals(sig).name}: stopping the child (grace {GRACE_S:.0f} s)")
             if self.child:
                 self.child.signal(sig)  # SIGINT/SIGTERM: the child ends without finalising its checkpoint
-                timer = threading.Timer(GRACE_S, self.child.stop, args=(0,))  # then the whole tree, for sure
-                timer.daemon = True
-                timer.start()
+                self._timer = threading.Timer(GRACE_S, self.child.stop, args=(0,))  # then the whole tree
+                self._timer.daemon = True
+                self._timer.start()
+            self._stopping.set()  # ends a retry's wait at once
 
 
 def check_continuation(state: dict, ladder: Ladder, state_path: Path, epochs: int | None) -> None:
     """A second `run` of the same name continues it; settings Ultralytics would silently ignore
     on resume must not differ."""
-    asked = {"data": str(ladder.job.dataset), "epochs": epochs}
-    for key, was in (("data", state.get("data")), ("epochs", state.get("epochs_override"))):
-        if key == "epochs" and asked[key] is None:
-            continue
-        if asked[key] != was:
-            raise BadInput(f"{state_path}, key '{key if key == 'data' else 'epochs_override'}'",
-                           f"run {ladder.job.name!r} was started with --{key} {was}, this run asks {asked[key]} "
-                           "(a resumed checkpoint keeps its own)",
-                           f"run again without --{key} to continue, or start afresh with --name NEW_NAME")
+    if epochs is not None and epochs != state.get("epochs_override"):
+        raise BadInput(f"{state_path}, key 'epochs_override'",
+                       f"run {ladder.job.name!r} was started with --epochs {state.get('epochs_override')}, this run "
+                       f"asks {epochs} (a resumed checkpoint keeps its own)",
+                       "run again without --epochs to continue, or start afresh with --fresh")
+    if str(ladder.job.dataset) != state.get("data"):
+        raise BadInput(f"{state_path}, key 'data'",
+                       f"run {ladder.job.name!r} trains on {state.get('data')}, this run asks {ladder.job.dataset} "
+                       "(a resumed checkpoint keeps its own)",
+                       f"pass --data {state.get('data')} to continue, or start afresh with --fresh")
 

@@ -78,8 +78,11 @@ def dry_run_text(d: DryRun, cwd: Path | None = None) -> str:
         out.append(f"  NVML   ok, driver {snap.driver or 'unknown'}")
     out.append(f"  RAM    total {gib(snap.ram_total)}  available {gib(snap.ram_available)}")
     out.append(f"  CPUs   {snap.cpus if snap.cpus is not None else 'unknown'}")
-    pretend = [f"--vram {snap.pretend_vram:g} GiB free" for _ in [0] if snap.pretend_vram is not None] + [
-        f"--ram {snap.pretend_ram:g} GiB available" for _ in [0] if snap.pretend_ram is not None]
+    pretend = []
+    if snap.pretend_vram is not None:
+        pretend.append(f"--vram {snap.pretend_vram:g} GiB free")
+    if snap.pretend_ram is not None:
+        pretend.append(f"--ram {snap.pretend_ram:g} GiB available")
     if pretend:
         out.append(f"  pretend  {', '.join(pretend)}")
 

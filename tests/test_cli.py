@@ -194,9 +194,13 @@ def test_diagnose_exit_code_and_attempt_folder_with_report(capsys, tmp_path):
     assert json.loads(out)["kind"] == "unknown"
     (tmp_path / "report.json").write_text(json.dumps({
         "exc_type": "torch.OutOfMemoryError", "message": "CUDA out of memory.", "phase": "train",
-        "epoch": 4, "start_epoch": 2}))
+        "epoch": 4, "start_epoch": 2, "epochs_saved": 2}))
     code, out, _ = run(capsys, "diagnose", str(tmp_path))
     assert "kind      cuda_oom (phase train)" in out and "late OOM (2 epoch(s) completed" in out
+    (tmp_path / "report.json").write_text(json.dumps({
+        "exc_type": "torch.OutOfMemoryError", "message": "CUDA out of memory.", "phase": "final", "epochs_saved": 0}))
+    code, out, _ = run(capsys, "diagnose", str(tmp_path), "--json")
+    assert json.loads(out)["action"].startswith("training is done, only its final validation failed")
 
 
 def test_commands_import_neither_torch_nor_ultralytics(tmp_path):

@@ -137,7 +137,7 @@ def test_running_again_continues_a_stopped_run_from_its_checkpoint(tmp_path, sha
     first = launch(tmp_path, "--ladder", str(ladder), "--inject", "crash:optimal:2")
     assert first.returncode == 4  # epoch 1 saved, then a fatal failure
     refused = launch(tmp_path, "--ladder", str(ladder), "--epochs", "3")
-    assert refused.returncode == 2 and "--name NEW_NAME" in refused.stderr
+    assert refused.returncode == 2 and "start afresh with --fresh" in refused.stderr
     again = launch(tmp_path, "--ladder", str(ladder))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "continuing run 'e2e' at rung optimal (attempt 2)" in again.stdout

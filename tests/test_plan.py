@@ -160,6 +160,7 @@ def test_weights_reasons_name_each_model_once(default):
     (3, "cuda_oom", "train", 0, plan.EXHAUSTED, None),  # bottom of the ladder
     (0, "cuda_oom", "final", 0, plan.VALIDATE, 1),     # only the final validation is owed
     (3, "cuda_oom", "final", 0, plan.EXHAUSTED, None),
+    (1, "unknown", "final", 0, plan.VALIDATE, 2),      # any failure of the owed validation: never retrain
     (0, "fatal", "train", 5, plan.STOP, None),
     (2, "unknown", "train", 0, plan.STEP_DOWN, 3),     # after its retries
     (0, "nccl", "train", 2, plan.STEP_DOWN, 1),

@@ -145,9 +145,9 @@ def test_continuation_refuses_other_epochs_or_data(default, tmp_path):
     state = {"data": str(default.job.dataset), "epochs_override": 2}
     check_continuation(state, default, tmp_path / "state.json", epochs=2)
     check_continuation(state, default, tmp_path / "state.json", epochs=None)  # not given: the run's own
-    with pytest.raises(BadInput, match=r"started with --epochs 2, this run asks 5.*--name NEW_NAME"):
+    with pytest.raises(BadInput, match=r"started with --epochs 2, this run asks 5.*--fresh"):
         check_continuation(state, default, tmp_path / "state.json", epochs=5)
-    with pytest.raises(BadInput, match="--data"):
+    with pytest.raises(BadInput, match=r"trains on /other.yaml.*pass --data /other.yaml to continue"):
         check_continuation({**state, "data": "/other.yaml"}, default, tmp_path / "state.json", epochs=None)
 
 
