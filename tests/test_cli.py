@@ -249,3 +249,18 @@ def test_a_run_that_is_already_running_is_refused(capsys, cpu_machine, tmp_path,
     assert held.acquire()
     code, _, err = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
     assert code == 2 and "already running (pid" in err and not no_training
+
+
+def test_continuing_a_rehearsal_keeps_its_epochs(capsys, cpu_machine, tmp_path, no_training, monkeypatch):
+    root = tmp_path / "logs" / "coco-indoor"
+    root.mkdir(parents=True)
+    data = str((tmp_path / "coco_indoor" / "data.yaml").resolve())
+    (root / "state.json").write_text(json.dumps({"status": "interrupted", "rung": "optimal-b4", "attempts": 2,
+                                                 "data": data, "epochs_override": 2, "models": {}}))
+    from launcher import supervisor
+    rungs = []
+    original = supervisor.Supervisor.__post_init__
+    monkeypatch.setattr(supervisor.Supervisor, "__post_init__", lambda self: (rungs.append(self.rungs), original(self)))
+    code, out, _ = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
+    assert code == 0 and "continuing run 'coco-indoor' at rung optimal-b4 (attempt 3)" in out
+    assert {r.epochs for r in rungs[0]} == {2}  # not the ladder's 100/150

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import tomllib
 from pathlib import Path
 
@@ -161,3 +162,21 @@ def test_events_reader_skips_a_torn_last_line(tmp_path):
     events.append("attempt_end", attempt=1)  # the next run appends on a fresh line
     assert [e["event"] for e in events.read()] == ["start", "attempt_start", "attempt_end"]
     assert events.path.read_text().count("\n\n") == 0 and len(events.path.read_text().splitlines()) == 4
+
+
+def test_a_signal_during_a_retry_wait_starts_no_further_child(default, tmp_path):
+    crash = (1, None, 0, "RuntimeError: CUDA error: an illegal memory access was encountered\n")
+    child = FakeChild([crash, ok()])
+    sup = Supervisor(ladder=default, rungs=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+                     launch=child, say=lambda line: None)
+    sup.sleep = lambda s: sup._on_signal(signal.SIGTERM, None)  # Ctrl-C arrives while waiting to retry
+    state = {"attempts": 0, "models": {}, "rung": "optimal"}
+    assert sup.run(state) == 143
+    assert len(child.calls) == 1 and state["status"] == "interrupted"
+
+
+def test_a_child_interrupted_by_someone_else_is_retried_not_the_end(default, tmp_path):
+    poked = (1, {"exc_type": "KeyboardInterrupt", "message": "received SIGTERM", "phase": "train"}, 0, "")
+    code, child, waits, _, evs, _ = supervise(default, tmp_path, [poked, ok()])
+    assert code == EXIT_OK and len(child.calls) == 2 and waits == [10.0]
+    assert [e for e in evs if e["event"] == "retry"][0]["kind"] == "unknown"
