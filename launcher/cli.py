@@ -1,4 +1,4 @@
-"""Command line: `python -m launcher {run,dry-run,diagnose}`. The one place errors become exit codes.
+"""Command line: `python -m launcher {run,dry-run,status,diagnose}`. The one place errors become exit codes.
 
 dry-run and diagnose import neither torch nor Ultralytics: they answer instantly.
 """
@@ -149,6 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
                           "forward pass) or crash (a non-OOM error), at that rung and 1-based epoch, in PHASE train "
                           "(default), val or final; e.g. --inject cuda_oom:optimal:2:val")
     run.set_defaults(func=cmd_run)
+
+    stat = sub.add_parser(
+        "status", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="where a run stands: state, rung, epoch, it/s, ETA, last failure, memory",
+        description="Read a run's record (logs/<run>/) and say where it stands: training, stepped down, "
+                    "finished, or stopped and why; the rung and attempt, epoch x/y, it/s and an ETA, the last "
+                    "failure with its evidence, VRAM and RAM now and at peak, and the rungs so far. Works from "
+                    "another terminal during a run, or after it; imports no torch.",
+        epilog=f"examples:\n  {PROG} status\n  {PROG} status coco-indoor --json")
+    stat.add_argument("run", nargs="?", metavar="RUN",
+                      help="the run's name, a folder under logs/ (default: the newest run); e.g. coco-indoor")
+    stat.add_argument("--json", action="store_true", help="print one JSON object instead of text; e.g. --json")
+    stat.set_defaults(func=cmd_status)
 
     diag = sub.add_parser(
         "diagnose", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -321,6 +334,16 @@ def continue_run(state: dict, ladder: ladder_mod.Ladder, paths: RunPaths, events
           f"(attempt {state['attempts'] + 1})", flush=True)
     state.update(status="running", rung=ladder.rungs[start].name)
     return start
+
+
+# ---- status -------------------------------------------------------------------------------------
+
+def cmd_status(args) -> int:
+    from . import status
+
+    d = status.collect(status.find_run(args.run))
+    print(json.dumps(d, indent=2) if args.json else status.text(d), end="" if not args.json else "\n")
+    return EXIT_OK
 
 
 # ---- diagnose -----------------------------------------------------------------------------------

@@ -155,6 +155,38 @@ def gpu_usage(indices: tuple[int, ...], nvml: Any = None) -> dict[int, tuple[int
             pass
 
 
+def process_vram(indices: tuple[int, ...], pids: set[int], nvml: Any = None) -> int | None:
+    """GPU memory (bytes) held by `pids` on the selected GPUs, per process through NVML; None
+    where NVML cannot say (no NVML, or a driver that reports no per-process figures)."""
+    if not indices:
+        return None
+    if nvml is None:
+        try:
+            import pynvml as nvml
+        except ImportError:
+            return None
+    try:
+        nvml.nvmlInit()
+    except Exception:  # noqa: BLE001
+        return None
+    try:
+        total, known = 0, False
+        for i in indices:
+            procs = _field(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(nvml.nvmlDeviceGetHandleByIndex(i)))
+            for p in procs or []:
+                used = getattr(p, "usedGpuMemory", None)
+                if int(p.pid) in pids and used is not None:
+                    total, known = total + int(used), True
+        return total if known else None
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        try:
+            nvml.nvmlShutdown()
+        except Exception:  # noqa: BLE001
+            pass
+
+
 def wait_gpu_released(indices: tuple[int, ...], pids: set[int], before: dict[int, int | None] | None,
                       timeout: float = 120.0, nvml: Any = None, pid_visible=None, sleep=None,
                       clock=None) -> str:

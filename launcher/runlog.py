@@ -61,6 +61,11 @@ class RunPaths:
         return self.root / "state.json"
 
     @property
+    def telemetry(self) -> Path:
+        """One sample a line, every TELEMETRY_EVERY_S while a child runs (~7 MB per 100 hours)."""
+        return self.root / "telemetry.jsonl"
+
+    @property
     def lock(self) -> Path:
         return self.root / ".lock"
 
@@ -95,14 +100,13 @@ class RunPaths:
 
 
 
-class Events:
-    """logs/<run>/events.jsonl: one decision a line, each with `ts` and `event`."""
+class JsonLines:
+    """An append-only file of JSON objects, one a line, flushed and fsynced each time."""
 
     def __init__(self, path: Path):
         self.path = path
 
-    def append(self, event: str, **fields) -> dict:
-        record = {"ts": now_iso(), "event": event, **fields}
+    def add(self, record: dict) -> dict:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a+b") as f:
             torn = False
@@ -152,8 +156,31 @@ class RunLock:
         self.fd = fd
         return True
 
+    def is_held(self) -> bool:
+        """Whether a launcher holds this run now (without taking the lock)."""
+        import fcntl
+
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+
     def holder(self) -> str:
         try:
             return self.path.read_text().strip() or "another launcher"
         except OSError:
             return "another launcher"
+
+
+class Events(JsonLines):
+    """logs/<run>/events.jsonl: one decision a line, each with `ts` and `event`."""
+
+    def append(self, event: str, **fields) -> dict:
+        return self.add({"ts": now_iso(), "event": event, **fields})

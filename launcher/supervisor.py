@@ -27,12 +27,13 @@ from .contract import (EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_SIGINT, EXIT_SI
 from .errors import BadInput
 from .failures import Failure
 from .ladder import Ladder, Rung
-from .runlog import Events, RunPaths, now_iso, read_json, write_json_atomic
+from .runlog import Events, JsonLines, RunPaths, now_iso, read_json, write_json_atomic
 
 TRANSIENT = (UNKNOWN, NCCL, HANG)  # retried on the same rung (a hang once), with backoff
 RETRY_WAIT_MAX_S = 300.0  # exponential backoff stops doubling here
 TREE_EVERY_S = 10.0  # how often the running attempt's process tree is written to state.json
 RAM_EVERY_S = 2.0  # how often host RAM is sampled (evidence for a SIGKILL)
+TELEMETRY_EVERY_S = 10.0  # a line of telemetry.jsonl: ~7 MB for a 100-hour run
 GRACE_S = 30.0  # after forwarding SIGINT/SIGTERM, how long the child gets before SIGKILL
 
 
@@ -169,7 +170,9 @@ class Supervisor:
         if self.child:
             self.child.watch = self._watch
         self.ram = self.ram or memory.RamWatch()
-        self._ram_sampled = 0.0
+        self._ram_sampled = self._telemetry_written = 0.0
+        self._ram_now: dict | None = None
+        self.telemetry = JsonLines(self.paths.telemetry)
         self._spawned = 0.0
         self._heartbeat: Path | None = None
         self._tree_saved = 0.0
@@ -312,6 +315,7 @@ class Supervisor:
         before = {i: free for i, (free, _) in (probe.gpu_usage(gpus) or {}).items()} if gpus else None
         t0 = self._spawned = time.monotonic()
         self._heartbeat, self._tree_saved, self._ram_sampled = self.paths.heartbeat(n), 0.0, 0.0
+        self._telemetry_written = time.monotonic()  # the first sample once the child is past its start
         self.ram.start()
         code = self.launch(spec_mod.command(self.paths.spec(n)), env, self.paths.train_log(n))
         seconds = time.monotonic() - t0
@@ -357,11 +361,15 @@ class Supervisor:
             self._tree_saved = now
             self.state["tree"] = proctree.snapshot(pid)
             self._save_state()
+        pids = [r["pid"] for r in self.state.get("tree", [])] or [pid]
         if now - self._ram_sampled >= RAM_EVERY_S:  # host RAM just before a SIGKILL is OOM evidence
             self._ram_sampled = now
-            self.ram.sample([r["pid"] for r in self.state.get("tree", [])] or [pid])
+            self._ram_now = self.ram.sample(pids)
         job = self.ladder.job
         beat = read_json(self._heartbeat) if self._heartbeat else None
+        if now - self._telemetry_written >= TELEMETRY_EVERY_S:
+            self._telemetry_written = now
+            self._record_telemetry(set(pids), beat)
         try:
             silent = time.time() - self._heartbeat.stat().st_mtime
         except (OSError, AttributeError):
@@ -374,6 +382,17 @@ class Supervisor:
             "before its first heartbeat"
         return (f"heartbeat silent for {silent:.0f} s (limit {limit} s {'after' if started else 'before'} the first "
                 f"batch; {where})")
+
+    def _record_telemetry(self, pids: set[int], beat: dict | None) -> None:
+        ram, beat = self._ram_now or {}, beat or {}
+        gpus = tuple(int(i) for i in self.device.split(",")) if self.device != "cpu" else ()
+        self.telemetry.add({
+            "t": round(time.time(), 2), "attempt": self.state["attempts"], "rung": self.state.get("rung"),
+            "vram": probe.process_vram(gpus, pids) if gpus else None,
+            "ram_used": (ram["ram_total"] - ram["ram_available"]) if ram.get("ram_total") else None,
+            "ram_available": ram.get("ram_available"), "rss": ram.get("tree_rss"),
+            "phase": beat.get("phase"), "epoch": beat.get("epoch"), "batch": beat.get("batch"),
+            "it_s": round(beat["it_s"], 3) if beat.get("it_s") else None})
 
     def _trained_note(self) -> str:
         """For an ending that leaves a fully trained model behind: where it is."""

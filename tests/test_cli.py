@@ -210,9 +210,13 @@ def test_commands_import_neither_torch_nor_ultralytics(tmp_path):
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         f"    cli.main(['dry-run', '--vram', '24', '--ram', '64'])\n"
         f"    cli.main(['diagnose', {str(FIXTURES / 'logs' / 'ddp_torchrun_oom.log')!r}])\n"
+        "    cli.main(['status', 'r'])\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ultralytics', 'timm', 'numpy'))\n"
         "print(heavy)\n")
-    out = subprocess.run([sys.executable, "-c", probe_script], capture_output=True, text=True, cwd=ROOT, check=True)
+    (tmp_path / "logs" / "r").mkdir(parents=True)
+    (tmp_path / "logs" / "r" / "state.json").write_text('{"status": "complete", "attempts": 1}')
+    out = subprocess.run([sys.executable, "-c", probe_script], capture_output=True, text=True, cwd=tmp_path,
+                         check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
 

@@ -1,6 +1,7 @@
-"""Wall time of dry-run and diagnose (median of 5 fresh processes) next to `import ultralytics`.
+"""Wall time of dry-run, status and diagnose (median of 5 fresh processes) next to `import ultralytics`.
 
-Target (issue 2): each under 0.25 s and under a tenth of the Ultralytics import.
+Targets: each under 0.25 s and under a tenth of the Ultralytics import (issue 2); status under 0.5 s
+and a quarter of it (issue 6).
 Run: python tests/bench/bench_cli.py
 """
 
@@ -38,6 +39,14 @@ def main() -> None:
                 (d / f"{i}.jpg").touch()
         (tmp / "ds" / "data.yaml").write_text(f"path: {tmp / 'ds'}\ntrain: images/train\nval: images/val\nnames: [a]\n")
         py = sys.executable
+        record = tmp / "logs" / "bench"  # a finished run's record: 3 attempts, 1000 telemetry lines
+        record.mkdir(parents=True)
+        (record / "state.json").write_text('{"status": "complete", "attempts": 3, "rung": "optimal-b4", "models": {}}')
+        (record / "events.jsonl").write_text("".join(
+            f'{{"ts": "2026-11-26T02:00:00+00:00", "event": "attempt_start", "attempt": {n}, "rung": "optimal"}}\n'
+            for n in (1, 2, 3)))
+        (record / "telemetry.jsonl").write_text("".join(
+            f'{{"t": {i}, "vram": {i * 1000}, "ram_used": {i * 2000}, "rss": {i}}}\n' for i in range(1000)))
         log = ROOT / "tests" / "fixtures" / "logs" / "ddp_torchrun_oom.log"
         rows = {
             "python -c pass": wall([py, "-c", "pass"], tmp),
@@ -46,6 +55,7 @@ def main() -> None:
             "dry-run --json": wall([py, "-m", "launcher", "dry-run", "--vram", "24", "--json",
                                     "--data", str(tmp / "ds" / "data.yaml")], ROOT),
             "diagnose (torchrun log)": wall([py, "-m", "launcher", "diagnose", str(log)], ROOT),
+            "status (a run record)": wall([py, "-m", "launcher", "status", "bench"], tmp),
             'python -c "import ultralytics"': wall([py, "-c", "import ultralytics"], tmp),
         }
     ul = rows['python -c "import ultralytics"']

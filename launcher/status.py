@@ -1,0 +1,124 @@
+"""`status`: where a run stands, from its run record alone (no torch, no Ultralytics)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .errors import BadInput
+from .runlog import LOGS_DIR, Events, JsonLines, RunLock, RunPaths, read_json
+
+FRESH_S = 30.0  # a heartbeat older than this, while the launcher holds the run, is reported as stale
+
+
+def newest_run(logs: Path = LOGS_DIR) -> RunPaths:
+    runs = sorted((p for p in logs.glob("*/state.json")), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise BadInput(str(logs), "no run record here", "start one with `python -m launcher run`, or give RUN")
+    return RunPaths(runs[-1].parent.resolve())
+
+
+def find_run(name: str | None, logs: Path = LOGS_DIR) -> RunPaths:
+    if not name:
+        return newest_run(logs)
+    paths = RunPaths.for_run(name, logs)
+    if not paths.state.exists():
+        known = ", ".join(sorted(p.parent.name for p in logs.glob("*/state.json"))) or "none"
+        raise BadInput(f"run {name!r}", f"no run record at {paths.root}", f"give one of: {known}")
+    return paths
+
+
+def collect(paths: RunPaths, now: float | None = None) -> dict:
+    """Everything `status` shows, as data."""
+    now = time.time() if now is None else now
+    state = read_json(paths.state) or {}
+    events = Events(paths.events).read()
+    active = RunLock(paths.lock).is_held()
+    attempt = state.get("attempts", 0)
+    beat = read_json(paths.heartbeat(attempt)) if attempt else None
+    samples = JsonLines(paths.telemetry).read()
+    status = state.get("status", "unknown")
+    if status == "running" and not active:
+        status, reason = "stopped", "the launcher is gone (killed?): run the same command again to continue"
+    else:
+        reason = state.get("reason")
+    ends = [e for e in events if e["event"] == "attempt_end"]
+    failure = next((e for e in reversed(ends) if e.get("kind")), None)
+    history: list[dict] = []
+    for e in (e for e in events if e["event"] == "attempt_start"):
+        if history and history[-1]["rung"] == e["rung"]:
+            history[-1]["attempts"].append(e["attempt"])
+        else:
+            history.append({"rung": e["rung"], "attempts": [e["attempt"]]})
+    current = {}
+    if beat and active:
+        current = {k: beat.get(k) for k in ("phase", "epoch", "epochs", "batch", "batches", "it_s")}
+        current["heartbeat_age_s"] = round(now - beat["ts"], 1) if beat.get("ts") else None
+        current["eta_s"] = eta(beat)
+    return {
+        "run": paths.root.name, "status": status, "active": active, "reason": reason,
+        "rung": state.get("rung"), "attempt": attempt, "mode": state.get("mode"), **current,
+        "last_failure": None if failure is None else {k: failure.get(k) for k in (
+            "attempt", "rung", "kind", "phase", "evidence", "ts")},
+        "vram": now_and_peak(samples, "vram"), "ram_used": now_and_peak(samples, "ram_used"),
+        "rss": now_and_peak(samples, "rss"),
+        "history": history, "models": state.get("models", {}), "delivered": state.get("delivered"),
+        "record": str(paths.root),
+    }
+
+
+def eta(beat: dict) -> float | None:
+    """Seconds to the end of training at this attempt's pace (this rung's batches per epoch)."""
+    try:
+        left = (beat["epochs"] - beat["epoch"]) * beat["batches"] + (beat["batches"] - beat["batch"])
+        return round(left / beat["it_s"]) if beat["it_s"] else None
+    except (KeyError, TypeError):
+        return None
+
+
+def now_and_peak(samples: list[dict], key: str) -> dict:
+    values = [s[key] for s in samples if s.get(key) is not None]
+    return {"now": values[-1] if values else None, "peak": max(values) if values else None}
+
+
+def gib(n) -> str:
+    return "-" if n is None else f"{n / 2**30:.1f} GiB"
+
+
+def duration(s) -> str:
+    if s is None:
+        return "unknown"
+    h, m = divmod(int(s) // 60, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{int(s) % 60:02d}s"
+
+
+def text(d: dict) -> str:
+    head = {"running": "training", "complete": "finished"}.get(d["status"], d["status"])
+    out = [f"run {d['run']!r}: {head}" + (f" — {d['reason']}" if d.get("reason") and d["status"] != "complete"
+                                         else "")]
+    if d["status"] == "complete" and d.get("delivered"):
+        out.append(f"  delivered {Path(d['delivered']['model']).name}: {d['delivered']['best']}")
+    where = f"  rung {d['rung']}, attempt {d['attempt']}" + (f" ({d['mode']})" if d.get("mode") else "")
+    if d.get("epoch"):
+        where += f", epoch {d['epoch']}/{d['epochs']}, batch {d['batch']}/{d['batches']}"
+        if d.get("it_s"):
+            where += f", {d['it_s']:.2f} it/s, ETA {duration(d.get('eta_s'))}"
+        if d.get("heartbeat_age_s") and d["heartbeat_age_s"] > FRESH_S:
+            where += f" (heartbeat {d['heartbeat_age_s']:.0f} s old)"
+    out.append(where)
+    if d["last_failure"]:
+        f = d["last_failure"]
+        out.append(f"  last failure: attempt {f['attempt']} on {f['rung']}, {f['kind']}"
+                   + (f" in {f['phase']}" if f.get("phase") else "") + f" at {f['ts']}: {f['evidence']}")
+    out.append(f"  VRAM now {gib(d['vram']['now'])} (peak {gib(d['vram']['peak'])}); RAM used now "
+               f"{gib(d['ram_used']['now'])} (peak {gib(d['ram_used']['peak'])}); child RSS now "
+               f"{gib(d['rss']['now'])} (peak {gib(d['rss']['peak'])})")
+    if d["history"]:
+        out.append("  rungs: " + " → ".join(
+            f"{h['rung']} (attempt{'s' if len(h['attempts']) > 1 else ''} "
+            f"{', '.join(map(str, h['attempts']))})" for h in d["history"]))
+    for source, m in d["models"].items():
+        out.append(f"  model {Path(source).name}: {m['epochs_done']}/{m['epochs']} epochs"
+                   + (" (set aside)" if m.get("set_aside") else ""))
+    out.append(f"  record: {d['record']}")
+    return "\n".join(out) + "\n"
