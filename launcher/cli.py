@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from . import dataset as dataset_mod
-from . import failures, ladder as ladder_mod, models, plan as plan_mod, probe, spec as spec_mod
+from . import experience, failures, ladder as ladder_mod, models, plan as plan_mod, probe, spec as spec_mod
 from .contract import EXIT_BAD_INPUT, EXIT_OK, REPORT_NAME, TRAIN_LOG_NAME
 from .errors import BadInput, LauncherError
 from .runlog import Events, RunLock, RunPaths, now_iso, read_json
@@ -100,6 +100,9 @@ def job_options() -> argparse.ArgumentParser:
                         " such GPU); e.g. --vram 11.7 to see what a 12 GB card would do")
     g.add_argument("--ram", type=_gib, metavar="GIB",
                    help="pretend the machine has this much available RAM; e.g. --ram 16")
+    g.add_argument("--no-memory", action="store_true",
+                   help="ignore what earlier runs on this machine and job learned (logs/experience.json: rungs "
+                        "that ran out of memory in their first epoch); e.g. --no-memory")
     return p
 
 
@@ -211,14 +214,19 @@ def make_plan(args, ladder: ladder_mod.Ladder | None = None, machine: probe.Snap
         data, problem = dataset_mod.inspect(ladder.job.dataset), None
     except BadInput as e:
         data, problem = None, str(e)
+    learned = None
+    if not args.no_memory:
+        _, gpus, _, _ = plan_mod.select_device(device, snap)
+        learned = experience.Experience(experience.store_path(), experience.job_key(ladder, gpus, snap))
     plan = plan_mod.choose(ladder, snap, device=args.device, start_rung=args.start_rung,
-                           dataset_images=data.images if data else None, dataset_problem=problem)
+                           dataset_images=data.images if data else None, dataset_problem=problem,
+                           avoid=learned.avoid() if learned else None)
     if plan.start is None:
-        return DryRun(snap, ladder, plan, data, None, None, {}, [])
+        return DryRun(snap, ladder, plan, data, None, None, {}, [], learned)
     paths = RunPaths.for_run(ladder.job.name)
     spec = spec_mod.build(ladder.job, plan.start, plan.device, paths, attempt=1, vram_gib=args.vram)
     return DryRun(snap, ladder, plan, data, spec, paths.spec(1), spec_mod.env(plan.start),
-                  spec_mod.command(paths.spec(1)))
+                  spec_mod.command(paths.spec(1)), learned)
 
 
 def cmd_dry_run(args) -> int:
@@ -301,7 +309,8 @@ def cmd_run(args) -> int:
             print(f"launcher: {reason}", flush=True)
     dataset_mod.write_resolved(result.dataset, paths.dataset)
     sup = supervisor.Supervisor(ladder=ladder, rungs=rungs, start=start, device=plan.device, paths=paths,
-                                vram_gib=args.vram, injections=tuple(args.inject), child_env=child_env)
+                                vram_gib=args.vram, injections=tuple(args.inject), child_env=child_env,
+                                experience=result.experience)
     return sup.run(state)
 
 

@@ -66,8 +66,10 @@ def select_device(requested: str | None, snap: Snapshot) -> tuple[str, tuple[Gpu
 
 
 def choose(ladder: Ladder, snap: Snapshot, *, device: str | None = None, start_rung: str | None = None,
-           dataset_images: int | None = None, dataset_problem: str | None = None) -> Plan:
-    """The starting rung and the cache decision, as a pure function of the snapshot."""
+           dataset_images: int | None = None, dataset_problem: str | None = None,
+           avoid: dict[str, str] | None = None) -> Plan:
+    """The starting rung and the cache decision, as a pure function of the snapshot. `avoid`:
+    rungs that earlier nights on this machine and job saw run out of memory before an epoch."""
     device, gpus, reasons, problems = select_device(device or ladder.job.device, snap)
     if dataset_problem:
         problems.append(dataset_problem)
@@ -94,6 +96,12 @@ def choose(ladder: Ladder, snap: Snapshot, *, device: str | None = None, start_r
         reasons.insert(0, f"start rung {forced.name}: forced by --start-rung")
     else:
         start, why = pick_start(ladder.rungs, gpus)
+        if start is not None and avoid and start.name in avoid:
+            probed = start
+            i = ladder.index(start.name)
+            start = next((r for r in ladder.rungs[i:] if r.available and r.name not in avoid), None)
+            why = (f"start rung {start.name if start else 'none'}: learned, {avoid[probed.name]} (the probe alone "
+                   f"would start on {probed.name}: {why.split(': ', 1)[1]}; --no-memory ignores what was learned)")
         (reasons.insert(0, why) if start else problems.append(why))
     if start is not None:
         start = rungs[ladder.index(start.name)]

@@ -21,7 +21,8 @@ from typing import Callable
 
 import tenacity
 
-from . import failures, memory, plan as plan_mod, probe, proctree, spec as spec_mod
+from . import experience, failures, memory, plan as plan_mod, probe, proctree, spec as spec_mod
+from .experience import Experience
 from .contract import (EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, HANG, INTERRUPTED, NCCL,
                        UNKNOWN)
 from .errors import BadInput
@@ -160,6 +161,7 @@ class Supervisor:
     launch: Callable[[list[str], dict[str, str], Path], int] | None = None  # default: `child`
     child: ChildProcess | None = None  # the real child runner, whose watch ticks drive the watchdog
     ram: memory.RamWatch | None = None
+    experience: Experience | None = None  # learned rungs: each training attempt's verdict is noted
     sleep: Callable[[float], None] | None = None  # default: a wait that a signal to the launcher ends
     say: Callable[[str], None] = lambda line: print(f"launcher: {line}", flush=True)
 
@@ -342,6 +344,10 @@ class Supervisor:
         outcome = Outcome(n, rung.name, mode, code, seconds, report, heartbeat, failure)
         self.outcomes.append(outcome)
         self._record_model(spec, outcome)
+        verdict = experience.verdict(failure.kind if failure else None, failure.phase if failure else None,
+                                     outcome.epochs_saved) if mode == "train" else None
+        if self.experience and verdict:
+            self.experience.note(rung.name, verdict, self.ladder.job.name)
         self.events.append("attempt_end", attempt=n, rung=rung.name, exit_code=code, seconds=round(seconds, 1),
                            kind=failure.kind if failure else None, evidence=failure.evidence if failure else None,
                            phase=failure.phase if failure else None, epochs_saved=outcome.epochs_saved,

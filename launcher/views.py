@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .dataset import Dataset
+from .experience import Experience
 from .failures import Failure, action
 from .ladder import Ladder, Rung
 from .plan import Plan, gib
@@ -24,6 +25,7 @@ class DryRun:
     spec_path: Path | None
     env: dict[str, str]
     command: list[str]
+    experience: Experience | None = None  # what earlier nights learned (None with --no-memory)
 
 
 def rel(p: str | Path, cwd: Path | None = None) -> str:

@@ -1,0 +1,101 @@
+"""Learned rungs: what earlier nights on this machine and job taught, kept in logs/experience.json.
+
+After each training attempt the supervisor notes the rung's verdict for this machine and job (GPU
+model and VRAM, RAM, dataset, imgsz, Ultralytics version, the ladder file's content): "oom_early"
+when it ran out of CUDA memory before completing an epoch, "held" when it completed epochs. A
+late OOM (after completed epochs) is a leak, not a verdict on the rung: it counts as "held". The
+next plan does not start on a rung whose newest verdict is "oom_early". Entries expire after 30
+days and no longer match once the ladder or the versions change. The file is small, readable
+JSON, and safe to delete (`--no-memory` ignores it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from importlib import metadata
+from pathlib import Path
+
+from .contract import GIB
+from .ladder import Ladder
+from .probe import Gpu, Snapshot
+from .runlog import LOGS_DIR, now_iso, write_json_atomic
+
+TTL = timedelta(days=30)
+OOM_EARLY, HELD = "oom_early", "held"
+MAX_ENTRIES = 500
+
+
+def store_path(logs: Path = LOGS_DIR) -> Path:
+    return logs / "experience.json"
+
+
+def job_key(ladder: Ladder, gpus: tuple[Gpu, ...], snap: Snapshot) -> dict:
+    """What must match for an earlier verdict to apply here."""
+    try:
+        ultralytics = metadata.version("ultralytics")
+    except metadata.PackageNotFoundError:
+        ultralytics = None
+    gpu = gpus[0] if gpus else None
+    return {
+        "gpu": gpu.name if gpu else "cpu",
+        "vram_gib": round(gpu.total / GIB) if gpu and gpu.total else None,
+        "gpus": len(gpus),
+        "ram_gib": round(snap.ram_total / GIB) if snap.ram_total else None,
+        "dataset": str(ladder.job.dataset),
+        "imgsz": ladder.job.imgsz,
+        "ultralytics": ultralytics,
+        "ladder": hashlib.sha256(ladder.path.read_bytes()).hexdigest()[:16],
+    }
+
+
+@dataclass
+class Experience:
+    path: Path
+    key: dict
+
+    def _entries(self) -> list[dict]:
+        try:
+            data = json.loads(self.path.read_text())
+            return [e for e in data.get("entries", []) if isinstance(e, dict)]
+        except (OSError, ValueError, AttributeError):
+            return []
+
+    def _fresh(self, e: dict, now: datetime) -> bool:
+        try:
+            return now - datetime.fromisoformat(e["ts"]) <= TTL
+        except (KeyError, ValueError, TypeError):
+            return False
+
+    def verdicts(self, now: datetime | None = None) -> dict[str, dict]:
+        """The newest fresh verdict per rung for this key."""
+        now = now or datetime.now(timezone.utc)
+        out: dict[str, dict] = {}
+        for e in self._entries():
+            if e.get("key") == self.key and self._fresh(e, now):
+                out[e["rung"]] = e  # entries are in time order: the newest wins
+        return out
+
+    def avoid(self, now: datetime | None = None) -> dict[str, str]:
+        """Rungs not to start on, with the reason a person reads in dry-run."""
+        return {rung: f"rung {rung} OOMed in its first epoch in run {e['run']!r}, {e['ts'][:16].replace('T', ' ')}"
+                for rung, e in self.verdicts(now).items() if e["verdict"] == OOM_EARLY}
+
+    def note(self, rung: str, verdict: str, run: str) -> None:
+        now = datetime.now(timezone.utc)
+        keep = [e for e in self._entries() if self._fresh(e, now)][-(MAX_ENTRIES - 1):]
+        keep.append({"ts": now_iso(), "rung": rung, "verdict": verdict, "run": run, "key": self.key})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, {"about": "learned rungs of rtdetr-launcher; safe to delete",
+                                      "entries": keep})
+
+
+def verdict(kind: str | None, phase: str | None, epochs_saved: int) -> str | None:
+    """An attempt's verdict on its rung, or None when it says nothing about the rung's memory."""
+    if epochs_saved >= 1:
+        return HELD  # including a late OOM: a leak, not a verdict on the rung
+    if kind == "cuda_oom" and phase in ("train", "val", None):
+        return OOM_EARLY
+    return None

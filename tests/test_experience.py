@@ -1,0 +1,71 @@
+"""Learned rungs: verdicts noted per machine and job, read back by the next plan."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from launcher import cli, experience, ladder as ladder_mod, plan
+from launcher.experience import HELD, OOM_EARLY, Experience
+
+from conftest import ROOT
+from test_cli import FIXED, coco_tree, fixed_machine, online, run  # noqa: F401  (fixtures and the CLI runner)
+from test_plan import snap
+
+
+@pytest.fixture
+def default():
+    return ladder_mod.load(ROOT / "ladders" / "default.toml")
+
+
+@pytest.mark.parametrize("kind, phase, saved, verdict", [
+    ("cuda_oom", "train", 0, OOM_EARLY), ("cuda_oom", "val", 0, OOM_EARLY),
+    ("cuda_oom", "train", 2, HELD),  # a late OOM is a leak, not a verdict on the rung
+    (None, None, 3, HELD), ("cuda_oom", "final", 0, None), ("unknown", "train", 0, None), ("hang", None, 0, None),
+])
+def test_verdicts(kind, phase, saved, verdict):
+    assert experience.verdict(kind, phase, saved) == verdict
+
+
+def test_the_newest_fresh_verdict_for_this_key_decides(tmp_path, default):
+    key = experience.job_key(default, snap(24).gpus, snap(24))
+    mine = Experience(tmp_path / "experience.json", key)
+    other = Experience(mine.path, {**key, "gpu": "another card"})
+    mine.note("optimal", OOM_EARLY, "night-1")
+    other.note("optimal-b4", OOM_EARLY, "night-x")
+    assert set(mine.avoid()) == {"optimal"} and "OOMed in its first epoch in run 'night-1'" in mine.avoid()["optimal"]
+    mine.note("optimal", HELD, "night-2")  # it held since: no longer avoided
+    assert mine.avoid() == {}
+    mine.note("optimal", OOM_EARLY, "night-3")
+    assert mine.avoid(now=datetime.now(timezone.utc) + timedelta(days=31)) == {}  # expired
+    data = json.loads(mine.path.read_text())
+    assert data["about"].endswith("safe to delete") and len(data["entries"]) == 4
+
+
+def test_a_changed_ladder_or_version_does_not_match(default):
+    s = snap(24)
+    key = experience.job_key(default, s.gpus, s)
+    assert key["ladder"] and key["ultralytics"] and key["gpu"] == "GPU" and key["vram_gib"] == 24
+    assert experience.job_key(default, (), s)["gpu"] == "cpu"
+
+
+def test_plan_starts_below_a_rung_that_oomed_early(default):
+    p = plan.choose(default, snap(24), dataset_images=10, avoid={"optimal": "rung optimal OOMed in its first epoch"})
+    assert p.start.name == "optimal-b4"
+    assert p.reasons[0].startswith("start rung optimal-b4: learned, rung optimal OOMed in its first epoch (the probe "
+                                   "alone would start on optimal")
+    # probing says less: experience never lifts the start above the probe's rung
+    assert plan.choose(default, snap(12), dataset_images=10, avoid={"optimal": "x"}).start.name == "optimal-b4"
+
+
+def test_dry_run_says_it_came_from_experience(capsys, fixed_machine, default):
+    learned = Experience(experience.store_path(), experience.job_key(
+        ladder_mod.load(ROOT / "ladders" / "default.toml", data="coco_indoor/data.yaml"), FIXED.gpus, FIXED))
+    learned.note("optimal", OOM_EARLY, "night-1")
+    code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml")
+    assert code == 0 and "learned, rung optimal OOMed in its first epoch in run 'night-1'" in out
+    assert "> optimal-b4" in out
+    code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--no-memory")
+    assert "> optimal " in out and "learned" not in out
