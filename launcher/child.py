@@ -79,6 +79,7 @@ def peak_memory() -> dict:
     out = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         out["peak_vram_bytes"] = torch.cuda.max_memory_allocated()
+        out["peak_vram_reserved_bytes"] = torch.cuda.max_memory_reserved()  # what the card must hold
     return out
 
 
