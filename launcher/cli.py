@@ -1,4 +1,4 @@
-"""Command line: `python -m launcher {run,dry-run,status,diagnose}`. The one place errors become exit codes.
+"""Command line: `python -m launcher {run,dry-run,status,report,diagnose}`. The one place errors become exit codes.
 
 dry-run and diagnose import neither torch nor Ultralytics: they answer instantly.
 """
@@ -165,6 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the run's name, a folder under logs/ (default: the newest run); e.g. coco-indoor")
     stat.add_argument("--json", action="store_true", help="print one JSON object instead of text; e.g. --json")
     stat.set_defaults(func=cmd_status)
+
+    rep = sub.add_parser(
+        "report", formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="write timeline.png and report.md into a run's record",
+        description="Write logs/<run>/timeline.png (VRAM and RAM over time, bands for the rung in use, a mark for "
+                    "each failure, epoch ticks) and logs/<run>/report.md (the attempts, time lost to failures, "
+                    "goodput, final mAP). Offline and headless; imports no torch.",
+        epilog=f"examples:\n  {PROG} report\n  {PROG} report coco-indoor")
+    rep.add_argument("run", nargs="?", metavar="RUN",
+                     help="the run's name, a folder under logs/ (default: the newest run); e.g. coco-indoor")
+    rep.set_defaults(func=cmd_report)
 
     diag = sub.add_parser(
         "diagnose", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -352,6 +363,14 @@ def cmd_status(args) -> int:
 
     d = status.collect(status.find_run(args.run))
     print(json.dumps(d, indent=2) if args.json else status.text(d), end="" if not args.json else "\n")
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from . import report, status
+
+    png, md = report.write_report(status.find_run(args.run).root)
+    print(f"launcher: wrote {png}\nlauncher: wrote {md}")
     return EXIT_OK
 
 

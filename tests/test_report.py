@@ -1,0 +1,337 @@
+"""`launcher.report`: timeline.png and report.md from a synthetic run record (no training)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from launcher import report
+
+GIB = 1024 ** 3
+T0 = 1_780_000_000  # the run's start (unix seconds, whole: ISO `ts` has second resolution)
+FIXTURE = Path(__file__).parent / "fixtures" / "run_record"
+
+# A night on rtdetr-l (10 epochs) with every kind of turn:
+#   #1 optimal     epochs 1-3, then a late cuda_oom  -> retry
+#   #2 optimal     cuda_oom before any epoch          -> step down to optimal-b4
+#   #3 optimal-b4  epochs 4-5, then a hang            -> retry
+#   #4 optimal-b4  cuda_oom before any epoch          -> step down to mnv4 (rtdetr-l set aside)
+#   #5 mnv4        epochs 1-2, then a late cuda_oom  -> retry
+#   #6 mnv4        cuda_oom before any epoch          -> step down to safe (mnv4 set aside, rtdetr-l taken up)
+#   #7 safe        epochs 6-10, complete
+# (n, rung, model, start, setup s, [epoch seconds], end, kind, evidence)
+L, M = "rtdetr-l.yaml", "/opt/launcher/models/rtdetr-mnv4.yaml"
+ATTEMPTS = [
+    (1, "optimal", L, 0, 60, [1500] * 3, 5400, "cuda_oom", "torch.OutOfMemoryError: CUDA out of memory. Tried to "
+     "allocate 2.00 GiB | GPU 0 has a total capacity of 23.6 GiB of which 1.2 GiB is free; this is long evidence"),
+    (2, "optimal", L, 5410, 60, [], 5530, "cuda_oom", "torch.OutOfMemoryError: CUDA out of memory."),
+    (3, "optimal-b4", L, 5540, 60, [1400] * 2, 10800, "hang", "heartbeat silent for 1801 s (limit 1800 s after the "
+     "first batch; phase train, epoch 6, batch 118)"),
+    (4, "optimal-b4", L, 10810, 60, [], 11010, "cuda_oom", "CUDA error: out of memory"),
+    (5, "mnv4", M, 11020, 60, [800] * 2, 13000, "cuda_oom", "torch.OutOfMemoryError: CUDA out of memory."),
+    (6, "mnv4", M, 13010, 60, [], 13200, "cuda_oom", "torch.OutOfMemoryError: CUDA out of memory."),
+    (7, "safe", L, 13210, 60, [2000] * 5, 23400, None, None),
+]
+FIRST_EPOCH = {1: 1, 2: 4, 3: 4, 4: 6, 5: 1, 6: 3, 7: 6}  # the epoch each attempt starts in
+NEXT = {1: ("retry", "optimal"), 2: ("step_down", "optimal-b4"), 3: ("retry", "optimal-b4"),
+        4: ("step_down", "mnv4"), 5: ("retry", "mnv4"), 6: ("step_down", "safe")}
+KEPT_S = 3 * 1500 + 2 * 1400 + 5 * 2000  # epochs of rtdetr-l that the delivered model stands on
+WALL_S = 23400
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def event(name: str, at: float, **fields) -> str:
+    return json.dumps({"ts": iso(at), "event": name, **fields})
+
+
+def results_csv(rows: list[tuple[int, float, float]]) -> str:
+    """Ultralytics' layout: padded headers, `time` restarting at each resumed attempt."""
+    head = ["epoch", "time", "train/giou_loss", "metrics/precision(B)", "metrics/mAP50(B)", "metrics/mAP50-95(B)"]
+    out = [",".join(f"{h:>22}" for h in head)]
+    for epoch, t, m in rows:
+        out.append(",".join(f"{v:>22}" for v in (epoch, f"{t:g}", "0.9", "0.5", f"{m + 0.2:.5g}", f"{m:.5g}")))
+    return "\n".join(out) + "\n"
+
+
+def build_record(root: Path, telemetry: bool = True) -> Path:
+    """A run record as the launcher writes it: events, state, telemetry, each model's results.csv."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [event("probe", T0, gpus=[{"index": 0}]), event("start", T0, rung="optimal", device="0")]
+    samples = []
+    rows = {L: [], M: []}
+    for n, rung, model, start, setup, epochs, end, kind, evidence in ATTEMPTS:
+        first = FIRST_EPOCH.get(n, 1)
+        if n > 1 and model == L:
+            lines.append(event("resume", T0 + start, attempt=n, rung=rung,
+                               checkpoint="models/rtdetr-l/weights/last.pt"))
+        if n != 7:
+            lines.append(event("attempt_start", T0 + start, attempt=n, rung=rung, mode="train", model=model, batch=6,
+                               workers=8, cache="ram", resume_from=None, t=T0 + start + 0.25))
+        else:  # no float `t`: the reader falls back on `ts`
+            lines.append(event("attempt_start", T0 + start, attempt=n, rung=rung, mode="train", model=model, batch=2,
+                               workers=2, cache="off", resume_from="models/rtdetr-l/weights/last.pt"))
+        clock, done = 0.0, []
+        for i, sec in enumerate(epochs):
+            clock += sec
+            rows[model].append((first + i, clock, 0.1 + 0.03 * (first + i)))
+            done.append(first + i)
+        lines.append(event("attempt_end", T0 + end, attempt=n, rung=rung, exit_code=0 if kind is None else 1,
+                           seconds=end - start, kind=kind, evidence=evidence, phase="train" if kind else None,
+                           epochs_saved=len(done), last_saved_epoch=done[-1] if done else None, checkpoint=None,
+                           t=T0 + end + 0.5))
+        if n in NEXT:
+            what, to = NEXT[n]
+            if n == 3:  # a transient failure's retry, logged by the backoff, names its wait
+                lines.append(event(what, T0 + end, rung=rung, kind=kind, evidence=evidence, wait_s=10.0, retry=1, of=1))
+            else:
+                lines.append(event(what, T0 + end, rung=rung, to=to, kind=kind, reason="..."))
+            if n == 4:
+                lines.append(event("model_set_aside", T0 + end, model="rtdetr-l.yaml", epochs_done=5, of=10,
+                                   save_dir=str(root / "models" / "rtdetr-l"), next_model="rtdetr-mnv4"))
+            if n == 6:
+                lines.append(event("model_set_aside", T0 + end, model="rtdetr-mnv4", epochs_done=2, of=150,
+                                   save_dir=str(root / "models" / "rtdetr-mnv4"), next_model="rtdetr-l.yaml"))
+        # one sample a minute: VRAM climbs through each epoch (a leak), RAM holds the cache
+        base = {"optimal": 12.0, "optimal-b4": 9.0, "mnv4": 5.0, "safe": 3.0}[rung]
+        for t in range(start + 30, end, 60):
+            into = t - start - setup
+            epoch, phase = None, None
+            if into >= 0:
+                k, acc = 0, 0
+                while k < len(epochs) and acc + epochs[k] <= into:
+                    acc += epochs[k]
+                    k += 1
+                epoch, phase = first + k, "train"
+                if n == 7 and k == len(epochs):  # after the last epoch: the final validation
+                    epoch, phase = first + k - 1, "final"
+                leak = 2.5 * (into - acc) / (epochs[k] if k < len(epochs) else 1500)
+            vram = None if into < 0 else (base + min(leak, 4.0)) * GIB
+            samples.append({"t": T0 + t, "attempt": n, "rung": rung, "vram": vram,
+                            "ram_used": (9 + (4.6 if rung != "safe" else 0)) * GIB, "ram_available": 48 * GIB,
+                            "rss": (3 + (4.6 if rung != "safe" else 0)) * GIB, "phase": phase, "epoch": epoch,
+                            "batch": 10 if epoch else None, "it_s": 6.5 if epoch else None})
+    lines.append(event("complete", T0 + WALL_S, rung="safe", model=L,
+                       best=str(root / "models/rtdetr-l/weights/best.pt"),
+                       last=str(root / "models/rtdetr-l/weights/last.pt"), set_aside={M: 2}))
+    (root / "events.jsonl").write_text("\n".join(lines) + "\n")
+    if telemetry:
+        (root / "telemetry.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    for source, name in ((L, "rtdetr-l"), (M, "rtdetr-mnv4")):
+        (root / "models" / name).mkdir(parents=True, exist_ok=True)
+        (root / "models" / name / "results.csv").write_text(results_csv(rows[source]))
+    state = {"run": "night-1", "status": "complete", "rung": "safe", "attempts": 7, "training_model": L,
+             "models": {L: {"save_dir": "/elsewhere/gone/rtdetr-l", "epochs": 10, "epochs_done": 10, "complete": True},
+                        M: {"save_dir": str(root / "models" / "rtdetr-mnv4"), "epochs": 150, "epochs_done": 2,
+                            "complete": False, "set_aside": True}},
+             "delivered": {"model": L, "best": str(root / "models/rtdetr-l/weights/best.pt"),
+                           "last": str(root / "models/rtdetr-l/weights/last.pt")}}
+    (root / "state.json").write_text(json.dumps(state))
+    return root
+
+
+def table_rows(md: str) -> dict[int, list[str]]:
+    rows = {}
+    for line in md.splitlines():
+        m = re.match(r"\| (\d+) \|", line)
+        if m:
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+            rows[int(m.group(1))] = cells
+    return rows
+
+
+def assert_png(path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 20_000 < len(data) < 2_000_000
+    img = mpimg.imread(path)
+    assert img.shape[:2] == (600, 1200)  # 12 x 6 inches at 100 dpi
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory) -> tuple[Path, Path, str]:
+    root = build_record(tmp_path_factory.mktemp("logs") / "night-1")
+    png, md = report.write_report(root)
+    return root, png, md.read_text()
+
+
+def test_writes_both_files_into_the_record(night):
+    root, png, md = night
+    assert png == root / "timeline.png" and (root / "report.md").read_text() == md
+    assert not [p for p in root.iterdir() if p.name.endswith(".tmp")]  # written by rename
+    assert_png(png)
+    assert md.startswith("# Run report: night-1\n")
+    assert "**Status:** complete" in md
+    assert "best `" + str(root / "models/rtdetr-l/weights/best.pt") + "`" in md
+
+
+def test_attempt_table_kinds_epochs_and_next_steps(night):
+    _, _, md = night
+    rows = table_rows(md)
+    assert sorted(rows) == [1, 2, 3, 4, 5, 6, 7]
+    # columns: #, rung, mode, model, start, end, duration, trained, kept, failure, evidence, then
+    kinds = {n: r[9] for n, r in rows.items()}
+    assert kinds == {1: "cuda_oom (train)", 2: "cuda_oom (train)", 3: "hang (train)", 4: "cuda_oom (train)",
+                     5: "cuda_oom (train)", 6: "cuda_oom (train)", 7: "-"}
+    assert {n: r[1] for n, r in rows.items()} == {1: "optimal", 2: "optimal", 3: "optimal-b4", 4: "optimal-b4",
+                                                  5: "mnv4", 6: "mnv4", 7: "safe"}
+    assert {n: r[7] for n, r in rows.items()} == {1: "3 (1–3)", 2: "0", 3: "2 (4–5)", 4: "0", 5: "2 (1–2)",
+                                                  6: "0", 7: "5 (6–10)"}
+    # rtdetr-mnv4 was set aside for good: its two epochs count for nothing
+    assert {n: int(r[8]) for n, r in rows.items()} == {1: 3, 2: 0, 3: 2, 4: 0, 5: 0, 6: 0, 7: 5}
+    assert rows[1][10].endswith("…") and len(rows[1][10].replace("\\|", "|")) <= report.EVIDENCE_CHARS
+    assert "\\|" in rows[1][10]  # the pipe in the evidence does not break the table
+    assert rows[1][11] == "retry" and rows[3][11] == "retry after 10 s"
+    assert rows[2][11] == "step down → optimal-b4" and rows[7][11] == "complete"
+    assert rows[3][6] == "1 h 27 min"  # 5540 s to 10800 s
+    assert rows[7][5] != "-" and rows[7][4] != "-"  # attempt 7 has only ISO `ts`: still timed
+
+
+def test_goodput_time_lost_and_metrics(night):
+    _, _, md = night
+    goodput = 100 * KEPT_S / WALL_S
+    assert f"**Goodput:** {goodput:.1f} %" in md
+    assert f"| training kept (goodput) | {report.duration(KEPT_S)} | {goodput:.1f} % |" in md
+    # failed attempts' time not kept (900 + 120 + 2460 + 200 + 1980 + 190) plus six waits of 10 s
+    assert f"| lost to failures | {report.duration(5910)} |" in md
+    assert "| wall time (launcher running) | 6 h 30 min | 100.0 % |" in md
+    assert "last row (epoch 10/10)" in md
+    assert "- mAP50-95: **0.4**" in md and "- mAP50: 0.6" in md  # 0.1 + 0.03 × 10
+    assert "Set aside:** `rtdetr-mnv4` after 2/150 epochs" in md
+    assert "Set aside:** `rtdetr-l.yaml`" not in md  # taken up again by safe
+
+
+def test_no_telemetry_still_draws_bands_and_failures(tmp_path):
+    root = build_record(tmp_path / "old-run", telemetry=False)
+    png, md = report.write_report(root)
+    assert_png(png)
+    assert int(table_rows(md.read_text())[1][8]) == 3
+
+
+def test_torn_last_line_and_garbage_are_skipped(tmp_path):
+    root = build_record(tmp_path / "torn")
+    with open(root / "events.jsonl", "a") as f:
+        f.write('{"ts": "2026-06-01T00:00:00+00:00", "event": "attempt_st')  # a power cut mid-write
+    with open(root / "telemetry.jsonl", "a") as f:
+        f.write('{"t": 17800\n[1, 2]\n')
+    (root / "models" / "rtdetr-l" / "results.csv").open("a").write("11, 5")  # torn csv row
+    png, md = report.write_report(root)
+    text = md.read_text()
+    assert len(table_rows(text)) == 7 and "last row (epoch 10/10)" in text
+    assert_png(png)
+
+
+def test_running_record_without_state_or_results(tmp_path):
+    """Mid-run (no ending, no state.json yet, no results.csv): the open attempt is shown to its
+    last telemetry sample and nothing is delivered."""
+    root = tmp_path / "live"
+    root.mkdir()
+    (root / "events.jsonl").write_text("\n".join([
+        event("start", T0, rung="optimal", device="0"),
+        event("attempt_start", T0, attempt=1, rung="optimal", mode="train", model=L, t=T0 + 1.0),
+    ]) + "\n")
+    (root / "telemetry.jsonl").write_text("".join(json.dumps(
+        {"t": T0 + t, "attempt": 1, "rung": "optimal", "vram": 8 * GIB, "ram_used": 10 * GIB,
+         "ram_available": 20 * GIB, "rss": 4 * GIB, "phase": "train", "epoch": 1 + t // 300, "batch": 3,
+         "it_s": 7.0}) + "\n" for t in range(10, 900, 10)))
+    png, md = report.write_report(root)
+    text = md.read_text()
+    assert "**Status:** running" in text and "Delivered:** nothing yet" in text
+    row = table_rows(text)[1]
+    assert row[5].endswith("(last seen)") and row[9] == "(no end)" and row[6] == "14 min 49 s"
+    assert "No results.csv" in text
+    assert_png(png)
+    # its results.csv rows say what it has saved so far
+    (root / "models" / "rtdetr-l").mkdir(parents=True)
+    (root / "models" / "rtdetr-l" / "results.csv").write_text(results_csv([(1, 290, 0.1), (2, 580, 0.2)]))
+    rec = report.load(root)
+    assert [(a.epochs, a.kept) for a in rec.attempts] == [((1, 2), 2)] and rec.kept_s == 580
+    assert "last row (epoch 2)" in report.markdown(rec)
+
+
+def test_a_continued_run_counts_only_the_launchers_time(tmp_path):
+    """Interrupted at 1000 s, continued 9000 s later: the gap is neither wall time nor lost."""
+    root = tmp_path / "continued"
+    root.mkdir()
+    (root / "events.jsonl").write_text("\n".join([
+        event("start", T0, rung="optimal"),
+        event("attempt_start", T0, attempt=1, rung="optimal", mode="train", model=L, t=T0),
+        event("attempt_end", T0 + 1000, attempt=1, rung="optimal", kind="interrupted", evidence="SIGINT",
+              epochs_saved=1, last_saved_epoch=1, t=T0 + 1000),
+        event("interrupted", T0 + 1000, reason="stopped by SIGINT", exit_code=130),
+        event("continue", T0 + 10_000, rung="optimal", attempts=1, status_was="interrupted"),
+        event("attempt_start", T0 + 10_000, attempt=2, rung="optimal", mode="train", model=L, t=T0 + 10_000),
+        event("attempt_end", T0 + 11_000, attempt=2, rung="optimal", kind=None, epochs_saved=1, last_saved_epoch=2,
+              t=T0 + 11_000),
+        event("complete", T0 + 11_000, model=L, best="best.pt", last="last.pt"),
+    ]) + "\n")
+    (root / "models" / "rtdetr-l").mkdir(parents=True)
+    (root / "models" / "rtdetr-l" / "results.csv").write_text(results_csv([(1, 800, 0.1), (2, 900, 0.2)]))
+    rec = report.load(root)
+    assert rec.wall_s == 2000 and rec.kept_s == 1700 and rec.lost_s == 200 and rec.status == "complete"
+    png, md = report.write_report(root)
+    assert "**Goodput:** 85.0 %" in md.read_text() and table_rows(md.read_text())[1][11] == "interrupted"
+    assert_png(png)
+
+
+def test_an_empty_record_still_reports(tmp_path):
+    png, md = report.write_report(tmp_path)
+    assert "**Status:** not started" in md.read_text()
+    assert_png(png)
+
+
+def test_superseded_epochs_are_not_kept(tmp_path):
+    """A resume from an older checkpoint (a torn last.pt, the verified copy one epoch behind)
+    redoes epochs: the earlier attempt keeps only what the later one resumed from."""
+    root = tmp_path / "redo"
+    root.mkdir()
+    ev = [event("start", T0)]
+    for n, (start, end, saved, last, kind) in enumerate([(0, 100, 3, 3, "unknown"), (110, 200, 3, 5, None)], 1):
+        ev.append(event("attempt_start", T0 + start, attempt=n, rung="optimal", mode="train", model=L, t=T0 + start))
+        ev.append(event("attempt_end", T0 + end, attempt=n, rung="optimal", kind=kind, epochs_saved=saved,
+                        last_saved_epoch=last, t=T0 + end))
+    ev.append(event("complete", T0 + 200, model=L, best="b.pt", last="l.pt"))
+    (root / "events.jsonl").write_text("\n".join(ev) + "\n")
+    # epoch 3 twice in results.csv (the failed attempt's row, then the redo): the last one counts
+    (root / "models" / "rtdetr-l").mkdir(parents=True)
+    (root / "models" / "rtdetr-l" / "results.csv").write_text(results_csv(
+        [(1, 20, 0.1), (2, 40, 0.1), (3, 60, 0.1), (3, 25, 0.2), (4, 50, 0.2), (5, 75, 0.3)]))
+    rec = report.load(root)
+    assert [(a.epochs, a.kept) for a in rec.attempts] == [((1, 2, 3), 2), ((3, 4, 5), 3)]
+    assert rec.kept_s == pytest.approx(40 + 75)
+    assert rec.lost_s == pytest.approx((100 - 40) + 10)
+
+
+def test_static_fixture_from_a_real_cpu_rehearsal(tmp_path):
+    """A record the launcher wrote (`run --demo --inject cuda_oom:optimal:2`, CPU), copied elsewhere:
+    results.csv is found under the record although state.json names the old save_dir."""
+    root = shutil.copytree(FIXTURE, tmp_path / "rehearsal")
+    png, md = report.write_report(root)
+    text = md.read_text()
+    rows = table_rows(text)
+    assert [r[9] for r in rows.values()] == ["cuda_oom (train)", "cuda_oom (train)", "-"]
+    assert [r[8] for r in rows.values()] == ["1", "0", "1"]
+    assert "last row (epoch 2/2)" in text and re.search(r"\*\*Goodput:\*\* \d+\.\d %", text)
+    assert_png(png)
+
+
+def test_report_command_writes_into_the_newest_run(tmp_path, monkeypatch, capsys):
+    from launcher import cli
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(Path(__file__).parent / "fixtures" / "run_record", tmp_path / "logs" / "rehearsal")
+    assert cli.main(["report"]) == 0
+    out = capsys.readouterr().out
+    assert "timeline.png" in out and (tmp_path / "logs" / "rehearsal" / "report.md").is_file()
+    assert cli.main(["report", "nope"]) == 2
