@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,18 +40,22 @@ class InjectedCrash(RuntimeError):
     """A non-OOM failure for fire drills (`--inject crash:...`); classified fatal."""
 
 
-def keep_verified_copy(last: Path, dest: Path) -> bool:
-    """Copy `last` to `dest` if it loads: the bytes checked are the bytes written, by rename, so
-    `dest` is always a whole, loadable checkpoint (a torn last.pt is never copied over it)."""
+def keep_verified_copy(last: Path, dest: Path, data: bytes | None = None) -> bool:
+    """Copy `last` (or its `data`, read already) to `dest` if it checks out: the bytes checked are
+    the bytes written, by rename, so `dest` is always a whole checkpoint (a torn last.pt is never
+    copied over it). The check reads torch.save's zip container and the CRC of every member: a
+    torn or truncated file fails it, without the cost of unpickling a few hundred MB each epoch."""
     import io
-
-    from ultralytics.utils.patches import torch_load
+    import zipfile
 
     try:
-        data = last.read_bytes()
-        int(torch_load(io.BytesIO(data), map_location="cpu")["epoch"])
+        data = last.read_bytes() if data is None else data
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            bad = z.testzip()
+            if bad is not None or not any(n.endswith("data.pkl") for n in z.namelist()):
+                raise ValueError(f"member {bad or 'data.pkl'} damaged or missing")
     except Exception as e:  # noqa: BLE001 - any failure means: keep the previous copy
-        print(f"launcher: {last} did not load back ({type(e).__name__}: {e}); the verified copy stays "
+        print(f"launcher: {last} did not check out ({type(e).__name__}: {e}); the verified copy stays "
               "at the previous epoch", flush=True)
         return False
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +85,7 @@ class Watch:
         self.heartbeat_path = Path(spec["heartbeat"])
         self.verified_path = Path(spec["verified"])
         self.checkpoint: str | None = None  # which checkpoint this attempt started from
+        self._copier: threading.Thread | None = None  # started after a save; none when DDP pickles us
         self.rung = spec["rung"]
         self.attempt = spec["attempt"]
         self.threads = spec.get("threads")
@@ -156,8 +162,19 @@ class Watch:
     def on_model_save(self, trainer) -> None:
         self.epochs_saved += 1
         self.last_saved_epoch = trainer.epoch + 1
-        keep_verified_copy(Path(trainer.last), self.verified_path)
+        # read now (the next save rewrites last.pt); check and write off the training path
+        data = Path(trainer.last).read_bytes()
+        self.finish_copy()
+        self._copier = threading.Thread(target=keep_verified_copy, args=(Path(trainer.last), self.verified_path, data),
+                                        daemon=True)
+        self._copier.start()
         self.beat(force=True)
+
+    def finish_copy(self) -> None:
+        """Wait for the last verified copy to be on disk (before the next one, and before exit)."""
+        if self._copier is not None:
+            self._copier.join()
+            self._copier = None
 
     def on_fit_epoch_end(self, trainer) -> None:
         if self.phase == "val" and (trainer.stop or trainer.epoch + 1 >= trainer.epochs):

@@ -196,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
         for i in watch.cuda_indices():  # this process; DDP ranks cap themselves (Watch callbacks)
             cap_vram(i, watch.vram_fraction, watch.vram_limit_bytes)
         result = train(spec, watch)
+        watch.finish_copy()
     except BaseException as e:  # noqa: BLE001 - everything is reported, then re-raised as an exit code
+        if watch is not None:
+            watch.finish_copy()  # a whole verified copy of the last save, before this process ends
         traceback.print_exc()
         sys.stdout.flush()
         sys.stderr.flush()

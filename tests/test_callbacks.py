@@ -81,10 +81,24 @@ def test_callbacks_survive_cloudpickle(spec):
 
 def test_verified_copy_takes_only_loadable_checkpoints(tmp_path):
     good = tmp_path / "last.pt"
-    torch.save({"epoch": 0, "model": None}, good)
+    torch.save({"epoch": 0, "model": None, "weights": torch.zeros(1000)}, good)
     dest = tmp_path / "v" / "last.pt"
     assert keep_verified_copy(good, dest) and dest.read_bytes() == good.read_bytes()
-    good.write_bytes(good.read_bytes()[:20])  # torn
+    data = good.read_bytes()
     before = dest.read_bytes()
+    good.write_bytes(data[: len(data) // 2])  # torn
     assert not keep_verified_copy(good, dest)
-    assert dest.read_bytes() == before  # never a torn file over a good one
+    flipped = bytearray(data)
+    flipped[data.find(b"\0" * 2000) + 1000] ^= 0xFF  # one damaged byte in the tensor's storage: its CRC fails
+    good.write_bytes(bytes(flipped))
+    assert not keep_verified_copy(good, dest)
+    assert dest.read_bytes() == before  # never a damaged file over a good one
+
+
+def test_model_save_copies_off_the_training_path(spec, tmp_path):
+    w = Watch(spec)
+    last = tmp_path / "last.pt"
+    torch.save({"epoch": 1, "model": None, "pad": torch.zeros(1000)}, last)
+    w.on_model_save(SimpleNamespace(last=last, epoch=0))
+    w.finish_copy()
+    assert (tmp_path / "v" / "last.pt").read_bytes() == last.read_bytes() and w.last_saved_epoch == 1
