@@ -17,6 +17,10 @@ seconds, so epoch k's time is time[k] - time[k-1]; the first epoch (setup, warm-
 includes each epoch's training, validation and the previous epoch's checkpoint save (with the
 launcher's verified copy). Per pair: speed ratio = direct epoch time / launcher epoch time (≥ 1: the
 launcher is as fast). Target (issue 6, benchmark 2): median ≥ 0.98.
+
+Also per run: wall time (start to exit), CPU seconds of the whole process tree (wait4's rusage:
+every descendant reaped), and "others": cores busy outside the run meanwhile (a neighbour's job on a
+shared machine; a pair above 0.25 is flagged, its ratio measures the neighbour too).
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -84,36 +91,57 @@ def steady_epochs(results_csv: Path) -> list[float]:
     return [b - a for a, b in zip(t, t[1:])]
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[float, float]:
-    """(wall seconds, mean 1-min load average seen during the run); raises on a failed run."""
-    loads = []
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, everything but idle and iowait)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
+@dataclass
+class Run:
+    wall: float  # seconds, start to exit
+    epochs: list[float]  # steady epoch seconds
+    cpu: float  # CPU seconds of the run's whole process tree (wait4: every descendant it reaped)
+    others: float  # cores used by everything else on the machine meanwhile (noise: another job)
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[float, float, float]:
+    """(wall seconds, the tree's CPU seconds, cores busy outside the tree); raises on a failed run."""
+    me0, busy0 = psutil.Process().cpu_times(), busy_seconds()
     t0 = time.perf_counter()
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
-        while proc.poll() is None:
-            loads.append(os.getloadavg()[0])
-            time.sleep(1.0)
+        while True:  # wait4 rather than Popen.wait: its rusage covers the descendants the run reaped
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(0.5)
     wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    me1, busy1 = psutil.Process().cpu_times(), busy_seconds()
+    cpu = usage.ru_utime + usage.ru_stime
+    mine = (me1.user + me1.system) - (me0.user + me0.system)
+    others = max(0.0, (busy1 - busy0) - cpu - mine) / wall
     if proc.returncode:
         tail = log.read_text(errors="replace")[-3000:]
         raise SystemExit(f"{' '.join(cmd[:6])} ... exited {proc.returncode}; log {log}:\n{tail}")
-    return wall, statistics.fmean(loads) if loads else os.getloadavg()[0]
+    return wall, cpu, others
 
 
-def launcher_run(tmp: Path, data: Path, epochs: int, name: str, env: dict) -> tuple[float, list[float], float]:
+def launcher_run(tmp: Path, data: Path, epochs: int, name: str, env: dict) -> Run:
     cmd = [sys.executable, "-m", "launcher", "run", "--demo", "--data", str(data), "--name", name,
            "--epochs", str(epochs)]
-    wall, load = run(cmd, tmp, env, tmp / f"{name}.out")
-    return wall, steady_epochs(tmp / "logs" / name / "models" / "rtdetr-l" / "results.csv"), load
+    wall, cpu, others = run(cmd, tmp, env, tmp / f"{name}.out")
+    return Run(wall, steady_epochs(tmp / "logs" / name / "models" / "rtdetr-l" / "results.csv"), cpu, others)
 
 
-def direct_run(tmp: Path, data: Path, epochs: int, name: str, env: dict) -> tuple[float, list[float], float]:
+def direct_run(tmp: Path, data: Path, epochs: int, name: str, env: dict) -> Run:
     save_dir = tmp / "direct" / name
     args = {**TRAIN_ARGS, "data": str(data), "epochs": epochs, "save_dir": str(save_dir), "threads": THREADS}
     env = {**env, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False",
            **{v: str(THREADS) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
-    wall, load = run([sys.executable, "-c", DIRECT, json.dumps(args)], tmp, env, tmp / f"{name}.out")
-    return wall, steady_epochs(save_dir / "results.csv"), load
+    wall, cpu, others = run([sys.executable, "-c", DIRECT, json.dumps(args)], tmp, env, tmp / f"{name}.out")
+    return Run(wall, steady_epochs(save_dir / "results.csv"), cpu, others)
 
 
 def main() -> None:
@@ -142,37 +170,39 @@ def main() -> None:
         env = {**os.environ, "YOLO_CONFIG_DIR": str(config_dir(tmp))}
         env.pop("RTDETR_LAUNCHER_PRETRAINED", None)
         stamp = time.strftime("%H%M%S")
-        ratios, rows = [], []
-        print(f"{'pair':>4} {'order':>5}  {'launcher s/epoch':>16} {'direct s/epoch':>15} {'ratio':>6}  "
-              f"{'wall A':>7} {'wall B':>7}  {'load A':>6} {'load B':>6}", flush=True)
+        pairs: list[tuple[str, Run, Run, float]] = []
+        print(f"{'pair':>4} {'order':>5}  {'s/epoch A':>9} {'B':>6}  {'ratio':>6}  {'wall A':>7} {'B':>6}  "
+              f"{'CPU-s A':>7} {'B':>6}  {'others A':>8} {'B':>5}   (A launcher, B direct; others: cores "
+              f"busy outside the run)", flush=True)
         for i in range(1, args.pairs + 1):
-            order = ("A", "B") if i % 2 else ("B", "A")
-            res = {}
+            order = "AB" if i % 2 else "BA"
+            res: dict[str, Run] = {}
             for which in order:
                 name = f"{'launcher' if which == 'A' else 'direct'}-{stamp}-{i}"
                 fn = launcher_run if which == "A" else direct_run
                 res[which] = fn(tmp, data, args.epochs, name, env)
-            (wa, ea, la), (wb, eb, lb) = res["A"], res["B"]
-            ta, tb = statistics.fmean(ea), statistics.fmean(eb)
-            ratio = tb / ta
-            ratios.append(ratio)
-            rows.append({"pair": i, "order": "".join(order), "launcher_epochs_s": ea, "direct_epochs_s": eb,
-                         "ratio": ratio, "wall_launcher_s": wa, "wall_direct_s": wb})
-            print(f"{i:>4} {''.join(order):>5}  {ta:16.2f} {tb:15.2f} {ratio:6.3f}  {wa:6.1f}s {wb:6.1f}s  "
-                  f"{la:6.2f} {lb:6.2f}", flush=True)
+            a, b = res["A"], res["B"]
+            ta, tb = statistics.fmean(a.epochs), statistics.fmean(b.epochs)
+            pairs.append((order, a, b, tb / ta))
+            print(f"{i:>4} {order:>5}  {ta:9.2f} {tb:6.2f}  {tb / ta:6.3f}  {a.wall:6.1f}s {b.wall:5.1f}s  "
+                  f"{a.cpu:7.1f} {b.cpu:6.1f}  {a.others:8.2f} {b.others:5.2f}", flush=True)
+        ratios = [p[3] for p in pairs]
         med = statistics.median(ratios)
         q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else (med, med, med)
-        walls_a = [r["wall_launcher_s"] for r in rows]
-        walls_b = [r["wall_direct_s"] for r in rows]
         print(f"speed ratio (direct epoch time / launcher epoch time), {len(ratios)} pairs: median {med:.3f}, "
               f"min–max {min(ratios):.3f}–{max(ratios):.3f}, IQR {q1:.3f}–{q3:.3f}  "
               f"(target: median ≥ 0.98: {'met' if med >= 0.98 else 'NOT met'})")
-        print(f"wall time per run (median): launcher {statistics.median(walls_a):.1f} s, direct "
-              f"{statistics.median(walls_b):.1f} s (both include start-up and the final validation; the launcher's "
-              f"also its own start-up, probe and run record)")
-        print("per-run steady epoch times (s): " + "; ".join(
-            f"pair {r['pair']}: A {[round(x, 2) for x in r['launcher_epochs_s']]} "
-            f"B {[round(x, 2) for x in r['direct_epochs_s']]}" for r in rows))
+        med_of = lambda f: statistics.median(f(p) for p in pairs)  # noqa: E731
+        print(f"per run (median): wall launcher {med_of(lambda p: p[1].wall):.1f} s, direct "
+              f"{med_of(lambda p: p[2].wall):.1f} s; CPU of the whole process tree launcher "
+              f"{med_of(lambda p: p[1].cpu):.1f} s, direct {med_of(lambda p: p[2].cpu):.1f} s")
+        noisy = [i for i, p in enumerate(pairs, 1) if max(p[1].others, p[2].others) > 0.25]
+        if noisy:
+            print(f"note: pairs {noisy} ran beside other work (> 0.25 cores busy outside the run): their ratio "
+                  "measures the neighbour as much as the launcher; rerun on a quiet machine")
+        print("steady epoch times (s): " + "; ".join(
+            f"pair {i}: A {[round(x, 2) for x in p[1].epochs]} B {[round(x, 2) for x in p[2].epochs]}"
+            for i, p in enumerate(pairs, 1)))
     finally:
         if tmp_ctx:
             tmp_ctx.cleanup()
