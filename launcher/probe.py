@@ -127,8 +127,8 @@ def _cpus(ps: Any) -> int | None:
 RELEASE_MARGIN = 512 * 1024**2  # "near its level before the attempt"
 
 
-def gpu_usage(indices: tuple[int, ...], nvml: Any = None) -> dict[int, tuple[int | None, set[int]]] | None:
-    """{GPU index: (free bytes, pids holding memory)} for the selected GPUs; None without NVML."""
+def _with_nvml(read, nvml: Any = None):
+    """`read(nvml)` inside an NVML session; None when NVML is missing, will not start, or fails."""
     if nvml is None:
         try:
             import pynvml as nvml
@@ -139,13 +139,7 @@ def gpu_usage(indices: tuple[int, ...], nvml: Any = None) -> dict[int, tuple[int
     except Exception:  # noqa: BLE001
         return None
     try:
-        out = {}
-        for i in indices:
-            handle = nvml.nvmlDeviceGetHandleByIndex(i)
-            mem = _field(lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
-            procs = _field(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(handle)) or []
-            out[i] = (int(mem.free) if mem is not None else None, {int(p.pid) for p in procs})
-        return out
+        return read(nvml)
     except Exception:  # noqa: BLE001
         return None
     finally:
@@ -155,21 +149,23 @@ def gpu_usage(indices: tuple[int, ...], nvml: Any = None) -> dict[int, tuple[int
             pass
 
 
+def gpu_usage(indices: tuple[int, ...], nvml: Any = None) -> dict[int, tuple[int | None, set[int]]] | None:
+    """{GPU index: (free bytes, pids holding memory)} for the selected GPUs; None without NVML."""
+    def read(nvml):
+        out = {}
+        for i in indices:
+            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+            mem = _field(lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
+            procs = _field(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(handle)) or []
+            out[i] = (int(mem.free) if mem is not None else None, {int(p.pid) for p in procs})
+        return out
+    return _with_nvml(read, nvml)
+
+
 def process_vram(indices: tuple[int, ...], pids: set[int], nvml: Any = None) -> int | None:
     """GPU memory (bytes) held by `pids` on the selected GPUs, per process through NVML; None
     where NVML cannot say (no NVML, or a driver that reports no per-process figures)."""
-    if not indices:
-        return None
-    if nvml is None:
-        try:
-            import pynvml as nvml
-        except ImportError:
-            return None
-    try:
-        nvml.nvmlInit()
-    except Exception:  # noqa: BLE001
-        return None
-    try:
+    def read(nvml):
         total, known = 0, False
         for i in indices:
             procs = _field(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(nvml.nvmlDeviceGetHandleByIndex(i)))
@@ -178,13 +174,7 @@ def process_vram(indices: tuple[int, ...], pids: set[int], nvml: Any = None) -> 
                 if int(p.pid) in pids and used is not None:
                     total, known = total + int(used), True
         return total if known else None
-    except Exception:  # noqa: BLE001
-        return None
-    finally:
-        try:
-            nvml.nvmlShutdown()
-        except Exception:  # noqa: BLE001
-            pass
+    return _with_nvml(read, nvml) if indices else None
 
 
 def wait_gpu_released(indices: tuple[int, ...], pids: set[int], before: dict[int, int | None] | None,
