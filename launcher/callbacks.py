@@ -7,10 +7,14 @@ ranks (no threads, locks or open files here).
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import io
 import os
+import shutil
 import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,14 +44,88 @@ class InjectedCrash(RuntimeError):
     """A non-OOM failure for fire drills (`--inject crash:...`); classified fatal."""
 
 
+class AtomicPath(type(Path())):
+    """A path whose write_bytes writes a temporary file beside it and renames it into place.
+
+    Ultralytics saves with `trainer.last.write_bytes(...)`, which truncates last.pt and rewrites
+    it: a process killed mid-write leaves it torn. With `trainer.last` an AtomicPath, last.pt is
+    always the previous whole file or the new whole file, and each save is a new inode, so the
+    verified copy can be a hard link to it (free) instead of a copy (a few hundred MB an epoch)."""
+
+    def write_bytes(self, data) -> int:
+        final = os.fspath(self)
+        # one fixed name: a save killed mid-write leaves one partial file, which the next save reuses
+        tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                n = f.write(data)
+            os.replace(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # a full disk leaves no half-written temporary behind
+            raise
+        return n
+
+
+def looks_whole(path: Path) -> bool:
+    """torch.save's zip container is complete: its central directory (at the end of the file)
+    parses and names a data.pkl. Reads a few KB, not the file."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("data.pkl") for n in z.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
+def stage_link(last: Path, dest: Path) -> Path | None:
+    """A hard link to `last` (written by AtomicPath, so never rewritten in place) beside `dest`,
+    for publish_verified to make durable and rename over it. None where the filesystem cannot
+    link (another device, no link support): copy instead."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staged = dest.with_name(f".{dest.name}.link")
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staged)
+        os.link(last, staged)
+    except OSError:
+        return None
+    return staged
+
+
+def publish_verified(staged: Path, dest: Path) -> None:
+    """Flush the staged checkpoint's data to disk, then rename it over `dest`: the verified copy
+    is always a whole checkpoint that a power cut cannot take."""
+    try:
+        fd = os.open(staged, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(staged, dest)
+    except OSError as e:  # a failing disk: keep the previous copy, say so on one line (no thread traceback)
+        print(f"launcher: could not keep {staged} as {dest} ({e}); the verified copy stays at the previous "
+              "epoch", flush=True)
+
+
+def detach_verified(dest: Path, last: Path) -> None:
+    """Before anything rewrites `last` in place (Ultralytics' strip_optimizer at the end of
+    training does), give `dest` an inode of its own: a copy, once per model."""
+    try:
+        if not os.path.samefile(dest, last):
+            return
+    except OSError:
+        return
+    tmp = dest.with_name(f".{dest.name}.detach")
+    shutil.copyfile(dest, tmp)
+    os.replace(tmp, dest)
+
+
 def keep_verified_copy(last: Path, dest: Path, data: bytes | None = None) -> bool:
     """Copy `last` (or its `data`, read already) to `dest` if it checks out: the bytes checked are
     the bytes written, by rename, so `dest` is always a whole checkpoint (a torn last.pt is never
     copied over it). The check reads torch.save's zip container and the CRC of every member: a
-    torn or truncated file fails it, without the cost of unpickling a few hundred MB each epoch."""
-    import io
-    import zipfile
-
+    torn or truncated file fails it, without the cost of unpickling a few hundred MB each epoch.
+    Used where `dest` cannot be a hard link to last.pt (stage_link)."""
     try:
         data = last.read_bytes() if data is None else data
         with zipfile.ZipFile(io.BytesIO(data)) as z:
@@ -107,6 +185,7 @@ class Watch:
         self.first_batch_ts: float | None = None
         self._t_epoch = 0.0
         self._t_beat = 0.0
+        self._capped_pid: int | None = None  # a pid, not a flag: DDP pickles this object to the ranks
 
     # ---- registration ---------------------------------------------------------------------------
     def register(self, model) -> None:
@@ -120,11 +199,12 @@ class Watch:
     # ---- callbacks ------------------------------------------------------------------------------
     def on_pretrain_routine_start(self, trainer) -> None:
         self.apply_threads()  # Ultralytics' select_device has just reset torch's thread count
-        if trainer.device.type == "cuda":  # each DDP rank runs this on its own GPU
-            cap_vram(trainer.device.index or 0, self.vram_fraction, self.vram_limit_bytes)
+        trainer.last, trainer.best = AtomicPath(trainer.last), AtomicPath(trainer.best)  # saves by rename
+        self.cap(trainer)
 
     def on_train_start(self, trainer) -> None:
         self.apply_threads()
+        self.cap(trainer)  # DDP ranks other than 0 never run on_pretrain_routine_start
         self.epochs = trainer.epochs
         self.start_epoch = trainer.start_epoch + 1
         self.beat(force=True)
@@ -162,13 +242,23 @@ class Watch:
     def on_model_save(self, trainer) -> None:
         self.epochs_saved += 1
         self.last_saved_epoch = trainer.epoch + 1
-        # read now (the next save rewrites last.pt); check and write off the training path
-        data = Path(trainer.last).read_bytes()
+        last = Path(trainer.last)
         self.finish_copy()
-        self._copier = threading.Thread(target=keep_verified_copy, args=(Path(trainer.last), self.verified_path, data),
-                                        daemon=True)
-        self._copier.start()
+        if isinstance(trainer.last, AtomicPath):  # a new inode each save: link it, check the container
+            if not looks_whole(last):
+                print(f"launcher: {last} did not check out (no whole zip container); the verified copy stays "
+                      "at the previous epoch", flush=True)
+            elif staged := stage_link(last, self.verified_path):
+                self._start(publish_verified, staged, self.verified_path)  # the fsync off the training path
+            else:
+                self._start(keep_verified_copy, last, self.verified_path, last.read_bytes())
+        else:  # rewritten in place by the next save: a copy, read now, checked and written off the training path
+            self._start(keep_verified_copy, last, self.verified_path, last.read_bytes())
         self.beat(force=True)
+
+    def _start(self, target, *args) -> None:
+        self._copier = threading.Thread(target=target, args=args, daemon=True)
+        self._copier.start()
 
     def finish_copy(self) -> None:
         """Wait for the last verified copy to be on disk (before the next one, and before exit)."""
@@ -177,6 +267,10 @@ class Watch:
             self._copier = None
 
     def on_fit_epoch_end(self, trainer) -> None:
+        if isinstance(trainer.last, AtomicPath) and (trainer.stop or trainer.epoch + 1 >= trainer.epochs):
+            # final_eval strips the optimizer from last.pt next, in place: not through the verified link
+            self.finish_copy()
+            detach_verified(self.verified_path, Path(trainer.last))
         if self.phase == "val" and (trainer.stop or trainer.epoch + 1 >= trainer.epochs):
             self.phase = "final"  # final_eval validates best.pt next
             self.beat(force=True)
@@ -190,6 +284,18 @@ class Watch:
         if self.device == "cpu" or not torch.cuda.is_available():
             return []
         return [int(i) for i in self.device.split(",")]
+
+    def cap_devices(self) -> None:
+        """Cap VRAM on every GPU of the rung's device string, in this process (before training)."""
+        for i in self.cuda_indices():
+            cap_vram(i, self.vram_fraction, self.vram_limit_bytes)
+            self._capped_pid = os.getpid()
+
+    def cap(self, trainer) -> None:
+        """Cap this process's VRAM on its GPU, once per process (each DDP rank is one)."""
+        if trainer.device.type == "cuda" and self._capped_pid != os.getpid():
+            cap_vram(trainer.device.index or 0, self.vram_fraction, self.vram_limit_bytes)
+            self._capped_pid = os.getpid()
 
     def apply_threads(self) -> None:
         if self.threads:

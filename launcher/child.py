@@ -140,6 +140,8 @@ def final_validation(spec: dict, save_dir: Path, state: str, watch) -> dict:
     weights = save_dir / "weights"
     best = weights / "best.pt" if (weights / "best.pt").exists() else weights / "last.pt"
     if state == FINAL_VAL_OWED:
+        from .callbacks import detach_verified
+        detach_verified(watch.verified_path, weights / "last.pt")  # the strip rewrites last.pt in place
         strip_optimizer(weights / "last.pt")
         if best.name == "best.pt":
             strip_optimizer(best)
@@ -189,12 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if os.environ.get("YOLO_OFFLINE") == "1":
             ensure_offline_font()
-        from .callbacks import Watch, cap_vram
+        from .callbacks import Watch
         if spec.get("register"):
             importlib.import_module(spec["register"]).register()
         watch = Watch(spec)
-        for i in watch.cuda_indices():  # this process; DDP ranks cap themselves (Watch callbacks)
-            cap_vram(i, watch.vram_fraction, watch.vram_limit_bytes)
+        watch.cap_devices()  # this process; DDP ranks cap themselves (Watch callbacks)
         result = train(spec, watch)
         watch.finish_copy()
     except BaseException as e:  # noqa: BLE001 - everything is reported, then re-raised as an exit code

@@ -3,14 +3,18 @@ copies, and that DDP can cloudpickle them to the ranks."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import cloudpickle
 import pytest
 import torch
 
-from launcher.callbacks import InjectedCrash, Watch, keep_verified_copy
+from launcher import callbacks
+from launcher.callbacks import AtomicPath, InjectedCrash, Watch, keep_verified_copy
 
 
 @pytest.fixture
@@ -24,7 +28,7 @@ def spec(tmp_path):
 
 def trainer(epoch=0, start_epoch=0):
     return SimpleNamespace(epoch=epoch, start_epoch=start_epoch, epochs=3, train_loader=[0] * 5, stop=False,
-                           _oom_retries=0)
+                           _oom_retries=0, last=Path("/nonexistent/last.pt"))
 
 
 def test_epoch_start_turns_ultralytics_halving_off_and_beats(spec, tmp_path):
@@ -102,3 +106,101 @@ def test_model_save_copies_off_the_training_path(spec, tmp_path):
     w.on_model_save(SimpleNamespace(last=last, epoch=0))
     w.finish_copy()
     assert (tmp_path / "v" / "last.pt").read_bytes() == last.read_bytes() and w.last_saved_epoch == 1
+
+
+def save(path: Path, epoch: int) -> bytes:
+    """What Ultralytics' save_model does: torch.save to a buffer, then path.write_bytes."""
+    import io
+    buf = io.BytesIO()
+    torch.save({"epoch": epoch, "model": None, "pad": torch.full((1000,), float(epoch))}, buf)
+    path.write_bytes(buf.getvalue())
+    return buf.getvalue()
+
+
+def test_atomic_path_replaces_whole_files_and_leaves_nothing_behind_on_failure(tmp_path):
+    last = AtomicPath(tmp_path / "last.pt")
+    save(last, 1)
+    inode = last.stat().st_ino
+    save(last, 2)
+    assert last.stat().st_ino != inode  # a new file each save: a hard link to the old one keeps it
+    before = last.read_bytes()
+    with pytest.raises(TypeError):
+        last.write_bytes(object())  # fails mid-save, as a full disk would
+    assert last.read_bytes() == before  # the previous whole file, not a truncated one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert isinstance(last.parent / "best.pt", Path)
+
+
+def test_pretrain_routine_makes_ultralytics_save_by_rename(spec, tmp_path):
+    w = Watch(spec)
+    t = SimpleNamespace(last=tmp_path / "w" / "last.pt", best=tmp_path / "w" / "best.pt",
+                        device=torch.device("cpu"))
+    w.on_pretrain_routine_start(t)
+    assert isinstance(t.last, AtomicPath) and isinstance(t.best, AtomicPath)
+    assert t.last == tmp_path / "w" / "last.pt" and t.best == tmp_path / "w" / "best.pt"
+
+
+def test_verified_copy_is_a_hard_link_that_the_next_save_leaves_alone(spec, tmp_path):
+    w = Watch(spec)
+    verified = tmp_path / "v" / "last.pt"
+    t = SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), epoch=0, epochs=3, stop=False)
+    first = save(t.last, 1)
+    w.on_model_save(t)
+    w.finish_copy()
+    assert os.path.samefile(verified, t.last) and w.last_saved_epoch == 1  # linked, not copied
+    w.on_fit_epoch_end(t)
+    assert os.path.samefile(verified, t.last)  # not the last epoch: stays a link
+    t.epoch = 1
+    second = save(t.last, 2)  # the next save is a new file: the verified copy still holds epoch 1
+    assert verified.read_bytes() == first
+    w.on_model_save(t)
+    w.finish_copy()  # published (fsynced, renamed) by a thread
+    assert verified.read_bytes() == second
+    t.epoch = 2  # the last epoch: final_eval's strip_optimizer rewrites last.pt in place next
+    save(t.last, 3)
+    w.on_model_save(t)
+    w.on_fit_epoch_end(t)
+    assert not os.path.samefile(verified, t.last) and verified.read_bytes() == t.last.read_bytes()
+    torch.save({"epoch": -1}, t.last)  # in place, as strip_optimizer writes
+    assert torch.load(verified)["epoch"] == 3
+
+
+def test_a_save_that_is_not_a_whole_checkpoint_is_not_linked(spec, tmp_path, capsys):
+    w = Watch(spec)
+    verified = tmp_path / "v" / "last.pt"
+    t = SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), epoch=0)
+    good = save(t.last, 1)
+    w.on_model_save(t)
+    t.last.write_bytes(good[: len(good) // 2])  # somehow incomplete
+    t.epoch = 1
+    w.on_model_save(t)
+    w.finish_copy()
+    assert verified.read_bytes() == good and "did not check out" in capsys.readouterr().out
+
+
+def test_verified_copy_falls_back_to_a_copy_where_links_fail(spec, tmp_path, monkeypatch):
+    def no_link(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+    monkeypatch.setattr(callbacks.os, "link", no_link)
+    w = Watch(spec)
+    t = SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), epoch=0)
+    data = save(t.last, 1)
+    w.on_model_save(t)
+    w.finish_copy()
+    verified = tmp_path / "v" / "last.pt"
+    assert verified.read_bytes() == data and not os.path.samefile(verified, t.last)
+    assert sorted(p.name for p in verified.parent.iterdir()) == ["last.pt"]
+
+
+def test_every_ddp_rank_caps_its_own_gpu_once(spec, monkeypatch):
+    capped = []
+    monkeypatch.setattr(callbacks, "cap_vram", lambda index, fraction, limit: capped.append((os.getpid(), index)))
+    w = Watch({**spec, "vram_fraction": 0.5})
+    gpu = SimpleNamespace(device=torch.device("cuda", 1), epochs=3, start_epoch=0)
+    w.on_train_start(gpu)  # a rank > 0: no on_pretrain_routine_start there
+    w.on_train_start(gpu)
+    assert capped == [(os.getpid(), 1)]
+    rank = cloudpickle.loads(cloudpickle.dumps(w))
+    rank._capped_pid = -1  # as if pickled in the parent and loaded in another process
+    rank.on_pretrain_routine_start(SimpleNamespace(device=torch.device("cuda", 0), last=Path("l"), best=Path("b")))
+    assert capped[-1] == (os.getpid(), 0)

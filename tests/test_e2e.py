@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from launcher.child import FINAL_VAL_OWED, FINISHED, checkpoint_state
 from launcher.demo import make_dataset
 
 from conftest import FIXTURES
@@ -145,6 +147,9 @@ def test_running_again_continues_a_stopped_run_from_its_checkpoint(tmp_path, sha
     ladder = tiny_ladder(tmp_path, shapes)
     first = launch(tmp_path, "--ladder", str(ladder), "--inject", "crash:optimal:2")
     assert first.returncode == 4  # epoch 1 saved, then a fatal failure
+    weights = tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny" / "weights"
+    verified = tmp_path / "logs" / "e2e" / "checkpoints" / "rtdetr-tiny" / "last.pt"
+    assert os.path.samefile(verified, weights / "last.pt")  # Ultralytics saved by rename; the copy is a link
     refused = launch(tmp_path, "--ladder", str(ladder), "--epochs", "3")
     assert refused.returncode == 2 and "start afresh with --fresh" in refused.stderr
     again = launch(tmp_path, "--ladder", str(ladder))
@@ -154,6 +159,11 @@ def test_running_again_continues_a_stopped_run_from_its_checkpoint(tmp_path, sha
     assert [e["event"] for e in evs].count("start") == 1 and of(evs, "continue")
     assert of(evs, "resume")[0]["checkpoint"].endswith("rtdetr-tiny/weights/last.pt")
     assert trained_epochs(tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny") == [1, 2]
+    # final_eval stripped the optimizer from last.pt in place; the verified copy had become a file
+    # of its own first, and still holds the last epoch with its optimizer
+    assert not os.path.samefile(verified, weights / "last.pt")
+    assert checkpoint_state(weights / "last.pt")[0] == FINISHED
+    assert checkpoint_state(verified) == (FINAL_VAL_OWED, {"epoch": 1, "epochs": 2, "epochs_done": 2})
 
 
 def test_walk_across_models_resumes_each_models_own_checkpoint(tmp_path, shapes):

@@ -145,7 +145,10 @@ def test_torn_checkpoint_resumes_from_the_verified_copy(tmp_path, longer):
     assert checkpoint_state(verified)[0] == RESUMABLE
     good = verified.read_bytes()
     data = (weights / "last.pt").read_bytes()
-    (weights / "last.pt").write_bytes(data[: len(data) // 2])  # torn, as a kill mid-write leaves it
+    # torn: a save renamed into place whose data never reached the disk (a power cut). Written as a
+    # new file, as every save is: the verified copy is a hard link to the previous save's file
+    (weights / ".torn").write_bytes(data[: len(data) // 2])
+    os.replace(weights / ".torn", weights / "last.pt")
     again = launch(tmp_path, "--ladder", str(lad))
     assert again.returncode == 0, again.stdout[-3000:]
     assert "resuming from the verified copy" in again.stdout
