@@ -49,22 +49,45 @@ class AtomicPath(type(Path())):
 
     Ultralytics saves with `trainer.last.write_bytes(...)`, which truncates last.pt and rewrites
     it: a process killed mid-write leaves it torn. With `trainer.last` an AtomicPath, last.pt is
-    always the previous whole file or the new whole file, and each save is a new inode, so the
-    verified copy can be a hard link to it (free) instead of a copy (a few hundred MB an epoch)."""
+    always the previous whole file or the new whole file, and each save is a file of its own, so
+    the verified copy can be a hard link to it (free) instead of a copy.
+
+    The version it replaces is kept as the spare `.NAME.tmp` and the next save is written into it
+    in place: in a training process, writing a checkpoint into a new file took about three times as
+    long as rewriting an existing one (1.0 s against 0.3 s for rtdetr-l's 314 MiB, 2 CPU cores). A
+    spare that another name still links (the verified copy) is never written into."""
+
+    @property
+    def spare(self) -> Path:
+        return Path(self.parent, f".{self.name}.tmp")
 
     def write_bytes(self, data) -> int:
-        final = os.fspath(self)
-        # one fixed name: a save killed mid-write leaves one partial file, which the next save reuses
-        tmp = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.tmp")
+        final, tmp = os.fspath(self), os.fspath(self.spare)
+        old = os.path.join(os.path.dirname(final), f".{self.name}.old")
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(tmp).st_nlink != 1:
+                os.unlink(tmp)  # still the verified copy too: write a new file instead
         try:
             with open(tmp, "wb") as f:
                 n = f.write(data)
-            os.replace(tmp, final)
         except BaseException:
             with contextlib.suppress(OSError):
-                os.unlink(tmp)  # a full disk leaves no half-written temporary behind
+                os.unlink(tmp)  # a full disk leaves no half-written spare taking the room
             raise
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(old)  # left by a process killed below
+        try:
+            os.link(final, old)  # the version being replaced, kept as the next spare
+        except OSError:  # no file yet, or no hard links here: no spare, the next save makes a new file
+            old = None
+        os.replace(tmp, final)
+        if old:
+            os.replace(old, tmp)
         return n
+
+    def drop_spare(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.spare)
 
 
 def looks_whole(path: Path) -> bool:
@@ -276,6 +299,9 @@ class Watch:
             self.beat(force=True)
 
     def on_train_end(self, trainer) -> None:
+        for path in (trainer.last, trainer.best):  # training is over: no save needs a spare
+            if isinstance(path, AtomicPath):
+                path.drop_spare()
         self.phase = "done"
         self.beat(force=True)
 

@@ -131,6 +131,24 @@ def test_atomic_path_replaces_whole_files_and_leaves_nothing_behind_on_failure(t
     assert isinstance(last.parent / "best.pt", Path)
 
 
+def test_atomic_path_rewrites_the_replaced_file_in_place_unless_another_name_links_it(spec, tmp_path):
+    last = AtomicPath(tmp_path / "last.pt")
+    save(last, 1)
+    one = last.stat().st_ino
+    save(last, 2)
+    assert last.spare.stat().st_ino == one  # the replaced version is the next save's spare
+    save(last, 3)
+    assert last.stat().st_ino == one  # written into the spare in place, then renamed
+    kept = tmp_path / "kept.pt"
+    os.link(last, kept)  # as the verified copy links it
+    save(last, 4)
+    save(last, 5)  # the spare is epoch 3's file, which kept.pt still names: never written into
+    assert torch.load(kept)["epoch"] == 3 and torch.load(last)["epoch"] == 5
+    w = Watch(spec)
+    w.on_train_end(SimpleNamespace(last=last, best=AtomicPath(tmp_path / "best.pt")))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hb.json", "kept.pt", "last.pt"]  # no spare left
+
+
 def test_pretrain_routine_makes_ultralytics_save_by_rename(spec, tmp_path):
     w = Watch(spec)
     t = SimpleNamespace(last=tmp_path / "w" / "last.pt", best=tmp_path / "w" / "best.pt",

@@ -228,6 +228,9 @@ def test_full_disk_is_fatal_naming_the_path_and_the_next_run_resumes(tmp_path, l
     assert str(small_disk / "rtdetr-tiny") in end["evidence"] and "MiB free there" in end["evidence"]
     verified = tmp_path / "logs" / "e2e" / "checkpoints" / "rtdetr-tiny" / "last.pt"
     assert checkpoint_state(verified)[0] == RESUMABLE  # intact
+    weights = small_disk / "rtdetr-tiny" / "weights"
+    assert checkpoint_state(weights / "last.pt")[0] == RESUMABLE  # saved by rename: the failed save tore nothing
+    assert not list(weights.glob(".*.tmp"))  # and left no partial file taking the little room there is
     filler.unlink()  # room again
     again = launch(tmp_path, "--ladder", str(lad))
     assert again.returncode == 0, again.stdout[-3000:]
