@@ -159,7 +159,7 @@ def test_pretrain_routine_makes_ultralytics_save_by_rename(spec, tmp_path):
 
 
 def test_verified_copy_is_a_hard_link_that_the_next_save_leaves_alone(spec, tmp_path):
-    w = Watch(spec)
+    w = Watch({**spec, "verified_every_s": 0})  # refreshed at every save
     verified = tmp_path / "v" / "last.pt"
     t = SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), epoch=0, epochs=3, stop=False)
     first = save(t.last, 1)
@@ -222,3 +222,30 @@ def test_every_ddp_rank_caps_its_own_gpu_once(spec, monkeypatch):
     rank._capped_pid = -1  # as if pickled in the parent and loaded in another process
     rank.on_pretrain_routine_start(SimpleNamespace(device=torch.device("cuda", 0), last=Path("l"), best=Path("b")))
     assert capped[-1] == (os.getpid(), 0)
+
+
+def test_verified_copy_is_refreshed_at_the_first_save_then_only_when_due_and_at_the_end(spec, tmp_path):
+    w = Watch(spec)  # the default: at most every VERIFIED_EVERY_S
+    assert w.verified_every_s == callbacks.VERIFIED_EVERY_S == 600
+    verified = tmp_path / "v" / "last.pt"
+    t = SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), epoch=0, epochs=4, stop=False)
+    first = save(t.last, 1)
+    w.on_model_save(t)
+    w.finish_copy()
+    assert verified.read_bytes() == first
+    for epoch in (1, 2):  # not due: the verified copy stays at epoch 1, a file no save writes into
+        t.epoch = epoch
+        save(t.last, epoch + 1)
+        w.on_model_save(t)
+        w.finish_copy()
+        assert verified.read_bytes() == first and w.last_saved_epoch == epoch + 1
+    w._t_verified -= 600  # ten minutes later
+    t.epoch = 2
+    w.on_model_save(t)
+    w.finish_copy()
+    assert os.path.samefile(verified, t.last)
+    t.epoch = 3  # the last epoch: always refreshed
+    last = save(t.last, 4)
+    w.on_model_save(t)
+    w.on_fit_epoch_end(t)
+    assert verified.read_bytes() == last and not os.path.samefile(verified, t.last)

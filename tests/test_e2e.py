@@ -164,6 +164,7 @@ def test_running_again_continues_a_stopped_run_from_its_checkpoint(tmp_path, sha
     assert not os.path.samefile(verified, weights / "last.pt")
     assert checkpoint_state(weights / "last.pt")[0] == FINISHED
     assert checkpoint_state(verified) == (FINAL_VAL_OWED, {"epoch": 1, "epochs": 2, "epochs_done": 2})
+    assert sorted(p.name for p in weights.iterdir()) == ["best.pt", "last.pt"]  # no spare left behind
 
 
 def test_walk_across_models_resumes_each_models_own_checkpoint(tmp_path, shapes):
