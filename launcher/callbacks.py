@@ -12,7 +12,6 @@ import gc
 import io
 import math
 import os
-import shutil
 import threading
 import time
 import zipfile
@@ -25,9 +24,9 @@ from .contract import CUDA_OOM
 from .runlog import write_json_atomic
 
 HEARTBEAT_EVERY_S = 1.0  # at most this often from batch ends; saves and phase changes always write
-# How often a save refreshes the verified copy (always the first and the last). Each refresh writes
-# the checkpoint to disk (fsync), which the kernel otherwise skips for a file rewritten within
-# ~30 s: every save, that cost 10 % of the demo's 10-second epochs; every 10 min, nothing visible.
+# How often a save refreshes the verified copy (always the first and the last). Each refresh forces
+# the checkpoint to disk (fsync, or a copy where links fail): I/O that the kernel otherwise skips
+# for a file rewritten within ~30 s, as Ultralytics' own last.pt is when epochs are short.
 VERIFIED_EVERY_S = 600.0
 
 
@@ -91,8 +90,15 @@ class AtomicPath(type(Path())):
         return n
 
     def drop_spare(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.spare)
+        """Training is over (no save follows): remove the spare and any left-over `.old`."""
+        for path in (self.spare, Path(self.parent, f".{self.name}.old")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def drop_spares(*paths) -> None:
+    for path in paths:
+        AtomicPath(path).drop_spare()
 
 
 def looks_whole(path: Path) -> bool:
@@ -101,7 +107,7 @@ def looks_whole(path: Path) -> bool:
     try:
         with zipfile.ZipFile(path) as z:
             return any(n.endswith("data.pkl") for n in z.namelist())
-    except (OSError, zipfile.BadZipFile, ValueError):
+    except Exception:  # noqa: BLE001 - whatever fails to parse is not whole
         return False
 
 
@@ -109,9 +115,9 @@ def stage_link(last: Path, dest: Path) -> Path | None:
     """A hard link to `last` (written by AtomicPath, so never rewritten in place) beside `dest`,
     for publish_verified to make durable and rename over it. None where the filesystem cannot
     link (another device, no link support): copy instead."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
     staged = dest.with_name(f".{dest.name}.link")
     try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(staged)
         os.link(last, staged)
@@ -130,22 +136,52 @@ def publish_verified(staged: Path, dest: Path) -> None:
         finally:
             os.close(fd)
         os.replace(staged, dest)
+        sync_folder(dest.parent)
     except OSError as e:  # a failing disk: keep the previous copy, say so on one line (no thread traceback)
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
         print(f"launcher: could not keep {staged} as {dest} ({e}); the verified copy stays at the previous "
-              "epoch", flush=True)
+              "refresh", flush=True)
 
 
-def detach_verified(dest: Path, last: Path) -> None:
-    """Before anything rewrites `last` in place (Ultralytics' strip_optimizer at the end of
-    training does), give `dest` an inode of its own: a copy, once per model."""
+def sync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable."""
+    fd = os.open(folder, os.O_RDONLY)
     try:
-        if not os.path.samefile(dest, last):
-            return
-    except OSError:
-        return
-    tmp = dest.with_name(f".{dest.name}.detach")
-    shutil.copyfile(dest, tmp)
-    os.replace(tmp, dest)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def strip_by_rename(strip):
+    """Ultralytics' strip_optimizer (end of training: the optimizer out of last.pt and best.pt)
+    torch.saves over the file in place, where a kill or a full disk would tear the finished
+    model. This wraps it to write a file beside and rename it into place; the file it replaces,
+    which the verified copy may link, is never written into."""
+    if getattr(strip, "by_rename", False):
+        return strip
+
+    def wrapped(f="best.pt", s="", updates=None):
+        if s:  # saving elsewhere already leaves `f` alone
+            return strip(f, s, updates)
+        tmp = Path(f).with_name(f".{Path(f).name}.strip")
+        try:
+            out = strip(f, str(tmp), updates)
+            os.replace(tmp, f)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return out
+
+    wrapped.by_rename = True
+    return wrapped
+
+
+def use_strip_by_rename() -> None:
+    """Make Ultralytics' final_eval strip by rename (trainer.py imports strip_optimizer by name)."""
+    from ultralytics.engine import trainer as trainer_module
+    trainer_module.strip_optimizer = strip_by_rename(trainer_module.strip_optimizer)
 
 
 def keep_verified_copy(last: Path, dest: Path, data: bytes | None = None) -> bool:
@@ -164,13 +200,20 @@ def keep_verified_copy(last: Path, dest: Path, data: bytes | None = None) -> boo
         print(f"launcher: {last} did not check out ({type(e).__name__}: {e}); the verified copy stays "
               "at the previous epoch", flush=True)
         return False
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, dest)
+    tmp = dest.with_name(f".{dest.name}.tmp")  # one fixed name: a killed copy leaves one partial file
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except OSError as e:  # a full or failing disk: the previous copy stays, and no partial file
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        print(f"launcher: could not write the verified copy {dest} ({e}); it stays at the previous refresh",
+              flush=True)
+        return False
     return True
 
 
@@ -230,6 +273,7 @@ class Watch:
     def on_pretrain_routine_start(self, trainer) -> None:
         self.apply_threads()  # Ultralytics' select_device has just reset torch's thread count
         trainer.last, trainer.best = AtomicPath(trainer.last), AtomicPath(trainer.best)  # saves by rename
+        use_strip_by_rename()  # and so does the final strip (this runs on the rank that saves)
         self.cap(trainer)
 
     def on_train_start(self, trainer) -> None:
@@ -302,18 +346,15 @@ class Watch:
             self._copier = None
 
     def on_fit_epoch_end(self, trainer) -> None:
-        if isinstance(trainer.last, AtomicPath) and (trainer.stop or trainer.epoch + 1 >= trainer.epochs):
-            # final_eval strips the optimizer from last.pt next, in place: not through the verified link
-            self.finish_copy()
-            detach_verified(self.verified_path, Path(trainer.last))
+        if trainer.stop or trainer.epoch + 1 >= trainer.epochs:
+            self.finish_copy()  # the last refresh is on disk before final_eval strips the optimizer
+            drop_spares(trainer.last, trainer.best)  # no save follows: free their room
         if self.phase == "val" and (trainer.stop or trainer.epoch + 1 >= trainer.epochs):
             self.phase = "final"  # final_eval validates best.pt next
             self.beat(force=True)
 
     def on_train_end(self, trainer) -> None:
-        for path in (trainer.last, trainer.best):  # training is over: no save needs a spare
-            if isinstance(path, AtomicPath):
-                path.drop_spare()
+        drop_spares(trainer.last, trainer.best)
         self.phase = "done"
         self.beat(force=True)
 
@@ -325,7 +366,10 @@ class Watch:
 
     def cap_devices(self) -> None:
         """Cap VRAM on every GPU of the rung's device string, in this process (before training)."""
-        for i in self.cuda_indices():
+        indices = self.cuda_indices()
+        if len(indices) > 1:  # DDP: this process only starts the ranks, and a cap would open a CUDA
+            return            # context on every GPU; each rank caps its own (cap, from the callbacks)
+        for i in indices:
             cap_vram(i, self.vram_fraction, self.vram_limit_bytes)
             self._capped_pid = os.getpid()
 

@@ -137,14 +137,16 @@ def final_validation(spec: dict, save_dir: Path, state: str, watch) -> dict:
     from ultralytics import RTDETR
     from ultralytics.utils.torch_utils import strip_optimizer
 
+    from .callbacks import drop_spares, strip_by_rename
+
     weights = save_dir / "weights"
     best = weights / "best.pt" if (weights / "best.pt").exists() else weights / "last.pt"
+    strip = strip_by_rename(strip_optimizer)  # a file beside, renamed: the verified copy may link last.pt
+    drop_spares(weights / "last.pt", weights / "best.pt")  # no save follows
     if state == FINAL_VAL_OWED:
-        from .callbacks import detach_verified
-        detach_verified(watch.verified_path, weights / "last.pt")  # the strip rewrites last.pt in place
-        strip_optimizer(weights / "last.pt")
+        strip(weights / "last.pt")
         if best.name == "best.pt":
-            strip_optimizer(best)
+            strip(best)
     args = spec["train_args"]
     watch.phase, watch.epoch = "final", args["epochs"]
     watch.beat(force=True)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from launcher import callbacks
-from launcher.callbacks import AtomicPath, InjectedCrash, Watch, keep_verified_copy
+from launcher.callbacks import AtomicPath, InjectedCrash, Watch, keep_verified_copy, strip_by_rename
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def spec(tmp_path):
 
 def trainer(epoch=0, start_epoch=0):
     return SimpleNamespace(epoch=epoch, start_epoch=start_epoch, epochs=3, train_loader=[0] * 5, stop=False,
-                           _oom_retries=0, last=Path("/nonexistent/last.pt"))
+                           _oom_retries=0, last=Path("/nonexistent/last.pt"), best=Path("/nonexistent/best.pt"))
 
 
 def test_epoch_start_turns_ultralytics_halving_off_and_beats(spec, tmp_path):
@@ -161,7 +161,8 @@ def test_pretrain_routine_makes_ultralytics_save_by_rename(spec, tmp_path):
 def test_verified_copy_is_a_hard_link_that_the_next_save_leaves_alone(spec, tmp_path):
     w = Watch({**spec, "verified_every_s": 0})  # refreshed at every save
     verified = tmp_path / "v" / "last.pt"
-    t = SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), epoch=0, epochs=3, stop=False)
+    t = SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), best=AtomicPath(tmp_path / "best.pt"), epoch=0,
+                        epochs=3, stop=False)
     first = save(t.last, 1)
     w.on_model_save(t)
     w.finish_copy()
@@ -174,13 +175,14 @@ def test_verified_copy_is_a_hard_link_that_the_next_save_leaves_alone(spec, tmp_
     w.on_model_save(t)
     w.finish_copy()  # published (fsynced, renamed) by a thread
     assert verified.read_bytes() == second
-    t.epoch = 2  # the last epoch: final_eval's strip_optimizer rewrites last.pt in place next
+    t.epoch = 2  # the last epoch: refreshed, then final_eval strips the optimizer (by rename)
     save(t.last, 3)
     w.on_model_save(t)
     w.on_fit_epoch_end(t)
-    assert not os.path.samefile(verified, t.last) and verified.read_bytes() == t.last.read_bytes()
-    torch.save({"epoch": -1}, t.last)  # in place, as strip_optimizer writes
-    assert torch.load(verified)["epoch"] == 3
+    assert os.path.samefile(verified, t.last)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hb.json", "last.pt", "v"]  # no spare left
+    strip_by_rename(fake_strip)(t.last)
+    assert torch.load(verified)["epoch"] == 3 and torch.load(t.last)["epoch"] == -1
 
 
 def test_a_save_that_is_not_a_whole_checkpoint_is_not_linked(spec, tmp_path, capsys):
@@ -228,7 +230,8 @@ def test_verified_copy_is_refreshed_at_the_first_save_then_only_when_due_and_at_
     w = Watch(spec)  # the default: at most every VERIFIED_EVERY_S
     assert w.verified_every_s == callbacks.VERIFIED_EVERY_S == 600
     verified = tmp_path / "v" / "last.pt"
-    t = SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), epoch=0, epochs=4, stop=False)
+    t = SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), best=AtomicPath(tmp_path / "best.pt"), epoch=0,
+                        epochs=4, stop=False)
     first = save(t.last, 1)
     w.on_model_save(t)
     w.finish_copy()
@@ -248,4 +251,54 @@ def test_verified_copy_is_refreshed_at_the_first_save_then_only_when_due_and_at_
     last = save(t.last, 4)
     w.on_model_save(t)
     w.on_fit_epoch_end(t)
-    assert verified.read_bytes() == last and not os.path.samefile(verified, t.last)
+    assert verified.read_bytes() == last and os.path.samefile(verified, t.last)
+
+
+def fake_strip(f="best.pt", s="", updates=None):
+    """What Ultralytics' strip_optimizer does to the file: torch.save over `s or f`."""
+    ckpt = torch.load(f)
+    torch.save({**ckpt, "epoch": -1, **(updates or {})}, s or f)
+    return ckpt
+
+
+def test_strip_by_rename_leaves_the_file_it_replaces_alone_and_a_failed_strip_tears_nothing(tmp_path):
+    last = tmp_path / "last.pt"
+    torch.save({"epoch": 4}, last)
+    kept = tmp_path / "kept.pt"
+    os.link(last, kept)  # the verified copy links it
+    strip = strip_by_rename(fake_strip)
+    assert strip(last)["epoch"] == 4
+    assert torch.load(last)["epoch"] == -1 and torch.load(kept)["epoch"] == 4
+    assert strip_by_rename(strip) is strip  # wrapped once, however often the callback runs
+
+    def failing(f, s="", updates=None):
+        Path(s).write_bytes(b"PK\x03\x04 half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OSError):
+        strip_by_rename(failing)(last)
+    assert torch.load(last)["epoch"] == -1  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.pt", "last.pt"]
+
+
+def test_pretrain_routine_makes_ultralytics_final_eval_strip_by_rename(spec, tmp_path, monkeypatch):
+    from ultralytics.engine import trainer as trainer_module
+    from ultralytics.utils import torch_utils
+    monkeypatch.setattr(trainer_module, "strip_optimizer", torch_utils.strip_optimizer)
+    t = SimpleNamespace(last=tmp_path / "last.pt", best=tmp_path / "best.pt", device=torch.device("cpu"))
+    Watch(spec).on_pretrain_routine_start(t)
+    assert getattr(trainer_module.strip_optimizer, "by_rename", False)
+
+
+def test_a_failing_verified_copy_write_keeps_the_previous_copy_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    good = tmp_path / "last.pt"
+    torch.save({"epoch": 0, "model": None}, good)
+    dest = tmp_path / "v" / "last.pt"
+    assert keep_verified_copy(good, dest)
+    before = dest.read_bytes()
+    torch.save({"epoch": 1, "model": None}, good)
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(callbacks.os, "fsync", full)
+    assert not keep_verified_copy(good, dest)
+    assert dest.read_bytes() == before and sorted(p.name for p in dest.parent.iterdir()) == ["last.pt"]

@@ -131,6 +131,8 @@ def test_oom_in_final_validation_validates_at_a_lower_batch_without_retraining(t
     report = json.loads((tmp_path / "logs" / "e2e" / "attempt-2" / "report.json").read_text())
     assert report["ok"] and report["validated_only"] and "metrics/mAP50-95(B)" in report["metrics"]
     assert report["epochs_saved"] == 0  # nothing retrained
+    weights = tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny" / "weights"
+    assert sorted(p.name for p in weights.iterdir()) == ["best.pt", "last.pt"]  # no spare left behind
     assert trained_epochs(tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny") == [1, 2]
 
 
@@ -159,8 +161,8 @@ def test_running_again_continues_a_stopped_run_from_its_checkpoint(tmp_path, sha
     assert [e["event"] for e in evs].count("start") == 1 and of(evs, "continue")
     assert of(evs, "resume")[0]["checkpoint"].endswith("rtdetr-tiny/weights/last.pt")
     assert trained_epochs(tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny") == [1, 2]
-    # final_eval stripped the optimizer from last.pt in place; the verified copy had become a file
-    # of its own first, and still holds the last epoch with its optimizer
+    # final_eval stripped the optimizer from last.pt into a new file; the verified copy still holds
+    # the last epoch with its optimizer
     assert not os.path.samefile(verified, weights / "last.pt")
     assert checkpoint_state(weights / "last.pt")[0] == FINISHED
     assert checkpoint_state(verified) == (FINAL_VAL_OWED, {"epoch": 1, "epochs": 2, "epochs_done": 2})

@@ -14,8 +14,8 @@ Both: YOLO_OFFLINE=1 and one YOLO_CONFIG_DIR holding matplotlib's DejaVuSans.ttf
 Each pair runs A then B, the next B then A (so a drift of the machine's load cancels out). The epoch
 time of a run is its mean steady epoch: Ultralytics' results.csv "time" column is cumulative
 seconds, so epoch k's time is time[k] - time[k-1]; the first epoch (setup, warm-up) is left out. It
-includes each epoch's training, validation and the previous epoch's checkpoint save (with the
-launcher's verified copy). Per pair: speed ratio = direct epoch time / launcher epoch time (≥ 1: the
+includes each epoch's training, validation and the previous epoch's checkpoint save (through the
+launcher's rename and spare, and its verified copy when one is due). Per pair: speed ratio = direct epoch time / launcher epoch time (≥ 1: the
 launcher is as fast). Target (issue 6, benchmark 2): median ≥ 0.98.
 
 Also per run: wall time (start to exit), CPU seconds of the whole process tree (wait4's rusage:
