@@ -198,7 +198,7 @@ def keep_verified_copy(last: Path, dest: Path, data: bytes | None = None) -> boo
                 raise ValueError(f"member {bad or 'data.pkl'} damaged or missing")
     except Exception as e:  # noqa: BLE001 - any failure means: keep the previous copy
         print(f"launcher: {last} did not check out ({type(e).__name__}: {e}); the verified copy stays "
-              "at the previous epoch", flush=True)
+              "at the previous refresh", flush=True)
         return False
     tmp = dest.with_name(f".{dest.name}.tmp")  # one fixed name: a killed copy leaves one partial file
     try:
