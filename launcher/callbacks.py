@@ -96,6 +96,11 @@ class AtomicPath(type(Path())):
                 os.unlink(path)
 
 
+def last_epoch(trainer) -> bool:
+    """The epoch that just ended is the last one: final_eval comes next."""
+    return bool(trainer.stop) or trainer.epoch + 1 >= trainer.epochs
+
+
 def drop_spares(*paths) -> None:
     for path in paths:
         AtomicPath(path).drop_spare()
@@ -130,13 +135,9 @@ def publish_verified(staged: Path, dest: Path) -> None:
     """Flush the staged checkpoint's data to disk, then rename it over `dest`: the verified copy
     is always a whole checkpoint that a power cut cannot take."""
     try:
-        fd = os.open(staged, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(staged)
         os.replace(staged, dest)
-        sync_folder(dest.parent)
+        fsync_path(dest.parent)  # and the rename
     except OSError as e:  # a failing disk: keep the previous copy, say so on one line (no thread traceback)
         with contextlib.suppress(OSError):
             os.unlink(staged)
@@ -144,9 +145,9 @@ def publish_verified(staged: Path, dest: Path) -> None:
               "refresh", flush=True)
 
 
-def sync_folder(folder: Path) -> None:
-    """Make a rename in `folder` durable."""
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Flush a file's data, or a folder's entries, to disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -321,8 +322,7 @@ class Watch:
         # Refreshing the verified copy means writing the checkpoint to disk now (fsync, or a copy):
         # at most every verified_every_s, and after the last epoch. Between refreshes it stays at an
         # older, durable checkpoint; last.pt itself is whole at every save (AtomicPath).
-        final = bool(getattr(trainer, "stop", False)) or trainer.epoch + 1 >= getattr(trainer, "epochs", 0)
-        due = final or time.monotonic() - self._t_verified >= self.verified_every_s
+        due = last_epoch(trainer) or time.monotonic() - self._t_verified >= self.verified_every_s
         if not looks_whole(last):
             print(f"launcher: {last} did not check out (no whole zip container); the verified copy stays at "
                   "the previous refresh", flush=True)
@@ -346,10 +346,11 @@ class Watch:
             self._copier = None
 
     def on_fit_epoch_end(self, trainer) -> None:
-        if trainer.stop or trainer.epoch + 1 >= trainer.epochs:
-            self.finish_copy()  # the last refresh is on disk before final_eval strips the optimizer
-            drop_spares(trainer.last, trainer.best)  # no save follows: free their room
-        if self.phase == "val" and (trainer.stop or trainer.epoch + 1 >= trainer.epochs):
+        if not last_epoch(trainer):
+            return
+        self.finish_copy()  # the last refresh is on disk before final_eval strips the optimizer
+        drop_spares(trainer.last, trainer.best)  # no save follows: free their room
+        if self.phase == "val":
             self.phase = "final"  # final_eval validates best.pt next
             self.beat(force=True)
 

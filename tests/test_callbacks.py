@@ -103,9 +103,15 @@ def test_model_save_copies_off_the_training_path(spec, tmp_path):
     w = Watch(spec)
     last = tmp_path / "last.pt"
     torch.save({"epoch": 1, "model": None, "pad": torch.zeros(1000)}, last)
-    w.on_model_save(SimpleNamespace(last=last, epoch=0))
+    w.on_model_save(SimpleNamespace(last=last, epoch=0, epochs=3, stop=False))
     w.finish_copy()
     assert (tmp_path / "v" / "last.pt").read_bytes() == last.read_bytes() and w.last_saved_epoch == 1
+
+
+def saving(tmp_path: Path, epochs: int = 3) -> SimpleNamespace:
+    """A trainer at its first epoch whose saves go through AtomicPath, as the child sets them up."""
+    return SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), best=AtomicPath(tmp_path / "best.pt"), epoch=0,
+                           epochs=epochs, stop=False)
 
 
 def save(path: Path, epoch: int) -> bytes:
@@ -161,8 +167,7 @@ def test_pretrain_routine_makes_ultralytics_save_by_rename(spec, tmp_path):
 def test_verified_copy_is_a_hard_link_that_the_next_save_leaves_alone(spec, tmp_path):
     w = Watch({**spec, "verified_every_s": 0})  # refreshed at every save
     verified = tmp_path / "v" / "last.pt"
-    t = SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), best=AtomicPath(tmp_path / "best.pt"), epoch=0,
-                        epochs=3, stop=False)
+    t = saving(tmp_path, epochs=3)
     first = save(t.last, 1)
     w.on_model_save(t)
     w.finish_copy()
@@ -188,7 +193,7 @@ def test_verified_copy_is_a_hard_link_that_the_next_save_leaves_alone(spec, tmp_
 def test_a_save_that_is_not_a_whole_checkpoint_is_not_linked(spec, tmp_path, capsys):
     w = Watch(spec)
     verified = tmp_path / "v" / "last.pt"
-    t = SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), epoch=0)
+    t = saving(tmp_path)
     good = save(t.last, 1)
     w.on_model_save(t)
     t.last.write_bytes(good[: len(good) // 2])  # somehow incomplete
@@ -203,7 +208,7 @@ def test_verified_copy_falls_back_to_a_copy_where_links_fail(spec, tmp_path, mon
         raise OSError(errno.EXDEV, "Invalid cross-device link")
     monkeypatch.setattr(callbacks.os, "link", no_link)
     w = Watch(spec)
-    t = SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), epoch=0)
+    t = saving(tmp_path)
     data = save(t.last, 1)
     w.on_model_save(t)
     w.finish_copy()
@@ -230,8 +235,7 @@ def test_verified_copy_is_refreshed_at_the_first_save_then_only_when_due_and_at_
     w = Watch(spec)  # the default: at most every VERIFIED_EVERY_S
     assert w.verified_every_s == callbacks.VERIFIED_EVERY_S == 600
     verified = tmp_path / "v" / "last.pt"
-    t = SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), best=AtomicPath(tmp_path / "best.pt"), epoch=0,
-                        epochs=4, stop=False)
+    t = saving(tmp_path, epochs=4)
     first = save(t.last, 1)
     w.on_model_save(t)
     w.finish_copy()
