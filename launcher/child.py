@@ -37,9 +37,14 @@ def die_with_parent() -> None:
 
 
 def checkpoint_state(last: Path) -> tuple[str, dict]:
-    """(state, facts) of a model's last.pt, loaded the way Ultralytics loads it."""
+    """(state, facts) of a model's last.pt, loaded the way Ultralytics loads it, after checking the
+    CRC of every member (torch.load does not: a file mixing pages of two saves would load)."""
     if not last.exists():
         return NONE, {}
+    from .callbacks import zip_damage
+    damage = zip_damage(last)
+    if damage:
+        return UNLOADABLE, {"error": f"fails its check: {damage}"}
     try:
         from ultralytics.utils.patches import torch_load
         ckpt = torch_load(last, map_location="cpu")

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from launcher import callbacks
-from launcher.callbacks import AtomicPath, InjectedCrash, Watch, keep_verified_copy, strip_by_rename
+from launcher.callbacks import (AtomicPath, InjectedCrash, Watch, drop_cache, keep_verified_copy, strip_by_rename,
+                                zip_damage)
+from launcher.child import RESUMABLE, UNLOADABLE, checkpoint_state
 
 
 @pytest.fixture
@@ -99,6 +101,34 @@ def test_verified_copy_takes_only_loadable_checkpoints(tmp_path):
     assert dest.read_bytes() == before  # never a damaged file over a good one
 
 
+def test_a_resume_refuses_a_checkpoint_that_mixes_pages_which_torch_load_would_take(tmp_path):
+    last = tmp_path / "last.pt"
+    weights = torch.arange(100_000, dtype=torch.float32)
+    torch.save({"epoch": 3, "optimizer": {"lr": 0.1}, "train_args": {"epochs": 5}, "model": weights}, last)
+    assert zip_damage(last) is None and checkpoint_state(last) == (RESUMABLE, {"epoch": 3, "epochs": 5,
+                                                                                "epochs_done": 4})
+    data = bytearray(last.read_bytes())
+    page = data.find(weights[20_000:21_024].numpy().tobytes()) // 4096 * 4096
+    data[page:page + 4096] = bytes(4096)  # a page of the save that never reached the disk (a power cut)
+    last.write_bytes(bytes(data))
+    assert not torch.equal(torch.load(last)["model"], weights)  # torch.load takes it, with wrong weights
+    state, facts = checkpoint_state(last)
+    assert state == UNLOADABLE and "Bad CRC-32" in facts["error"]
+    last.write_bytes(bytes(data[: len(data) // 2]))  # cut short
+    assert checkpoint_state(last)[0] == UNLOADABLE
+
+
+def test_a_checkpoint_saved_without_crcs_is_not_called_damaged(tmp_path):
+    last = tmp_path / "last.pt"
+    before = torch.serialization.get_crc32_options()
+    torch.serialization.set_crc32_options(False)
+    try:
+        torch.save({"epoch": 0, "model": torch.ones(1000)}, last)
+    finally:
+        torch.serialization.set_crc32_options(before)
+    assert zip_damage(last) is None
+
+
 def test_model_save_copies_off_the_training_path(spec, tmp_path):
     w = Watch(spec)
     last = tmp_path / "last.pt"
@@ -137,7 +167,9 @@ def test_atomic_path_replaces_whole_files_and_leaves_nothing_behind_on_failure(t
     assert isinstance(last.parent / "best.pt", Path)
 
 
-def test_atomic_path_rewrites_the_replaced_file_in_place_unless_another_name_links_it(spec, tmp_path):
+def test_atomic_path_rewrites_the_replaced_file_in_place_unless_another_name_links_it(spec, tmp_path, monkeypatch):
+    dropped = []
+    monkeypatch.setattr(callbacks, "drop_cache", lambda path: (dropped.append(path), drop_cache(path)))
     last = AtomicPath(tmp_path / "last.pt")
     save(last, 1)
     one = last.stat().st_ino
@@ -148,8 +180,14 @@ def test_atomic_path_rewrites_the_replaced_file_in_place_unless_another_name_lin
     kept = tmp_path / "kept.pt"
     os.link(last, kept)  # as the verified copy links it
     save(last, 4)
+    assert dropped == []
     save(last, 5)  # the spare is epoch 3's file, which kept.pt still names: never written into
     assert torch.load(kept)["epoch"] == 3 and torch.load(last)["epoch"] == 5
+    assert dropped == [os.fspath(last.spare)]  # its cached pages were dropped for the new file, not its data
+    spare = last.spare.stat().st_ino
+    short = b"PK short checkpoint"
+    assert last.write_bytes(short) == len(short)  # into the longer spare, without truncating it first
+    assert last.stat().st_ino == spare and last.read_bytes() == short  # and no tail of the older file
     w = Watch(spec)
     w.on_train_end(SimpleNamespace(last=last, best=AtomicPath(tmp_path / "best.pt")))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hb.json", "kept.pt", "last.pt"]  # no spare left

@@ -145,9 +145,11 @@ def test_torn_checkpoint_resumes_from_the_verified_copy(tmp_path, longer):
     assert checkpoint_state(verified)[0] == RESUMABLE
     good = verified.read_bytes()
     data = (weights / "last.pt").read_bytes()
-    # torn: a save renamed into place whose data never reached the disk (a power cut). Written as a
-    # new file, as every save is: the verified copy is a hard link to the previous save's file
-    (weights / ".torn").write_bytes(data[: len(data) // 2])
+    # torn by a power cut: a save renamed into place with a page of it that never reached the disk,
+    # whole length and a whole zip directory (torch.load would take it). Written as a new file, as
+    # every save is: the verified copy is a hard link to the previous save's file
+    mid = len(data) // 2 // 4096 * 4096
+    (weights / ".torn").write_bytes(data[:mid] + bytes(4096) + data[mid + 4096:])
     os.replace(weights / ".torn", weights / "last.pt")
     again = launch(tmp_path, "--ladder", str(lad))
     assert again.returncode == 0, again.stdout[-3000:]
@@ -155,7 +157,7 @@ def test_torn_checkpoint_resumes_from_the_verified_copy(tmp_path, longer):
     ends = of(events(tmp_path), "attempt_end")
     assert "(verified copy)" in ends[-1]["checkpoint"]
     torn = list(weights.glob("last.pt.torn-*"))
-    assert len(torn) == 1 and torn[0].stat().st_size == len(data) // 2  # kept, not deleted
+    assert len(torn) == 1 and torn[0].stat().st_size == len(data)  # kept, not deleted
     assert trained_epochs(weights.parent) == [1, 2]
     assert verified.read_bytes() != good  # advanced to the new epoch 2 save
 
