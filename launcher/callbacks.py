@@ -65,13 +65,48 @@ class AtomicPath(type(Path())):
     take their memory (0.2 s instead of 1.0 s). Overwriting in place allocates no blocks, so ext4
     does not flush the data at the rename as it does for a new file: after a power cut, last.pt may
     mix pages of two saves. A resume checks every CRC first (zip_damage), and takes the verified
-    copy, which is fsynced, when it fails."""
+    copy, which is fsynced, when it fails.
+
+    Ultralytics writes the same bytes to best.pt right after last.pt whenever the epoch is the best
+    so far. With `best.twin = last`, best.pt becomes a hard link to the file last.pt was just saved
+    as (renamed into place like any save): one checkpoint write instead of two, and one file's page
+    cache. Neither is ever written in place while the other links it, so each name still always
+    holds a whole checkpoint of its own; the final strip writes each a new file (strip_by_rename).
+    """
+
+    twin: "AtomicPath | None" = None  # best.pt's twin is last.pt
+    _written = None  # the bytes object of this path's latest save, until forget()
 
     @property
     def spare(self) -> Path:
         return Path(self.parent, f".{self.name}.tmp")
 
     def write_bytes(self, data) -> int:
+        twin, self._written = self.twin, None
+        if twin is not None and twin._written is data and self.link_to(twin):
+            return len(data)
+        n = self._write(data)
+        self._written = data  # held only until the save ends (Watch.on_model_save: forget)
+        return n
+
+    def forget(self) -> None:
+        self._written = None
+
+    def link_to(self, other: Path) -> bool:
+        """Replace this file with a hard link to `other`, by rename. False where links fail."""
+        staged = os.path.join(os.path.dirname(os.fspath(self)), f".{self.name}.link")
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
+            os.link(other, staged)
+            os.replace(staged, self)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(staged)
+            return False
+        return True
+
+    def _write(self, data) -> int:
         final, tmp = os.fspath(self), os.fspath(self.spare)
         old = os.path.join(os.path.dirname(final), f".{self.name}.old")
         with contextlib.suppress(FileNotFoundError):
@@ -98,8 +133,8 @@ class AtomicPath(type(Path())):
         return n
 
     def drop_spare(self) -> None:
-        """Training is over (no save follows): remove the spare and any left-over `.old`."""
-        for path in (self.spare, Path(self.parent, f".{self.name}.old")):
+        """Training is over (no save follows): remove the spare and any left-over `.old` or `.link`."""
+        for path in (self.spare, Path(self.parent, f".{self.name}.old"), Path(self.parent, f".{self.name}.link")):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
@@ -311,6 +346,7 @@ class Watch:
     def on_pretrain_routine_start(self, trainer) -> None:
         self.apply_threads()  # Ultralytics' select_device has just reset torch's thread count
         trainer.last, trainer.best = AtomicPath(trainer.last), AtomicPath(trainer.best)  # saves by rename
+        trainer.best.twin = trainer.last  # and best.pt a link to the same save, not a second write
         use_strip_by_rename()  # and so does the final strip (this runs on the rank that saves)
         self.cap(trainer)
 
@@ -354,6 +390,9 @@ class Watch:
     def on_model_save(self, trainer) -> None:
         self.epochs_saved += 1
         self.last_saved_epoch = trainer.epoch + 1
+        for path in (trainer.last, getattr(trainer, "best", None)):
+            if isinstance(path, AtomicPath):
+                path.forget()  # the save's bytes, which Ultralytics drops now
         last = Path(trainer.last)
         self.finish_copy()
         # Refreshing the verified copy means writing the checkpoint to disk now (fsync, or a copy):

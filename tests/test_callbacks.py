@@ -193,6 +193,47 @@ def test_atomic_path_rewrites_the_replaced_file_in_place_unless_another_name_lin
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hb.json", "kept.pt", "last.pt"]  # no spare left
 
 
+def ultralytics_save(trainer, epoch: int, best: bool) -> bytes:
+    """What Ultralytics' save_model does: one serialized checkpoint, written to last.pt, and the
+    same bytes object to best.pt when the epoch is the best so far."""
+    import io
+    buf = io.BytesIO()
+    torch.save({"epoch": epoch, "model": None, "pad": torch.full((1000,), float(epoch))}, buf)
+    data = buf.getvalue()
+    trainer.last.write_bytes(data)
+    if best:
+        trainer.best.write_bytes(data)
+    return data
+
+
+def test_best_pt_is_a_link_to_the_same_save_and_neither_file_is_ever_written_while_the_other_links_it(
+        spec, tmp_path):
+    w = Watch(spec)
+    t = SimpleNamespace(last=tmp_path / "last.pt", best=tmp_path / "best.pt", device=torch.device("cpu"), epoch=0,
+                        epochs=9, stop=False)
+    w.on_pretrain_routine_start(t)  # as the child sets Ultralytics' trainer up
+    assert t.best.twin is t.last
+    ultralytics_save(t, 1, best=True)
+    assert os.path.samefile(t.best, t.last)  # one write, two names
+    one = t.last.stat().st_ino
+    for epoch in (2, 3, 4):  # best.pt stays at epoch 1 while last.pt moves on
+        ultralytics_save(t, epoch, best=False)
+        assert torch.load(t.best)["epoch"] == 1 and torch.load(t.last)["epoch"] == epoch
+    assert t.best.stat().st_ino == one  # epoch 1's file, never written into
+    ultralytics_save(t, 5, best=True)
+    assert os.path.samefile(t.best, t.last) and torch.load(t.best)["epoch"] == 5
+    w.on_model_save(t)
+    assert t.last._written is None and t.best._written is None  # the save's bytes are not held on to
+    for epoch in (6, 7):
+        ultralytics_save(t, epoch, best=epoch == 7)
+    assert torch.load(t.best)["epoch"] == 7 and torch.load(t.last)["epoch"] == 7
+    other = b"PK other bytes"
+    t.best.write_bytes(other)  # not the bytes last.pt was just saved with: written, not linked
+    assert t.best.read_bytes() == other and torch.load(t.last)["epoch"] == 7
+    w.on_train_end(t)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "hb.json", "last.pt", "v"]  # no spare, no link
+
+
 def test_pretrain_routine_makes_ultralytics_save_by_rename(spec, tmp_path):
     w = Watch(spec)
     t = SimpleNamespace(last=tmp_path / "w" / "last.pt", best=tmp_path / "w" / "best.pt",
