@@ -25,8 +25,8 @@ from .runlog import write_json_atomic
 
 HEARTBEAT_EVERY_S = 1.0  # at most this often from batch ends; saves and phase changes always write
 # How often a save refreshes the verified copy (always the first and the last). Each refresh forces
-# the checkpoint to disk (fsync, or a copy where links fail): I/O that the kernel otherwise skips
-# for a file rewritten within ~30 s, as Ultralytics' own last.pt is when epochs are short.
+# the checkpoint to disk now (fsync, or a copy where links fail) and pins its file, so that a later
+# save writes one new file instead of a spare in place (AtomicPath).
 VERIFIED_EVERY_S = 600.0
 
 
@@ -57,21 +57,21 @@ class AtomicPath(type(Path())):
     the verified copy can be a hard link to it (free) instead of a copy.
 
     The version it replaces is kept as the spare `.NAME.tmp`, and the next save overwrites the
-    spare in place, without truncating it first: its page cache is reused as it stands. For
-    rtdetr-l's 314 MiB on this 2-core VM (tests/bench/bench_saves.py), that write took about 0.05 s,
-    a truncating rewrite (Ultralytics' own save) 0.3 s and a new file 1.0 s. A spare that another
-    name still links (the verified copy) is never written into: a new file is, after the spare's
-    cached pages are dropped (the verified copy's, read only on recovery), which lets the new file
-    take their memory (0.2 s instead of 1.0 s). Overwriting in place allocates no blocks, so ext4
-    does not flush the data at the rename as it does for a new file: after a power cut, last.pt may
-    mix pages of two saves. A resume checks every CRC first (zip_damage), and takes the verified
-    copy, which is fsynced, when it fails.
+    spare in place, without truncating it first: its page cache is reused as it stands. A spare
+    that another name still links (the verified copy, best.pt) is never written into: a new file
+    is, after the spare's cached pages are dropped (read only on recovery or at the end), which
+    lets the new file take their memory. On a 2-core VM, for rtdetr-l's 314 MiB, the in-place
+    write took 0.05 s, the new file 0.26 s with the pages dropped and 1.27 s without, and
+    Ultralytics' own truncating rewrite about 0.26 s per file (tests/bench/bench_saves.py).
+    Overwriting in place allocates no blocks, so ext4 does not flush the data at the rename as it
+    does for a new file: after a power cut, last.pt may mix pages of two saves. A resume checks
+    every CRC first (zip_damage), and takes the verified copy, which is fsynced, when it fails.
 
     Ultralytics writes the same bytes to best.pt right after last.pt whenever the epoch is the best
     so far. With `best.twin = last`, best.pt becomes a hard link to the file last.pt was just saved
     as (renamed into place like any save): one checkpoint write instead of two, and one file's page
-    cache. Neither is ever written in place while the other links it, so each name still always
-    holds a whole checkpoint of its own; the final strip writes each a new file (strip_by_rename).
+    cache. Neither is ever written in place while the other links it, so a save to one never
+    changes what the other holds; the final strip writes each a new file (strip_by_rename).
     """
 
     twin: "AtomicPath | None" = None  # best.pt's twin is last.pt
@@ -110,7 +110,7 @@ class AtomicPath(type(Path())):
         final, tmp = os.fspath(self), os.fspath(self.spare)
         old = os.path.join(os.path.dirname(final), f".{self.name}.old")
         with contextlib.suppress(FileNotFoundError):
-            if os.stat(tmp).st_nlink != 1:  # still the verified copy too: write a new file instead
+            if os.stat(tmp).st_nlink != 1:  # still the verified copy or best.pt too: write a new file
                 drop_cache(tmp)
                 os.unlink(tmp)
         try:

@@ -234,6 +234,18 @@ def test_best_pt_is_a_link_to_the_same_save_and_neither_file_is_ever_written_whi
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "hb.json", "last.pt", "v"]  # no spare, no link
 
 
+def test_best_pt_is_written_where_links_fail(tmp_path, monkeypatch):
+    def no_link(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+    monkeypatch.setattr(callbacks.os, "link", no_link)
+    t = SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), best=AtomicPath(tmp_path / "best.pt"))
+    t.best.twin = t.last
+    for epoch in (1, 2):
+        data = ultralytics_save(t, epoch, best=True)
+        assert t.best.read_bytes() == data and not os.path.samefile(t.best, t.last)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
 def test_pretrain_routine_makes_ultralytics_save_by_rename(spec, tmp_path):
     w = Watch(spec)
     t = SimpleNamespace(last=tmp_path / "w" / "last.pt", best=tmp_path / "w" / "best.pt",

@@ -1,8 +1,8 @@
 """Launcher overhead while training goes well: the demo job through the launcher (A) versus the same
 Ultralytics training called directly in a plain subprocess (B), alternated on one machine.
 
-    python tests/bench/bench_overhead.py              # 6 pairs, 4 epochs, 24 train / 8 val images
-    python tests/bench/bench_overhead.py --pairs 8 --epochs 5
+    python tests/bench/bench_overhead.py              # 12 pairs, 5 epochs, 24 train / 8 val images (~25 min)
+    python tests/bench/bench_overhead.py --pairs 6 --epochs 4
 
 A: `python -m launcher run --demo --data D --name N --epochs E` in a scratch folder (ladders/demo.toml's
    first rung: rtdetr-l.yaml, 64 px, batch 6, 2 workers, RAM cache, 2 threads, CPU).
@@ -18,11 +18,12 @@ includes each epoch's training, validation and the previous epoch's checkpoint s
 launcher's rename and spare, and its verified copy when one is due). Per pair: speed ratio = direct epoch time / launcher epoch time (≥ 1: the
 launcher is as fast). Target (issue 6, benchmark 2): median ≥ 0.98.
 
-On this 2-core machine the position in a pair matters as much as the launcher: the run that goes
-first is slower (9 pairs, 5 epochs: AB pairs 0.76–0.98, BA pairs 0.99–1.11). A median over an odd
-number of pairs, or over unequal numbers of AB and BA pairs, leans with the majority order, so the
-script also prints an order-balanced ratio: the geometric mean of the AB pairs' ratios and of the
-BA pairs' ratios, weighted equally. Use an even number of pairs (the default is 6).
+On this 2-core machine the position in a pair can matter as much as the launcher: in one 9-pair run
+the run that went first was the slower one (AB pairs 0.76–0.98, BA pairs 0.99–1.11). A median over
+an odd number of pairs, or over unequal numbers of AB and BA pairs, leans with the majority order,
+so the script also prints an order-balanced ratio: the geometric mean of the AB pairs' ratios and
+of the BA pairs' ratios, weighted equally. Use an even number of pairs, and enough of them: with 6
+the median moved by several per cent between runs of the same code (the default is 12).
 
 Also per run: wall time (start to exit), CPU seconds of the whole process tree (wait4's rusage:
 every descendant reaped), and "others": cores busy outside the run meanwhile (a neighbour's job on a
@@ -163,8 +164,8 @@ def direct_run(tmp: Path, data: Path, epochs: int, name: str, env: dict) -> Run:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--pairs", type=int, default=6, help="A/B pairs (default 6; even, so AB and BA balance)")
-    ap.add_argument("--epochs", type=int, default=4, help="epochs per run, ≥ 3 (default 4: 3 steady epochs)")
+    ap.add_argument("--pairs", type=int, default=12, help="A/B pairs (default 12; even, so AB and BA balance)")
+    ap.add_argument("--epochs", type=int, default=5, help="epochs per run, ≥ 3 (default 5: 4 steady epochs)")
     ap.add_argument("--train", type=int, default=24, help="generated train images (default 24: 4 batches of 6)")
     ap.add_argument("--val", type=int, default=8, help="generated val images (default 8)")
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary folder)")

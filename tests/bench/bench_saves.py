@@ -1,15 +1,17 @@
-"""What one checkpoint save costs: Ultralytics' own write against the launcher's save by rename.
+"""What one checkpoint save costs: Ultralytics' own writes against the launcher's saves by rename.
 
     python tests/bench/bench_saves.py                  # 314 MiB (rtdetr-l with its optimizer), 2 rounds
     python tests/bench/bench_saves.py --mib 64 --rounds 3 --dir /mnt/checkpoints
 
-Each scheme saves the same bytes 6 times into a fresh folder, --gap seconds apart (as epochs are), and
-the wall time of each write is printed:
-  ultralytics       `Path.write_bytes`: truncate last.pt and rewrite it in place (a kill tears it)
-  new file          write a new file beside it and rename it into place, each save
-  launcher          `AtomicPath.write_bytes` (launcher/callbacks.py), and after the first save the
-                    verified copy linked and fsynced, as the child does: so save 2 and 3 write new
-                    files (no spare yet; the spare is the verified copy), later saves the spare in place
+A save here is what Ultralytics' save_model does at an epoch that is the best so far: the same bytes
+written to last.pt and then to best.pt. Each scheme saves 6 times into a fresh folder, --gap seconds
+apart (as epochs are), and the wall time of each save (both files) is printed:
+  ultralytics       `Path.write_bytes` twice: truncate each file and rewrite it in place (a kill tears it)
+  new files         each file written as a new file beside it and renamed into place
+  launcher          `AtomicPath` (launcher/callbacks.py) as the child sets it up: last.pt by rename into
+                    its spare, best.pt a hard link to it; after the first save the verified copy is
+                    linked and fsynced, as the child does. So save 2 writes a new file (no spare yet),
+                    save 3 too (the spare is the verified copy), later saves the spare in place
   launcher, cache kept   the same without dropping the linked spare's cached pages before save 3
 
 The rounds alternate the order of the schemes. The steady column is the median of saves 4-6.
@@ -39,25 +41,28 @@ from launcher.callbacks import AtomicPath, fsync_path  # noqa: E402
 SAVES = 6
 
 
-def ultralytics_save(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
+def ultralytics_save(folder: Path, data: bytes) -> None:
+    (folder / "last.pt").write_bytes(data)
+    (folder / "best.pt").write_bytes(data)
 
 
-def new_file_save(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.new")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def new_files_save(folder: Path, data: bytes) -> None:
+    for name in ("last.pt", "best.pt"):
+        tmp = folder / f".{name}.new"
+        tmp.write_bytes(data)
+        os.replace(tmp, folder / name)
 
 
-def launcher_save(path: Path, data: bytes) -> None:
-    AtomicPath(path).write_bytes(data)
+def launcher_save(folder: Path, data: bytes) -> None:
+    last, best = AtomicPath(folder / "last.pt"), AtomicPath(folder / "best.pt")
+    best.twin = last
+    last.write_bytes(data)
+    best.write_bytes(data)
 
 
-def scheme(name: str, save, data: bytes, folder: Path, gap: float, verified: bool,
-           keep_cache: bool = False) -> list[float]:
+def scheme(save, data: bytes, folder: Path, gap: float, verified: bool, keep_cache: bool = False) -> list[float]:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    last = folder / "last.pt"
     drop = callbacks.drop_cache
     if keep_cache:
         callbacks.drop_cache = lambda path: None
@@ -66,11 +71,11 @@ def scheme(name: str, save, data: bytes, folder: Path, gap: float, verified: boo
         for i in range(SAVES):
             time.sleep(gap)
             t0 = time.perf_counter()
-            save(last, data)
+            save(folder, data)
             times.append(time.perf_counter() - t0)
             if verified and i == 0:  # Watch.on_model_save at the first save: link, fsync, rename
                 staged = folder / ".verified.link"
-                os.link(last, staged)
+                os.link(folder / "last.pt", staged)
                 fsync_path(staged)
                 os.replace(staged, folder / "verified.pt")
     finally:
@@ -91,7 +96,7 @@ def main() -> None:
     data = os.urandom(args.mib << 20)
     schemes = [
         ("ultralytics", ultralytics_save, False, False),
-        ("new file", new_file_save, False, False),
+        ("new files", new_files_save, False, False),
         ("launcher", launcher_save, True, False),
         ("launcher, cache kept", launcher_save, True, True),
     ]
@@ -99,7 +104,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         for r in range(args.rounds):
             for name, save, verified, keep in (schemes if r % 2 == 0 else schemes[::-1]):
-                results[name].append(scheme(name, save, data, Path(tmp) / "saves", args.gap, verified, keep))
+                results[name].append(scheme(save, data, Path(tmp) / "saves", args.gap, verified, keep))
     print(f"\n{'scheme':22s} " + " ".join(f"save {i + 1:d}" for i in range(SAVES)) + "   steady   all 6")
     for name, runs in results.items():
         for times in runs:
