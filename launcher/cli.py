@@ -51,14 +51,14 @@ def _positive_int(text: str) -> int:
 
 def _device(text: str) -> str:
     try:
-        return ladder_mod._device(text)
+        return ladder_mod.device_string(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(f"'{text}': {e}") from None
 
 
 def _run_name(text: str) -> str:
     try:
-        return ladder_mod._run_name(text)
+        return ladder_mod.run_name(text)
     except (TypeError, ValueError) as e:
         raise argparse.ArgumentTypeError(f"'{text}': {e}") from None
 

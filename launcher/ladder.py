@@ -148,18 +148,27 @@ def _imgsz(v: Any) -> int:
     return v
 
 
-def _run_name(v: Any) -> str:
+def run_name(v: Any) -> str:
+    """A run name as --name and [job] name take it (a folder under logs/)."""
     v = _str(v)
     if not RUN_NAME.match(v):
         raise ValueError("letters, digits, '.', '_' or '-' (a folder name under logs/), at most 64")
     return v
 
 
-def _device(v: Any) -> str:
+def device_string(v: Any) -> str:
+    """A device as Ultralytics takes it: "cpu", "0" or "0,1" (spaces dropped)."""
     v = str(v).strip() if isinstance(v, (str, int)) and not isinstance(v, bool) else None
     if not v or not re.fullmatch(r"cpu|\d+(,\d+)*", v.replace(" ", "")):
         raise ValueError("'cpu' or GPU indices as Ultralytics takes them: '0', '0,1'")
     return v.replace(" ", "")
+
+
+def gpu_indices(device: str | None) -> tuple[int, ...]:
+    """The GPU indices a device string selects: () for "cpu" or none."""
+    if not device or device == "cpu":
+        return ()
+    return tuple(int(i) for i in device.split(","))
 
 
 def _train_args(v: Any) -> dict:
@@ -188,10 +197,10 @@ def ultralytics_arg_names() -> frozenset[str]:
 
 JOB_FIELDS: dict[str, tuple[Callable[[Any], Any], bool, str]] = {
     # key: (checker, required, fix hint)
-    "name": (_run_name, True, "name the run, e.g. name = \"coco-indoor\""),
+    "name": (run_name, True, "name the run, e.g. name = \"coco-indoor\""),
     "dataset": (_str, True, "give the Ultralytics dataset YAML, e.g. dataset = \"/data/coco_indoor/data.yaml\""),
     "imgsz": (_imgsz, False, "e.g. imgsz = 640"),
-    "device": (_device, False, "e.g. device = \"0\", \"0,1\" or \"cpu\""),
+    "device": (device_string, False, "e.g. device = \"0\", \"0,1\" or \"cpu\""),
     "max_attempts": (_int(1), False, "child processes one run may start, e.g. max_attempts = 20"),
     "retries": (_int(0), False, "retries of an unknown or NCCL failure before stepping down, e.g. retries = 2"),
     "args": (_train_args, False, "e.g. [job.args] with patience = 50, plots = false"),

@@ -1,18 +1,22 @@
-"""Owns every path under `logs/<run>/`: the run record of one training job.
+"""Owns every path under `logs/<run>/` and the run record's declared shape (docs/design.md, "The run record").
 
 events.jsonl is appended and flushed one JSON object a line (readers skip a torn last line);
 state.json and the attempts' JSON files are replaced atomically (write, fsync, rename).
+`RunState` is state.json; `Ev` names every event. The supervisor writes them, status and report
+read them; nothing else spells a key or an event name.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from .contract import HEARTBEAT_NAME, REPORT_NAME, SPEC_NAME, TRAIN_LOG_NAME
+from .errors import BadInput
 
 LOGS_DIR = Path("logs")
 
@@ -38,6 +42,24 @@ def read_json(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every whole JSON object line of a file; torn, garbled or non-object lines (a power cut
+    mid-write, bytes that are not UTF-8, a `[]`) are skipped."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return []
+    out = []
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append(obj)
+    return out
 
 
 def now_iso() -> str:
@@ -120,18 +142,8 @@ class JsonLines:
         return record
 
     def read(self) -> list[dict]:
-        """Every whole line; a torn last line (a power cut mid-write) is skipped."""
-        out = []
-        try:
-            lines = self.path.read_text().splitlines()
-        except OSError:
-            return out
-        for line in lines:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
+        """Every whole object line; a torn last line (a power cut mid-write) is skipped."""
+        return read_jsonl(self.path)
 
 
 class RunLock:
@@ -184,3 +196,127 @@ class Events(JsonLines):
 
     def append(self, event: str, **fields) -> dict:
         return self.add({"ts": now_iso(), "event": event, **fields})
+
+
+# ---- the declared record ------------------------------------------------------------------------
+
+class Ev:
+    """Event names of events.jsonl, defined once (docs/design.md, "The run record")."""
+
+    PROBE = "probe"  # the machine as the probe saw it at the start
+    START = "start"  # a new run: start rung, reasons, cache decision
+    CONTINUE = "continue"  # a later `run` of the same name picks the run up
+    REAPED = "reaped"  # processes a killed launcher left behind, ended
+    ALREADY_COMPLETE = "already_complete"
+    RESUME = "resume"  # an attempt starts from a checkpoint
+    ATTEMPT_START = "attempt_start"
+    ATTEMPT_END = "attempt_end"
+    GPU_RELEASE = "gpu_release"  # the wait for a dead attempt's GPU memory
+    RETRY = "retry"  # after a failure: the same rung again (after a wait)
+    STEP_DOWN = "step_down"
+    VALIDATE = "validate"  # only the final validation is owed: at a lower rung's batch
+    MODEL_SET_ASIDE = "model_set_aside"
+    COMPLETE = "complete"
+    FATAL = "fatal"
+    EXHAUSTED = "exhausted"
+    INTERRUPTED = "interrupted"
+
+    SESSION_STARTS = (START, CONTINUE)
+    ENDINGS = (COMPLETE, FATAL, EXHAUSTED, INTERRUPTED)
+    NEXT_STEPS = (RETRY, STEP_DOWN, VALIDATE)
+
+
+# a run's status in state.json: RUNNING, or the ending event that set it
+RUNNING = "running"
+STATE_VERSION = 1  # state.json without a version is this launcher's first format, read as version 1
+
+
+@dataclass
+class ModelRecord:
+    """One model a run trained (by its source in the ladder): where, and how far."""
+
+    save_dir: str
+    epochs: int
+    epochs_done: int = 0
+    complete: bool = False
+    set_aside: bool = False
+
+
+@dataclass
+class RunState:
+    """state.json: where a run stands, replaced atomically after every decision."""
+
+    run: str
+    ladder: str
+    data: str
+    device: str
+    rung: str
+    epochs_override: int | None = None
+    status: str = RUNNING
+    reason: str | None = None
+    mode: str = "train"  # "train", or "validate": only the final validation is owed
+    attempts: int = 0  # children started so far, over every session of the run
+    models: dict[str, ModelRecord] = field(default_factory=dict)
+    training_model: str | None = None  # the source of the model being trained now
+    remedies: dict[str, Any] = field(default_factory=dict)  # host-RAM remedies, kept on lower rungs
+    delivered: dict[str, Any] | None = None  # {"model", "best", "last"} once complete
+    tree: list[dict] = field(default_factory=list)  # the running attempt's processes
+    started: str = ""
+    updated: str = ""
+    version: int = STATE_VERSION
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: Any, path: Path) -> "RunState":
+        """A state.json's content, checked: a wrong type or a newer format is a one-line BadInput."""
+        if not isinstance(d, dict):
+            raise BadInput(str(path), "not a JSON object", "restore it, or start afresh with --fresh")
+        version = d.get("version", 1)
+        if not isinstance(version, int) or version > STATE_VERSION:
+            raise BadInput(f"{path}, key 'version'", f"written by a newer launcher (record version {version}, this "
+                           f"launcher reads up to {STATE_VERSION})", "use the launcher that wrote it, or --fresh")
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in d.items() if k in known}
+        for name in ("run", "ladder", "data", "device", "rung"):
+            if not isinstance(values.get(name), str):
+                raise BadInput(f"{path}, key {name!r}", f"missing or not a string ({values.get(name)!r})",
+                               "restore the file, or start afresh with --fresh")
+        for name, kind in (("attempts", int), ("models", dict), ("remedies", dict), ("tree", list)):
+            if name in values and (not isinstance(values[name], kind) or isinstance(values[name], bool)):
+                raise BadInput(f"{path}, key {name!r}", f"should be a {kind.__name__}, is {values[name]!r}",
+                               "restore the file, or start afresh with --fresh")
+        models = {}
+        for source, m in values.get("models", {}).items():
+            try:
+                models[source] = ModelRecord(**{k: v for k, v in m.items() if k in ModelRecord.__dataclass_fields__})
+            except (TypeError, AttributeError):
+                raise BadInput(f"{path}, key 'models' / {source!r}", f"not a model record ({m!r})",
+                               "restore the file, or start afresh with --fresh") from None
+        values["models"] = models
+        values["version"] = STATE_VERSION
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: Path) -> "RunState | None":
+        """The state.json at `path`, or None when there is none."""
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as e:
+            raise BadInput(str(path), f"cannot be read ({e})", "restore it, or start afresh with --fresh") from None
+        try:
+            return cls.from_json(json.loads(text), path)
+        except ValueError as e:
+            if isinstance(e, BadInput):
+                raise
+            raise BadInput(str(path), f"not JSON ({e})", "restore it, or start afresh with --fresh") from None
+
+    def save(self, path: Path) -> None:
+        self.updated = now_iso()
+        write_json_atomic(path, self.to_json())
+
+    def model(self, source: str | None) -> ModelRecord | None:
+        return self.models.get(source) if source else None
