@@ -1,4 +1,5 @@
-"""Command line: `python -m launcher {run,dry-run,status,report,diagnose}`. The one place errors become exit codes.
+"""Command line: `python -m launcher {run,dry-run,status,report,diagnose}`. It parses and
+dispatches (run set-up is setup.py's), and is the one place errors become exit codes.
 
 dry-run and diagnose import neither torch nor Ultralytics: they answer instantly.
 """
@@ -8,16 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from dataclasses import replace
 from pathlib import Path
 
-from . import dataset as dataset_mod
-from . import experience, failures, ladder as ladder_mod, models, plan as plan_mod, probe, spec as spec_mod
+from . import failures, ladder as ladder_mod, setup
 from .contract import EXIT_BAD_INPUT, EXIT_OK, REPORT_NAME, TRAIN_LOG_NAME
 from .errors import BadInput, LauncherError
-from .runlog import Events, RunLock, RunPaths, now_iso, read_json
-from .views import DryRun, diagnose_json, diagnose_text, dry_run_json, dry_run_text
+from .runlog import read_json
+from .views import diagnose_json, diagnose_text, dry_run_json, dry_run_text
 
 PROG = "python -m launcher"
 
@@ -205,43 +203,18 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
 
 
-# ---- dry-run ------------------------------------------------------------------------------------
+# ---- dry-run and run ---------------------------------------------------------------------------
 
-def load_job(args) -> ladder_mod.Ladder:
-    ladder = plan_mod.override_epochs(ladder_mod.load(args.ladder, data=args.data), args.epochs)
-    if args.name:
-        ladder = replace(ladder, job=replace(ladder.job, name=args.name))
-    # weights that would be downloaded on a machine that is offline: that rung is unavailable
-    rungs = tuple(replace(r, model=models.check_download(r.model)) for r in ladder.rungs)
-    return replace(ladder, rungs=rungs)
-
-
-def make_plan(args, ladder: ladder_mod.Ladder | None = None, machine: probe.Snapshot | None = None) -> DryRun:
-    ladder = ladder or load_job(args)
-    device = args.device or ladder.job.device
-    indices = tuple(int(i) for i in device.split(",")) if device and device != "cpu" else (0,)
-    snap = probe.pretend(machine or probe.take(), args.vram, args.ram, indices)
-    try:
-        data, problem = dataset_mod.inspect(ladder.job.dataset), None
-    except BadInput as e:
-        data, problem = None, str(e)
-    learned = None
-    if not args.no_memory:
-        _, gpus, _, _ = plan_mod.select_device(device, snap)
-        learned = experience.Experience(experience.store_path(), experience.job_key(ladder, gpus, snap))
-    plan = plan_mod.choose(ladder, snap, device=args.device, start_rung=args.start_rung,
-                           dataset_images=data.images if data else None, dataset_problem=problem,
-                           avoid=learned.avoid() if learned else None)
-    if plan.start is None:
-        return DryRun(snap, ladder, plan, data, None, None, {}, [], learned)
-    paths = RunPaths.for_run(ladder.job.name)
-    spec = spec_mod.build(ladder.job, plan.start, plan.device, paths, attempt=1, vram_gib=args.vram)
-    return DryRun(snap, ladder, plan, data, spec, paths.spec(1), spec_mod.env(plan.start),
-                  spec_mod.command(paths.spec(1)), learned)
+def request(args) -> setup.Request:
+    """The job options of dry-run or run, as setup takes them."""
+    return setup.Request(ladder=args.ladder, data=args.data, device=args.device, epochs=args.epochs, name=args.name,
+                         start_rung=args.start_rung, vram=args.vram, ram=args.ram, no_memory=args.no_memory,
+                         demo=getattr(args, "demo", False), fresh=getattr(args, "fresh", False),
+                         inject=tuple(getattr(args, "inject", ())))
 
 
 def cmd_dry_run(args) -> int:
-    result = make_plan(args)
+    result = setup.make_plan(request(args))
     if args.json:
         print(json.dumps(dry_run_json(result), indent=2))
     else:
@@ -249,111 +222,9 @@ def cmd_dry_run(args) -> int:
     return EXIT_BAD_INPUT if result.plan.problems else EXIT_OK
 
 
-# ---- run ----------------------------------------------------------------------------------------
-
-DEMO_LADDER = ladder_mod.PROJECT_ROOT / "ladders" / "demo.toml"
-
-
 def cmd_run(args) -> int:
-    from . import supervisor  # tenacity and subprocess machinery: only `run` needs them
-
-    child_env: dict[str, str] = {}
-    if args.demo:
-        args.ladder = args.ladder or str(DEMO_LADDER)
-    ladder = load_job(args)
-    if args.demo:
-        from .demo import make_dataset
-        if not args.data:
-            make_dataset(ladder.job.dataset.parent)
-        child_env["YOLO_OFFLINE"] = "1"  # the demo needs no network: YAML models, local data
-    machine = probe.take()
-    if args.demo and not (args.device or ladder.job.device):
-        args.device = "0" if machine.gpus else "cpu"  # --demo picks the CPU by itself
-    names = [r.name for r in ladder.rungs]
-    for inj in args.inject:
-        if inj["rung"] not in names:
-            raise BadInput(f"--inject {inj['kind']}:{inj['rung']}:{inj['epoch']}", f"no rung named '{inj['rung']}'",
-                           f"use one of: {', '.join(names)}")
-    result = make_plan(args, ladder, machine)
-    plan = result.plan
-    if plan.device != "cpu" and not machine.gpus:
-        raise BadInput(f"--device {plan.device}", f"this machine has no NVIDIA GPU ({machine.nvml}); --vram only "
-                       "pretends for dry-run", "pass --device cpu to train on the CPU")
-    if plan.problems:
-        for problem in plan.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    paths = RunPaths.for_run(ladder.job.name)
-    if args.fresh and paths.state.exists():
-        name = f"{ladder.job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        print(f"launcher: --fresh: starting run {name!r} beside {ladder.job.name!r} (which stays as it is)", flush=True)
-        ladder = replace(ladder, job=replace(ladder.job, name=name))
-        paths = RunPaths.for_run(name)
-    paths.root.mkdir(parents=True, exist_ok=True)
-    lock = RunLock(paths.lock)
-    if not lock.acquire():
-        raise BadInput(f"run {ladder.job.name!r}", f"already running ({lock.holder()})",
-                       "watch it (tail -f its attempt's train.log), stop it first, or use another --name")
-    state = read_json(paths.state)
-    events = Events(paths.events)
-    if state and state.get("status") == "complete":
-        d = state.get("delivered") or {}
-        print(f"launcher: run {ladder.job.name!r} is already finished; nothing to train.\n"
-              f"launcher: best: {d.get('best')}\nlauncher: last: {d.get('last')}\nlauncher: run record: {paths.root}")
-        events.append("already_complete", best=d.get("best"))
-        return EXIT_OK
-    rungs = plan.rungs
-    if state:
-        start = continue_run(state, ladder, paths, events, args.epochs)
-        if args.epochs is None and state.get("epochs_override"):  # a rehearsal stays a rehearsal
-            rungs = plan_mod.override_epochs(replace(ladder, rungs=rungs), state["epochs_override"]).rungs
-    else:
-        start = ladder.index(plan.start.name)
-        state = {"run": ladder.job.name, "status": "running", "ladder": str(ladder.path),
-                 "data": str(ladder.job.dataset), "epochs_override": args.epochs, "device": plan.device,
-                 "rung": plan.start.name, "mode": "train", "attempts": 0, "models": {}, "started": now_iso()}
-        events.append("probe", **result.snap.to_json())
-        events.append("start", rung=plan.start.name, device=plan.device, reasons=list(plan.reasons),
-                      cache=plan.cache.to_json(), ladder=str(ladder.path), data=str(ladder.job.dataset),
-                      inject=args.inject)
-        for reason in plan.reasons:
-            print(f"launcher: {reason}", flush=True)
-    dataset_mod.write_resolved(result.dataset, paths.dataset)
-    sup = supervisor.Supervisor(ladder=ladder, rungs=rungs, start=start, device=plan.device, paths=paths,
-                                vram_gib=args.vram, injections=tuple(args.inject), child_env=child_env,
-                                experience=result.experience)
-    return sup.run(state)
-
-
-def continue_run(state: dict, ladder: ladder_mod.Ladder, paths: RunPaths, events: Events,
-                 epochs: int | None) -> int:
-    """A second `run` of a run that stopped: same rung, resumed from its checkpoint, events
-    appended; first end any process a SIGKILLed launcher left behind."""
-    from . import proctree, supervisor
-
-    supervisor.check_continuation(state, ladder, paths.state, epochs)
-    names = [r.name for r in ladder.rungs]
-    if state.get("rung") not in names:
-        raise BadInput(str(paths.state), f"run {ladder.job.name!r} stopped on rung {state.get('rung')!r}, which "
-                       f"{ladder.path} no longer has", "restore that rung, or start afresh with --fresh")
-    reaped = proctree.reap(state.pop("tree", []))
-    if reaped:
-        events.append("reaped", pids=reaped)
-        print(f"launcher: ended {len(reaped)} process(es) left by the previous launcher: {reaped}", flush=True)
-    start = names.index(state["rung"])
-    if not ladder.rungs[start].available:
-        below = plan_mod.next_rung(ladder.rungs, start)
-        if below is None:
-            raise BadInput(f"{ladder.path}: rung {state['rung']!r}", f"unavailable ({ladder.rungs[start].model.weights})",
-                           "make its model available, or start afresh with --fresh")
-        print(f"launcher: rung {state['rung']} is unavailable now ({ladder.rungs[start].model.weights}); "
-              f"continuing at {ladder.rungs[below].name}", flush=True)
-        start = below
-    events.append("continue", rung=ladder.rungs[start].name, attempts=state["attempts"], status_was=state.get("status"))
-    print(f"launcher: continuing run {ladder.job.name!r} at rung {ladder.rungs[start].name} "
-          f"(attempt {state['attempts'] + 1})", flush=True)
-    state.update(status="running", rung=ladder.rungs[start].name)
-    return start
+    prepared = setup.prepare(request(args))
+    return EXIT_OK if prepared.finished else setup.supervise(prepared)
 
 
 # ---- status -------------------------------------------------------------------------------------

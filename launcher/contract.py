@@ -33,7 +33,7 @@ THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # The MobileNetV4 backbone loads timm's ImageNet weights only when this is "1".
 ENV_PRETRAINED_BACKBONE = "RTDETR_LAUNCHER_PRETRAINED"
 
-# Failure kinds (DESIGN.md, "Failure kinds and policy").
+# Failure kinds (docs/design.md, "Failure kinds and policy").
 CUDA_OOM = "cuda_oom"
 HOST_OOM = "host_oom"
 NCCL = "nccl"

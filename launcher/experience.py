@@ -18,7 +18,8 @@ from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
 
-from .contract import GIB
+from .contract import CUDA_OOM, GIB
+from .failures import late_oom
 from .ladder import Ladder
 from .probe import Gpu, Snapshot
 from .runlog import LOGS_DIR, now_iso, write_json_atomic
@@ -94,8 +95,8 @@ class Experience:
 
 def verdict(kind: str | None, phase: str | None, epochs_saved: int) -> str | None:
     """An attempt's verdict on its rung, or None when it says nothing about the rung's memory."""
-    if epochs_saved >= 1:
+    if late_oom(epochs_saved):
         return HELD  # including a late OOM: a leak, not a verdict on the rung
-    if kind == "cuda_oom" and phase in ("train", "val", None):
+    if kind == CUDA_OOM and phase in ("train", "val", None):
         return OOM_EARLY
     return None

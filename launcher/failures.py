@@ -1,4 +1,7 @@
-"""Pure classification of a dead training process into DESIGN.md's failure kinds.
+"""Pure classification of a dead training process into the failure kinds of docs/design.md
+("Failure kinds and policy"). This module alone decides a failure's kind: `judge` turns an
+attempt's record (the launch seam's `ChildEnd`), the child's report and its log tail into a
+Failure; `classify` reads any crash log (also for `diagnose`).
 
 Evidence is weighed in the contract's order: the child's report (exception type and message),
 then the exit signal, then signatures in the log tail. In a log, the final lines of tracebacks
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import re
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .contract import CUDA_OOM, FATAL, HANG, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN
 
@@ -90,12 +93,54 @@ class Failure:
                 "action": action(self)}
 
 
+@dataclass(frozen=True)
+class ChildEnd:
+    """How one attempt's child ended, as the launch seam reports it."""
+
+    exit_code: int  # Popen's: -N for a signal
+    seconds: float = 0.0
+    watchdog: str | None = None  # the kind the watchdog ended the tree for (HANG), or None
+    evidence: str | None = None  # the watchdog's evidence ("heartbeat silent for 612 s ...")
+    memory_evidence: str | None = None  # host RAM exhausted or a cgroup oom_kill, seen at a SIGKILL
+    peak_rss: int | None = None  # bytes, the child's process tree, as sampled
+    peak_vram: int | None = None
+
+
+def late_oom(epochs_saved: int) -> bool:
+    """The one early/late rule: an OOM after the attempt saved an epoch is a leak or fragmentation
+    (a fresh process clears it); before any, the rung does not fit."""
+    return epochs_saved >= 1
+
+
+def judge(end: ChildEnd, report: dict | None, log: str, heartbeat: dict | None = None,
+          launcher_signal: int | None = None) -> Failure | None:
+    """What ended an attempt, or None when it succeeded (exit 0 *and* the child's success report).
+
+    `launcher_signal` is the signal the launcher itself received while the attempt ran: the
+    attempt was interrupted, whatever the child died of. A child interrupted by anyone else (a
+    KeyboardInterrupt in its report or log) is not the night's end: unknown, retried."""
+    if end.exit_code == 0 and report and report.get("ok"):
+        return None
+    phase = (report or {}).get("phase") or (heartbeat or {}).get("phase")
+    if launcher_signal is not None:
+        name = signal.Signals(launcher_signal).name
+        return Failure(INTERRUPTED, f"the launcher received {name}", "signal", phase)
+    if end.watchdog:
+        return Failure(end.watchdog, end.evidence or "ended by the watchdog", "watchdog", (heartbeat or {}).get("phase"))
+    failure = classify(log, exit_code=end.exit_code, report=report, memory_evidence=end.memory_evidence)
+    if failure is None:  # exit 0 without a success report
+        return Failure(UNKNOWN, f"exit code {end.exit_code} without a success report", "exit")
+    if failure.kind == INTERRUPTED:
+        return replace(failure, kind=UNKNOWN, evidence=f"{failure.evidence} (not from the launcher)")
+    return failure
+
+
 def action(failure: Failure, epochs_completed: int | None = None) -> str:
     if failure.phase == "final" and failure.kind not in (FATAL, INTERRUPTED):
         return ("training is done, only its final validation failed: validate best.pt again at the next rung's "
                 "batch, never retrain")
     if failure.kind == CUDA_OOM and epochs_completed is not None:
-        if epochs_completed >= 1:
+        if late_oom(epochs_completed):
             return (f"late OOM ({epochs_completed} epoch(s) completed in the attempt): resume the same rung in a "
                     "fresh process, which clears leaks and fragmentation")
         return "early OOM (no epoch completed in the attempt): step down to the next rung and resume from the checkpoint"

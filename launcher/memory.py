@@ -1,6 +1,6 @@
 """Host-RAM evidence for a child that died of SIGKILL: was it the kernel's OOM killer?
 
-A SIGKILL says nothing about who sent it. Two facts do (DESIGN.md, `host_oom`):
+A SIGKILL says nothing about who sent it. Two facts do (docs/design.md, "Failure kinds and policy", `host_oom`):
 
 - the `oom_kill` counter of the memory cgroup the child ran in rose while it ran (cgroup v2
   `memory.events`, v1 `memory.oom_control`; both read "oom_kill N");
@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 
 import psutil
 
-from .contract import GIB
+from .fmt import gib
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC = Path("/proc")
@@ -131,10 +131,6 @@ def oom_kill_count(root: Path = CGROUP_ROOT, proc_cgroup: Path = PROC / "self" /
 
 # --- the supervisor's watch --------------------------------------------------------------------
 
-def _gib(n: float) -> str:
-    return f"{n / GIB:.2f} GiB"
-
-
 class RamWatch:
     """RAM samples and cgroup OOM counters while a child runs; `evidence()` after it died of SIGKILL.
 
@@ -226,8 +222,8 @@ class RamWatch:
         low = self.low_ram_sample(now)
         if low:
             ago = max(0.0, now - low["t"])
-            tree = f"; the child's tree held {_gib(low['tree_rss'])}" if low["tree_rss"] else ""
-            return (f"RAM {low['ram_used_pct']:.1f} % used ({_gib(low['ram_available'])} available) "
+            tree = f"; the child's tree held {gib(low['tree_rss'])}" if low["tree_rss"] else ""
+            return (f"RAM {low['ram_used_pct']:.1f} % used ({gib(low['ram_available'])} available) "
                     f"{ago:.0f} s before the death{tree}")
         return None
 

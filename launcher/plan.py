@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .contract import CUDA_OOM, FATAL, GIB, HOST_OOM, INTERRUPTED
+import tenacity
+
+from .contract import CUDA_OOM, FATAL, GIB, HANG, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN
 from .errors import BadInput
-from .ladder import Ladder, Rung
+from .failures import late_oom
+from .fmt import gib
+from .ladder import Job, Ladder, Rung, gpu_indices
 from .probe import Gpu, Snapshot
 
 CACHE_HEADROOM = 2  # RAM cache only when available RAM ≥ this × the estimate
@@ -38,10 +42,6 @@ class Plan:
     problems: tuple[str, ...]  # what would make `run` refuse
 
 
-def gib(n: int | float | None) -> str:
-    return "unknown" if n is None else f"{n / GIB:.2f} GiB"
-
-
 def select_device(requested: str | None, snap: Snapshot) -> tuple[str, tuple[Gpu, ...], list[str], list[str]]:
     """The device string and the GPUs it selects, with reasons and problems."""
     reasons: list[str] = []
@@ -56,7 +56,7 @@ def select_device(requested: str | None, snap: Snapshot) -> tuple[str, tuple[Gpu
         requested = str(snap.gpus[0].index)
         reasons.append(f"device {requested}: the first GPU (no device in the ladder or --device)")
     by_index = {g.index: g for g in snap.gpus}
-    indices = [int(i) for i in requested.split(",")]
+    indices = list(gpu_indices(requested))
     missing = [i for i in indices if i not in by_index]
     if missing:
         have = ", ".join(str(i) for i in by_index) or "none"
@@ -190,10 +190,49 @@ def override_epochs(ladder: Ladder, epochs: int | None) -> Ladder:
     return replace(ladder, rungs=tuple(replace(r, epochs=epochs) for r in ladder.rungs))
 
 
-# ---- after a failure: the supervisor's policy (DESIGN.md, "Failure kinds and policy") ----------
+# ---- after a failure: the policy (docs/design.md, "Failure kinds and policy") ---------------------
 
 RETRY, STEP_DOWN, VALIDATE, STOP, EXHAUSTED, INTERRUPT = "retry", "step_down", "validate", "stop", "exhausted", \
     "interrupted"
+TRANSIENT = frozenset({UNKNOWN, NCCL, HANG})  # may pass: retried on the same rung after a wait
+HANG_RETRIES = 1  # a hang is retried once on its rung; unknown and NCCL failures [job] retries times
+RETRY_WAIT_MAX_S = 300.0  # the exponential wait stops doubling here
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The job's retry budget and waits. tenacity's wait and stop objects are the values; the
+    supervisor's loop is the only loop."""
+
+    max_attempts: int  # children started, over the whole run
+    retries: int  # for unknown and NCCL failures on one rung
+    wait: tenacity.wait.wait_base  # before the n-th retry of a transient failure
+
+    @classmethod
+    def of(cls, job: Job) -> "Policy":
+        first = job.retry_wait_s
+        return cls(job.max_attempts, job.retries,
+                   tenacity.wait_exponential(multiplier=first, min=first, max=RETRY_WAIT_MAX_S))
+
+    def budget_spent(self, attempts: int) -> bool:
+        return attempts >= self.max_attempts
+
+    def retries_for(self, kind: str) -> int:
+        return HANG_RETRIES if kind == HANG else self.retries
+
+    def retries_spent(self, kind: str, streak: int) -> bool:
+        """`streak`: transient failures in a row on this rung, this one included."""
+        return tenacity.stop_after_attempt(1 + self.retries_for(kind))(_Tries(streak))
+
+    def wait_before(self, retry: int) -> float:
+        return float(self.wait(_Tries(retry)))
+
+
+@dataclass(frozen=True)
+class _Tries:
+    """The part of tenacity's RetryCallState its wait and stop objects read."""
+
+    attempt_number: int
 
 
 @dataclass(frozen=True)
@@ -202,15 +241,31 @@ class Step:
     rung: int | None  # index into the ladder of the next attempt
     reason: str
     changes: tuple[tuple[str, object], ...] = ()  # field overrides for the next attempt (remedies)
+    wait_s: float = 0.0  # before the next attempt
+    retry: tuple[int, int] | None = None  # (n, of) for the retry of a transient failure
+
+
+def with_remedies(rungs: tuple[Rung, ...], remedies: dict[str, object]) -> tuple[Rung, ...]:
+    """The ladder with the remedies of earlier host-RAM OOMs applied (they stay on lower rungs)."""
+    out = []
+    for r in rungs:
+        if "cache" in remedies:
+            r = replace(r, cache="off")
+        if "workers" in remedies:
+            r = replace(r, workers=min(r.workers, int(remedies["workers"])))
+        out.append(r)
+    return tuple(out)
 
 
 def next_rung(rungs: tuple[Rung, ...], i: int) -> int | None:
     return next((j for j in range(i + 1, len(rungs)) if rungs[j].available), None)
 
 
-def next_step(rungs: tuple[Rung, ...], i: int, kind: str, phase: str | None, epochs_saved: int) -> Step:
-    """What to do after attempt on rung `i` died of `kind`. Transient kinds reach here only after
-    their retries are spent (the supervisor retries them with backoff first)."""
+def decide(rungs: tuple[Rung, ...], i: int, kind: str, phase: str | None, epochs_saved: int, *,
+           streak: int, policy: Policy) -> Step:
+    """What follows an attempt on rung `i` that died of `kind` (in `phase`, after saving
+    `epochs_saved` epochs): every decision of the run's policy, as a pure function. `streak` counts
+    the transient failures in a row on this rung, this one included."""
     rung = rungs[i]
     below = next_rung(rungs, i)
     down = (Step(STEP_DOWN, below, f"step down from {rung.name} to {rungs[below].name}") if below is not None
@@ -219,13 +274,17 @@ def next_step(rungs: tuple[Rung, ...], i: int, kind: str, phase: str | None, epo
         return Step(STOP, None, "fatal: no rung can fix it")
     if kind == INTERRUPTED:
         return Step(INTERRUPT, None, "interrupted")
+    if kind in TRANSIENT and not policy.retries_spent(kind, streak):
+        of, wait = policy.retries_for(kind), policy.wait_before(streak)
+        return Step(RETRY, i, f"retry {streak}/{of} of rung {rung.name} in {wait:.0f} s after {kind}",
+                    wait_s=wait, retry=(streak, of))
     if phase == "final":
         # training is done; only the final validation is owed: validate at a lower rung's batch
         if below is not None:
             return Step(VALIDATE, below, f"final validation failed ({kind}): validate at {rungs[below].name}'s "
                                          f"batch ({rungs[below].batch}), never retrain")
         return Step(EXHAUSTED, None, f"final validation failed ({kind}) at the bottom of the ladder")
-    if kind == CUDA_OOM and epochs_saved >= 1:
+    if kind == CUDA_OOM and late_oom(epochs_saved):
         return Step(RETRY, i, f"late OOM after {epochs_saved} epoch(s) in the attempt: resume {rung.name} in a "
                               "fresh process (clears leaks and fragmentation)")
     if kind == CUDA_OOM:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .contract import GIB
+from .fmt import gib
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ def wait_gpu_released(indices: tuple[int, ...], pids: set[int], before: dict[int
                      if before.get(i) is not None and free is not None and before[i] - free > RELEASE_MARGIN}
             if not short:
                 return f"free VRAM back to its level before the attempt after {clock() - t0:.1f} s"
-            pending = f"GPU {', '.join(map(str, short))} still {max(short.values()) / GIB:.2f} GiB short"
+            pending = f"GPU {', '.join(map(str, short))} still {gib(max(short.values()))} short"
         else:
             left = holders & pids
             if not left:

@@ -168,6 +168,11 @@ class RunLock:
         self.fd = fd
         return True
 
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+
     def is_held(self) -> bool:
         """Whether a launcher holds this run now (without taking the lock)."""
         import fcntl
@@ -320,3 +325,32 @@ class RunState:
 
     def model(self, source: str | None) -> ModelRecord | None:
         return self.models.get(source) if source else None
+
+    def note_attempt(self, source: str, save_dir: str, epochs: int, last_saved_epoch: int | None,
+                     ok: bool) -> ModelRecord:
+        """What one attempt did for its model: the last epoch it saved; all of them when it finished."""
+        m = self.models.setdefault(source, ModelRecord(save_dir=save_dir, epochs=epochs))
+        if last_saved_epoch:
+            m.epochs_done = max(m.epochs_done, last_saved_epoch)
+        if ok:
+            m.complete, m.epochs_done = True, m.epochs
+        return m
+
+    def trained_note(self) -> str:
+        """For an ending that leaves a fully trained model behind: where it is."""
+        m = self.model(self.training_model)
+        if not m or m.epochs_done < m.epochs:
+            return ""
+        return (f"; {Path(self.training_model).name} finished training (its final validation is owed): "
+                f"{m.save_dir}/weights/best.pt and last.pt")
+
+    def summary(self, status: str) -> list[str]:
+        """One line per model: how far it got and where it is."""
+        lines = []
+        for source, m in self.models.items():
+            current = source == self.training_model
+            what = ("delivered" if current and status == Ev.COMPLETE else "set aside" if m.set_aside
+                    else "complete" if m.complete else "in progress: run again to continue" if current else "")
+            lines.append(f"  model {Path(source).name}: {m.epochs_done}/{m.epochs} epochs {what} "
+                         f"({m.save_dir})".rstrip())
+        return lines

@@ -11,7 +11,8 @@ from .dataset import Dataset
 from .experience import Experience
 from .failures import Failure, action
 from .ladder import Ladder, Rung
-from .plan import Plan, gib
+from .fmt import gib
+from .plan import Plan
 from .probe import Snapshot
 
 

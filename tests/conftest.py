@@ -64,5 +64,12 @@ def ladder_file(tmp_path):
     return make
 
 
+def all_available(ladder):
+    """The ladder with every rung's model available, whatever this machine has installed (timm)
+    or can fetch: pure tests of the plan and the loop must not depend on it."""
+    from dataclasses import replace
+    return replace(ladder, rungs=tuple(replace(r, model=replace(r.model, available=True)) for r in ladder.rungs))
+
+
 def env_without(*names: str) -> dict:
     return {k: v for k, v in os.environ.items() if k not in names}

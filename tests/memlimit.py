@@ -21,7 +21,7 @@ watch and tree kill) can start it unchanged: see `ConfinedLaunch`.
         code = subprocess.call(cg.wrap([sys.executable, "hog.py"]))  # -9
         cg.oom_kill()                                                   # 1
 
-    with confined_launch(512 << 20) as launch:     # launch(cmd, env, log_path) -> returncode
+    with confined_launch(512 << 20, inner=ChildProcess()) as launch:  # the supervisor's launch seam
         supervisor = Supervisor(..., launch=launch)
         ...
         launch.attempts[-1].oom_kill               # the counter when that child ended
@@ -47,7 +47,7 @@ NAME_PREFIX = "rtdetr-memlimit-"
 MAX_FRACTION_OF_RAM = 0.25  # a limit above a quarter of the machine's RAM is refused
 _names = itertools.count()
 
-Launch = Callable[[list[str], dict, Path], int]
+Launch = Callable[..., object]  # (cmd, env, log_path, *more) -> a return code, or a record with .exit_code
 
 
 class Unsupported(RuntimeError):
@@ -287,17 +287,20 @@ class ConfinedLaunch:
         if self.method not in ("cgroup", "rlimit"):
             raise ValueError(f"method must be cgroup, rlimit or auto, not {self.method!r}")
 
-    def __call__(self, cmd: list[str], env: dict, log_path: Path) -> int:
+    def __call__(self, cmd: list[str], env: dict, log_path: Path, *more):
+        """Returns what `inner` returns (the supervisor's seam: a ChildEnd); records the return code."""
         if self.method == "rlimit":
             attempt = Attempt(list(cmd), None)
             self.attempts.append(attempt)
-            attempt.returncode = self.inner(rlimit_wrap(self.limit_bytes, list(cmd)), env, log_path)
-            return attempt.returncode
+            result = self.inner(rlimit_wrap(self.limit_bytes, list(cmd)), env, log_path, *more)
+            attempt.returncode = getattr(result, "exit_code", result)
+            return result
         cg = create_cgroup(self.limit_bytes)
         attempt = Attempt(list(cmd), cg)
         self.attempts.append(attempt)
         try:
-            attempt.returncode = self.inner(cg.wrap(list(cmd)), env, log_path)
+            result = self.inner(cg.wrap(list(cmd)), env, log_path, *more)
+            attempt.returncode = getattr(result, "exit_code", result)
         finally:
             attempt.oom_kill = cg.oom_kill()
             for pid in cg.pids():  # descendants that outlived the command (ours: they were started here)
@@ -305,7 +308,7 @@ class ConfinedLaunch:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-        return attempt.returncode
+        return result
 
     def close(self) -> None:
         for a in self.attempts:

@@ -2,13 +2,15 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from launcher import cli
+from launcher import cli, models, probe, setup
+from launcher.errors import BadInput
 from launcher.contract import GIB
 from launcher.probe import Gpu, Snapshot
 
@@ -29,13 +31,13 @@ def online(monkeypatch):
     """As on a connected machine: downloads on first use are possible."""
     monkeypatch.delenv("YOLO_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(cli.models, "reachable", lambda host: True)
+    monkeypatch.setattr(models, "reachable", lambda host: True)
 
 
 @pytest.fixture
 def fixed_machine(monkeypatch, tmp_path, coco_tree, online):
     """The fixed snapshot, run from tmp_path, where coco_indoor/ is the 4,401-image dataset."""
-    monkeypatch.setattr(cli.probe, "take", lambda: FIXED)
+    monkeypatch.setattr(probe, "take", lambda: FIXED)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "coco_indoor").symlink_to(coco_tree.parent)
     return coco_tree
@@ -94,7 +96,7 @@ def cpu_machine(monkeypatch, tmp_path, online):
     """A machine without GPUs, run from tmp_path, where coco_indoor/ is a small dataset."""
     make_image_tree(tmp_path / "coco_indoor", 4, 2)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(cli.probe, "take", lambda: Snapshot((), 8 * GIB, 6 * GIB, 2, nvml="NVML unavailable"))
+    monkeypatch.setattr(probe, "take", lambda: Snapshot((), 8 * GIB, 6 * GIB, 2, nvml="NVML unavailable"))
 
 
 def test_dry_run_cpu_machine_refuses_without_device(capsys, cpu_machine):
@@ -111,7 +113,7 @@ def test_offline_machine_says_which_weights_cannot_be_fetched(offline, capsys, f
     if offline == "env":
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     else:
-        monkeypatch.setattr(cli.models, "reachable", lambda host: host != "huggingface.co")
+        monkeypatch.setattr(models, "reachable", lambda host: host != "huggingface.co")
     code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--json")
     d = json.loads(out)
     mnv4 = next(r for r in d["ladder"]["rungs"] if r["name"] == "mnv4")
@@ -165,18 +167,19 @@ def test_bad_input_is_one_line_exit_2(argv, names, capsys, fixed_machine):
         assert n in err
 
 
-@pytest.mark.parametrize("command", ["run", "dry-run", "diagnose"])
-def test_help_explains_every_option_with_an_example(command, capsys):
+@pytest.mark.parametrize("command", ["run", "dry-run", "diagnose", "status", "report"])
+def test_help_describes_every_option(command, capsys):
+    """Every option --help lists has words after it, and the page ends with examples."""
     with pytest.raises(SystemExit):
         cli.main([command, "--help"])
     out = capsys.readouterr().out
-    parser = cli.build_parser()
-    sub = parser._subparsers._group_actions[0].choices[command]
-    for action in sub._actions:
-        if action.help and action.option_strings and "--help" not in action.option_strings:
-            assert "e.g." in action.help, f"{action.option_strings} has no example"
-            assert action.option_strings[-1] in out
-    assert "examples:" in out
+    options = out.split("options:", 1)[1].split("examples:", 1)[0]
+    entries = re.split(r"\n(?=  -)", options.strip("\n"))
+    assert entries and entries[0].strip().startswith("-h, --help"), out
+    for entry in entries:
+        flags, _, words = entry.strip().partition("  ")
+        assert flags.startswith("-") and len(words.split()) >= 3, f"{command}: {entry!r} says nothing"
+    assert "examples:" in out and f"python -m launcher {command}" in out.split("examples:", 1)[1]
 
 
 @pytest.mark.parametrize("log, kind", [("ddp_torchrun_oom.log", "cuda_oom"), ("device_side_assert.log", "fatal")])
@@ -214,57 +217,90 @@ def test_commands_import_neither_torch_nor_ultralytics(tmp_path):
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ultralytics', 'timm', 'numpy'))\n"
         "print(heavy)\n")
     (tmp_path / "logs" / "r").mkdir(parents=True)
-    (tmp_path / "logs" / "r" / "state.json").write_text('{"status": "complete", "attempts": 1}')
+    (tmp_path / "logs" / "r" / "state.json").write_text(json.dumps({
+        "run": "r", "ladder": "l.toml", "data": "d.yaml", "device": "cpu", "rung": "a", "status": "complete",
+        "attempts": 1}))
     out = subprocess.run([sys.executable, "-c", probe_script], capture_output=True, text=True, cwd=tmp_path,
                          check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
 
-@pytest.fixture
-def no_training(monkeypatch):
-    """`run` up to the supervisor's loop, which only records what it was given."""
-    from launcher import supervisor
-    seen = []
-
-    def fake_run(self, state):
-        seen.append((self.paths.root, dict(state)))
-        return 0
-    monkeypatch.setattr(supervisor.Supervisor, "run", fake_run)
-    return seen
+def prepare(**asked):
+    """`run` up to the supervisor's loop: what setup hands the supervisor."""
+    return setup.prepare(setup.Request(data="coco_indoor/data.yaml", device="cpu", **asked), say=print)
 
 
-def test_fresh_starts_beside_an_existing_run_and_touches_nothing(capsys, cpu_machine, tmp_path, no_training):
-    old = tmp_path / "logs" / "coco-indoor"
-    old.mkdir(parents=True)
-    (old / "state.json").write_text(json.dumps({"status": "interrupted", "rung": "optimal", "attempts": 3}))
-    before = (old / "state.json").read_text()
-    code, out, _ = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu", "--fresh")
-    assert code == 0 and "--fresh: starting run 'coco-indoor-" in out
-    root, state = no_training[0]
-    assert root.parent == old.parent and root.name.startswith("coco-indoor-") and state["attempts"] == 0
-    assert (old / "state.json").read_text() == before
+def a_record(root: Path, **fields) -> Path:
+    """A state.json as an earlier run of coco-indoor on this machine left it."""
+    root.mkdir(parents=True, exist_ok=True)
+    data = str(Path("coco_indoor/data.yaml").resolve())
+    state = {"run": root.name, "ladder": str(ROOT / "ladders" / "default.toml"), "data": data, "device": "cpu",
+             "status": "interrupted", "rung": "optimal", "attempts": 3, "models": {}, **fields}
+    (root / "state.json").write_text(json.dumps(state))
+    return root / "state.json"
 
 
-def test_a_run_that_is_already_running_is_refused(capsys, cpu_machine, tmp_path, no_training):
+def test_fresh_starts_beside_an_existing_run_and_touches_nothing(capsys, cpu_machine, tmp_path):
+    old = a_record(tmp_path / "logs" / "coco-indoor")
+    before = old.read_text()
+    p = prepare(fresh=True)
+    out = capsys.readouterr().out
+    assert "--fresh: starting run 'coco-indoor-" in out
+    assert p.paths.root.parent == old.parent.parent and p.paths.root.name.startswith("coco-indoor-")
+    assert p.state.attempts == 0 and p.state.status == "running" and not p.finished
+    assert old.read_text() == before
+
+
+def test_a_run_that_is_already_running_is_refused(capsys, cpu_machine, tmp_path):
     from launcher.runlog import RunLock
     root = tmp_path / "logs" / "coco-indoor"
     root.mkdir(parents=True)
     held = RunLock(root / ".lock")
     assert held.acquire()
     code, _, err = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
-    assert code == 2 and "already running (pid" in err and not no_training
+    assert code == 2 and "already running (pid" in err and len(err.strip().splitlines()) == 1
+    assert not (root / "state.json").exists() and not (root / "attempt-1").exists()  # nothing started
 
 
-def test_continuing_a_rehearsal_keeps_its_epochs(capsys, cpu_machine, tmp_path, no_training, monkeypatch):
+def test_continuing_a_rehearsal_keeps_its_epochs(capsys, cpu_machine, tmp_path):
+    a_record(tmp_path / "logs" / "coco-indoor", rung="optimal-b4", attempts=2, epochs_override=2)
+    p = prepare()
+    assert "continuing run 'coco-indoor' at rung optimal-b4 (attempt 3)" in capsys.readouterr().out
+    assert p.ladder.rungs[p.start].name == "optimal-b4" and p.state.attempts == 2
+    assert {r.epochs for r in p.rungs} == {2}  # not the ladder's 100/150
+
+
+def test_continuation_refuses_other_epochs_or_data(capsys, cpu_machine, tmp_path):
+    a_record(tmp_path / "logs" / "coco-indoor", epochs_override=2)
+    with pytest.raises(BadInput, match=r"started with --epochs 2, this run asks 5.*--fresh"):
+        prepare(epochs=5)
+    other = make_image_tree(tmp_path / "other", 4, 2)
+    with pytest.raises(BadInput, match=r"trains on .*coco_indoor/data.yaml, this run asks .*other/data.yaml.*"
+                                       r"pass --data .*coco_indoor/data.yaml to continue"):
+        setup.prepare(setup.Request(data=str(other), device="cpu"), say=print)
+    assert prepare().state.epochs_override == 2  # not given: the run's own
+
+
+def test_a_finished_run_trains_nothing_and_names_fresh(capsys, cpu_machine, tmp_path):
+    a_record(tmp_path / "logs" / "coco-indoor", status="complete", delivered={"best": "b.pt", "last": "l.pt"})
+    code, out, _ = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
+    assert code == 0 and "already finished; nothing to train (--fresh starts a new run beside it)" in out
+
+
+@pytest.mark.parametrize("content, names", [
+    ('{"run": "coco-indoor", "attempts": 1}', ["state.json, key 'ladder'", "missing"]),
+    ('{"run": "x", "ladder": "l", "data": "d", "device": "cpu", "rung": "a", "attempts": "3"}',
+     ["key 'attempts'", "should be a int"]),
+    ('{"run": "x", "ladder": "l", "data": "d", "device": "cpu", "rung": "a", "version": 99}',
+     ["newer launcher", "version 99"]),
+    ('{"run": ', ["not JSON"]),
+])
+def test_a_damaged_or_newer_record_is_one_line(capsys, cpu_machine, tmp_path, content, names):
     root = tmp_path / "logs" / "coco-indoor"
     root.mkdir(parents=True)
-    data = str((tmp_path / "coco_indoor" / "data.yaml").resolve())
-    (root / "state.json").write_text(json.dumps({"status": "interrupted", "rung": "optimal-b4", "attempts": 2,
-                                                 "data": data, "epochs_override": 2, "models": {}}))
-    from launcher import supervisor
-    rungs = []
-    original = supervisor.Supervisor.__post_init__
-    monkeypatch.setattr(supervisor.Supervisor, "__post_init__", lambda self: (rungs.append(self.rungs), original(self)))
-    code, out, _ = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
-    assert code == 0 and "continuing run 'coco-indoor' at rung optimal-b4 (attempt 3)" in out
-    assert {r.epochs for r in rungs[0]} == {2}  # not the ladder's 100/150
+    (root / "state.json").write_text(content)
+    code, _, err = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert str(root / "state.json") in err
+    for n in names:
+        assert n in err

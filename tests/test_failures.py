@@ -1,4 +1,4 @@
-"""Classification of realistic crash logs into DESIGN.md's failure kinds."""
+"""Classification of realistic crash logs into the failure kinds of docs/design.md."""
 
 import pytest
 

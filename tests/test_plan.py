@@ -9,7 +9,7 @@ from launcher.contract import GIB
 from launcher.errors import BadInput
 from launcher.probe import Gpu, Snapshot
 
-from conftest import ROOT
+from conftest import ROOT, all_available
 
 
 def snap(*free_gib, ram_gib=64.0, total_gib=None) -> Snapshot:
@@ -19,7 +19,7 @@ def snap(*free_gib, ram_gib=64.0, total_gib=None) -> Snapshot:
 
 @pytest.fixture(scope="module")
 def default():
-    return ladder.load(ROOT / "ladders" / "default.toml")
+    return all_available(ladder.load(ROOT / "ladders" / "default.toml"))
 
 
 # Free VRAM as such cards report it (a "16 GB" card has ~15.9 GiB total and a little less free).
@@ -152,37 +152,54 @@ def test_weights_reasons_name_each_model_once(default):
 
 # ---- the policy after a failure ----------------------------------------------------------------
 
-@pytest.mark.parametrize("i, kind, phase, saved, action, to", [
-    (0, "cuda_oom", "train", 1, plan.RETRY, 0),        # late OOM: the same rung, fresh process
-    (0, "cuda_oom", "val", 3, plan.RETRY, 0),
-    (0, "cuda_oom", "train", 0, plan.STEP_DOWN, 1),    # early OOM: the next rung
-    (1, "cuda_oom", "val", 0, plan.STEP_DOWN, 2),
-    (3, "cuda_oom", "train", 0, plan.EXHAUSTED, None),  # bottom of the ladder
-    (0, "cuda_oom", "final", 0, plan.VALIDATE, 1),     # only the final validation is owed
-    (3, "cuda_oom", "final", 0, plan.EXHAUSTED, None),
-    (1, "unknown", "final", 0, plan.VALIDATE, 2),      # any failure of the owed validation: never retrain
-    (0, "fatal", "train", 5, plan.STOP, None),
-    (2, "unknown", "train", 0, plan.STEP_DOWN, 3),     # after its retries
-    (0, "nccl", "train", 2, plan.STEP_DOWN, 1),
-    (0, "interrupted", "train", 0, plan.INTERRUPT, None),
+@pytest.fixture(scope="module")
+def policy(default):
+    return plan.Policy.of(default.job)  # retries 2, first wait 10 s
+
+
+# (rung, kind, phase, epochs saved, transient streak) -> (action, next rung)
+@pytest.mark.parametrize("i, kind, phase, saved, streak, action, to", [
+    (0, "cuda_oom", "train", 1, 0, plan.RETRY, 0),        # late OOM: the same rung, fresh process
+    (0, "cuda_oom", "val", 3, 0, plan.RETRY, 0),
+    (0, "cuda_oom", "train", 0, 0, plan.STEP_DOWN, 1),    # early OOM: the next rung
+    (1, "cuda_oom", "val", 0, 0, plan.STEP_DOWN, 2),
+    (3, "cuda_oom", "train", 0, 0, plan.EXHAUSTED, None),  # bottom of the ladder
+    (0, "cuda_oom", "final", 0, 0, plan.VALIDATE, 1),     # only the final validation is owed
+    (3, "cuda_oom", "final", 0, 0, plan.EXHAUSTED, None),
+    (1, "unknown", "final", 0, 3, plan.VALIDATE, 2),      # any failure of the owed validation: never retrain
+    (0, "fatal", "train", 5, 0, plan.STOP, None),
+    (2, "unknown", "train", 0, 1, plan.RETRY, 2),         # transient: retried on its rung...
+    (2, "unknown", "train", 0, 2, plan.RETRY, 2),
+    (2, "unknown", "train", 0, 3, plan.STEP_DOWN, 3),     # ...until its retries are spent
+    (0, "nccl", "train", 2, 3, plan.STEP_DOWN, 1),
+    (0, "hang", "train", 0, 1, plan.RETRY, 0),            # a hang: once
+    (0, "hang", "train", 0, 2, plan.STEP_DOWN, 1),
+    (0, "interrupted", "train", 0, 0, plan.INTERRUPT, None),
 ])
-def test_next_step(default, i, kind, phase, saved, action, to):
-    step = plan.next_step(default.rungs, i, kind, phase, saved)
+def test_decide(default, policy, i, kind, phase, saved, streak, action, to):
+    step = plan.decide(default.rungs, i, kind, phase, saved, streak=streak, policy=policy)
     assert (step.action, step.rung) == (action, to), step.reason
 
 
-def test_next_step_skips_unavailable_rungs(default):
+def test_transient_waits_grow_exponentially_to_a_cap(default):
+    policy = plan.Policy.of(replace(default.job, retries=8))
+    waits = [plan.decide(default.rungs, 0, "nccl", "train", 0, streak=n, policy=policy).wait_s for n in range(1, 9)]
+    assert waits == [10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0, 300.0]
+    assert plan.decide(default.rungs, 0, "cuda_oom", "train", 2, streak=0, policy=policy).wait_s == 0.0
+
+
+def test_decide_skips_unavailable_rungs(default, policy):
     gone = replace(default.rungs[1], model=replace(default.rungs[1].model, available=False))
     rungs = (default.rungs[0], gone) + default.rungs[2:]
-    assert plan.next_step(rungs, 0, "cuda_oom", "train", 0).rung == 2
+    assert plan.decide(rungs, 0, "cuda_oom", "train", 0, streak=0, policy=policy).rung == 2
 
 
-def test_host_oom_remedies_in_order(default):
+def test_host_oom_remedies_in_order(default, policy):
     optimal = default.rungs[0]
-    step = plan.next_step(default.rungs, 0, "host_oom", "train", 0)
+    step = plan.decide(default.rungs, 0, "host_oom", "train", 0, streak=0, policy=policy)
     assert (step.action, step.rung, step.changes) == (plan.RETRY, 0, (("cache", "off"),))
     no_cache = (replace(optimal, cache="off"),) + default.rungs[1:]
-    step = plan.next_step(no_cache, 0, "host_oom", "train", 0)
+    step = plan.decide(no_cache, 0, "host_oom", "train", 0, streak=0, policy=policy)
     assert step.changes == (("workers", 4),)
     bare = (replace(optimal, cache="off", workers=0),) + default.rungs[1:]
-    assert plan.next_step(bare, 0, "host_oom", "train", 0).action == plan.STEP_DOWN
+    assert plan.decide(bare, 0, "host_oom", "train", 0, streak=0, policy=policy).action == plan.STEP_DOWN

@@ -17,8 +17,9 @@ import pytest
 from launcher import dataset as dataset_mod, ladder as ladder_mod
 from launcher.child import RESUMABLE, checkpoint_state
 from launcher.demo import make_dataset
-from launcher.runlog import Events, RunPaths
-from launcher.supervisor import ChildProcess, Supervisor
+from launcher.launch import ChildProcess
+from launcher.runlog import Events, RunPaths, RunState
+from launcher.supervisor import Supervisor
 from memlimit import cgroup_support, confined_launch
 
 from test_e2e import TINY, events, launch, of, trained_epochs, write_ladder
@@ -180,7 +181,8 @@ def test_kernel_oom_kill_of_the_child_turns_ram_cache_off(tmp_path, monkeypatch)
     with confined_launch(900 * 2**20, inner=child) as confined:
         sup = Supervisor(ladder=lad, rungs=lad.rungs, start=0, device="cpu", paths=paths, launch=confined,
                          child=child, say=lambda line: None)
-        code = sup.run({"attempts": 0, "models": {}, "rung": "optimal"})
+        code = sup.run(RunState(run="e2e", ladder=str(lad.path), data=str(lad.job.dataset), device="cpu",
+                                rung="optimal"))
         kills = [(a.returncode, a.oom_kill) for a in confined.attempts]
     assert kills == [(-9, 1), (0, 0)]
     assert code == 0

@@ -1,5 +1,6 @@
-"""The attempt loop driven by scripted fake children: each fake writes what a real child would
-(report.json, heartbeat.json, a log) and returns an exit code; the test counts what the loop did."""
+"""The attempt loop driven through the launch seam by scripted fakes: each fake writes what a real
+child would (report.json, heartbeat.json, a log) and returns the attempt's record (ChildEnd), with
+no process; the tests count what the loop did and read the decisions it recorded."""
 
 from __future__ import annotations
 
@@ -11,32 +12,36 @@ from pathlib import Path
 import pytest
 
 from launcher import ladder as ladder_mod
-from launcher.contract import EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK
-from launcher.runlog import Events, RunPaths
-from launcher.errors import BadInput
-from launcher.supervisor import Supervisor, check_continuation
+from launcher.contract import EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, HANG
+from launcher.failures import ChildEnd
+from launcher.runlog import Events, RunPaths, RunState
+from launcher.supervisor import Supervisor
 
-from conftest import ROOT
+from conftest import ROOT, all_available
 
 OOM = {"exc_type": "torch.OutOfMemoryError", "message": "CUDA out of memory. Tried to allocate 2.00 GiB"}
+ILLEGAL = "RuntimeError: CUDA error: an illegal memory access was encountered\n"
 
 
 class FakeChild:
-    """Plays a script of attempts: each item is (exit code, report or None, epochs saved, log text)."""
+    """Plays a script of attempts: each item is (ChildEnd or exit code, report or None, epochs
+    saved, log text)."""
 
     def __init__(self, script):
         self.script = list(script)
         self.calls: list[dict] = []
 
-    def __call__(self, cmd, env, log_path: Path) -> int:
+    def __call__(self, cmd, env, log_path: Path, watchdog) -> ChildEnd:
         spec = json.loads(Path(cmd[-1]).read_text())
         self.calls.append(spec)
-        code, report, saved, log = self.script.pop(0)
+        end, report, saved, log = self.script.pop(0)
+        end = end if isinstance(end, ChildEnd) else ChildEnd(end)
         log_path.write_text(log)
-        Path(spec["heartbeat"]).write_text(json.dumps({"epochs_saved": saved, "last_saved_epoch": saved or None}))
+        Path(spec["heartbeat"]).write_text(json.dumps({"epochs_saved": saved, "last_saved_epoch": saved or None,
+                                                       "phase": "train"}))
         if report is not None:
-            Path(spec["report"]).write_text(json.dumps({"ok": code == 0, "epochs_saved": saved, **report}))
-        return code
+            Path(spec["report"]).write_text(json.dumps({"ok": end.exit_code == 0, "epochs_saved": saved, **report}))
+        return end
 
 
 def ok(saved=1):
@@ -47,20 +52,52 @@ def oom(saved=0, phase="train"):
     return (1, {**OOM, "phase": phase}, saved, "torch.OutOfMemoryError: CUDA out of memory\n")
 
 
+def crash():
+    return (1, None, 0, ILLEGAL)
+
+
+def hung(saved=0):
+    """What the watchdog reports after it ended a silent child's tree."""
+    return (ChildEnd(-9, 3600.0, watchdog=HANG, evidence="heartbeat silent for 1801 s (limit 1800 s after the "
+                     "first batch; phase train, epoch 3, batch 17)"), None, saved, "")
+
+
+def ram_killed():
+    """A SIGKILL with the kernel's OOM killer seen in the cgroup counter."""
+    return (ChildEnd(-9, 40.0, memory_evidence="cgroup oom_kill 0 → 1 (the kernel's OOM killer)"), None, 0, "")
+
+
 @pytest.fixture
 def default():
-    return ladder_mod.load(ROOT / "ladders" / "default.toml")
+    return all_available(ladder_mod.load(ROOT / "ladders" / "default.toml"))
 
 
-def supervise(default, tmp_path, script, start=0, **kw):
+def with_job(**job):
+    raw = tomllib.loads((ROOT / "ladders" / "default.toml").read_text())
+    raw["job"].update(job)
+    return all_available(ladder_mod.parse(raw, ROOT / "ladders" / "default.toml"))
+
+
+def new_state(ladder, start=0) -> RunState:
+    return RunState(run="t", ladder=str(ladder.path), data=str(ladder.job.dataset), device="0",
+                    rung=ladder.rungs[start].name)
+
+
+def supervise(ladder, tmp_path, script, start=0, **kw):
     child = FakeChild(script)
     waits: list[float] = []
     lines: list[str] = []
-    sup = Supervisor(ladder=default, rungs=default.rungs, start=start, device="0", paths=RunPaths(tmp_path / "run"),
+    sup = Supervisor(ladder=ladder, rungs=ladder.rungs, start=start, device="0", paths=RunPaths(tmp_path / "run"),
                      launch=child, sleep=waits.append, say=lines.append, **kw)
-    state = {"attempts": 0, "models": {}, "rung": default.rungs[start].name}
+    state = new_state(ladder, start)
     code = sup.run(state)
     return code, child, waits, lines, Events(tmp_path / "run" / "events.jsonl").read(), state
+
+
+def decisions(evs):
+    """The loop's decisions, as (event, from rung, to rung, kind)."""
+    return [(e["event"], e.get("rung"), e.get("to"), e.get("kind")) for e in evs
+            if e["event"] in ("retry", "step_down", "validate", "complete", "fatal", "exhausted", "interrupted")]
 
 
 def test_late_oom_retries_the_rung_early_oom_steps_down(default, tmp_path):
@@ -69,42 +106,89 @@ def test_late_oom_retries_the_rung_early_oom_steps_down(default, tmp_path):
     assert [c["rung"] for c in child.calls] == ["optimal", "optimal", "optimal-b4"]
     assert [c["train_args"]["batch"] for c in child.calls] == [6, 6, 4]
     assert waits == []  # OOM policy steps are immediate: no backoff
-    assert [e["event"] for e in evs if e["event"] in ("retry", "step_down", "complete")] == [
-        "retry", "step_down", "complete"]
-    assert state["status"] == "complete" and state["delivered"]["best"] == "b.pt"
+    assert [e[0] for e in decisions(evs)] == ["retry", "step_down", "complete"]
+    assert state.status == "complete" and state.delivered["best"] == "b.pt"
 
 
 def test_transient_failures_retry_with_exponential_backoff_then_step_down(default, tmp_path):
-    crash = (1, None, 0, "RuntimeError: CUDA error: an illegal memory access was encountered\n")
-    code, child, waits, lines, evs, _ = supervise(default, tmp_path, [crash, crash, crash, ok()])
+    code, child, waits, lines, evs, _ = supervise(default, tmp_path, [crash(), crash(), crash(), ok()])
     assert code == EXIT_OK
     assert [c["rung"] for c in child.calls] == ["optimal", "optimal", "optimal", "optimal-b4"]
     assert waits == [10.0, 20.0]  # retries = 2: two waits, doubling
     retries = [e for e in evs if e["event"] == "retry"]
-    assert [(e["retry"], e["kind"]) for e in retries] == [(1, "unknown"), (2, "unknown")]
-    assert sum("retry 1/2 of rung optimal in 10 s after unknown" in line for line in lines) == 1
+    assert [(e["retry"], e["of"], e["kind"], e["wait_s"]) for e in retries] == [(1, 2, "unknown", 10.0),
+                                                                                (2, 2, "unknown", 20.0)]
+    assert sum(line.startswith("retry 1/2 of rung optimal in 10 s after unknown") for line in lines) == 1
+
+
+def test_transient_retries_are_bounded_by_the_attempt_budget(tmp_path):
+    """max_attempts = 2 with 5 retries allowed on a rung: two children, never a third."""
+    short = with_job(max_attempts=2, retries=5)
+    code, child, waits, _, _, state = supervise(short, tmp_path, [crash()] * 3)
+    assert code == EXIT_EXHAUSTED and len(child.calls) == 2 and "budget" in state.reason
+    assert waits == [10.0]  # no wait is spent on a retry the budget forbids
+
+
+def test_attempt_budget(tmp_path):
+    code, child, _, _, _, state = supervise(with_job(max_attempts=2), tmp_path, [oom(saved=1), oom(saved=1)])
+    assert code == EXIT_EXHAUSTED and len(child.calls) == 2 and "budget" in state.reason
+
+
+def test_a_scripted_night_of_mixed_failures_takes_these_decisions(default, tmp_path):
+    script = [oom(saved=2), crash(), oom(saved=0), hung(saved=1), hung(), ram_killed(), ram_killed(),
+              oom(saved=1, phase="final"), ok(saved=0)]
+    code, child, waits, _, evs, state = supervise(default, tmp_path, script)
+    assert code == EXIT_OK
+    assert decisions(evs) == [
+        ("retry", "optimal", "optimal", "cuda_oom"),  # late OOM: a fresh process on the same rung
+        ("retry", "optimal", "optimal", "unknown"),  # transient: wait, then the same rung
+        ("step_down", "optimal", "optimal-b4", "cuda_oom"),  # early OOM: the streak of transients ends
+        ("retry", "optimal-b4", "optimal-b4", "hang"),  # a hang: once on the rung
+        ("step_down", "optimal-b4", "mnv4", "hang"),  # a second hang in a row: down
+        ("retry", "mnv4", "mnv4", "host_oom"),  # host RAM: cache off
+        ("retry", "mnv4", "mnv4", "host_oom"),  # then half the workers
+        ("validate", "mnv4", "safe", "cuda_oom"),  # OOM in the final validation: validate lower, never retrain
+        ("complete", "safe", None, None),
+    ]
+    assert waits == [10.0, 10.0]
+    assert [(c["rung"], c["mode"], c["train_args"]["cache"], c["train_args"]["workers"]) for c in child.calls] == [
+        ("optimal", "train", "ram", 8), ("optimal", "train", "ram", 8), ("optimal", "train", "ram", 8),
+        ("optimal-b4", "train", "ram", 8), ("optimal-b4", "train", "ram", 8), ("mnv4", "train", "ram", 8),
+        ("mnv4", "train", False, 8), ("mnv4", "train", False, 4), ("safe", "validate", False, 2)]
+    assert state.attempts == 9
+
+
+def test_a_hang_reaches_the_loop_through_the_seam(default, tmp_path):
+    code, child, waits, _, evs, _ = supervise(default, tmp_path, [hung(), ok()])
+    end = [e for e in evs if e["event"] == "attempt_end"][0]
+    assert code == EXIT_OK and end["kind"] == "hang" and "heartbeat silent for 1801 s" in end["evidence"]
+    assert [c["rung"] for c in child.calls] == ["optimal", "optimal"] and waits == [10.0]
+
+
+def test_a_kernel_oom_kill_is_host_oom_and_turns_the_cache_off(default, tmp_path):
+    code, child, _, _, evs, state = supervise(default, tmp_path, [ram_killed(), ok()])
+    end = [e for e in evs if e["event"] == "attempt_end"][0]
+    assert code == EXIT_OK and end["kind"] == "host_oom" and "oom_kill 0 → 1" in end["evidence"]
+    assert [c["train_args"]["cache"] for c in child.calls] == ["ram", False] and state.remedies == {"cache": "off"}
+
+
+def test_a_sigkill_without_memory_evidence_is_unknown(default, tmp_path):
+    code, child, _, _, evs, _ = supervise(default, tmp_path, [(-9, None, 0, ""), ok()])
+    assert [e["kind"] for e in evs if e["event"] == "attempt_end"] == ["unknown", None]
 
 
 def test_fatal_stops_at_once(default, tmp_path):
     fatal = (1, {"exc_type": "FileNotFoundError", "message": "Dataset 'x.yaml' images not found"}, 0, "")
     code, child, waits, lines, evs, state = supervise(default, tmp_path, [fatal])
     assert code == EXIT_FATAL and len(child.calls) == 1 and waits == []
-    assert state["status"] == "fatal" and "images not found" in state["reason"]
+    assert state.status == "fatal" and "images not found" in state.reason
 
 
 def test_bottom_of_the_ladder_still_failing_exits_3_with_a_summary(default, tmp_path):
     code, child, _, lines, _, state = supervise(default, tmp_path, [oom()] * 4)
     assert code == EXIT_EXHAUSTED and [c["rung"] for c in child.calls] == ["optimal", "optimal-b4", "mnv4", "safe"]
-    assert state["status"] == "exhausted" and "bottom of the ladder" in state["reason"]
+    assert state.status == "exhausted" and "bottom of the ladder" in state.reason
     assert sum(line.startswith("  attempt ") for line in lines) == 4
-
-
-def test_attempt_budget(default, tmp_path):
-    raw = tomllib.loads((ROOT / "ladders" / "default.toml").read_text())
-    raw["job"]["max_attempts"] = 2
-    short = ladder_mod.parse(raw, ROOT / "ladders" / "default.toml")
-    code, child, _, _, _, state = supervise(short, tmp_path, [oom(saved=1), oom(saved=1)])
-    assert code == EXIT_EXHAUSTED and len(child.calls) == 2 and "budget" in state["reason"]
 
 
 def test_final_validation_oom_validates_lower_without_retraining(default, tmp_path):
@@ -125,7 +209,8 @@ def test_stepping_to_another_model_sets_the_first_aside_and_returns_to_it(defaul
     assert save_dirs == {"rtdetr-l", "rtdetr-mnv4"}  # each model its own checkpoints
     aside = [e for e in evs if e["event"] == "model_set_aside"]
     assert len(aside) == 1 and aside[0]["model"] == "rtdetr-l.pt" and aside[0]["epochs_done"] == 1
-    assert state["delivered"]["model"] == "rtdetr-l.pt"
+    assert state.delivered["model"] == "rtdetr-l.pt"
+    assert not state.models["rtdetr-l.pt"].set_aside and state.models["rtdetr-l.pt"].complete
 
 
 def test_host_oom_remedies_stay_applied_on_lower_rungs(default, tmp_path):
@@ -142,14 +227,40 @@ def test_exit_zero_without_success_report_is_not_success(default, tmp_path):
     assert code == EXIT_OK and [c["rung"] for c in child.calls][-1] == "optimal-b4"
 
 
-def test_continuation_refuses_other_epochs_or_data(default, tmp_path):
-    state = {"data": str(default.job.dataset), "epochs_override": 2}
-    check_continuation(state, default, tmp_path / "state.json", epochs=2)
-    check_continuation(state, default, tmp_path / "state.json", epochs=None)  # not given: the run's own
-    with pytest.raises(BadInput, match=r"started with --epochs 2, this run asks 5.*--fresh"):
-        check_continuation(state, default, tmp_path / "state.json", epochs=5)
-    with pytest.raises(BadInput, match=r"trains on /other.yaml.*pass --data /other.yaml to continue"):
-        check_continuation({**state, "data": "/other.yaml"}, default, tmp_path / "state.json", epochs=None)
+def test_the_record_is_written_through_the_declared_state(default, tmp_path):
+    code, _, _, _, _, state = supervise(default, tmp_path, [oom(saved=2), ok()])
+    again = RunState.load(tmp_path / "run" / "state.json")
+    assert again == state and again.attempts == 2 and again.models["rtdetr-l.pt"].complete
+
+
+def test_a_signal_during_a_retry_wait_starts_no_further_child(default, tmp_path):
+    child = FakeChild([crash(), ok()])
+    sup = Supervisor(ladder=default, rungs=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+                     launch=child, say=lambda line: None)
+    sup.sleep = lambda s: sup._on_signal(signal.SIGTERM, None)  # Ctrl-C arrives while waiting to retry
+    state = new_state(default)
+    assert sup.run(state) == 143
+    assert len(child.calls) == 1 and state.status == "interrupted"
+
+
+def test_a_signal_during_an_attempt_is_interrupted_not_a_failure(default, tmp_path):
+    sup = None
+
+    def poked(cmd, env, log_path, watchdog):
+        sup._on_signal(signal.SIGINT, None)
+        return ChildEnd(-2)
+    sup = Supervisor(ladder=default, rungs=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+                     launch=poked, say=lambda line: None, sleep=lambda s: None)
+    state = new_state(default)
+    assert sup.run(state) == 130 and state.status == "interrupted" and state.attempts == 1
+    assert "no epoch was saved yet" in state.reason  # nothing claims a checkpoint that is not there
+
+
+def test_a_child_interrupted_by_someone_else_is_retried_not_the_end(default, tmp_path):
+    poked = (1, {"exc_type": "KeyboardInterrupt", "message": "received SIGTERM", "phase": "train"}, 0, "")
+    code, child, waits, _, evs, _ = supervise(default, tmp_path, [poked, ok()])
+    assert code == EXIT_OK and len(child.calls) == 2 and waits == [10.0]
+    assert [e for e in evs if e["event"] == "retry"][0]["kind"] == "unknown"
 
 
 def test_events_reader_skips_a_torn_last_line(tmp_path):
@@ -162,21 +273,3 @@ def test_events_reader_skips_a_torn_last_line(tmp_path):
     events.append("attempt_end", attempt=1)  # the next run appends on a fresh line
     assert [e["event"] for e in events.read()] == ["start", "attempt_start", "attempt_end"]
     assert events.path.read_text().count("\n\n") == 0 and len(events.path.read_text().splitlines()) == 4
-
-
-def test_a_signal_during_a_retry_wait_starts_no_further_child(default, tmp_path):
-    crash = (1, None, 0, "RuntimeError: CUDA error: an illegal memory access was encountered\n")
-    child = FakeChild([crash, ok()])
-    sup = Supervisor(ladder=default, rungs=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
-                     launch=child, say=lambda line: None)
-    sup.sleep = lambda s: sup._on_signal(signal.SIGTERM, None)  # Ctrl-C arrives while waiting to retry
-    state = {"attempts": 0, "models": {}, "rung": "optimal"}
-    assert sup.run(state) == 143
-    assert len(child.calls) == 1 and state["status"] == "interrupted"
-
-
-def test_a_child_interrupted_by_someone_else_is_retried_not_the_end(default, tmp_path):
-    poked = (1, {"exc_type": "KeyboardInterrupt", "message": "received SIGTERM", "phase": "train"}, 0, "")
-    code, child, waits, _, evs, _ = supervise(default, tmp_path, [poked, ok()])
-    assert code == EXIT_OK and len(child.calls) == 2 and waits == [10.0]
-    assert [e for e in evs if e["event"] == "retry"][0]["kind"] == "unknown"

@@ -9,7 +9,7 @@ children) is sampled once a second; the window runs from the first sample after 
 training batch (`first_batch_ts` in logs/<run>/attempt-1/heartbeat.json) to the last sample while the
 child was still alive. CPU seconds / wall seconds = percent of one core.
 
-Then, with the run over, the parts of the supervisor's per-tick work (Supervisor._watch and the
+Then, with the run over, the parts of the supervisor's per-tick work (the attempt's Watchdog.tick and the
 child runner's loop) are timed one by one in this process, against a stand-in process tree of the
 same shape and the run's own heartbeat, state and train.log, and scaled by how often the
 supervisor does each: the breakdown says which part dominates.
@@ -50,11 +50,11 @@ def ticks() -> dict[str, float]:
     """The supervisor's pacing, read from the code (names that a version lacks are left out)."""
     import inspect
 
-    from launcher import callbacks, supervisor
-    out = {"tick_s": inspect.signature(supervisor.ChildProcess).parameters["tick"].default}
+    from launcher import callbacks, launch
+    out = {"tick_s": inspect.signature(launch.ChildProcess).parameters["tick"].default}
     for name in ("TREE_EVERY_S", "RAM_EVERY_S", "TELEMETRY_EVERY_S"):
-        if hasattr(supervisor, name):
-            out[name] = getattr(supervisor, name)
+        if hasattr(launch, name):
+            out[name] = getattr(launch, name)
     out["child HEARTBEAT_EVERY_S"] = callbacks.HEARTBEAT_EVERY_S
     return out
 

@@ -1,0 +1,189 @@
+"""The launch seam: start one attempt's child, watch it, and report how it ended.
+
+`ChildProcess` is the real seam (docs/design.md, "The attempt loop and the launch seam"):
+`launch(cmd, env, log_path, watchdog) -> ChildEnd`. It shows the child's output live, writes it
+to train.log, and every `tick` seconds asks the attempt's `Watchdog` whether the child must go;
+when it must, it ends the whole process tree and the watchdog's verdict comes back in the
+`ChildEnd`. Scripted tests implement the same call and return a `ChildEnd` with no process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Protocol
+
+from . import memory, probe, proctree
+from .contract import HANG
+from .failures import ChildEnd, signal_of
+from .ladder import Job
+from .runlog import JsonLines, read_json
+
+TREE_EVERY_S = 10.0  # how often the running attempt's process tree is handed to the record
+RAM_EVERY_S = 2.0  # how often host RAM is sampled (evidence for a SIGKILL)
+TELEMETRY_EVERY_S = 10.0  # a line of telemetry.jsonl: ~7 MB for a 100-hour run
+GRACE_S = 30.0  # after SIGINT/SIGTERM or a watchdog kill, how long the child gets before SIGKILL
+
+
+class Launch(Protocol):
+    def __call__(self, cmd: list[str], env: dict[str, str], log_path: Path, watchdog: "Watchdog") -> ChildEnd: ...
+
+
+def become_subreaper() -> None:
+    """Orphaned descendants (a dead child's dataloader workers or DDP ranks) are reparented to the
+    launcher instead of init, so it can find and end them (Linux PR_SET_CHILD_SUBREAPER)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1)
+    except (OSError, AttributeError):
+        pass
+
+
+class Watchdog:
+    """One attempt's watch: its heartbeat, host RAM, telemetry and process tree. Made fresh for
+    every attempt; `tick(pid)` is called every second while the child runs and answers why the
+    child must be ended (a silent heartbeat) or None; `end(code, seconds)` is the attempt's record."""
+
+    def __init__(self, job: Job, attempt: int, rung: str, heartbeat: Path, gpus: tuple[int, ...],
+                 ram: memory.RamWatch, telemetry: JsonLines | None = None,
+                 on_tree: Callable[[list[dict]], None] = lambda tree: None, clock=time.monotonic):
+        self.job, self.attempt, self.rung, self.heartbeat, self.gpus = job, attempt, rung, heartbeat, gpus
+        self.ram, self.telemetry, self.on_tree, self.clock = ram, telemetry, on_tree, clock
+        self.tree: list[dict] = []  # the child's processes at the last look
+        self.verdict: tuple[str, str] | None = None  # (kind, evidence) once the watchdog decided to kill
+        self.peak_rss = self.peak_vram = None
+        self._spawned = self._tree_saved = self._ram_sampled = 0.0
+        self._telemetry_written = 0.0
+        self._ram_now: dict = {}
+
+    def start(self) -> None:
+        self.ram.start()
+        now = self.clock()
+        self._spawned = self._telemetry_written = now  # the first sample once the child is past its start
+        self._tree_saved = self._ram_sampled = -TREE_EVERY_S
+
+    def tick(self, pid: int) -> str | None:
+        now = self.clock()
+        if now - self._tree_saved >= TREE_EVERY_S:  # a SIGKILLed launcher leaves the next run able to end it
+            self._tree_saved = now
+            self.tree = proctree.snapshot(pid)
+            self.on_tree(self.tree)
+        pids = [r["pid"] for r in self.tree] or [pid]
+        if now - self._ram_sampled >= RAM_EVERY_S:  # host RAM just before a SIGKILL is OOM evidence
+            self._ram_sampled = now
+            self._ram_now = self.ram.sample(pids)
+            self.peak_rss = max(self.peak_rss or 0, self._ram_now.get("tree_rss") or 0) or None
+        beat = read_json(self.heartbeat)
+        if self.telemetry is not None and now - self._telemetry_written >= TELEMETRY_EVERY_S:
+            self._telemetry_written = now
+            self._record_telemetry(set(pids), beat or {})
+        reason = self.silence(beat, now)
+        if reason and self.verdict is None:
+            self.verdict = (HANG, reason)
+        return reason
+
+    def silence(self, beat: dict | None, now: float) -> str | None:
+        """Why the heartbeat counts as silent, or None: the start-up limit before the first batch,
+        the heartbeat limit after it."""
+        try:
+            silent = time.time() - self.heartbeat.stat().st_mtime
+        except OSError:
+            silent = now - self._spawned  # no heartbeat yet
+        started = bool(beat and beat.get("first_batch_ts"))
+        limit = self.job.heartbeat_timeout_s if started else self.job.startup_timeout_s
+        if silent <= limit:
+            return None
+        where = (f"phase {beat.get('phase')}, epoch {beat.get('epoch')}, batch {beat.get('batch')}" if beat
+                 else "before its first heartbeat")
+        return (f"heartbeat silent for {silent:.0f} s (limit {limit} s {'after' if started else 'before'} the first "
+                f"batch; {where})")
+
+    def _record_telemetry(self, pids: set[int], beat: dict) -> None:
+        ram = self._ram_now
+        vram = probe.process_vram(self.gpus, pids) if self.gpus else None
+        if vram:
+            self.peak_vram = max(self.peak_vram or 0, vram)
+        self.telemetry.add({
+            "t": round(time.time(), 2), "attempt": self.attempt, "rung": self.rung, "vram": vram,
+            "ram_used": (ram["ram_total"] - ram["ram_available"]) if ram.get("ram_total") else None,
+            "ram_available": ram.get("ram_available"), "rss": ram.get("tree_rss"),
+            "phase": beat.get("phase"), "epoch": beat.get("epoch"), "batch": beat.get("batch"),
+            "it_s": round(beat["it_s"], 3) if beat.get("it_s") else None})
+
+    def end(self, exit_code: int, seconds: float) -> ChildEnd:
+        """The attempt's record: how it ended, the watchdog's verdict, host-RAM evidence for a SIGKILL."""
+        kind, evidence = self.verdict or (None, None)
+        memory_evidence = self.ram.evidence() if signal_of(exit_code) == signal.SIGKILL else None
+        return ChildEnd(exit_code, round(seconds, 3), watchdog=kind, evidence=evidence,
+                        memory_evidence=memory_evidence, peak_rss=self.peak_rss, peak_vram=self.peak_vram)
+
+
+class ChildProcess:
+    """The real launch: `python -m launcher.child` in its own session, output teed to the
+    terminal and train.log, the watchdog asked every `tick` seconds."""
+
+    def __init__(self, out=None, tick: float = 1.0):
+        become_subreaper()
+        self.out = out or sys.stdout.buffer
+        self.tick = tick
+        self.proc: subprocess.Popen | None = None
+
+    def __call__(self, cmd: list[str], env: dict[str, str], log_path: Path, watchdog: Watchdog) -> ChildEnd:
+        killed = False
+        watchdog.start()
+        t0 = time.monotonic()
+        with open(log_path, "ab") as log:
+            # its own session: a terminal's Ctrl-C reaches the launcher, which decides
+            self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True, cwd=Path.cwd())
+            tee = threading.Thread(target=self._tee, args=(self.proc.stdout, log), daemon=True)
+            tee.start()
+            try:
+                while True:
+                    try:
+                        code = self.proc.wait(timeout=self.tick)
+                        break
+                    except subprocess.TimeoutExpired:
+                        if watchdog.tick(self.proc.pid) and not killed:
+                            killed = True
+                            proctree.kill_tree(self.proc.pid, grace=GRACE_S)
+            except BaseException:  # the launcher itself failed (a full disk, a bug): no orphan
+                proctree.kill_tree(self.proc.pid, grace=GRACE_S)
+                raise
+            # leftovers (dataloader workers, DDP ranks) were reparented to us, the subreaper
+            proctree.reap([r for r in proctree.snapshot(os.getpid()) if r["pid"] != os.getpid()], grace=2)
+            tee.join(timeout=10)  # an orphan still holding the pipe must not hang the launcher
+        self.proc = None
+        return watchdog.end(code, time.monotonic() - t0)
+
+    def _tee(self, pipe, log) -> None:
+        for chunk in iter(lambda: pipe.read1(65536), b""):  # keep draining, or the child blocks
+            try:
+                log.write(chunk)
+                log.flush()
+            except OSError:  # a full disk: the live copy still goes on
+                pass
+            try:
+                self.out.write(chunk)
+                self.out.flush()
+            except (OSError, ValueError):  # a closed pipe or a dead terminal: train.log has it all
+                pass
+
+    def signal(self, sig: int) -> None:
+        proc = self.proc
+        if proc and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, grace: float) -> None:
+        """The launcher was told to stop: the whole tree, after `grace` seconds to end cleanly."""
+        proc = self.proc
+        if proc and proc.poll() is None:
+            proctree.kill_tree(proc.pid, grace=grace, sig=signal.SIGTERM)

@@ -1,0 +1,234 @@
+"""Run set-up: from what the user asked to a plan, and for `run` to a run record ready for the
+supervisor (docs/design.md, "Data flow"). The probe, the plan, the learned rungs, the continuation
+check of a run that stopped, the run lock and the first events all happen here; cli.py only parses
+and dispatches, and the supervisor only runs the loop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from . import dataset as dataset_mod
+from . import experience, ladder as ladder_mod, models, plan as plan_mod, probe, proctree, spec as spec_mod
+from .contract import EXIT_BAD_INPUT
+from .errors import BadInput, LauncherError
+from .ladder import Ladder, gpu_indices
+from .runlog import Ev, Events, RunLock, RunPaths, RunState, now_iso
+from .views import DryRun
+
+DEMO_LADDER = ladder_mod.PROJECT_ROOT / "ladders" / "demo.toml"
+
+
+class Refused(LauncherError):
+    """The plan has problems that make `run` refuse (each one a line)."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, problems: tuple[str, ...]):
+        self.problems = problems
+        super().__init__("\nerror: ".join(problems))
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the user asked, as the command line gives it (dry-run and run)."""
+
+    ladder: str | None = None
+    data: str | None = None
+    device: str | None = None
+    epochs: int | None = None
+    name: str | None = None
+    start_rung: str | None = None
+    vram: float | None = None
+    ram: float | None = None
+    no_memory: bool = False
+    demo: bool = False  # run only
+    fresh: bool = False  # run only
+    inject: tuple[dict, ...] = ()  # run only
+
+
+@dataclass
+class Prepared:
+    """A run ready for the supervisor, or one that is already finished (`finished`)."""
+
+    ladder: Ladder
+    rungs: tuple
+    start: int
+    device: str
+    paths: RunPaths
+    state: RunState
+    lock: RunLock
+    request: Request
+    child_env: dict[str, str] = field(default_factory=dict)
+    experience: experience.Experience | None = None
+    finished: bool = False
+
+
+def load_job(req: Request) -> Ladder:
+    ladder = plan_mod.override_epochs(ladder_mod.load(req.ladder, data=req.data), req.epochs)
+    if req.name:
+        ladder = replace(ladder, job=replace(ladder.job, name=req.name))
+    # weights that would be downloaded on a machine that is offline: that rung is unavailable
+    rungs = tuple(replace(r, model=models.check_download(r.model)) for r in ladder.rungs)
+    return replace(ladder, rungs=rungs)
+
+
+def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapshot | None = None) -> DryRun:
+    """What dry-run shows and run starts from: the probe, the plan, the first attempt's spec."""
+    ladder = ladder or load_job(req)
+    device = req.device or ladder.job.device
+    snap = probe.pretend(machine or probe.take(), req.vram, req.ram, gpu_indices(device) or (0,))
+    try:
+        data, problem = dataset_mod.inspect(ladder.job.dataset), None
+    except BadInput as e:
+        data, problem = None, str(e)
+    learned = None
+    if not req.no_memory:
+        _, gpus, _, _ = plan_mod.select_device(device, snap)
+        learned = experience.Experience(experience.store_path(), experience.job_key(ladder, gpus, snap))
+    plan = plan_mod.choose(ladder, snap, device=req.device, start_rung=req.start_rung,
+                           dataset_images=data.images if data else None, dataset_problem=problem,
+                           avoid=learned.avoid() if learned else None)
+    if plan.start is None:
+        return DryRun(snap, ladder, plan, data, None, None, {}, [], learned)
+    paths = RunPaths.for_run(ladder.job.name)
+    spec = spec_mod.build(ladder.job, plan.start, plan.device, paths, attempt=1, vram_gib=req.vram)
+    return DryRun(snap, ladder, plan, data, spec, paths.spec(1), spec_mod.env(plan.start),
+                  spec_mod.command(paths.spec(1)), learned)
+
+
+def prepare(req: Request, say: Callable[[str], None] = lambda line: print(f"launcher: {line}", flush=True)
+            ) -> Prepared:
+    """Everything `run` does before the first child: plan, lock, record (new or continued)."""
+    child_env: dict[str, str] = {}
+    if req.demo:
+        req = replace(req, ladder=req.ladder or str(DEMO_LADDER))
+    ladder = load_job(req)
+    if req.demo:
+        from .demo import make_dataset
+        if not req.data:
+            make_dataset(ladder.job.dataset.parent)
+        child_env["YOLO_OFFLINE"] = "1"  # the demo needs no network: YAML models, local data
+    machine = probe.take()
+    if req.demo and not (req.device or ladder.job.device):
+        req = replace(req, device="0" if machine.gpus else "cpu")  # --demo picks the CPU by itself
+    names = [r.name for r in ladder.rungs]
+    for inj in req.inject:
+        if inj["rung"] not in names:
+            raise BadInput(f"--inject {inj['kind']}:{inj['rung']}:{inj['epoch']}", f"no rung named '{inj['rung']}'",
+                           f"use one of: {', '.join(names)}")
+    result = make_plan(req, ladder, machine)
+    plan = result.plan
+    if plan.device != "cpu" and not machine.gpus:
+        raise BadInput(f"--device {plan.device}", f"this machine has no NVIDIA GPU ({machine.nvml}); --vram only "
+                       "pretends for dry-run", "pass --device cpu to train on the CPU")
+    if plan.problems:
+        for reason in plan.reasons:  # what dry-run would say: why rungs are out
+            say(reason)
+        raise Refused(plan.problems)
+    paths = RunPaths.for_run(ladder.job.name)
+    if req.fresh and paths.state.exists():
+        name = f"{ladder.job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        say(f"--fresh: starting run {name!r} beside {ladder.job.name!r} (which stays as it is)")
+        ladder = replace(ladder, job=replace(ladder.job, name=name))
+        paths = RunPaths.for_run(name)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(paths.lock)
+    if not lock.acquire():
+        raise BadInput(f"run {ladder.job.name!r}", f"already running ({lock.holder()})",
+                       "watch it (tail -f its attempt's train.log), stop it first, or use another --name")
+    try:
+        return _take_up(req, ladder, result, paths, lock, child_env, say)
+    except BaseException:
+        lock.release()  # refused after all: the next try must not find the run "already running"
+        raise
+
+
+def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock: RunLock,
+             child_env: dict[str, str], say: Callable[[str], None]) -> Prepared:
+    """The locked run's record: a finished run, a continued one, or a new one."""
+    plan = result.plan
+    state = RunState.load(paths.state)
+    events = Events(paths.events)
+    prepared = Prepared(ladder, plan.rungs, 0, plan.device, paths, state, lock, req, child_env, result.experience)
+    if state and state.status == Ev.COMPLETE:
+        d = state.delivered or {}
+        say(f"run {ladder.job.name!r} is already finished; nothing to train (--fresh starts a new run beside it).\n"
+            f"launcher: best: {d.get('best')}\nlauncher: last: {d.get('last')}\nlauncher: run record: {paths.root}")
+        events.append(Ev.ALREADY_COMPLETE, best=d.get("best"))
+        prepared.finished = True
+        return prepared
+    if state:
+        prepared.start = continue_run(state, ladder, paths, events, req.epochs, say)
+        if req.epochs is None and state.epochs_override:  # a rehearsal stays a rehearsal
+            prepared.rungs = plan_mod.override_epochs(replace(ladder, rungs=plan.rungs), state.epochs_override).rungs
+    else:
+        prepared.start = ladder.index(plan.start.name)
+        prepared.state = RunState(run=ladder.job.name, ladder=str(ladder.path), data=str(ladder.job.dataset),
+                                  device=plan.device, rung=plan.start.name, epochs_override=req.epochs,
+                                  started=now_iso())
+        events.append(Ev.PROBE, **result.snap.to_json())
+        events.append(Ev.START, rung=plan.start.name, device=plan.device, reasons=list(plan.reasons),
+                      cache=plan.cache.to_json(), ladder=str(ladder.path), data=str(ladder.job.dataset),
+                      inject=list(req.inject))
+        for reason in plan.reasons:
+            say(reason)
+    dataset_mod.write_resolved(result.dataset, paths.dataset)
+    return prepared
+
+
+def check_continuation(state: RunState, ladder: Ladder, state_path: Path, epochs: int | None) -> None:
+    """A second `run` of the same name continues it; settings Ultralytics would silently ignore
+    on resume must not differ."""
+    if epochs is not None and epochs != state.epochs_override:
+        raise BadInput(f"{state_path}, key 'epochs_override'",
+                       f"run {ladder.job.name!r} was started with --epochs {state.epochs_override}, this run "
+                       f"asks {epochs} (a resumed checkpoint keeps its own)",
+                       "run again without --epochs to continue, or start afresh with --fresh")
+    if str(ladder.job.dataset) != state.data:
+        raise BadInput(f"{state_path}, key 'data'",
+                       f"run {ladder.job.name!r} trains on {state.data}, this run asks {ladder.job.dataset} "
+                       "(a resumed checkpoint keeps its own)",
+                       f"pass --data {state.data} to continue, or start afresh with --fresh")
+
+
+def continue_run(state: RunState, ladder: Ladder, paths: RunPaths, events: Events, epochs: int | None,
+                 say: Callable[[str], None]) -> int:
+    """A second `run` of a run that stopped: same rung, resumed from its checkpoint, events
+    appended; first end any process a SIGKILLed launcher left behind."""
+    check_continuation(state, ladder, paths.state, epochs)
+    names = [r.name for r in ladder.rungs]
+    if state.rung not in names:
+        raise BadInput(str(paths.state), f"run {ladder.job.name!r} stopped on rung {state.rung!r}, which "
+                       f"{ladder.path} no longer has", "restore that rung, or start afresh with --fresh")
+    reaped = proctree.reap(state.tree)
+    state.tree = []
+    if reaped:
+        events.append(Ev.REAPED, pids=reaped)
+        say(f"ended {len(reaped)} process(es) left by the previous launcher: {reaped}")
+    start = names.index(state.rung)
+    if not ladder.rungs[start].available:
+        below = plan_mod.next_rung(ladder.rungs, start)
+        if below is None:
+            raise BadInput(f"{ladder.path}: rung {state.rung!r}", f"unavailable ({ladder.rungs[start].model.weights})",
+                           "make its model available, or start afresh with --fresh")
+        say(f"rung {state.rung} is unavailable now ({ladder.rungs[start].model.weights}); continuing at "
+            f"{ladder.rungs[below].name}")
+        start = below
+    events.append(Ev.CONTINUE, rung=ladder.rungs[start].name, attempts=state.attempts, status_was=state.status)
+    say(f"continuing run {ladder.job.name!r} at rung {ladder.rungs[start].name} (attempt {state.attempts + 1})")
+    state.status, state.reason, state.rung = "running", None, ladder.rungs[start].name
+    return start
+
+
+def supervise(p: Prepared) -> int:
+    """Run the prepared night to its end (the supervisor's loop)."""
+    from .supervisor import Supervisor  # subprocess and thread machinery: only `run` needs it
+
+    sup = Supervisor(ladder=p.ladder, rungs=p.rungs, start=p.start, device=p.device, paths=p.paths,
+                     vram_gib=p.request.vram, injections=tuple(p.request.inject), child_env=p.child_env,
+                     experience=p.experience)
+    return sup.run(p.state)
