@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
+from . import fmt
 from .errors import BadInput
-from .runlog import LOGS_DIR, Events, JsonLines, RunLock, RunPaths, read_json
+from .runlog import LOGS_DIR, RUNNING, Events, Ev, JsonLines, RunLock, RunPaths, RunState, read_json
 
 FRESH_S = 30.0  # a heartbeat older than this, while the launcher holds the run, is reported as stale
 
@@ -29,42 +31,51 @@ def find_run(name: str | None, logs: Path = LOGS_DIR) -> RunPaths:
 
 
 def collect(paths: RunPaths, now: float | None = None) -> dict:
-    """Everything `status` shows, as data."""
+    """Everything `status` shows, as data. A state.json with wrong types or a newer version raises
+    runlog's one-line BadInput; events.jsonl lines that are not event objects are skipped."""
     now = time.time() if now is None else now
-    state = read_json(paths.state) or {}
+    state = RunState.load(paths.state)
     events = Events(paths.events).read()
     active = RunLock(paths.lock).is_held()
-    attempt = state.get("attempts", 0)
+    attempt = state.attempts if state else 0
     beat = read_json(paths.heartbeat(attempt)) if attempt else None
     samples = JsonLines(paths.telemetry).read()
-    status = state.get("status", "unknown")
-    if status == "running" and not active:
+    status = str(state.status) if state else "unknown"
+    if status == RUNNING and not active:
         status, reason = "stopped", "the launcher is gone (killed?): run the same command again to continue"
     else:
-        reason = state.get("reason")
-    ends = [e for e in events if e["event"] == "attempt_end"]
+        reason = state.reason if state else None
+    ends = [e for e in events if e.get("event") == Ev.ATTEMPT_END]
     failure = next((e for e in reversed(ends) if e.get("kind")), None)
     history: list[dict] = []
-    for e in (e for e in events if e["event"] == "attempt_start"):
-        if history and history[-1]["rung"] == e["rung"]:
+    for e in events:
+        if e.get("event") != Ev.ATTEMPT_START or not isinstance(e.get("attempt"), int):
+            continue
+        if history and history[-1]["rung"] == e.get("rung"):
             history[-1]["attempts"].append(e["attempt"])
         else:
-            history.append({"rung": e["rung"], "attempts": [e["attempt"]]})
+            history.append({"rung": e.get("rung"), "attempts": [e["attempt"]]})
     current = {}
     if beat and active:
         current = {k: beat.get(k) for k in ("phase", "epoch", "epochs", "batch", "batches", "it_s")}
-        current["heartbeat_age_s"] = round(now - beat["ts"], 1) if beat.get("ts") else None
+        ts = beat.get("ts")
+        current["heartbeat_age_s"] = round(now - ts, 1) if _number(ts) else None
         current["eta_s"] = eta(beat)
     return {
         "run": paths.root.name, "status": status, "active": active, "reason": reason,
-        "rung": state.get("rung"), "attempt": attempt, "mode": state.get("mode"), **current,
+        "rung": state.rung if state else None, "attempt": attempt, "mode": state.mode if state else None, **current,
         "last_failure": None if failure is None else {k: failure.get(k) for k in (
             "attempt", "rung", "kind", "phase", "evidence", "ts")},
         "vram": now_and_peak(samples, "vram"), "ram_used": now_and_peak(samples, "ram_used"),
         "rss": now_and_peak(samples, "rss"),
-        "history": history, "models": state.get("models", {}), "delivered": state.get("delivered"),
+        "history": history, "models": {k: asdict(m) for k, m in state.models.items()} if state else {},
+        "delivered": state.delivered if state and isinstance(state.delivered, dict) else None,
         "record": str(paths.root),
     }
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def eta(beat: dict) -> float | None:
@@ -77,42 +88,31 @@ def eta(beat: dict) -> float | None:
 
 
 def now_and_peak(samples: list[dict], key: str) -> dict:
-    values = [s[key] for s in samples if s.get(key) is not None]
+    values = [s[key] for s in samples if _number(s.get(key))]
     return {"now": values[-1] if values else None, "peak": max(values) if values else None}
 
 
-def gib(n) -> str:
-    return "-" if n is None else f"{n / 2**30:.1f} GiB"
-
-
-def duration(s) -> str:
-    if s is None:
-        return "unknown"
-    h, m = divmod(int(s) // 60, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{int(s) % 60:02d}s"
-
-
 def text(d: dict) -> str:
-    head = {"running": "training", "complete": "finished"}.get(d["status"], d["status"])
-    out = [f"run {d['run']!r}: {head}" + (f" — {d['reason']}" if d.get("reason") and d["status"] != "complete"
+    head = {RUNNING: "training", Ev.COMPLETE: "finished"}.get(d["status"], d["status"])
+    out = [f"run {d['run']!r}: {head}" + (f" — {d['reason']}" if d.get("reason") and d["status"] != Ev.COMPLETE
                                          else "")]
-    if d["status"] == "complete" and d.get("delivered"):
-        out.append(f"  delivered {Path(d['delivered']['model']).name}: {d['delivered']['best']}")
+    if d["status"] == Ev.COMPLETE and d.get("delivered"):
+        out.append(f"  delivered {Path(str(d['delivered'].get('model'))).name}: {d['delivered'].get('best')}")
     where = f"  rung {d['rung']}, attempt {d['attempt']}" + (f" ({d['mode']})" if d.get("mode") else "")
     if d.get("epoch"):
         where += f", epoch {d['epoch']}/{d['epochs']}, batch {d['batch']}/{d['batches']}"
-        if d.get("it_s"):
-            where += f", {d['it_s']:.2f} it/s, ETA {duration(d.get('eta_s'))}"
-        if d.get("heartbeat_age_s") and d["heartbeat_age_s"] > FRESH_S:
+        if d.get("it_s") and _number(d["it_s"]):
+            where += f", {d['it_s']:.2f} it/s, ETA {fmt.duration(d.get('eta_s'), none='unknown')}"
+        if _number(d.get("heartbeat_age_s")) and d["heartbeat_age_s"] > FRESH_S:
             where += f" (heartbeat {d['heartbeat_age_s']:.0f} s old)"
     out.append(where)
     if d["last_failure"]:
         f = d["last_failure"]
         out.append(f"  last failure: attempt {f['attempt']} on {f['rung']}, {f['kind']}"
                    + (f" in {f['phase']}" if f.get("phase") else "") + f" at {f['ts']}: {f['evidence']}")
-    out.append(f"  VRAM now {gib(d['vram']['now'])} (peak {gib(d['vram']['peak'])}); RAM used now "
-               f"{gib(d['ram_used']['now'])} (peak {gib(d['ram_used']['peak'])}); child RSS now "
-               f"{gib(d['rss']['now'])} (peak {gib(d['rss']['peak'])})")
+    mem = {k: f"{fmt.gib(d[k]['now'], 1, '-')} (peak {fmt.gib(d[k]['peak'], 1, '-')})"
+           for k in ("vram", "ram_used", "rss")}
+    out.append(f"  VRAM now {mem['vram']}; RAM used now {mem['ram_used']}; child RSS now {mem['rss']}")
     if d["history"]:
         out.append("  rungs: " + " → ".join(
             f"{h['rung']} (attempt{'s' if len(h['attempts']) > 1 else ''} "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import report
+from launcher import accounting, fmt, report, report_md
 
 GIB = 1024 ** 3
 T0 = 1_780_000_000  # the run's start (unix seconds, whole: ISO `ts` has second resolution)
@@ -127,7 +127,8 @@ def build_record(root: Path, telemetry: bool = True) -> Path:
     for source, name in ((L, "rtdetr-l"), (M, "rtdetr-mnv4")):
         (root / "models" / name).mkdir(parents=True, exist_ok=True)
         (root / "models" / name / "results.csv").write_text(results_csv(rows[source]))
-    state = {"run": "night-1", "status": "complete", "rung": "safe", "attempts": 7, "training_model": L,
+    state = {"run": "night-1", "ladder": "/opt/ladders/night.toml", "data": "/data/coco.yaml", "device": "0",
+             "status": "complete", "rung": "safe", "attempts": 7, "training_model": L,
              "models": {L: {"save_dir": "/elsewhere/gone/rtdetr-l", "epochs": 10, "epochs_done": 10, "complete": True},
                         M: {"save_dir": str(root / "models" / "rtdetr-mnv4"), "epochs": 150, "epochs_done": 2,
                             "complete": False, "set_aside": True}},
@@ -190,7 +191,7 @@ def test_attempt_table_kinds_epochs_and_next_steps(night):
                                                   6: "0", 7: "5 (6–10)"}
     # rtdetr-mnv4 was set aside for good: its two epochs count for nothing
     assert {n: int(r[8]) for n, r in rows.items()} == {1: 3, 2: 0, 3: 2, 4: 0, 5: 0, 6: 0, 7: 5}
-    assert rows[1][10].endswith("…") and len(rows[1][10].replace("\\|", "|")) <= report.EVIDENCE_CHARS
+    assert rows[1][10].endswith("…") and len(rows[1][10].replace("\\|", "|")) <= report_md.EVIDENCE_CHARS
     assert "\\|" in rows[1][10]  # the pipe in the evidence does not break the table
     assert rows[1][11] == "retry" and rows[3][11] == "retry after 10 s"
     assert rows[2][11] == "step down → optimal-b4" and rows[7][11] == "complete"
@@ -202,9 +203,9 @@ def test_goodput_time_lost_and_metrics(night):
     _, _, md = night
     goodput = 100 * KEPT_S / WALL_S
     assert f"**Goodput:** {goodput:.1f} %" in md
-    assert f"| training kept (goodput) | {report.duration(KEPT_S)} | {goodput:.1f} % |" in md
+    assert f"| training kept (goodput) | {fmt.duration(KEPT_S)} | {goodput:.1f} % |" in md
     # failed attempts' time not kept (900 + 120 + 2460 + 200 + 1980 + 190) plus six waits of 10 s
-    assert f"| lost to failures | {report.duration(5910)} |" in md
+    assert f"| lost to failures | {fmt.duration(5910)} |" in md
     assert "| wall time (launcher running) | 6 h 30 min | 100.0 % |" in md
     assert "last row (epoch 10/10)" in md
     assert "- mAP50-95: **0.4**" in md and "- mAP50: 0.6" in md  # 0.1 + 0.03 × 10
@@ -255,9 +256,9 @@ def test_running_record_without_state_or_results(tmp_path):
     # its results.csv rows say what it has saved so far
     (root / "models" / "rtdetr-l").mkdir(parents=True)
     (root / "models" / "rtdetr-l" / "results.csv").write_text(results_csv([(1, 290, 0.1), (2, 580, 0.2)]))
-    rec = report.load(root)
+    rec = accounting.load(root)
     assert [(a.epochs, a.kept) for a in rec.attempts] == [((1, 2), 2)] and rec.kept_s == 580
-    assert "last row (epoch 2)" in report.markdown(rec)
+    assert "last row (epoch 2)" in report_md.markdown(rec)
 
 
 def test_a_continued_run_counts_only_the_launchers_time(tmp_path):
@@ -278,7 +279,7 @@ def test_a_continued_run_counts_only_the_launchers_time(tmp_path):
     ]) + "\n")
     (root / "models" / "rtdetr-l").mkdir(parents=True)
     (root / "models" / "rtdetr-l" / "results.csv").write_text(results_csv([(1, 800, 0.1), (2, 900, 0.2)]))
-    rec = report.load(root)
+    rec = accounting.load(root)
     assert rec.wall_s == 2000 and rec.kept_s == 1700 and rec.lost_s == 200 and rec.status == "complete"
     png, md = report.write_report(root)
     assert "**Goodput:** 85.0 %" in md.read_text() and table_rows(md.read_text())[1][11] == "interrupted"
@@ -307,7 +308,7 @@ def test_superseded_epochs_are_not_kept(tmp_path):
     (root / "models" / "rtdetr-l").mkdir(parents=True)
     (root / "models" / "rtdetr-l" / "results.csv").write_text(results_csv(
         [(1, 20, 0.1), (2, 40, 0.1), (3, 60, 0.1), (3, 25, 0.2), (4, 50, 0.2), (5, 75, 0.3)]))
-    rec = report.load(root)
+    rec = accounting.load(root)
     assert [(a.epochs, a.kept) for a in rec.attempts] == [((1, 2, 3), 2), ((3, 4, 5), 3)]
     assert rec.kept_s == pytest.approx(40 + 75)
     assert rec.lost_s == pytest.approx((100 - 40) + 10)

@@ -8,9 +8,15 @@ import time
 import pytest
 
 from launcher import cli, status
-from launcher.runlog import Events, JsonLines, RunLock, RunPaths, write_json_atomic
+from launcher.runlog import Events, Ev, JsonLines, RunLock, RunPaths, write_json_atomic
 
 GIB = 2**30
+
+
+def state(**fields) -> dict:
+    """A state.json as the launcher writes it (RunState's required keys), with `fields` over it."""
+    return {"run": "night", "ladder": "/ladders/night.toml", "data": "/data/coco.yaml", "device": "0",
+            "rung": "optimal", **fields}
 
 
 @pytest.fixture
@@ -25,8 +31,8 @@ def record(tmp_path, monkeypatch):
               evidence="torch.OutOfMemoryError: CUDA out of memory.")
     ev.append("step_down", rung="optimal", to="optimal-b4")
     ev.append("attempt_start", attempt=2, rung="optimal-b4")
-    write_json_atomic(paths.state, {"status": "running", "rung": "optimal-b4", "attempts": 2, "mode": "train",
-                                    "models": {"rtdetr-l.pt": {"epochs_done": 4, "epochs": 100}}})
+    write_json_atomic(paths.state, state(status="running", rung="optimal-b4", attempts=2, mode="train", models={
+        "rtdetr-l.pt": {"save_dir": str(paths.save_dir("rtdetr-l.pt")), "epochs_done": 4, "epochs": 100}}))
     write_json_atomic(paths.heartbeat(2), {"ts": time.time(), "phase": "train", "epoch": 5, "epochs": 100,
                                            "batch": 100, "batches": 600, "it_s": 5.0})
     tel = JsonLines(paths.telemetry)
@@ -46,7 +52,7 @@ def test_live_run(record):
     assert d["last_failure"]["kind"] == "cuda_oom"
     assert d["history"] == [{"rung": "optimal", "attempts": [1]}, {"rung": "optimal-b4", "attempts": [2]}]
     out = status.text(d)
-    assert "run 'night': training" in out and "epoch 5/100, batch 100/600, 5.00 it/s, ETA 3h11m" in out
+    assert "run 'night': training" in out and "epoch 5/100, batch 100/600, 5.00 it/s, ETA 3 h 11 min" in out
     assert "VRAM now 11.0 GiB (peak 13.0 GiB)" in out and "rungs: optimal (attempt 1) → optimal-b4 (attempt 2)" in out
 
 
@@ -58,7 +64,7 @@ def test_a_run_whose_launcher_is_gone_is_stopped(record):
 def test_cli_picks_the_newest_run_and_prints_json(record, capsys):
     other = RunPaths.for_run("older")
     other.root.mkdir(parents=True)
-    write_json_atomic(other.state, {"status": "complete", "attempts": 1})
+    write_json_atomic(other.state, state(run="older", status="complete", attempts=1))
     time.sleep(0.01)
     write_json_atomic(record.state, json.loads(record.state.read_text()))  # newest
     assert cli.main(["status", "--json"]) == 0
@@ -67,3 +73,67 @@ def test_cli_picks_the_newest_run_and_prints_json(record, capsys):
     assert "run 'older': finished" in capsys.readouterr().out
     assert cli.main(["status", "nope"]) == 2
     assert "give one of: night, older" in capsys.readouterr().err
+
+
+# ---- a damaged record: bad lines skipped, a bad state.json in one line -------------------------
+
+def write_record(tmp_path, monkeypatch, state_text: str, events: bytes = b"") -> RunPaths:
+    """logs/night/ under tmp_path (the current directory) with these state.json and events.jsonl bytes."""
+    monkeypatch.chdir(tmp_path)
+    paths = RunPaths.for_run("night")
+    paths.root.mkdir(parents=True)
+    paths.state.write_text(state_text)
+    paths.events.write_bytes(events)
+    return paths
+
+
+def test_events_that_are_not_event_objects_are_skipped(tmp_path, monkeypatch, capsys):
+    """A `[]` line, bytes that are not UTF-8, an object without "event", an attempt_start without
+    its rung or number, a torn last line: status shows what the good lines say."""
+    good = [{"ts": "t1", "event": Ev.ATTEMPT_START, "attempt": 1, "rung": "optimal"},
+            {"ts": "t2", "event": Ev.ATTEMPT_END, "attempt": 1, "rung": "optimal", "kind": "cuda_oom",
+             "evidence": "CUDA out of memory"}]
+    events = b"\n".join([b"[]", b"\xff\xfe\x80 garbage", b'{"ts": "t0"}', json.dumps(good[0]).encode(),
+                         json.dumps({"event": Ev.ATTEMPT_START}).encode(), json.dumps(good[1]).encode(),
+                         b'{"event": "attempt_st'])
+    write_record(tmp_path, monkeypatch, json.dumps(state(status="interrupted", attempts=1)), events)
+    assert cli.main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "last failure: attempt 1 on optimal, cuda_oom at t2: CUDA out of memory" in out
+    assert "rungs: optimal (attempt 1)\n" in out
+
+
+@pytest.mark.parametrize("command", ["status", "report"])
+@pytest.mark.parametrize("text, key", [
+    pytest.param(json.dumps(state(attempts="x")), "'attempts'", id="attempts-text"),
+    pytest.param(json.dumps(state(models=[])), "'models'", id="models-list"),
+    pytest.param(json.dumps(state(models={"rtdetr-l.pt": "x"})), "'models'", id="model-text"),
+    pytest.param(json.dumps(state(version=2)), "'version'", id="newer-version"),
+    pytest.param("{\"run\": \"night\", ", "not JSON", id="torn"),
+    pytest.param("[1, 2]", "not a JSON object", id="a-list"),
+    pytest.param("\udcff\udcfe", "cannot be read", id="not-utf8"),
+])
+def test_a_bad_state_json_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys, command, text, key):
+    paths = write_record(tmp_path, monkeypatch, "")
+    paths.state.write_bytes(text.encode("utf-8", errors="surrogateescape"))
+    assert cli.main([command]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and str(paths.state) in lines[0] and key in lines[0], captured.err
+    assert "Traceback" not in captured.err + captured.out
+
+
+def test_odd_values_in_a_live_record_are_shown_not_crashed_on(record):
+    """A heartbeat with a text `ts` and `it_s`, telemetry with a text sample, `delivered` not an
+    object: status still prints."""
+    write_json_atomic(record.heartbeat(2), {"ts": "yesterday", "phase": "train", "epoch": 5, "epochs": 100,
+                                            "batch": 1, "batches": 600, "it_s": "fast"})
+    JsonLines(record.telemetry).add({"t": time.time(), "vram": "lots", "ram_used": None})
+    write_json_atomic(record.state, {**json.loads(record.state.read_text()), "status": "complete",
+                                     "delivered": "yes"})
+    lock = RunLock(record.lock)
+    assert lock.acquire()
+    d = status.collect(record)
+    assert d["heartbeat_age_s"] is None and d["eta_s"] is None and d["vram"] == {"now": 11 * GIB, "peak": 13 * GIB}
+    out = status.text(d)
+    assert "run 'night': finished" in out and "epoch 5/100, batch 1/600" in out and "ETA" not in out

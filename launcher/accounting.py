@@ -1,0 +1,346 @@
+"""A run record read and reduced to what `report` shows: the attempts, the launcher's sessions and
+the time accounting (docs/design.md, "The run record"). Pure: no matplotlib, no torch, no
+Ultralytics; it reads files and returns a `Record`.
+
+Definitions (report.md states them too):
+- epochs kept: the epochs an attempt saved that the delivered model still stands on (for a run
+  that has not delivered yet: the model it would continue). An attempt that resumes from epoch
+  k supersedes every later epoch saved before it; a model set aside and never taken up again
+  keeps nothing.
+- kept training time: the duration of each kept epoch from the `time` column of the model's
+  results.csv (seconds since that attempt's training started, so an epoch's time is the step
+  from the row before it in the same attempt, or the row's own value for an attempt's first
+  epoch). Where results.csv lacks an epoch: the attempt's duration × kept / (epochs trained,
+  +1 for an attempt that failed mid-epoch).
+- wall time: the time a launcher was running for this run (from `start`/`continue` to its
+  ending event); the gaps between a stop and the next `run` are not counted.
+- goodput: kept training time / wall time.
+- time lost to failures: for every attempt that ended in a failure, its duration less its kept
+  training time (start-up, the epoch it died in, epochs later superseded or set aside), plus the
+  wait before the next attempt (backoff, GPU release).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from .runlog import RUNNING, Ev, RunPaths, RunState, read_jsonl
+
+NOT_STARTED = "not started"  # the status of a record with no attempt and no state.json
+# an attempt's mode (RunState.mode, attempt_start's `mode`): training, or only the final validation
+TRAIN, VALIDATE = "train", "validate"
+MAP50_95 = "metrics/mAP50-95(B)"
+MAP50 = "metrics/mAP50(B)"
+
+
+# ---- reading the record -----------------------------------------------------------------------
+
+def event_time(event: dict) -> float | None:
+    """An event's unix time: its float `t` where it has one, else its ISO `ts`."""
+    t = event.get("t")
+    if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t):
+        return float(t)
+    try:
+        return datetime.fromisoformat(str(event["ts"])).timestamp()
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def model_key(source: object) -> str:
+    """Models are named by source in attempts and state, by ladder spec in `model_set_aside`; the
+    stem is what both share (and what names the model's save_dir)."""
+    return Path(str(source)).stem if source else ""
+
+
+def read_results(path: Path) -> dict[int, dict[str, float]]:
+    """Ultralytics' results.csv as {epoch: row}; the last row of a repeated epoch wins (a redo
+    after a failure between the row and the checkpoint)."""
+    rows: dict[int, dict[str, float]] = {}
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return rows
+    header = None
+    for cells in csv.reader(text.splitlines()):
+        cells = [c.strip() for c in cells]
+        if header is None:
+            header = cells
+            continue
+        if len(cells) != len(header):  # a torn last line
+            continue
+        row = {}
+        for k, v in zip(header, cells):
+            try:
+                row[k] = float(v)
+            except ValueError:
+                pass
+        if "epoch" in row and math.isfinite(row["epoch"]):
+            rows[int(row["epoch"])] = row
+    return rows
+
+
+@dataclass
+class Attempt:
+    n: int
+    rung: str
+    mode: str
+    model: str
+    start: float | None
+    end: float | None = None
+    ended: bool = False
+    kind: str | None = None
+    evidence: str | None = None
+    phase: str | None = None
+    exit_code: int | None = None
+    epochs_saved: int = 0
+    last_saved_epoch: int | None = None
+    batch: int | None = None
+    then: str = ""
+    kept: int = 0
+    kept_s: float = 0.0
+    kept_estimated: bool = False  # kept_s from the duration, not results.csv
+    epochs: tuple[int, ...] = ()  # the epoch numbers this attempt saved
+
+    @property
+    def failed(self) -> bool:
+        return self.kind is not None
+
+    @property
+    def seconds(self) -> float:
+        if self.start is None or self.end is None:
+            return 0.0
+        return max(0.0, self.end - self.start)
+
+
+@dataclass
+class Model:
+    """A model the run trained, by its source: where its results.csv was, and its epoch target."""
+
+    source: str
+    save_dir: str | None = None
+    epochs: int | None = None
+
+
+@dataclass
+class Record:
+    root: Path
+    name: str
+    status: str
+    reason: str | None
+    delivered: dict | None  # {"model", "best", "last"}
+    attempts: list[Attempt]
+    sessions: list[tuple[float, float]]
+    telemetry: list[dict]
+    set_aside: dict[str, dict]  # model key -> the model_set_aside event (not taken up again)
+    models: dict[str, Model]  # model key -> the model
+    counting: set[str]  # model keys whose epochs count as kept
+    results: dict[str, dict[int, dict[str, float]]]  # model key -> results.csv rows
+    wall_s: float = 0.0
+    kept_s: float = 0.0
+    lost_s: float = 0.0
+    wait_s: float = 0.0
+
+    @property
+    def start(self) -> float | None:
+        return self.sessions[0][0] if self.sessions else None
+
+    @property
+    def goodput(self) -> float | None:
+        return self.kept_s / self.wall_s if self.wall_s > 0 else None
+
+
+def _next_step(e: dict) -> str:
+    """What followed a failed attempt, in a few words."""
+    kind, to, wait = e.get("event"), e.get("to"), e.get("wait_s")
+    if kind == Ev.RETRY:
+        timed = isinstance(wait, (int, float)) and not isinstance(wait, bool)
+        return Ev.RETRY + (f" after {wait:g} s" if timed else "")
+    if kind == Ev.STEP_DOWN:
+        return f"step down → {to}"
+    return f"validate at {to}"
+
+
+def load(root: Path) -> Record:
+    """The run record at `root` (logs/<run>), read and reduced to what the report shows. A
+    state.json with wrong types or a newer version raises runlog's one-line BadInput."""
+    root = Path(root)
+    paths = RunPaths(root)
+    state = RunState.load(paths.state)
+    events = read_jsonl(paths.events)
+    telemetry = [s for s in read_jsonl(paths.telemetry)
+                 if isinstance(s.get("t"), (int, float)) and not isinstance(s.get("t"), bool)]
+    telemetry.sort(key=lambda s: s["t"])
+
+    attempts: dict[int, Attempt] = {}
+    order: list[Attempt] = []
+    set_aside: dict[str, dict] = {}
+    status, reason, delivered = None, None, None
+    sessions: list[list[float]] = []
+    last_attempt: Attempt | None = None
+    for e in events:
+        kind, t = e.get("event"), event_time(e)
+        if kind in Ev.SESSION_STARTS and t is not None:
+            sessions.append([t, t])
+        elif t is not None and sessions:  # every event is a sign the launcher was running
+            sessions[-1][1] = max(sessions[-1][1], t)
+        if kind == Ev.ATTEMPT_START and isinstance(e.get("attempt"), int):
+            if t is not None and not sessions:  # a record without its start event
+                sessions.append([t, t])
+            a = Attempt(e["attempt"], str(e.get("rung", "?")), str(e.get("mode", TRAIN)), str(e.get("model", "")),
+                        t, batch=e.get("batch"))
+            attempts[a.n] = a
+            order.append(a)
+            last_attempt = a
+            if a.mode == TRAIN:
+                set_aside.pop(model_key(a.model), None)  # taken up again
+        elif kind == Ev.ATTEMPT_END and isinstance(e.get("attempt"), int):
+            a = attempts.get(e["attempt"])
+            if a is None:
+                continue
+            a.ended, a.end = True, t
+            if a.end is None and a.start is not None and isinstance(e.get("seconds"), (int, float)):
+                a.end = a.start + e["seconds"]
+            a.kind, a.evidence, a.phase = e.get("kind"), e.get("evidence"), e.get("phase")
+            a.exit_code = e.get("exit_code")
+            a.epochs_saved = e.get("epochs_saved") if isinstance(e.get("epochs_saved"), int) else 0
+            a.last_saved_epoch = e.get("last_saved_epoch") if isinstance(e.get("last_saved_epoch"), int) else None
+        elif kind in Ev.NEXT_STEPS and last_attempt is not None and not last_attempt.then:
+            last_attempt.then = _next_step(e)
+        elif kind == Ev.MODEL_SET_ASIDE:
+            set_aside[model_key(e.get("model"))] = e
+        elif kind in Ev.ENDINGS:
+            status, reason = kind, e.get("reason")
+            if kind == Ev.COMPLETE:
+                delivered = {"model": e.get("model"), "best": e.get("best"), "last": e.get("last")}
+            if last_attempt is not None and not last_attempt.then:
+                last_attempt.then = kind
+
+    # an attempt with no end (still running, or the launcher was killed): its last sign of life
+    for a in order:
+        if a.end is None:
+            seen = [s["t"] for s in telemetry if s.get("attempt") == a.n]
+            a.end = max(seen) if seen else a.start
+    for s in telemetry:  # telemetry after the last event (a running or killed launcher)
+        if sessions and s["t"] > sessions[-1][1]:
+            sessions[-1][1] = s["t"]
+    if not sessions and telemetry:
+        sessions.append([telemetry[0]["t"], telemetry[-1]["t"]])
+
+    if status is None:
+        status = str(state.status) if state and state.status else (RUNNING if order else NOT_STARTED)
+        reason = reason or (state.reason if state else None)
+    if delivered is None and state and Ev.COMPLETE in (status, state.status) and isinstance(state.delivered, dict):
+        delivered = state.delivered
+
+    models: dict[str, Model] = {}
+    for source, m in (state.models if state else {}).items():
+        models[model_key(source)] = Model(source, m.save_dir, m.epochs)
+        if m.set_aside and model_key(source) not in set_aside:
+            set_aside[model_key(source)] = {"model": source, "epochs_done": m.epochs_done, "of": m.epochs,
+                                            "save_dir": m.save_dir}
+    for a in order:
+        models.setdefault(model_key(a.model), Model(a.model))
+    if delivered and delivered.get("model"):
+        counting = {model_key(delivered["model"])}
+    else:
+        counting = {k for k in models if k not in set_aside}
+
+    results = {k: read_results(results_csv(root, m)) for k, m in models.items()}
+    rec = Record(root=root, name=str(state.run if state and state.run else root.name), status=status,
+                 reason=reason, delivered=delivered, attempts=order, sessions=[(a, b) for a, b in sessions],
+                 telemetry=telemetry, set_aside=set_aside, models=models, counting=counting, results=results)
+    account(rec)
+    return rec
+
+
+def results_csv(root: Path, model: Model) -> Path:
+    """A model's results.csv: in its recorded save_dir, or where the launcher puts it under this
+    record (a record copied elsewhere still reports)."""
+    if isinstance(model.save_dir, str) and model.save_dir and (Path(model.save_dir) / "results.csv").is_file():
+        return Path(model.save_dir) / "results.csv"
+    return RunPaths(root).save_dir(model.source or "") / "results.csv"
+
+
+# ---- time accounting --------------------------------------------------------------------------
+
+def account(rec: Record) -> None:
+    """Epochs kept per attempt, kept training time, time lost to failures, wall time: filled in
+    on `rec` and its attempts."""
+    owners: dict[str, dict[int, int]] = {}  # model -> epoch -> the attempt whose save stands
+    by_n = {a.n: a for a in rec.attempts}
+    for a in rec.attempts:
+        if a.mode != TRAIN or a.epochs_saved <= 0:
+            continue
+        own = owners.setdefault(model_key(a.model), {})
+        last = a.last_saved_epoch or (max(own, default=0) + a.epochs_saved)
+        first = max(1, last - a.epochs_saved + 1)
+        for e in [e for e in own if e >= first]:  # resumed from epoch first-1: later saves are superseded
+            del own[e]
+        a.epochs = tuple(range(first, last + 1))
+        for e in a.epochs:
+            own[e] = a.n
+    running = rec.attempts[-1] if rec.attempts and not rec.attempts[-1].ended else None
+    if running and running.mode == TRAIN:  # its saves so far: the model's results.csv rows past the others'
+        own = owners.setdefault(model_key(running.model), {})
+        done = max(own, default=0)
+        running.epochs = tuple(e for e in sorted(rec.results.get(model_key(running.model), {})) if e > done)
+        running.epochs_saved = len(running.epochs)
+        for e in running.epochs:
+            own[e] = running.n
+    for key, own in owners.items():
+        if key not in rec.counting:
+            continue
+        rows = rec.results.get(key, {})
+        for e, n in own.items():
+            a = by_n[n]
+            a.kept += 1
+            row = rows.get(e)
+            if row is None or "time" not in row:
+                a.kept_estimated = True
+                continue
+            prev = rows.get(e - 1)
+            if own.get(e - 1) == n and prev and "time" in prev and row["time"] >= prev["time"]:
+                a.kept_s += row["time"] - prev["time"]
+            else:  # the attempt's first epoch: time counts from its training start
+                a.kept_s += row["time"]
+    for a in rec.attempts:
+        if a.kept_estimated:  # results.csv lacks epochs: the attempt's time, shared by its epochs
+            a.kept_s = a.seconds * a.kept / (a.epochs_saved + (1 if a.failed else 0))
+        a.kept_s = min(a.kept_s, a.seconds) if a.ended else a.kept_s
+
+    rec.wall_s = sum(max(0.0, b - a) for a, b in rec.sessions)
+    rec.kept_s = sum(a.kept_s for a in rec.attempts)
+    for i, a in enumerate(rec.attempts):
+        if not a.failed:
+            continue
+        rec.lost_s += max(0.0, a.seconds - a.kept_s)
+        nxt = rec.attempts[i + 1] if i + 1 < len(rec.attempts) else None
+        if nxt and a.end is not None and nxt.start is not None and _same_session(rec, a.end, nxt.start):
+            rec.wait_s += max(0.0, nxt.start - a.end)
+    rec.lost_s += rec.wait_s
+
+
+def _same_session(rec: Record, t0: float, t1: float) -> bool:
+    return any(a - 1 <= t0 and t1 <= b + 1 for a, b in rec.sessions)  # ISO ts are whole seconds
+
+
+def final_metrics(rec: Record) -> tuple[str, dict[str, float] | None, dict[str, float] | None, str]:
+    """(model key, last row, best mAP50-95 row, what it is) for the delivered model or, before
+    delivery, the model in training."""
+    key = model_key((rec.delivered or {}).get("model"))
+    what = "delivered model"
+    if not key:
+        training = [a for a in rec.attempts if a.mode == TRAIN and model_key(a.model) in rec.counting]
+        key = model_key(training[-1].model) if training else ""
+        what = "model in training (not delivered yet)"
+    rows = rec.results.get(key) or {}
+    if not rows:
+        return key, None, None, what
+    last = rows[max(rows)]
+    scored = [r for r in rows.values() if MAP50_95 in r]
+    best = max(scored, key=lambda r: r[MAP50_95]) if scored else None
+    return key, last, best, what
