@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
-from . import failures, ladder as ladder_mod, setup
+from . import console, failures, ladder as ladder_mod, setup
 from .contract import EXIT_BAD_INPUT, EXIT_OK, REPORT_NAME, TRAIN_LOG_NAME
 from .errors import BadInput, LauncherError
 from .runlog import read_json
@@ -32,6 +33,8 @@ def _gib(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"'{text}' is not a number of GiB (e.g. 11.7)") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of GiB (e.g. 11.7)")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text} GiB: give a positive amount (e.g. 11.7)")
     return value
@@ -195,11 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    console.harden()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except LauncherError as e:
-        print(f"error: {e}", file=sys.stderr)
+        try:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            pass
         return e.exit_code
 
 
@@ -216,13 +223,14 @@ def request(args) -> setup.Request:
 def cmd_dry_run(args) -> int:
     result = setup.make_plan(request(args))
     if args.json:
-        print(json.dumps(dry_run_json(result), indent=2))
+        console.write(json.dumps(dry_run_json(result), indent=2) + "\n")
     else:
-        sys.stdout.write(dry_run_text(result))
+        console.write(dry_run_text(result))
     return EXIT_BAD_INPUT if result.plan.problems else EXIT_OK
 
 
 def cmd_run(args) -> int:
+    console.unattended()
     prepared = setup.prepare(request(args))
     return EXIT_OK if prepared.finished else setup.supervise(prepared)
 
@@ -233,7 +241,7 @@ def cmd_status(args) -> int:
     from . import status
 
     d = status.collect(status.find_run(args.run))
-    print(json.dumps(d, indent=2) if args.json else status.text(d), end="" if not args.json else "\n")
+    console.write(json.dumps(d, indent=2) + "\n" if args.json else status.text(d))
     return EXIT_OK
 
 
@@ -241,7 +249,8 @@ def cmd_report(args) -> int:
     from . import report, status
 
     png, md = report.write_report(status.find_run(args.run).root)
-    print(f"launcher: wrote {png}\nlauncher: wrote {md}")
+    console.say(f"wrote {png}")
+    console.say(f"wrote {md}")
     return EXIT_OK
 
 
@@ -261,7 +270,7 @@ def cmd_diagnose(args) -> int:
     failure = failures.classify(text, exit_code=args.exit_code, report=report)
     epochs = report.get("epochs_saved") if report else None  # epochs the attempt completed, as the supervisor counts
     if args.json:
-        print(json.dumps(diagnose_json(failure, epochs)))
+        console.write(json.dumps(diagnose_json(failure, epochs)) + "\n")
     else:
-        sys.stdout.write(diagnose_text(str(path), failure, epochs))
+        console.write(diagnose_text(str(path), failure, epochs))
     return EXIT_OK

@@ -22,7 +22,7 @@ def make_dataset(root: Path, train: int = 48, val: int = 16, size: int = 64, max
     root = root.resolve()
     yaml_path = root / "shapes.yaml"
     stamp = f"# made by launcher.demo: train={train} val={val} size={size} max_boxes={max_boxes} seed={seed}\n"
-    if yaml_path.exists() and yaml_path.read_text().startswith(stamp):
+    if yaml_path.exists() and yaml_path.read_text(encoding="utf-8").startswith(stamp):
         return yaml_path
     rng = random.Random(seed)
     for split, count in (("train", train), ("val", val)):
@@ -48,7 +48,7 @@ def make_dataset(root: Path, train: int = 48, val: int = 16, size: int = 64, max
                     draw.polygon([(x0, y0 + h - 1), (x0 + w // 2, y0), (x0 + w - 1, y0 + h - 1)], fill=colour)
                 lines.append(f"{cls} {(x0 + w / 2) / size:.6f} {(y0 + h / 2) / size:.6f} {w / size:.6f} {h / size:.6f}")
             im.save(images / f"{i:05d}.jpg", quality=90)
-            (labels / f"{i:05d}.txt").write_text("\n".join(lines) + "\n")
+            (labels / f"{i:05d}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     yaml_path.write_text(stamp + f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n"
-                         + "".join(f"  {i}: {n}\n" for i, n in enumerate(CLASSES)))
+                         + "".join(f"  {i}: {n}\n" for i, n in enumerate(CLASSES)), encoding="utf-8")
     return yaml_path

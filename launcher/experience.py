@@ -22,7 +22,7 @@ from .contract import CUDA_OOM, GIB
 from .failures import late_oom
 from .ladder import Ladder
 from .probe import Gpu, Snapshot
-from .runlog import LOGS_DIR, now_iso, write_json_atomic
+from .runlog import EXPERIENCE_NAME, LOGS_DIR, now_iso, write_json_atomic
 
 TTL = timedelta(days=30)
 OOM_EARLY, HELD = "oom_early", "held"
@@ -30,7 +30,7 @@ MAX_ENTRIES = 500
 
 
 def store_path(logs: Path = LOGS_DIR) -> Path:
-    return logs / "experience.json"
+    return logs / EXPERIENCE_NAME
 
 
 def job_key(ladder: Ladder, gpus: tuple[Gpu, ...], snap: Snapshot) -> dict:
@@ -59,7 +59,7 @@ class Experience:
 
     def _entries(self) -> list[dict]:
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(self.path.read_text(encoding="utf-8"))
             return [e for e in data.get("entries", []) if isinstance(e, dict)]
         except (OSError, ValueError, AttributeError):
             return []

@@ -7,6 +7,7 @@ two rungs that share a model but not `epochs` (Ultralytics ignores a new `epochs
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any, Callable
 
 from . import models
 from .errors import BadInput
+from .runlog import NOT_RUN_NAMES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LADDER = Path("ladders") / "default.toml"
@@ -26,7 +28,8 @@ ALLOC_KEYS = frozenset({
     "pinned_use_cuda_host_register", "pinned_num_register_threads", "pinned_use_background_threads",
     "per_process_memory_fraction", "graph_capture_record_stream_reuse", "pinned_reserve_segment_size_mb",
 })
-RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+RUN_NAME_MAX = 64
+RUN_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{RUN_NAME_MAX - 1}}}$")
 
 
 # Train arguments the launcher itself sets (from the job and the rungs) or must own.
@@ -101,7 +104,7 @@ def _number(low: float, high: float | None = None, low_open: bool = False) -> Ca
     rng = f"{'>' if low_open else '≥'} {low:g}" + (f" and ≤ {high:g}" if high is not None else "")
 
     def check(v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             raise TypeError(f"a number {rng}")
         if (v <= low if low_open else v < low) or (high is not None and v > high):
             raise ValueError(f"a number {rng}")
@@ -152,7 +155,9 @@ def run_name(v: Any) -> str:
     """A run name as --name and [job] name take it (a folder under logs/)."""
     v = _str(v)
     if not RUN_NAME.match(v):
-        raise ValueError("letters, digits, '.', '_' or '-' (a folder name under logs/), at most 64")
+        raise ValueError(f"letters, digits, '.', '_' or '-' (a folder name under logs/), at most {RUN_NAME_MAX}")
+    if v in NOT_RUN_NAMES:
+        raise ValueError(f"'{v}' is the launcher's own entry in logs/; pick another name")
     return v
 
 
@@ -189,7 +194,7 @@ def ultralytics_arg_names() -> frozenset[str]:
     """The keys of Ultralytics' default.yaml, read as text (no Ultralytics import)."""
     root = models.ultralytics_package_dir()
     try:
-        text = (root / "cfg" / "default.yaml").read_text() if root else ""
+        text = (root / "cfg" / "default.yaml").read_text(encoding="utf-8") if root else ""
     except OSError:
         return frozenset()
     return frozenset(re.findall(r"^([a-z_0-9]+):", text, flags=re.MULTILINE))

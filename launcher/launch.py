@@ -13,13 +13,12 @@ import ctypes
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Protocol
 
-from . import memory, probe, proctree
+from . import console, memory, probe, proctree
 from .contract import HANG
 from .failures import ChildEnd, signal_of
 from .ladder import Job
@@ -127,9 +126,9 @@ class ChildProcess:
     """The real launch: `python -m launcher.child` in its own session, output teed to the
     terminal and train.log, the watchdog asked every `tick` seconds."""
 
-    def __init__(self, out=None, tick: float = 1.0):
+    def __init__(self, out: Callable[[bytes], None] = console.write_bytes, tick: float = 1.0):
         become_subreaper()
-        self.out = out or sys.stdout.buffer
+        self.out = out
         self.tick = tick
         self.proc: subprocess.Popen | None = None
 
@@ -168,11 +167,7 @@ class ChildProcess:
                 log.flush()
             except OSError:  # a full disk: the live copy still goes on
                 pass
-            try:
-                self.out.write(chunk)
-                self.out.flush()
-            except (OSError, ValueError):  # a closed pipe or a dead terminal: train.log has it all
-                pass
+            self.out(chunk)  # never raises: a closed pipe or a dead terminal loses the live copy only
 
     def signal(self, sig: int) -> None:
         proc = self.proc

@@ -19,12 +19,15 @@ from .contract import HEARTBEAT_NAME, REPORT_NAME, SPEC_NAME, TRAIN_LOG_NAME
 from .errors import BadInput
 
 LOGS_DIR = Path("logs")
+EXPERIENCE_NAME = "experience.json"  # learned rungs, beside the runs (experience.py)
+DEMO_DATA_NAME = "demo-data"  # the demo's generated dataset (ladders/demo.toml)
+NOT_RUN_NAMES = frozenset({EXPERIENCE_NAME, DEMO_DATA_NAME})  # the launcher's own entries of logs/
 
 
 def write_text_atomic(path: Path, text: str, fsync: bool = True) -> None:
     """Replace `path` with `text` in one rename: a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
+    with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
         if fsync:
             f.flush()
@@ -38,7 +41,7 @@ def write_json_atomic(path: Path, data: dict, fsync: bool = True) -> None:
 
 def read_json(path: Path) -> dict | None:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -191,7 +194,7 @@ class RunLock:
 
     def holder(self) -> str:
         try:
-            return self.path.read_text().strip() or "another launcher"
+            return self.path.read_text(encoding="utf-8").strip() or "another launcher"
         except OSError:
             return "another launcher"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import dataset as dataset_mod
-from . import experience, ladder as ladder_mod, models, plan as plan_mod, probe, proctree, spec as spec_mod
+from . import console, experience, ladder as ladder_mod, models, plan as plan_mod, probe, proctree, spec as spec_mod
 from .contract import EXIT_BAD_INPUT
 from .errors import BadInput, LauncherError
 from .ladder import Ladder, gpu_indices
@@ -100,8 +100,7 @@ def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapsho
                   spec_mod.command(paths.spec(1)), learned)
 
 
-def prepare(req: Request, say: Callable[[str], None] = lambda line: print(f"launcher: {line}", flush=True)
-            ) -> Prepared:
+def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
     """Everything `run` does before the first child: plan, lock, record (new or continued)."""
     child_env: dict[str, str] = {}
     if req.demo:
@@ -115,11 +114,7 @@ def prepare(req: Request, say: Callable[[str], None] = lambda line: print(f"laun
     machine = probe.take()
     if req.demo and not (req.device or ladder.job.device):
         req = replace(req, device="0" if machine.gpus else "cpu")  # --demo picks the CPU by itself
-    names = [r.name for r in ladder.rungs]
-    for inj in req.inject:
-        if inj["rung"] not in names:
-            raise BadInput(f"--inject {inj['kind']}:{inj['rung']}:{inj['epoch']}", f"no rung named '{inj['rung']}'",
-                           f"use one of: {', '.join(names)}")
+    check_injections(req.inject, ladder)
     result = make_plan(req, ladder, machine)
     plan = result.plan
     if plan.device != "cpu" and not machine.gpus:
@@ -131,13 +126,18 @@ def prepare(req: Request, say: Callable[[str], None] = lambda line: print(f"laun
         raise Refused(plan.problems)
     paths = RunPaths.for_run(ladder.job.name)
     if req.fresh and paths.state.exists():
-        name = f"{ladder.job.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+        name = fresh_name(ladder.job.name)
         say(f"--fresh: starting run {name!r} beside {ladder.job.name!r} (which stays as it is)")
         ladder = replace(ladder, job=replace(ladder.job, name=name))
         paths = RunPaths.for_run(name)
-    paths.root.mkdir(parents=True, exist_ok=True)
     lock = RunLock(paths.lock)
-    if not lock.acquire():
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        held = lock.acquire()
+    except OSError as e:
+        raise BadInput(str(e.filename or paths.root), f"the run record cannot be written there ({e.strerror})",
+                       "make logs/ writable, or run from a folder where it can be") from None
+    if not held:
         raise BadInput(f"run {ladder.job.name!r}", f"already running ({lock.holder()})",
                        "watch it (tail -f its attempt's train.log), stop it first, or use another --name")
     try:
@@ -178,6 +178,25 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
             say(reason)
     dataset_mod.write_resolved(result.dataset, paths.dataset)
     return prepared
+
+
+def check_injections(injections: tuple[dict, ...], ladder: Ladder) -> None:
+    """A fire drill that can never fire is refused: a rung the ladder lacks, an epoch past its last."""
+    names = [r.name for r in ladder.rungs]
+    for inj in injections:
+        what = f"--inject {inj['kind']}:{inj['rung']}:{inj['epoch']}"
+        if inj["rung"] not in names:
+            raise BadInput(what, f"no rung named '{inj['rung']}'", f"use one of: {', '.join(names)}")
+        last = ladder.rung(inj["rung"]).epochs
+        if inj["epoch"] > last:
+            raise BadInput(what, f"epoch {inj['epoch']} is past rung {inj['rung']}'s last epoch ({last}); it would "
+                           "never fire", f"inject at an epoch from 1 to {last}")
+
+
+def fresh_name(name: str) -> str:
+    """`--fresh`'s new run name: the old one and a timestamp, within the length a run name may have."""
+    stamp = time.strftime("-%Y%m%d-%H%M%S")
+    return ladder_mod.run_name(name[:ladder_mod.RUN_NAME_MAX - len(stamp)] + stamp)
 
 
 def check_continuation(state: RunState, ladder: Ladder, state_path: Path, epochs: int | None) -> None:

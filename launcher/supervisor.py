@@ -18,13 +18,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from . import experience, failures, memory, plan, probe, spec as spec_mod
+from . import console, experience, failures, memory, plan, probe, spec as spec_mod
 from .contract import EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
 from .experience import Experience
 from .failures import ChildEnd, Failure
 from .ladder import Ladder, Rung, gpu_indices
 from .launch import GRACE_S, ChildProcess, Launch, Watchdog
 from .runlog import Ev, JsonLines, Events, RunPaths, RunState, read_json, write_json_atomic
+
+
+# the run record cannot be written: a full disk, a quota, a folder made read-only under the run
+RECORD_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 @dataclass
@@ -74,7 +78,7 @@ class Supervisor:
     ram: memory.RamWatch | None = None
     experience: Experience | None = None  # learned rungs: each training attempt's verdict is noted
     sleep: Callable[[float], None] | None = None  # default: a wait that a signal to the launcher ends
-    say: Callable[[str], None] = lambda line: print(f"launcher: {line}", flush=True)
+    say: Callable[[str], None] = console.say
 
     def __post_init__(self):
         if self.launch is None:
@@ -100,10 +104,11 @@ class Supervisor:
         try:
             return self._loop(self.start, state.mode)
         except OSError as e:
-            if e.errno != errno.ENOSPC:
+            if e.errno not in RECORD_ERRORS:
                 raise
             # the run record itself cannot be written: say so and stop (the child is already gone)
-            self.say(f"fatal: {e.strerror} while writing {e.filename or self.paths.root} — make room, then run "
+            fix = "make room" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
+            self.say(f"fatal: {e.strerror} while writing {e.filename or self.paths.root} — {fix}, then run "
                      "the same command again to continue")
             return EXIT_FATAL
         finally:
@@ -257,7 +262,8 @@ class Supervisor:
         aside = {s: m.epochs_done for s, m in state.models.items() if s != source and m.set_aside}
         self.events.append(Ev.COMPLETE, rung=outcome.rung, model=source, best=best, last=last, set_aside=aside)
         self.summary(Ev.COMPLETE)
-        self.say(f"trained: {best}\nlauncher: last checkpoint: {last}\nlauncher: run record: {self.paths.root}")
+        for line in (f"trained: {best}", f"last checkpoint: {last}", f"run record: {self.paths.root}"):
+            self.say(line)
         return EXIT_OK
 
     def _interrupted(self) -> int:

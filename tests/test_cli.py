@@ -154,6 +154,14 @@ def test_dry_run_demo_ladder_marks_dataset_missing(capsys, monkeypatch, tmp_path
     (["run", "--data", "coco_indoor/data.yaml", "--inject", "cuda_oom:turbo:2"], ["--inject cuda_oom:turbo:2",
                                                                                  "no rung named 'turbo'"]),
     (["run", "--data", "nope.yaml", "--device", "cpu"], ["dataset YAML not found"]),
+    # found by a hostile test (issue 12)
+    (["dry-run", "--vram", "nan"], ["--vram", "not a number"]),
+    (["dry-run", "--vram", "inf"], ["--vram", "not a number"]),
+    (["dry-run", "--ram=-inf"], ["--ram", "not a number"]),
+    (["dry-run", "--name", "experience.json"], ["--name", "the launcher's own entry in logs/"]),
+    (["run", "--name", "demo-data", "--device", "cpu"], ["--name", "the launcher's own entry in logs/"]),
+    (["run", "--data", "coco_indoor/data.yaml", "--device", "cpu", "--epochs", "3", "--inject", "cuda_oom:safe:4"],
+     ["--inject cuda_oom:safe:4", "past rung safe's last epoch (3)", "from 1 to 3"]),
 ])
 def test_bad_input_is_one_line_exit_2(argv, names, capsys, fixed_machine):
     try:
