@@ -3,6 +3,7 @@ a missing or empty dataset before a child starts (not mid-night)."""
 
 from __future__ import annotations
 
+import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,16 +84,13 @@ def write_resolved(ds: Dataset, dest: Path) -> Path:
 
 
 def _root(path_value, yaml_path: Path) -> Path:
-    # check_det_dataset: 'path' as given (relative to the cwd), else under Ultralytics' datasets_dir;
-    # no 'path' means the YAML's own folder
+    # check_det_dataset (ultralytics/data/utils.py): 'path' as given (relative to the cwd), else
+    # under Ultralytics' datasets_dir; no 'path' means the YAML's own folder (tests/test_parity.py)
     if not path_value:
         return yaml_path.parent.resolve()
-    path = Path(str(path_value)).expanduser()
-    if path.exists() or path.is_absolute():
-        return path.resolve()
-    for base in (yaml_path.parent, Path(ultralytics_settings().get("datasets_dir", "datasets"))):
-        if (base / path).exists():
-            return (base / path).resolve()
+    path = Path(str(path_value))
+    if not path.exists() and not path.is_absolute():
+        path = Path(ultralytics_settings().get("datasets_dir", "datasets")) / path
     return path.resolve()
 
 
@@ -102,7 +100,7 @@ def _split_paths(root: Path, value, where: str) -> tuple[Path, ...]:
         if not isinstance(item, str):
             raise BadInput(where, f"must be a path or a list of paths, got {item!r}", "give image folders")
         p = (root / item).resolve()
-        if not p.exists() and item.startswith("../"):
+        if not p.exists() and item.startswith("../") and not isinstance(value, list):  # as check_det_dataset
             p = (root / item[3:]).resolve()
         if not p.exists():
             raise BadInput(where, f"{p} does not exist", f"create it or correct the path (relative to {root})")
@@ -111,7 +109,11 @@ def _split_paths(root: Path, value, where: str) -> tuple[Path, ...]:
 
 
 def _count_images(p: Path) -> int:
-    if p.is_file():  # a .txt list of images, one a line
-        lines = p.read_text(encoding="utf-8-sig").split()
-        return sum(1 for x in lines if x.rpartition(".")[-1].lower() in IMG_FORMATS)
-    return sum(1 for _, _, files in os.walk(p) for f in files if f.rpartition(".")[-1].lower() in IMG_FORMATS)
+    """The images Ultralytics' BaseDataset.get_img_files (ultralytics/data/base.py) would list: a
+    folder's `**/*.*` by glob (hidden files and folders skipped, symlinked folders followed), or
+    the lines of a .txt list; either way the suffix decides (tests/test_parity.py)."""
+    if p.is_dir():
+        files = glob.iglob(os.path.join(glob.escape(str(p)), "**", "*.*"), recursive=True)
+    else:  # a .txt list of images, one a line
+        files = p.read_text(encoding="utf-8-sig").strip().splitlines()
+    return sum(1 for x in files if x.rpartition(".")[-1].lower() in IMG_FORMATS)

@@ -1,8 +1,10 @@
 """Reading an Ultralytics dataset YAML before a child starts: counts, and each way it can be wrong."""
 
+import json
+
 import pytest
 
-from launcher import dataset
+from launcher import dataset, models
 from launcher.errors import BadInput
 
 from conftest import make_image_tree, write
@@ -15,16 +17,29 @@ def test_counts_images_in_folders_and_lists(tmp_path):
     (tmp_path / "d" / "images" / "train" / "sub").mkdir()
     (tmp_path / "d" / "images" / "train" / "sub" / "x.PNG").touch()
     assert dataset.inspect(tmp_path / "d" / "data.yaml").train_images == 8
+    (tmp_path / "d" / "images" / "train" / ".x.jpg").touch()  # hidden: Ultralytics' glob skips it (issue 12)
+    (tmp_path / "d" / "images" / "train" / ".thumbs").mkdir()
+    (tmp_path / "d" / "images" / "train" / ".thumbs" / "y.jpg").touch()
+    assert dataset.inspect(tmp_path / "d" / "data.yaml").train_images == 8
     write(tmp_path / "d" / "train.txt", "./images/train/00000.jpg\n./images/train/00001.jpg\n")
     y = write(tmp_path / "d" / "list.yaml", "train: train.txt\nval: images/val\nnc: 1\n")
     assert dataset.inspect(y).train_images == 2  # no 'path': the YAML's folder
 
 
-def test_relative_path_key_resolves_next_to_the_yaml(tmp_path, monkeypatch):
+def test_relative_path_key_is_relative_to_the_cwd_then_datasets_dir(tmp_path, monkeypatch):
+    # as check_det_dataset: never relative to the YAML's folder (tests/test_parity.py holds it to Ultralytics)
     make_image_tree(tmp_path / "d", train=2, val=1)
-    y = write(tmp_path / "cfg" / "data.yaml", "path: ../d\ntrain: images/train\nval: images/val\nnames: [x]\n")
-    monkeypatch.chdir(tmp_path / "cfg")
-    assert dataset.inspect(y).root == (tmp_path / "d").resolve()
+    make_image_tree(tmp_path / "datasets" / "d", train=3, val=1)
+    make_image_tree(tmp_path / "cfg" / "d", train=4, val=1)  # beside the YAML: never looked at
+    write(models.ultralytics_config_dir() / "settings.json", json.dumps({"datasets_dir": str(tmp_path / "datasets")}))
+    y = write(tmp_path / "cfg" / "data.yaml", "path: d\ntrain: images/train\nval: images/val\nnames: [x]\n")
+    monkeypatch.chdir(tmp_path)
+    assert (dataset.inspect(y).root, dataset.inspect(y).train_images) == (tmp_path / "d", 2)
+    monkeypatch.chdir(tmp_path / "cfg" / "d" / "images")  # no d/ here: Ultralytics' datasets_dir is asked
+    assert (dataset.inspect(y).root, dataset.inspect(y).train_images) == (tmp_path / "datasets" / "d", 3)
+    other = write(tmp_path / "cfg" / "other.yaml", "path: d\ntrain: images/nope\nval: images/val\nnames: [x]\n")
+    with pytest.raises(BadInput, match=f"{tmp_path / 'datasets' / 'd'}/images/nope does not exist"):
+        dataset.inspect(other)
 
 
 @pytest.mark.parametrize("text, names", [

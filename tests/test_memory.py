@@ -5,6 +5,7 @@ and, where the machine allows a memory cgroup, a child really OOM-killed by the 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -89,9 +90,43 @@ def test_missing_or_unreadable_is_none(tmp_path):
     assert counter_file_of_dir(tmp_path / "nowhere") is None
 
 
-def test_this_machine_answers_or_says_none():
-    n = oom_kill_count()
-    assert n is None or n >= 0
+def counter_for(proc_cgroup: str, root: Path) -> Path | None:
+    """Where the kernel documents the counter of the cgroup a /proc/<pid>/cgroup text names: the v1
+    memory controller's memory.oom_control, else the v2 (0::) line's memory.events."""
+    lines = [ln.split(":", 2) for ln in proc_cgroup.splitlines() if ln.count(":") >= 2]
+    for _, controllers, path in lines:
+        if "memory" in controllers.split(","):
+            return root / "memory" / path.lstrip("/") / "memory.oom_control"
+    for hierarchy, _, path in lines:
+        if hierarchy == "0":
+            return root / path.lstrip("/") / "memory.events"
+    return None
+
+
+def this_machines_cgroup() -> str:
+    try:
+        return Path("/proc/self/cgroup").read_text()
+    except OSError:
+        pytest.skip("no /proc/self/cgroup here")
+
+
+def test_this_machines_cgroup_layout_finds_the_counter(tmp_path):
+    """This machine's own /proc/self/cgroup (v1, v2 or hybrid), over a planted counter tree."""
+    text = this_machines_cgroup()
+    counter = counter_for(text, tmp_path / "cg")
+    assert counter is not None, text
+    put(counter, V1_OOM_CONTROL.replace("oom_kill 4", "oom_kill 7") if counter.name == "memory.oom_control"
+        else V2_EVENTS.replace("oom_kill 2", "oom_kill 7"))
+    assert oom_kill_count(tmp_path / "cg", put(tmp_path / "proc-cgroup", text)) == 7
+
+
+def test_this_machine_reads_its_own_counter():
+    counter = counter_for(this_machines_cgroup(), Path("/sys/fs/cgroup"))
+    try:
+        expected = int(re.search(r"^oom_kill (\d+)$", counter.read_text(), re.MULTILINE)[1])
+    except (AttributeError, OSError, TypeError):
+        pytest.skip(f"no readable oom_kill counter at {counter}")
+    assert oom_kill_count() == expected
 
 
 # --- RamWatch with a fake psutil -----------------------------------------------------------------

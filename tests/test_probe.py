@@ -1,5 +1,6 @@
 """The probe against named hardware scenarios: fake pynvml and psutil modules, golden snapshots."""
 
+import os
 import sys
 from types import SimpleNamespace
 
@@ -80,17 +81,19 @@ def test_probe_scenarios(scenario):
     assert s.gpus == gpus
     assert s.nvml == status
     assert (s.ram_total, s.ram_available) == (64 * GIB, 50 * GIB)
-    assert isinstance(s.cpus, int) and s.cpus >= 1
-    if status == "ok":
-        assert s.driver == "550.54.15" and nvml.shutdowns == 1
+    assert s.cpus == len(os.sched_getaffinity(0))  # the CPUs this process may use, not the fake's 16
+    assert s.driver == ("550.54.15" if status == "ok" else None)
+    assert nvml.shutdowns == (1 if status == "ok" else 0)  # NVML shut down once it was started, never otherwise
 
 
 def test_nvml_failing_while_listing():
     class Broken(FakeNVML):
         def nvmlDeviceGetCount(self):
             raise NVMLError("GPU is lost")
-    s = probe.take(nvml=Broken(), ps=FAKE_PSUTIL)
-    assert s.gpus == () and "GPU is lost" in s.nvml
+    nvml = Broken()
+    s = probe.take(nvml=nvml, ps=FAKE_PSUTIL)
+    assert s.gpus == () and s.nvml == "NVML failed while listing GPUs (NVMLError: GPU is lost)"
+    assert nvml.shutdowns == 1
 
 
 def test_pynvml_not_installed(monkeypatch):
@@ -107,15 +110,23 @@ def test_psutil_failing_leaves_ram_unknown():
 
 
 def test_real_probe_on_this_machine_never_raises():
+    import psutil
     s = probe.take()
-    assert s.ram_total and s.ram_total >= s.ram_available > 0
+    assert s.ram_total == psutil.virtual_memory().total and s.ram_total >= s.ram_available > 0
+    assert s.cpus == len(os.sched_getaffinity(0))
     assert s.nvml == "ok" or s.gpus == ()
 
 
-def test_snapshot_is_frozen():
-    s = probe.take(nvml=FakeNVML(), ps=FAKE_PSUTIL)
-    with pytest.raises(AttributeError):
-        s.cpus = 3
+def test_cpus_are_the_affinity_mask_else_psutils_count(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5})  # a container pinned to 3 of 16 CPUs
+    assert probe.take(nvml=FakeNVML(), ps=FAKE_PSUTIL).cpus == 3
+    monkeypatch.delattr(os, "sched_getaffinity")  # macOS has none
+    assert probe.take(nvml=FakeNVML(), ps=FAKE_PSUTIL).cpus == 16
+
+    def unknown():
+        raise OSError("no /proc/cpuinfo")
+    assert probe.take(nvml=FakeNVML(), ps=SimpleNamespace(virtual_memory=FAKE_PSUTIL.virtual_memory,
+                                                          cpu_count=unknown)).cpus is None
 
 
 class ReleasingNVML(FakeNVML):

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import socket
+import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -181,14 +182,25 @@ def ultralytics_yaml_names() -> frozenset[str]:
 
 
 def ultralytics_config_dir() -> Path:
-    # ultralytics.utils.get_user_config_dir, Linux and macOS, without importing it
+    # ultralytics.utils.get_user_config_dir on Linux and macOS, without importing it or making a
+    # folder: the folder it would make, else its fallback (tests/test_parity.py)
     if os.environ.get("YOLO_CONFIG_DIR"):
-        return Path(os.environ["YOLO_CONFIG_DIR"]).expanduser() / "Ultralytics"
-    base = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config"))
-    main = base / "Ultralytics"
-    if main.exists() or os.access(base if base.exists() else Path.home(), os.W_OK):
+        main = Path(os.environ["YOLO_CONFIG_DIR"]).expanduser() / "Ultralytics"
+    elif sys.platform == "darwin":
+        main = Path.home() / "Library" / "Application Support" / "Ultralytics"
+    else:
+        main = Path(os.environ.get("XDG_CONFIG_HOME", Path.home() / ".config")) / "Ultralytics"
+    if _could_make(main):
         return main
     return Path(tempfile.gettempdir()) / f"Ultralytics-{os.getuid()}"
+
+
+def _could_make(folder: Path) -> bool:
+    """Whether `folder.mkdir(parents=True, exist_ok=True)` would succeed."""
+    for p in (folder, *folder.parents):
+        if p.exists():
+            return p.is_dir() and (p == folder or os.access(p, os.W_OK | os.X_OK))
+    return False
 
 
 def ultralytics_settings() -> dict:

@@ -1,0 +1,275 @@
+"""Parity: where the launcher re-implements an Ultralytics rule to stay free of torch, it is held
+against Ultralytics' own function on the same inputs. An Ultralytics upgrade that changes a rule
+fails here (docs/design.md, "Ultralytics behaviour relied on").
+
+Ultralytics reads YOLO_CONFIG_DIR and its settings once, at import: the in-process tests point
+its DATASETS_DIR and the launcher's settings.json at the same folder; the settings tests run
+Ultralytics in a subprocess with their own environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from launcher import dataset, ladder, models
+from launcher.errors import BadInput
+
+from conftest import ROOT, write
+
+pytest.importorskip("ultralytics")
+
+
+@pytest.fixture
+def ultra(tmp_path, monkeypatch):
+    """Ultralytics' dataset check, offline, with its datasets_dir and the launcher's (read from
+    settings.json) both at tmp_path/datasets; the cwd an empty folder of its own."""
+    import ultralytics.data.utils as du
+
+    from launcher.child import ensure_offline_font
+
+    ensure_offline_font()  # check_font would otherwise look for Arial.ttf on the network
+    datasets = tmp_path / "datasets"
+    datasets.mkdir()
+    monkeypatch.setattr(du, "DATASETS_DIR", datasets)
+    write(models.ultralytics_config_dir() / "settings.json", json.dumps({"datasets_dir": str(datasets)}))
+    assert Path(models.ultralytics_settings()["datasets_dir"]) == datasets
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    return SimpleNamespace(check=lambda y: du.check_det_dataset(str(y), autodownload=False), datasets=datasets,
+                           cwd=cwd)
+
+
+def ultralytics_images(paths) -> list[str]:
+    """What Ultralytics' BaseDataset.get_img_files lists for a split (a folder, a .txt list, or a list)."""
+    from ultralytics.data.base import BaseDataset
+
+    return BaseDataset.get_img_files(SimpleNamespace(prefix="", fraction=1.0), paths)
+
+
+def images(root: Path, split: str, n: int) -> Path:
+    d = root / "images" / split
+    d.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (d / f"{i:03d}.jpg").touch()
+    return d
+
+
+def as_paths(value) -> tuple[Path, ...]:
+    return tuple(Path(v) for v in (value if isinstance(value, list) else [value]))
+
+
+# ---- dataset path resolution: launcher.dataset.inspect vs check_det_dataset ----------------------
+
+def relative_path_from_the_cwd(t: Path) -> Path:
+    images(t / "cwd" / "d", "train", 3), images(t / "cwd" / "d", "val", 2)
+    return write(t / "cfg" / "data.yaml", "path: d\ntrain: images/train\nval: images/val\nnames: [a]\n")
+
+
+def relative_path_under_datasets_dir(t: Path) -> Path:
+    # not under the cwd: Ultralytics looks in its datasets_dir, not beside the YAML (a decoy there)
+    images(t / "datasets" / "d", "train", 3), images(t / "datasets" / "d", "val", 2)
+    images(t / "cfg" / "d", "train", 5), images(t / "cfg" / "d", "val", 4)
+    return write(t / "cfg" / "data.yaml", "path: d\ntrain: images/train\nval: images/val\nnames: [a]\n")
+
+
+def absolute_path(t: Path) -> Path:
+    images(t / "abs", "train", 4), images(t / "abs", "val", 1)
+    return write(t / "cfg" / "data.yaml", f"path: {t / 'abs'}\ntrain: images/train\nval: images/val\nnames: [a, b]\n")
+
+
+def no_path_key(t: Path) -> Path:
+    images(t / "here", "train", 2), images(t / "here", "val", 2)
+    return write(t / "here" / "data.yaml", "train: images/train\nval: images/val\nnc: 1\n")
+
+
+def train_as_a_list(t: Path) -> Path:
+    images(t / "d", "train", 3), images(t / "d", "extra", 2), images(t / "d", "val", 1)
+    return write(t / "d" / "data.yaml", f"path: {t / 'd'}\ntrain: [images/train, images/extra]\nval: [images/val]\n"
+                                        "names: [a]\n")
+
+
+def train_as_a_txt_list(t: Path) -> Path:
+    images(t / "d", "train", 3), images(t / "d", "val", 1)
+    write(t / "d" / "train.txt", "\ufeff./images/train/000.jpg\n./images/train/001.jpg\n\nimages/train/002.JPG\n"
+                                 "notes/readme.md\n")
+    return write(t / "d" / "data.yaml", f"path: {t / 'd'}\ntrain: train.txt\nval: images/val\nnames: [a]\n")
+
+
+def dotdot_fallback_of_a_string(t: Path) -> Path:
+    # '../images/train' missing under path: check_det_dataset drops the '../' of a string value
+    images(t / "d", "train", 2), images(t / "d", "val", 1)
+    return write(t / "d" / "data.yaml", f"path: {t / 'd'}\ntrain: ../images/train\nval: images/val\nnames: [a]\n")
+
+
+CASES = [relative_path_from_the_cwd, relative_path_under_datasets_dir, absolute_path, no_path_key, train_as_a_list,
+         train_as_a_txt_list, dotdot_fallback_of_a_string]
+
+
+@pytest.mark.parametrize("make", CASES, ids=[c.__name__ for c in CASES])
+def test_dataset_resolves_as_check_det_dataset(make, tmp_path, ultra):
+    y = make(tmp_path)
+    theirs = ultra.check(y)
+    ours = dataset.inspect(y)
+    assert ours.root == Path(theirs["path"]).resolve()
+    assert ours.train == as_paths(theirs["train"]) and ours.val == as_paths(theirs["val"])
+    assert ours.train_images == len(ultralytics_images(theirs["train"]))
+    assert ours.val_images == len(ultralytics_images(theirs["val"]))
+    assert ours.names == theirs["nc"]
+
+
+@pytest.mark.parametrize("text, missing", [
+    ("path: nowhere\ntrain: images/train\nval: images/val\nnames: [a]\n", "datasets/nowhere/images/"),
+    ("path: d\ntrain: images/train\nval: [../images/val]\nnames: [a]\n", "datasets/images/val"),  # no '../' drop in a list
+])
+def test_where_ultralytics_finds_no_images_the_launcher_refuses_the_same_path(text, missing, tmp_path, ultra):
+    images(tmp_path / "datasets" / "d", "train", 1), images(tmp_path / "datasets" / "d", "val", 1)
+    y = write(tmp_path / "cfg" / "data.yaml", text)
+    with pytest.raises(FileNotFoundError, match="images not found") as theirs:
+        ultra.check(y)
+    with pytest.raises(BadInput, match="does not exist") as ours:
+        dataset.inspect(y)
+    assert str(tmp_path / missing) in str(theirs.value) and str(tmp_path / missing) in str(ours.value)
+
+
+# ---- which files are images ------------------------------------------------------------------------
+
+def test_image_suffixes_are_ultralytics_own():
+    from ultralytics.data.utils import IMG_FORMATS
+    assert dataset.IMG_FORMATS == frozenset(IMG_FORMATS)
+
+
+def test_a_folder_counts_the_images_get_img_files_lists(tmp_path):
+    d = tmp_path / "train"
+    for name in ("a.jpg", "b.JPG", "c.Png", "d e.jpeg", "sub/f.webp", "sub/deeper/g.tif",
+                 ".hidden.jpg", ".cache/h.jpg", "sub/.i.png",  # hidden: glob skips them
+                 "jpg", "notes.txt", "labels.jpg.txt", "k.jpg.bak"):  # not images by suffix
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
+        (d / name).touch()
+    elsewhere = tmp_path / "elsewhere"
+    images(elsewhere, "x", 2)
+    (d / "linked").symlink_to(elsewhere / "images" / "x", target_is_directory=True)  # glob follows it
+    theirs = ultralytics_images(str(d))
+    assert dataset._count_images(d) == len(theirs) == 8, sorted(theirs)
+
+
+def test_a_txt_list_counts_the_lines_get_img_files_lists(tmp_path):
+    f = write(tmp_path / "list.txt", "\ufeff./a.jpg\n  b.png\nc.JPG \n\nd.txt\n./sub/e.jpeg\nf.jpg g.jpg\njpg\n")
+    theirs = ultralytics_images(str(f))
+    assert dataset._count_images(f) == len(theirs) == 5, theirs
+
+
+# ---- the settings folder, settings.json and weights_dir ----------------------------------------------
+
+SETTINGS_PROBE = """
+import json
+from launcher import models
+before = {"dir": str(models.ultralytics_config_dir()), "weights": str(models.ultralytics_weights_dir())}
+from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
+print(json.dumps({
+    "before": before,
+    "launcher": {"dir": str(models.ultralytics_config_dir()), "settings": models.ultralytics_settings(),
+                 "weights": str(models.ultralytics_weights_dir())},
+    "ultralytics": {"dir": str(USER_CONFIG_DIR), "settings": dict(SETTINGS), "weights": SETTINGS["weights_dir"]},
+}))
+"""
+
+
+def settings_seen(tmp_path: Path, **env: str) -> dict:
+    """The launcher's view before and after Ultralytics' import, and Ultralytics' own, in a fresh process."""
+    base = {k: v for k, v in os.environ.items() if k not in ("YOLO_CONFIG_DIR", "XDG_CONFIG_HOME")}
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    base.update(HOME=str(home), TMPDIR=str(tmp_path / "tmp"), PYTHONPATH=str(ROOT), **env)
+    out = subprocess.run([sys.executable, "-c", SETTINGS_PROBE], env=base, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def settings_case(tmp_path: Path, case: str) -> dict:
+    if case == "YOLO_CONFIG_DIR":
+        return {"YOLO_CONFIG_DIR": str(tmp_path / "yolo")}
+    if case == "YOLO_CONFIG_DIR with settings":
+        write(tmp_path / "yolo" / "Ultralytics" / "settings.json",
+              json.dumps({"weights_dir": str(tmp_path / "w"), "datasets_dir": str(tmp_path / "ds")}))
+        return {"YOLO_CONFIG_DIR": str(tmp_path / "yolo")}
+    if case == "XDG_CONFIG_HOME":
+        return {"XDG_CONFIG_HOME": str(tmp_path / "xdg")}
+    if case == "~/.config":
+        return {}
+    if case == "config home not a folder":  # cannot be made: Ultralytics falls back to $TMPDIR/Ultralytics-UID
+        return {"XDG_CONFIG_HOME": str(write(tmp_path / "xdg-file", "not a folder"))}
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["YOLO_CONFIG_DIR", "YOLO_CONFIG_DIR with settings", "XDG_CONFIG_HOME",
+                                  "~/.config", "config home not a folder"])
+def test_settings_folder_and_weights_dir_are_ultralytics_own(case, tmp_path):
+    seen = settings_seen(tmp_path, **settings_case(tmp_path, case))
+    ours, theirs = seen["launcher"], seen["ultralytics"]
+    assert seen["before"]["dir"] == ours["dir"] == theirs["dir"]  # the same folder before Ultralytics ever ran
+    assert ours["settings"] == theirs["settings"]
+    assert ours["weights"] == theirs["weights"]
+    if case == "YOLO_CONFIG_DIR with settings":  # the user's settings, read before Ultralytics' first import
+        assert seen["before"]["weights"] == theirs["weights"] == str(tmp_path / "w")
+
+
+# ---- train arguments: the keys of default.yaml -------------------------------------------------------
+
+def test_train_argument_names_are_ultralytics_own():
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    assert ladder.ultralytics_arg_names() == frozenset(DEFAULT_CFG_DICT)
+
+
+def test_train_argument_names_under_an_ascii_locale():
+    """default.yaml has non-ASCII characters: read with the locale's encoding it fails (issue 12)."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
+           "PYTHONIOENCODING": "ascii", "PYTHONPATH": str(ROOT)}
+    code = "import json; from launcher import ladder; print(json.dumps(sorted(ladder.ultralytics_arg_names())))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout) == sorted(DEFAULT_CFG_DICT)
+
+
+# ---- trainer behaviour the child relies on (read from the source: training is too slow here) ---------
+
+def test_the_switch_that_turns_first_epoch_batch_halving_off_still_works():
+    """callbacks.Watch.on_train_epoch_start sets `trainer._oom_retries = 3`: BaseTrainer._do_train
+    runs that callback at the top of every pass of its epoch loop, and re-raises an OOM once the
+    counter reaches 3, instead of halving the batch."""
+    import inspect
+
+    from ultralytics.engine.trainer import BaseTrainer
+    src = inspect.getsource(BaseTrainer._do_train)
+    loop = src.index("while True:")
+    callback = src.index('self.run_callbacks("on_train_epoch_start")')
+    halving = src.index("self.args.batch = self.batch_size = max(self.batch_size // 2, 1)")
+    assert loop < callback < halving
+    assert "or self._oom_retries >= 3 or" in src[callback:halving]
+    assert src[callback:halving].count("self._oom_retries = 0") == 0  # nothing resets it after the callback
+
+
+def test_resume_honours_the_arguments_the_child_passes():
+    """child.train resumes with data, batch, imgsz, workers, cache, device and save_dir; check_resume
+    keeps `data` and the `allowed` set, and ignores every other argument."""
+    import ast
+    import inspect
+    import textwrap
+
+    from ultralytics.engine.trainer import BaseTrainer
+    tree = ast.parse(textwrap.dedent(inspect.getsource(BaseTrainer.check_resume)))
+    allowed = next(node.value for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                   and getattr(node.targets[0], "id", None) == "allowed")
+    names = {e.value for e in allowed.elts}
+    assert {"batch", "imgsz", "workers", "cache", "device", "save_dir"} <= names
+    assert not {"epochs", "lr0", "model", "name"} & names  # why rungs sharing a model share epochs
