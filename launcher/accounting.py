@@ -211,7 +211,7 @@ def load(root: Path) -> Record:
         elif kind in Ev.NEXT_STEPS and last_attempt is not None and not last_attempt.then:
             last_attempt.then = _next_step(e)
         elif kind == Ev.MODEL_SET_ASIDE:
-            set_aside[model_key(e.get("model"))] = e
+            set_aside[model_key(e.get("source") or e.get("model"))] = e
         elif kind in Ev.ENDINGS:
             status, reason = kind, e.get("reason")
             if kind == Ev.COMPLETE:
@@ -258,11 +258,15 @@ def load(root: Path) -> Record:
 
 
 def results_csv(root: Path, model: Model) -> Path:
-    """A model's results.csv: in its recorded save_dir, or where the launcher puts it under this
-    record (a record copied elsewhere still reports)."""
-    if isinstance(model.save_dir, str) and model.save_dir and (Path(model.save_dir) / "results.csv").is_file():
-        return Path(model.save_dir) / "results.csv"
-    return RunPaths(root).save_dir(model.source or "") / "results.csv"
+    """A model's results.csv: in its recorded save_dir, else the folder of that name under this
+    record (a record copied elsewhere still reports), else where this launcher or an earlier one
+    (models/<stem>) puts it."""
+    recorded = Path(model.save_dir) if isinstance(model.save_dir, str) and model.save_dir else None
+    source = model.source or ""
+    candidates = ([recorded, root / "models" / recorded.name] if recorded else []) + [
+        RunPaths(root).save_dir(source), root / "models" / Path(source).stem]
+    return next((d / "results.csv" for d in candidates if (d / "results.csv").is_file()),
+                candidates[0] / "results.csv")
 
 
 # ---- time accounting --------------------------------------------------------------------------

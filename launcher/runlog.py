@@ -8,6 +8,7 @@ read them; nothing else spells a key or an event name.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -115,13 +116,19 @@ class RunPaths:
         return self.attempt(n) / TRAIN_LOG_NAME
 
     def save_dir(self, model_source: str) -> Path:
-        """Ultralytics' save_dir for one model: rungs sharing a model share its checkpoints."""
-        return self.root / "models" / Path(model_source).stem
+        """Ultralytics' save_dir for one model: rungs sharing a model share its checkpoints, and
+        two models whose files share a stem (v1/best.pt, v2/best.pt) never share a folder."""
+        return self.root / "models" / model_folder(model_source)
 
-    def verified(self, model_source: str) -> Path:
-        """The last checkpoint of a model that was loaded once and found good, kept outside
-        Ultralytics' save_dir (which a fresh DDP start deletes)."""
-        return self.root / "checkpoints" / Path(model_source).stem / "last.pt"
+    def verified(self, save_dir: str | Path) -> Path:
+        """The verified copy of the checkpoint in `save_dir`, kept outside it (a fresh DDP start
+        deletes Ultralytics' save_dir; docs/design.md, "Checkpoints")."""
+        return self.root / "checkpoints" / Path(save_dir).name / "last.pt"
+
+
+def model_folder(model_source: str) -> str:
+    """A model's folder name: its file's stem and a short hash of the source the ladder resolved."""
+    return f"{Path(model_source).stem}-{hashlib.sha256(model_source.encode()).hexdigest()[:8]}"
 
 
 

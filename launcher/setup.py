@@ -207,6 +207,13 @@ def check_continuation(state: RunState, ladder: Ladder, state_path: Path, epochs
                        f"run {ladder.job.name!r} was started with --epochs {state.epochs_override}, this run "
                        f"asks {epochs} (a resumed checkpoint keeps its own)",
                        "run again without --epochs to continue, or start afresh with --fresh")
+    folders: dict[str, str] = {}
+    for source, m in state.models.items():
+        other = folders.setdefault(str(Path(m.save_dir).resolve()), source)
+        if other != source:
+            raise BadInput(f"{state_path}, key 'models'", f"{m.save_dir} holds the checkpoints of both {other} and "
+                           f"{source} (a run started before models had folders of their own)",
+                           "start afresh with --fresh; the old run stays as it is")
     if str(ladder.job.dataset) != state.data:
         raise BadInput(f"{state_path}, key 'data'",
                        f"run {ladder.job.name!r} trains on {state.data}, this run asks {ladder.job.dataset} "

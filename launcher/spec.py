@@ -13,7 +13,7 @@ from .runlog import RunPaths
 ULTRALYTICS_CACHE = {"ram": "ram", "disk": "disk", "off": False}
 
 
-def train_args(job: Job, rung: Rung, device: str, paths: RunPaths) -> dict:
+def train_args(job: Job, rung: Rung, device: str, paths: RunPaths, save_dir: str | None = None) -> dict:
     """Arguments for Ultralytics' `train()`: absolute paths, the ladder's batch, rect off."""
     return {
         "model": rung.model.source,
@@ -24,21 +24,24 @@ def train_args(job: Job, rung: Rung, device: str, paths: RunPaths) -> dict:
         "workers": rung.workers,
         "cache": ULTRALYTICS_CACHE[rung.cache],
         "device": device,
-        "save_dir": str(paths.save_dir(rung.model.source)),
+        "save_dir": save_dir or str(paths.save_dir(rung.model.source)),
         "exist_ok": True,
         "rect": False,
     }
 
 
 def build(job: Job, rung: Rung, device: str, paths: RunPaths, attempt: int, vram_gib: float | None = None,
-          mode: str = "train", inject: tuple[dict, ...] = ()) -> dict:
+          mode: str = "train", inject: tuple[dict, ...] = (), save_dir: str | None = None) -> dict:
+    """The spec of one attempt; `save_dir`: where the run record says this model's checkpoints are
+    (a run started by an earlier launcher keeps its folders)."""
+    args = train_args(job, rung, device, paths, save_dir)
     return {
         "run": job.name,
         "attempt": attempt,
         "rung": rung.name,
         "mode": mode,  # "train", or "validate": only the final validation is owed
         "inject": [dict(x) for x in inject],  # --inject fire drills
-        "train_args": train_args(job, rung, device, paths),
+        "train_args": args,
         "extra_args": dict(job.args),
         "threads": rung.threads,
         "vram_fraction": rung.vram_fraction,
@@ -46,7 +49,7 @@ def build(job: Job, rung: Rung, device: str, paths: RunPaths, attempt: int, vram
         "cleanup_every": rung.cleanup_every,
         # the module a project model's YAML needs registered with Ultralytics' parser
         "register": rung.model.project.module if rung.model.project else None,
-        "verified": str(paths.verified(rung.model.source)),
+        "verified": str(paths.verified(args["save_dir"])),
         "report": str(paths.report(attempt)),
         "heartbeat": str(paths.heartbeat(attempt)),
     }

@@ -230,8 +230,9 @@ class Supervisor:
 
     def _spec(self, rung: Rung, n: int, mode: str, model_rung: Rung) -> dict:
         trained = replace(rung, model=model_rung.model, epochs=model_rung.epochs) if mode == "validate" else rung
+        known = self.state.model(trained.model.source)
         spec = spec_mod.build(self.ladder.job, trained, self.device, self.paths, n, vram_gib=self.vram_gib, mode=mode,
-                              inject=self.injections)
+                              inject=self.injections, save_dir=known.save_dir if known else None)
         if mode == "train":
             self.state.training_model = rung.model.source
             if rung.model.source in self.state.models:
@@ -248,7 +249,7 @@ class Supervisor:
         m = self.state.model(old.model.source)
         if m and m.epochs_done:
             m.set_aside = True
-            self.events.append(Ev.MODEL_SET_ASIDE, model=old.model.spec, epochs_done=m.epochs_done, of=m.epochs,
+            self.events.append(Ev.MODEL_SET_ASIDE, model=old.model.spec, source=old.model.source, epochs_done=m.epochs_done, of=m.epochs,
                                save_dir=m.save_dir, next_model=new.model.spec)
             self.say(f"setting aside {old.model.spec} after {m.epochs_done}/{m.epochs} epochs (kept in "
                      f"{m.save_dir}); continuing with {new.model.spec}")

@@ -312,3 +312,13 @@ def test_a_damaged_or_newer_record_is_one_line(capsys, cpu_machine, tmp_path, co
     assert str(root / "state.json") in err
     for n in names:
         assert n in err
+
+
+def test_a_record_whose_folder_holds_two_models_refuses(capsys, cpu_machine, tmp_path):
+    shared = str(tmp_path / "logs" / "coco-indoor" / "models" / "rtdetr-l")
+    a_record(tmp_path / "logs" / "coco-indoor", models={
+        "rtdetr-l.yaml": {"save_dir": shared, "epochs": 3, "epochs_done": 1},
+        "/data/rtdetr-l.pt": {"save_dir": shared, "epochs": 3, "epochs_done": 2}})
+    code, _, err = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{shared} holds the checkpoints of both rtdetr-l.yaml and /data/rtdetr-l.pt" in err and "--fresh" in err

@@ -18,12 +18,23 @@ import pytest
 
 from launcher.child import FINAL_VAL_OWED, FINISHED, checkpoint_state
 from launcher.demo import make_dataset
+from launcher.runlog import RunPaths
 
 from conftest import FIXTURES
 
 pytestmark = pytest.mark.slow
 
 TINY = FIXTURES / "models" / "rtdetr-tiny.yaml"
+
+
+def model_dir(tmp_path: Path, run: str = "e2e", source: Path = TINY) -> Path:
+    """Where the launcher keeps a model's checkpoints in a run (runlog.RunPaths.save_dir)."""
+    return RunPaths((tmp_path / "logs" / run).resolve()).save_dir(str(source))
+
+
+def verified_copy(tmp_path: Path, run: str = "e2e", source: Path = TINY) -> Path:
+    paths = RunPaths((tmp_path / "logs" / run).resolve())
+    return paths.verified(paths.save_dir(str(source)))
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +100,7 @@ def test_late_oom_retries_the_rung_then_early_oom_steps_down_and_resumes(tmp_pat
     assert hb["start_epoch"] == 2 and hb["phase"] == "done"
     spec = json.loads((tmp_path / "logs" / "e2e" / "attempt-3" / "spec.json").read_text())
     assert spec["train_args"]["batch"] == 2
-    assert trained_epochs(tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny") == [1, 2]
+    assert trained_epochs(model_dir(tmp_path, "e2e")) == [1, 2]
     # Ultralytics' own first-epoch halving stayed off: the ladder decided every batch
     assert "Reducing to batch" not in p.stdout
     state = json.loads((tmp_path / "logs" / "e2e" / "state.json").read_text())
@@ -117,7 +128,7 @@ def test_oom_in_validation_still_ends_trained_and_validated(tmp_path, shapes):
     ends = of(events(tmp_path), "attempt_end")
     assert (ends[0]["kind"], ends[0]["phase"]) == ("cuda_oom", "val")
     assert ends[-1]["kind"] is None and ends[-1]["rung"] == "optimal-b4"
-    assert (tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny" / "weights" / "best.pt").is_file()
+    assert (model_dir(tmp_path, "e2e") / "weights" / "best.pt").is_file()
 
 
 def test_oom_in_final_validation_validates_at_a_lower_batch_without_retraining(tmp_path, shapes):
@@ -131,9 +142,9 @@ def test_oom_in_final_validation_validates_at_a_lower_batch_without_retraining(t
     report = json.loads((tmp_path / "logs" / "e2e" / "attempt-2" / "report.json").read_text())
     assert report["ok"] and report["validated_only"] and "metrics/mAP50-95(B)" in report["metrics"]
     assert report["epochs_saved"] == 0  # nothing retrained
-    weights = tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny" / "weights"
+    weights = model_dir(tmp_path, "e2e") / "weights"
     assert sorted(p.name for p in weights.iterdir()) == ["best.pt", "last.pt"]  # no spare left behind
-    assert trained_epochs(tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny") == [1, 2]
+    assert trained_epochs(model_dir(tmp_path, "e2e")) == [1, 2]
 
 
 def test_injected_crash_stops_at_once_with_exit_4(tmp_path, shapes):
@@ -149,8 +160,8 @@ def test_running_again_continues_a_stopped_run_from_its_checkpoint(tmp_path, sha
     ladder = tiny_ladder(tmp_path, shapes)
     first = launch(tmp_path, "--ladder", str(ladder), "--inject", "crash:optimal:2")
     assert first.returncode == 4  # epoch 1 saved, then a fatal failure
-    weights = tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny" / "weights"
-    verified = tmp_path / "logs" / "e2e" / "checkpoints" / "rtdetr-tiny" / "last.pt"
+    weights = model_dir(tmp_path, "e2e") / "weights"
+    verified = verified_copy(tmp_path, "e2e")
     assert os.path.samefile(verified, weights / "last.pt")  # Ultralytics saved by rename; the copy is a link
     refused = launch(tmp_path, "--ladder", str(ladder), "--epochs", "3")
     assert refused.returncode == 2 and "start afresh with --fresh" in refused.stderr
@@ -160,7 +171,7 @@ def test_running_again_continues_a_stopped_run_from_its_checkpoint(tmp_path, sha
     evs = events(tmp_path)
     assert [e["event"] for e in evs].count("start") == 1 and of(evs, "continue")
     assert of(evs, "resume")[0]["checkpoint"].endswith("rtdetr-tiny/weights/last.pt")
-    assert trained_epochs(tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny") == [1, 2]
+    assert trained_epochs(model_dir(tmp_path, "e2e")) == [1, 2]
     # final_eval stripped the optimizer from last.pt into a new file; the verified copy still holds
     # the last epoch with its optimizer
     assert not os.path.samefile(verified, weights / "last.pt")
@@ -185,5 +196,5 @@ def test_walk_across_models_resumes_each_models_own_checkpoint(tmp_path, shapes)
     aside = of(evs, "model_set_aside")
     assert aside[0]["model"] == str(TINY) and aside[0]["epochs_done"] == 1 and aside[0]["next_model"] == "rtdetr-mnv4"
     assert of(evs, "complete")[0]["model"] == str(TINY)
-    assert trained_epochs(tmp_path / "logs" / "walk" / "models" / "rtdetr-tiny") == [1, 2]
+    assert trained_epochs(model_dir(tmp_path, "walk")) == [1, 2]
     assert "model rtdetr-tiny.yaml: 2/2 epochs delivered" in p.stdout

@@ -22,7 +22,7 @@ from launcher.runlog import Events, RunPaths, RunState
 from launcher.supervisor import Supervisor
 from memlimit import cgroup_support, confined_launch
 
-from test_e2e import TINY, events, launch, of, trained_epochs, write_ladder
+from test_e2e import TINY, events, launch, model_dir, of, trained_epochs, verified_copy, write_ladder
 
 pytestmark = pytest.mark.slow
 
@@ -84,7 +84,7 @@ def test_signal_to_the_launcher_stops_the_tree_and_keeps_the_checkpoint_resumabl
     assert state["status"] == "interrupted"
     ends = of(events(tmp_path), "attempt_end")
     assert ends[-1]["kind"] == "interrupted" and not of(events(tmp_path), "step_down")
-    last = tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny" / "weights" / "last.pt"
+    last = model_dir(tmp_path, "e2e") / "weights" / "last.pt"
     assert checkpoint_state(last)[0] == RESUMABLE  # not finalised: epoch 1 kept, optimizer kept
     if sig == signal.SIGTERM:
         again = launch(tmp_path, "--ladder", str(lad))
@@ -141,8 +141,8 @@ def test_torn_checkpoint_resumes_from_the_verified_copy(tmp_path, longer):
     lad = ladder(tmp_path, longer)
     first = launch(tmp_path, "--ladder", str(lad), "--inject", "crash:optimal:2")
     assert first.returncode == 4
-    weights = tmp_path / "logs" / "e2e" / "models" / "rtdetr-tiny" / "weights"
-    verified = tmp_path / "logs" / "e2e" / "checkpoints" / "rtdetr-tiny" / "last.pt"
+    weights = model_dir(tmp_path, "e2e") / "weights"
+    verified = verified_copy(tmp_path, "e2e")
     assert checkpoint_state(verified)[0] == RESUMABLE
     good = verified.read_bytes()
     data = (weights / "last.pt").read_bytes()
@@ -229,14 +229,14 @@ def test_full_disk_is_fatal_naming_the_path_and_the_next_run_resumes(tmp_path, l
     assert p.returncode == 4, out[-3000:]
     end = of(events(tmp_path), "attempt_end")[-1]
     assert end["kind"] == "fatal" and "No space left on device" in end["evidence"]
-    assert str(small_disk / "rtdetr-tiny") in end["evidence"] and "MiB free there" in end["evidence"]
-    verified = tmp_path / "logs" / "e2e" / "checkpoints" / "rtdetr-tiny" / "last.pt"
+    assert str(small_disk / model_dir(tmp_path).name) in end["evidence"] and "MiB free there" in end["evidence"]
+    verified = verified_copy(tmp_path, "e2e")
     assert checkpoint_state(verified)[0] == RESUMABLE  # intact
-    weights = small_disk / "rtdetr-tiny" / "weights"
+    weights = small_disk / model_dir(tmp_path).name / "weights"
     assert checkpoint_state(weights / "last.pt")[0] == RESUMABLE  # saved by rename: the failed save tore nothing
     assert not list(weights.glob(".*.tmp"))  # and left no partial file taking the little room there is
     filler.unlink()  # room again
     again = launch(tmp_path, "--ladder", str(lad))
     assert again.returncode == 0, again.stdout[-3000:]
     assert "continuing run 'e2e'" in again.stdout
-    assert trained_epochs(small_disk / "rtdetr-tiny")[-1] == 3
+    assert trained_epochs(small_disk / model_dir(tmp_path).name)[-1] == 3

@@ -14,7 +14,7 @@ import pytest
 from launcher import ladder as ladder_mod
 from launcher.contract import EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, HANG
 from launcher.failures import ChildEnd
-from launcher.runlog import Events, RunPaths, RunState
+from launcher.runlog import Events, ModelRecord, RunPaths, RunState
 from launcher.supervisor import Supervisor
 
 from conftest import ROOT, all_available
@@ -205,7 +205,7 @@ def test_stepping_to_another_model_sets_the_first_aside_and_returns_to_it(defaul
     assert code == EXIT_OK
     models = [Path(c["train_args"]["model"]).name for c in child.calls]
     assert models == ["rtdetr-l.pt", "rtdetr-l.pt", "rtdetr-l.pt", "rtdetr-mnv4.yaml", "rtdetr-l.pt"]
-    save_dirs = {Path(c["train_args"]["save_dir"]).name for c in child.calls}
+    save_dirs = {Path(c["train_args"]["save_dir"]).name.rsplit("-", 1)[0] for c in child.calls}
     assert save_dirs == {"rtdetr-l", "rtdetr-mnv4"}  # each model its own checkpoints
     aside = [e for e in evs if e["event"] == "model_set_aside"]
     assert len(aside) == 1 and aside[0]["model"] == "rtdetr-l.pt" and aside[0]["epochs_done"] == 1
@@ -273,3 +273,42 @@ def test_events_reader_skips_a_torn_last_line(tmp_path):
     events.append("attempt_end", attempt=1)  # the next run appends on a fresh line
     assert [e["event"] for e in events.read()] == ["start", "attempt_start", "attempt_end"]
     assert events.path.read_text().count("\n\n") == 0 and len(events.path.read_text().splitlines()) == 4
+
+
+def test_two_models_whose_files_share_a_stem_never_share_a_folder(tmp_path):
+    """Rung a on rtdetr-l.yaml, rung b on some/dir/rtdetr-l.pt: after a's early OOM, b trains its own
+    weights in its own folder; a's checkpoint is not continued as if it were b's."""
+    own = tmp_path / "some" / "dir" / "rtdetr-l.pt"
+    own.parent.mkdir(parents=True)
+    own.write_bytes(b"weights")
+    lad_path = tmp_path / "l.toml"
+    lad_path.write_text('[job]\nname = "t"\ndataset = "ds/data.yaml"\nimgsz = 64\n'
+                        '[[rung]]\nname = "a"\nmodel = "rtdetr-l.yaml"\nepochs = 3\nbatch = 4\n'
+                        '[[rung]]\nname = "b"\nmodel = "some/dir/rtdetr-l.pt"\nepochs = 3\nbatch = 2\n')
+    lad = all_available(ladder_mod.load(lad_path))
+    code, child, _, _, _, state = supervise(lad, tmp_path, [oom(saved=0), ok()])
+    (a_args, b_args) = (c["train_args"] for c in child.calls)
+    assert code == EXIT_OK and b_args["model"] == str(own)
+    assert a_args["save_dir"] != b_args["save_dir"] and child.calls[0]["verified"] != child.calls[1]["verified"]
+    assert {s: m.save_dir for s, m in state.models.items()} == {a_args["model"]: a_args["save_dir"],
+                                                                  str(own): b_args["save_dir"]}
+    assert state.delivered["model"] == str(own)
+
+
+def test_fine_tunes_named_best_pt_get_folders_of_their_own(tmp_path):
+    paths = RunPaths(tmp_path)
+    v1, v2 = str(tmp_path / "v1" / "best.pt"), str(tmp_path / "v2" / "best.pt")
+    assert paths.save_dir(v1) != paths.save_dir(v2)
+    assert paths.save_dir(v1).name.startswith("best-") and paths.save_dir(v1) == paths.save_dir(v1)
+    assert paths.verified(paths.save_dir(v1)) != paths.verified(paths.save_dir(v2))
+
+
+def test_a_continued_run_keeps_the_folders_its_record_names(default, tmp_path):
+    """A run started by an earlier launcher (models/<stem>) resumes from where its checkpoints are."""
+    state = new_state(default)
+    state.models["rtdetr-l.pt"] = ModelRecord(save_dir=str(tmp_path / "run" / "models" / "rtdetr-l"), epochs=100,
+                                              epochs_done=4)
+    child = FakeChild([ok()])
+    Supervisor(ladder=default, rungs=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+               launch=child, sleep=lambda s: None, say=lambda line: None).run(state)
+    assert child.calls[0]["train_args"]["save_dir"] == str(tmp_path / "run" / "models" / "rtdetr-l")
