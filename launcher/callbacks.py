@@ -2,7 +2,8 @@
 
 One `Watch` object carries all the state (phase, epoch, batch, epochs saved) and its bound
 methods are the callbacks: plain attributes only, so Ultralytics' DDP can cloudpickle it to the
-ranks (no threads, locks or open files here).
+ranks before training (no lock or open file; the verified copy's thread exists only while it writes).
+Saves and the verified copy: docs/design.md, "Checkpoints".
 """
 
 from __future__ import annotations
@@ -10,23 +11,23 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import logging
 import math
 import os
 import threading
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from .checkpoint import zip_damage
 from .contract import CUDA_OOM
 from .runlog import write_json_atomic
 
 HEARTBEAT_EVERY_S = 1.0  # at most this often from batch ends; saves and phase changes always write
-# How often a save refreshes the verified copy (always the first and the last). Each refresh forces
-# the checkpoint to disk now (fsync, or a copy where links fail) and pins its file, so that a later
-# save writes one new file instead of a spare in place (AtomicPath).
+# How often a save refreshes the verified copy (always the first and the last): each refresh reads,
+# checks, writes and fsyncs a whole checkpoint, in a thread (docs/design.md, "Checkpoints").
 VERIFIED_EVERY_S = 600.0
 
 
@@ -49,109 +50,46 @@ class InjectedCrash(RuntimeError):
 
 
 class AtomicPath(type(Path())):
-    """A path whose write_bytes writes a temporary file beside it and renames it into place.
+    """A path whose write_bytes writes a new file beside it and renames it into place.
 
-    Ultralytics saves with `trainer.last.write_bytes(...)`, which truncates last.pt and rewrites
-    it: a process killed mid-write leaves it torn. With `trainer.last` an AtomicPath, last.pt is
-    always the previous whole file or the new whole file, and each save is a file of its own, so
-    the verified copy can be a hard link to it (free) instead of a copy.
-
-    The version it replaces is kept as the spare `.NAME.tmp`, and the next save overwrites the
-    spare in place, without truncating it first: its page cache is reused as it stands. A spare
-    that another name still links (the verified copy, best.pt) is never written into: a new file
-    is, after the spare's cached pages are dropped (read only on recovery or at the end), which
-    lets the new file take their memory. On a 2-core VM, for rtdetr-l's 314 MiB, the in-place
-    write took 0.05 s, the new file 0.26 s with the pages dropped and 1.27 s without, and
-    Ultralytics' own truncating rewrite about 0.26 s per file (tests/bench/bench_saves.py).
-    Overwriting in place allocates no blocks, so ext4 does not flush the data at the rename as it
-    does for a new file: after a power cut, last.pt may mix pages of two saves. A resume checks
-    every CRC first (zip_damage), and takes the verified copy, which is fsynced, when it fails.
-
-    Ultralytics writes the same bytes to best.pt right after last.pt whenever the epoch is the best
-    so far. With `best.twin = last`, best.pt becomes a hard link to the file last.pt was just saved
-    as (renamed into place like any save): one checkpoint write instead of two, and one file's page
-    cache. Neither is ever written in place while the other links it, so a save to one never
-    changes what the other holds; the final strip writes each a new file (strip_by_rename).
+    Ultralytics saves with `trainer.last.write_bytes(...)`, which truncates last.pt and rewrites it:
+    a process killed or a disk filling up mid-write leaves it torn. With `trainer.last` (and
+    `trainer.best`) an AtomicPath, the file is always the previous whole save or the new one
+    (docs/design.md, "Checkpoints"). Not fsynced: a power cut may still tear it, which the CRC check
+    before a resume catches (zip_damage), and the verified copy, which is fsynced, replaces it.
     """
 
-    twin: "AtomicPath | None" = None  # best.pt's twin is last.pt
-    _written = None  # the bytes object of this path's latest save, until forget()
-
-    SIDE_FILES = ("tmp", "old", "link")  # the spare, the version being replaced, a staged link
-
     def beside(self, kind: str) -> str:
-        """The hidden file `.NAME.KIND` beside this one."""
+        """The hidden file `.NAME.KIND` beside this one (a temporary of the launcher's)."""
         return os.path.join(os.path.dirname(os.fspath(self)), f".{self.name}.{kind}")
 
-    @property
-    def spare(self) -> Path:
-        return Path(self.beside("tmp"))
-
     def write_bytes(self, data) -> int:
-        twin, self._written = self.twin, None
-        if twin is not None and twin._written is data and self.link_to(twin):
-            return len(data)
-        n = self._write(data)
-        self._written = data  # held only until the save ends (Watch.on_model_save: forget)
-        return n
-
-    def forget(self) -> None:
-        self._written = None
-
-    def link_to(self, other: Path) -> bool:
-        """Replace this file with a hard link to `other`, by rename. False where links fail."""
-        staged = self.beside("link")
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(staged)
-            os.link(other, staged)
-            os.replace(staged, self)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(staged)
-            return False
-        return True
-
-    def _write(self, data) -> int:
-        final, tmp, old = os.fspath(self), self.beside("tmp"), self.beside("old")
+        tmp = self.beside("tmp")
         with contextlib.suppress(FileNotFoundError):
-            if os.stat(tmp).st_nlink != 1:  # still the verified copy or best.pt too: write a new file
-                drop_cache(tmp)
-                os.unlink(tmp)
+            os.unlink(tmp)  # left by a process killed mid-write
         try:
-            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT, 0o666), "wb") as f:  # no O_TRUNC
+            with open(tmp, "xb") as f:  # a new file, never one another name links
                 n = f.write(memoryview(data))
-                f.truncate()  # an older, longer checkpoint's tail
+            os.replace(tmp, self)
         except BaseException:
             with contextlib.suppress(OSError):
-                os.unlink(tmp)  # a full disk leaves no half-written spare taking the room
+                os.unlink(tmp)  # a full disk leaves no half-written file taking the room
             raise
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(old)  # left by a process killed below
-        try:
-            os.link(final, old)  # the version being replaced, kept as the next spare
-        except OSError:  # no file yet, or no hard links here: no spare, the next save makes a new file
-            old = None
-        os.replace(tmp, final)
-        if old:
-            os.replace(old, tmp)
         return n
 
-    def drop_spare(self) -> None:
-        """Training is over (no save follows): remove the spare and any left-over `.old` or `.link`."""
-        for kind in self.SIDE_FILES:
+
+TEMP_KINDS = ("tmp", "strip")  # AtomicPath.write_bytes's and strip_by_rename's temporary files
+
+
+def remove_temps(*paths) -> None:
+    """Remove the launcher's temporary files beside these checkpoints (`.last.pt.tmp`,
+    `.last.pt.strip`), left by a process killed mid-write: at the start and the end of training."""
+    for path in paths:
+        if path is None:
+            continue
+        for kind in TEMP_KINDS:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.beside(kind))
-
-
-def drop_cache(path: str) -> None:
-    """Ask the kernel to drop a file's clean cached pages (dirty ones stay: nothing is lost)."""
-    if hasattr(os, "posix_fadvise"):  # not on macOS or Windows
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
+                os.unlink(AtomicPath(path).beside(kind))
 
 
 def last_epoch(trainer) -> bool:
@@ -159,64 +97,7 @@ def last_epoch(trainer) -> bool:
     return bool(trainer.stop) or trainer.epoch + 1 >= trainer.epochs
 
 
-def drop_spares(*paths) -> None:
-    for path in paths:
-        AtomicPath(path).drop_spare()
-
-
-def zip_damage(file, crc: bool = True) -> str | None:
-    """What is wrong with a torch.save zip container (a path or a file object), or None.
-
-    With crc, every member is read and its CRC-32 checked, so a file torn by a kill, cut short, or
-    mixing pages of two saves after a power cut is caught before anything loads it. torch.load
-    checks no CRC: it would load such a file, with wrong weights. About 0.16 s for 314 MiB in page
-    cache. Without, only the central directory at the end of the file is read (a few KB): the
-    container is complete and names a data.pkl."""
-    try:
-        with zipfile.ZipFile(file) as z:
-            if not any(n.endswith("data.pkl") for n in z.namelist()):
-                return "no data.pkl: not a checkpoint"
-            for info in z.infolist() if crc else ():
-                if info.CRC == 0 and info.file_size:  # written without CRCs (torch.serialization
-                    continue                          # .set_crc32_options(False)): nothing to check
-                with z.open(info) as member:  # raises BadZipFile on a CRC mismatch at its end
-                    while member.read(1 << 24):
-                        pass
-    except Exception as e:  # noqa: BLE001 - whatever fails to parse is damaged
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
-def stage_link(last: Path, dest: Path) -> Path | None:
-    """A hard link to `last` (written by AtomicPath, so never rewritten in place) beside `dest`,
-    for publish_verified to make durable and rename over it. None where the filesystem cannot
-    link (another device, no link support): copy instead."""
-    staged = dest.with_name(f".{dest.name}.link")
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(staged)
-        os.link(last, staged)
-    except OSError:
-        return None
-    return staged
-
-
-def publish_verified(staged: Path, dest: Path) -> None:
-    """Flush the staged checkpoint's data to disk, then rename it over `dest`: the verified copy
-    is always a whole checkpoint that a power cut cannot take."""
-    try:
-        fsync_path(staged)
-        os.replace(staged, dest)
-        fsync_path(dest.parent)  # and the rename
-    except OSError as e:  # a failing disk: keep the previous copy, say so on one line (no thread traceback)
-        with contextlib.suppress(OSError):
-            os.unlink(staged)
-        print(f"launcher: could not keep {staged} as {dest} ({e}); the verified copy stays at the previous "
-              "refresh", flush=True)
-
-
-def fsync_path(path: Path) -> None:
+def fsync_path(path) -> None:
     """Flush a file's data, or a folder's entries, to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -225,25 +106,47 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+class _HideTemp(logging.Filter):
+    """Turns "Optimizer stripped from F, saved as TMP, 12.3MB" into "... from F, 12.3MB"."""
+
+    def __init__(self, words: str):
+        super().__init__()
+        self.words = words
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.words in message:
+            record.msg, record.args = message.replace(self.words, ""), ()
+        return True
+
+
 def strip_by_rename(strip):
     """Ultralytics' strip_optimizer (end of training: the optimizer out of last.pt and best.pt)
-    torch.saves over the file in place, where a kill or a full disk would tear the finished
-    model. This wraps it to write a file beside and rename it into place; the file it replaces,
-    which the verified copy may link, is never written into."""
+    torch.saves over the file in place, where a kill or a full disk would tear the finished model.
+    This wraps it to save into `.NAME.strip` beside the file and rename that into place. The line
+    Ultralytics prints names the real file only, as its in-place strip does."""
     if getattr(strip, "by_rename", False):
         return strip
 
     def wrapped(f="best.pt", s="", updates=None):
         if s:  # saving elsewhere already leaves `f` alone
             return strip(f, s, updates)
-        tmp = Path(f).with_name(f".{Path(f).name}.strip")
+        tmp = AtomicPath(f).beside("strip")
+        hide = _HideTemp(f" saved as {tmp},")
+        from ultralytics.utils import LOGGER
+        LOGGER.addFilter(hide)
         try:
-            out = strip(f, str(tmp), updates)
-            os.replace(tmp, f)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            out = strip(f, tmp, updates)
+            if os.path.exists(tmp):  # not when Ultralytics skipped `f` as no valid checkpoint
+                os.replace(tmp, f)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        finally:
+            LOGGER.removeFilter(hide)
         return out
 
     wrapped.by_rename = True
@@ -256,25 +159,22 @@ def use_strip_by_rename() -> None:
     trainer_module.strip_optimizer = strip_by_rename(trainer_module.strip_optimizer)
 
 
-def keep_verified_copy(last: Path, dest: Path, data: bytes | None = None) -> bool:
-    """Copy `last` (or its `data`, read already) to `dest` if it checks out: the bytes checked are
-    the bytes written, by rename, so `dest` is always a whole checkpoint (a torn last.pt is never
-    copied over it). The check reads torch.save's zip container and the CRC of every member: a
-    torn or truncated file fails it, without the cost of unpickling a few hundred MB each epoch.
-    Used where `dest` cannot be a hard link to last.pt (stage_link)."""
-    try:
-        data = last.read_bytes() if data is None else data
-        damage = zip_damage(io.BytesIO(data))
-    except OSError as e:
-        damage = f"{type(e).__name__}: {e}"
-    if damage:  # keep the previous copy
-        print(f"launcher: {last} did not check out ({damage}); the verified copy stays at the previous refresh",
+def keep_verified_copy(data: bytes, dest: Path, source: Path) -> bool:
+    """Write `data` (the bytes of `source`, a save of last.pt) to `dest` if they check out: every
+    member's CRC (zip_damage), so a torn save never replaces a good copy. Written to a new file
+    beside `dest`, fsynced, renamed, the folder fsynced: `dest` is a file of its own, always whole,
+    which no save of Ultralytics' or a user's can change (docs/design.md, "Checkpoints"). On any
+    failure it prints one line and `dest` stays the previous copy."""
+    if damage := zip_damage(io.BytesIO(data)):
+        print(f"launcher: {source} did not check out ({damage}); the verified copy stays at the previous refresh",
               flush=True)
         return False
     tmp = dest.with_name(f".{dest.name}.tmp")  # one fixed name: a killed copy leaves one partial file
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        with open(tmp, "xb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -285,6 +185,8 @@ def keep_verified_copy(last: Path, dest: Path, data: bytes | None = None) -> boo
         print(f"launcher: could not write the verified copy {dest} ({e}); it stays at the previous refresh",
               flush=True)
         return False
+    with contextlib.suppress(OSError):  # the rename made durable; failing, a power cut leaves either whole copy
+        fsync_path(dest.parent)
     return True
 
 
@@ -305,7 +207,7 @@ class Watch:
         self.heartbeat_path = Path(spec["heartbeat"])
         self.verified_path = Path(spec["verified"])
         self.checkpoint: str | None = None  # which checkpoint this attempt started from
-        self._copier: threading.Thread | None = None  # started after a save; none when DDP pickles us
+        self._copier: threading.Thread | None = None  # only while a verified copy runs: never when DDP pickles us
         self.rung = spec["rung"]
         self.attempt = spec["attempt"]
         self.threads = spec.get("threads")
@@ -344,8 +246,8 @@ class Watch:
     def on_pretrain_routine_start(self, trainer) -> None:
         self.apply_threads()  # Ultralytics' select_device has just reset torch's thread count
         trainer.last, trainer.best = AtomicPath(trainer.last), AtomicPath(trainer.best)  # saves by rename
-        trainer.best.twin = trainer.last  # and best.pt a link to the same save, not a second write
         use_strip_by_rename()  # and so does the final strip (this runs on the rank that saves)
+        remove_temps(trainer.last, trainer.best, self.verified_path)  # left by a killed child
         self.cap(trainer)
 
     def on_train_start(self, trainer) -> None:
@@ -388,33 +290,29 @@ class Watch:
     def on_model_save(self, trainer) -> None:
         self.epochs_saved += 1
         self.last_saved_epoch = trainer.epoch + 1
-        for path in (trainer.last, getattr(trainer, "best", None)):
-            if isinstance(path, AtomicPath):
-                path.forget()  # the save's bytes, which Ultralytics drops now
-        last = Path(trainer.last)
-        self.finish_copy()
-        # Refreshing the verified copy means writing the checkpoint to disk now (fsync, or a copy):
-        # at most every verified_every_s, and after the last epoch. Between refreshes it stays at an
-        # older, durable checkpoint; last.pt itself is whole at every save (AtomicPath).
-        due = last_epoch(trainer) or time.monotonic() - self._t_verified >= self.verified_every_s
-        if damage := zip_damage(last, crc=False):
-            print(f"launcher: {last} did not check out ({damage}); the verified copy stays at the previous refresh",
-                  flush=True)
-        elif due:
-            self._t_verified = time.monotonic()
-            staged = stage_link(last, self.verified_path) if isinstance(trainer.last, AtomicPath) else None
-            if staged:  # a file of its own each save: link it, flush it, rename it into place
-                self._start(publish_verified, staged, self.verified_path)
-            else:  # rewritten in place by the next save, or no links here: a copy, read now
-                self._start(keep_verified_copy, last, self.verified_path, last.read_bytes())
+        # The verified copy: at the first save, then at most every verified_every_s, and after the
+        # last epoch. The bytes are read here, before the next save can replace last.pt; a thread
+        # checks and writes them while training goes on.
+        if last_epoch(trainer) or time.monotonic() - self._t_verified >= self.verified_every_s:
+            self.finish_copy()
+            last = Path(trainer.last)
+            try:
+                data = last.read_bytes()
+            except OSError as e:
+                print(f"launcher: could not read {last} ({e}); the verified copy stays at the previous refresh",
+                      flush=True)
+            else:
+                self._t_verified = time.monotonic()
+                self._copier = threading.Thread(target=self._copy, args=(data, last), daemon=True)
+                self._copier.start()
         self.beat(force=True)
 
-    def _start(self, target, *args) -> None:
-        self._copier = threading.Thread(target=target, args=args, daemon=True)
-        self._copier.start()
+    def _copy(self, data: bytes, last: Path) -> None:
+        if not keep_verified_copy(data, self.verified_path, last):
+            self._t_verified = -math.inf  # the next save tries again
 
     def finish_copy(self) -> None:
-        """Wait for the last verified copy to be on disk (before the next one, and before exit)."""
+        """Wait for the running verified copy, if any (before the next one, and before exit)."""
         if self._copier is not None:
             self._copier.join()
             self._copier = None
@@ -422,14 +320,13 @@ class Watch:
     def on_fit_epoch_end(self, trainer) -> None:
         if not last_epoch(trainer):
             return
-        self.finish_copy()  # the last refresh is on disk before final_eval strips the optimizer
-        drop_spares(trainer.last, trainer.best)  # no save follows: free their room
+        self.finish_copy()  # the last refresh is on disk, and its bytes freed, before final_eval
         if self.phase == "val":
             self.phase = "final"  # final_eval validates best.pt next
             self.beat(force=True)
 
     def on_train_end(self, trainer) -> None:
-        drop_spares(trainer.last, trainer.best)
+        remove_temps(trainer.last, trainer.best)
         self.phase = "done"
         self.beat(force=True)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .contract import CHILD_FAILED, CHILD_OK, ENV_PRETRAINED_BACKBONE
 
-# Checkpoint states (DESIGN.md): what `last.pt` says is left to do for a model.
+# Checkpoint states (docs/design.md, "Checkpoints"): what `last.pt` says is left to do for a model.
 NONE, RESUMABLE, FINAL_VAL_OWED, FINISHED, UNLOADABLE = "none", "resumable", "final_val_owed", "finished", "unloadable"
 
 
@@ -41,7 +41,7 @@ def checkpoint_state(last: Path) -> tuple[str, dict]:
     CRC of every member (torch.load does not: a file mixing pages of two saves would load)."""
     if not last.exists():
         return NONE, {}
-    from .callbacks import zip_damage
+    from .checkpoint import zip_damage
     damage = zip_damage(last)
     if damage:
         return UNLOADABLE, {"error": f"fails its check: {damage}"}
@@ -142,12 +142,12 @@ def final_validation(spec: dict, save_dir: Path, state: str, watch) -> dict:
     from ultralytics import RTDETR
     from ultralytics.utils.torch_utils import strip_optimizer
 
-    from .callbacks import drop_spares, strip_by_rename
+    from .callbacks import remove_temps, strip_by_rename
 
     weights = save_dir / "weights"
     best = weights / "best.pt" if (weights / "best.pt").exists() else weights / "last.pt"
-    strip = strip_by_rename(strip_optimizer)  # a file beside, renamed: the verified copy may link last.pt
-    drop_spares(weights / "last.pt", weights / "best.pt")  # no save follows
+    strip = strip_by_rename(strip_optimizer)  # a file beside, renamed: a kill or a full disk tears nothing
+    remove_temps(weights / "last.pt", weights / "best.pt")  # left by a child killed mid-write
     if state == FINAL_VAL_OWED:
         strip(weights / "last.pt")
         if best.name == "best.pt":

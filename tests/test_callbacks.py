@@ -1,11 +1,15 @@
-"""The child's callbacks on their own: the halving switch, the heartbeat, injections, verified
-copies, and that DDP can cloudpickle them to the ranks."""
+"""The child's callbacks on their own: the halving switch (against a real Ultralytics trainer), the
+heartbeat, injections, saves by rename, the verified copy's refreshes, and that DDP can cloudpickle
+them to the ranks. tests/test_saves.py: what the saves survive."""
 
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -14,9 +18,13 @@ import pytest
 import torch
 
 from launcher import callbacks
-from launcher.callbacks import (AtomicPath, InjectedCrash, Watch, drop_cache, keep_verified_copy, strip_by_rename,
-                                zip_damage)
+from launcher.callbacks import AtomicPath, InjectedCrash, Watch, keep_verified_copy, strip_by_rename
+from launcher.checkpoint import zip_damage
 from launcher.child import RESUMABLE, UNLOADABLE, checkpoint_state
+from launcher.contract import CHILD_FAILED, CUDA_OOM
+from launcher.failures import classify
+
+from conftest import FIXTURES
 
 
 @pytest.fixture
@@ -33,13 +41,62 @@ def trainer(epoch=0, start_epoch=0):
                            _oom_retries=0, last=Path("/nonexistent/last.pt"), best=Path("/nonexistent/best.pt"))
 
 
-def test_epoch_start_turns_ultralytics_halving_off_and_beats(spec, tmp_path):
+def checkpoint(epoch: int) -> bytes:
+    """A torch.save zip container, as Ultralytics' save_model serializes one."""
+    buf = io.BytesIO()
+    torch.save({"epoch": epoch, "model": None, "pad": torch.full((1000,), float(epoch))}, buf)
+    return buf.getvalue()
+
+
+def saving(tmp_path: Path, epochs: int = 3) -> SimpleNamespace:
+    """A trainer at its first epoch whose saves go through AtomicPath, as the child sets them up."""
+    return SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), best=AtomicPath(tmp_path / "best.pt"), epoch=0,
+                           epochs=epochs, stop=False)
+
+
+def save(path: Path, epoch: int) -> bytes:
+    """What Ultralytics' save_model does: torch.save to a buffer, then path.write_bytes."""
+    data = checkpoint(epoch)
+    path.write_bytes(data)
+    return data
+
+
+# ---- the halving switch, the heartbeat, injections ----------------------------------------------
+
+def test_epoch_start_writes_the_heartbeat(spec, tmp_path):
     w = Watch(spec)
-    t = trainer(epoch=1)
-    w.on_train_epoch_start(t)
-    assert t._oom_retries == 3  # _do_train re-raises an OOM once its retry budget is spent
+    w.on_train_epoch_start(trainer(epoch=1))
     hb = json.loads((tmp_path / "hb.json").read_text())
     assert (hb["phase"], hb["epoch"], hb["batches"], hb["rung"]) == ("train", 2, 5, "optimal")
+
+
+@pytest.mark.slow
+def test_an_oom_in_the_first_epoch_of_a_real_training_ends_it_without_ultralytics_halving_the_batch(tmp_path):
+    """The real child, real Ultralytics training on the CPU: a torch.OutOfMemoryError raised in the
+    model's forward pass (--inject) in epoch 1, where Ultralytics would halve the batch and retry,
+    ends the training and the child reports cuda_oom: the ladder is the one authority on batch."""
+    from launcher.demo import make_dataset
+    data = make_dataset(tmp_path / "shapes", train=8, val=4, size=64, max_boxes=2)
+    spec = {"run": "t", "attempt": 1, "rung": "optimal", "mode": "train",
+            "inject": [{"kind": CUDA_OOM, "rung": "optimal", "epoch": 1, "phase": "train"}],
+            "train_args": {"model": str(FIXTURES / "models" / "rtdetr-tiny.yaml"), "data": str(data), "epochs": 2,
+                           "batch": 4, "imgsz": 64, "workers": 0, "cache": False, "device": "cpu",
+                           "save_dir": str(tmp_path / "models" / "tiny"), "exist_ok": True, "rect": False},
+            "extra_args": {"plots": False}, "threads": 1, "vram_fraction": None, "vram_limit_bytes": None,
+            "cleanup_every": 0, "register": None, "verified": str(tmp_path / "checkpoints" / "tiny" / "last.pt"),
+            "report": str(tmp_path / "report.json"), "heartbeat": str(tmp_path / "heartbeat.json")}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, "YOLO_AUTOINSTALL": "False", "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, "-m", "launcher.child", str(tmp_path / "spec.json")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)
+    out = p.stdout + p.stderr
+    assert p.returncode == CHILD_FAILED, out[-3000:]
+    assert "injected by the launcher" in out  # the injection fired: the OOM happened in epoch 1
+    assert "Reducing to batch" not in out  # Ultralytics' halving (engine/trainer.py) never caught it
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["exc_type"] == "torch.OutOfMemoryError"  # it propagated out of model.train
+    assert (report["phase"], report["epoch"], report["epochs_saved"]) == ("train", 1, 0)
+    assert classify(report=report).kind == CUDA_OOM
 
 
 def test_only_this_rungs_injections_fire_in_their_phase_and_epoch(spec):
@@ -77,29 +134,35 @@ def test_last_epoch_moves_to_final_phase(spec):
     assert w.phase == "final"
 
 
-def test_callbacks_survive_cloudpickle(spec):
+def test_callbacks_survive_cloudpickle_also_after_a_verified_copy(spec, tmp_path):
     w = Watch(spec)
     clone = cloudpickle.loads(cloudpickle.dumps(w.on_train_epoch_start))
     t = trainer()
     clone(t)
     assert t._oom_retries == 3
+    s = saving(tmp_path)
+    save(s.last, 1)
+    w.on_model_save(s)
+    w.finish_copy()
+    assert w._copier is None  # no thread kept between saves
+    assert cloudpickle.loads(cloudpickle.dumps(w)).last_saved_epoch == 1
 
 
-def test_verified_copy_takes_only_loadable_checkpoints(tmp_path):
-    good = tmp_path / "last.pt"
-    torch.save({"epoch": 0, "model": None, "weights": torch.zeros(1000)}, good)
-    dest = tmp_path / "v" / "last.pt"
-    assert keep_verified_copy(good, dest) and dest.read_bytes() == good.read_bytes()
-    data = good.read_bytes()
-    before = dest.read_bytes()
-    good.write_bytes(data[: len(data) // 2])  # torn
-    assert not keep_verified_copy(good, dest)
-    flipped = bytearray(data)
-    flipped[data.find(b"\0" * 2000) + 1000] ^= 0xFF  # one damaged byte in the tensor's storage: its CRC fails
-    good.write_bytes(bytes(flipped))
-    assert not keep_verified_copy(good, dest)
-    assert dest.read_bytes() == before  # never a damaged file over a good one
+def test_every_ddp_rank_caps_its_own_gpu_once(spec, monkeypatch):
+    capped = []
+    monkeypatch.setattr(callbacks, "cap_vram", lambda index, fraction, limit: capped.append((os.getpid(), index)))
+    w = Watch({**spec, "vram_fraction": 0.5})
+    gpu = SimpleNamespace(device=torch.device("cuda", 1), epochs=3, start_epoch=0)
+    w.on_train_start(gpu)  # a rank > 0: no on_pretrain_routine_start there
+    w.on_train_start(gpu)
+    assert capped == [(os.getpid(), 1)]
+    rank = cloudpickle.loads(cloudpickle.dumps(w))
+    rank._capped_pid = -1  # as if pickled in the parent and loaded in another process
+    rank.on_pretrain_routine_start(SimpleNamespace(device=torch.device("cuda", 0), last=Path("l"), best=Path("b")))
+    assert capped[-1] == (os.getpid(), 0)
 
+
+# ---- checks before a resume ---------------------------------------------------------------------
 
 def test_a_resume_refuses_a_checkpoint_that_mixes_pages_which_torch_load_would_take(tmp_path):
     last = tmp_path / "last.pt"
@@ -129,160 +192,127 @@ def test_a_checkpoint_saved_without_crcs_is_not_called_damaged(tmp_path):
     assert zip_damage(last) is None
 
 
-def test_model_save_copies_off_the_training_path(spec, tmp_path):
+# ---- saves by rename ----------------------------------------------------------------------------
+
+def test_pretrain_routine_makes_ultralytics_save_by_rename_and_removes_stale_temporaries(spec, tmp_path):
     w = Watch(spec)
-    last = tmp_path / "last.pt"
-    torch.save({"epoch": 1, "model": None, "pad": torch.zeros(1000)}, last)
-    w.on_model_save(SimpleNamespace(last=last, epoch=0, epochs=3, stop=False))
-    w.finish_copy()
-    assert (tmp_path / "v" / "last.pt").read_bytes() == last.read_bytes() and w.last_saved_epoch == 1
-
-
-def saving(tmp_path: Path, epochs: int = 3) -> SimpleNamespace:
-    """A trainer at its first epoch whose saves go through AtomicPath, as the child sets them up."""
-    return SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), best=AtomicPath(tmp_path / "best.pt"), epoch=0,
-                           epochs=epochs, stop=False)
-
-
-def save(path: Path, epoch: int) -> bytes:
-    """What Ultralytics' save_model does: torch.save to a buffer, then path.write_bytes."""
-    import io
-    buf = io.BytesIO()
-    torch.save({"epoch": epoch, "model": None, "pad": torch.full((1000,), float(epoch))}, buf)
-    path.write_bytes(buf.getvalue())
-    return buf.getvalue()
-
-
-def test_atomic_path_replaces_whole_files_and_leaves_nothing_behind_on_failure(tmp_path):
-    last = AtomicPath(tmp_path / "last.pt")
-    save(last, 1)
-    inode = last.stat().st_ino
-    save(last, 2)
-    assert last.stat().st_ino != inode  # a new file each save: a hard link to the old one keeps it
-    before = last.read_bytes()
-    with pytest.raises(TypeError):
-        last.write_bytes(object())  # fails mid-save, as a full disk would
-    assert last.read_bytes() == before  # the previous whole file, not a truncated one
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
-    assert isinstance(last.parent / "best.pt", Path)
-
-
-def test_atomic_path_rewrites_the_replaced_file_in_place_unless_another_name_links_it(spec, tmp_path, monkeypatch):
-    dropped = []
-    monkeypatch.setattr(callbacks, "drop_cache", lambda path: (dropped.append(path), drop_cache(path)))
-    last = AtomicPath(tmp_path / "last.pt")
-    save(last, 1)
-    one = last.stat().st_ino
-    save(last, 2)
-    assert last.spare.stat().st_ino == one  # the replaced version is the next save's spare
-    save(last, 3)
-    assert last.stat().st_ino == one  # written into the spare in place, then renamed
-    kept = tmp_path / "kept.pt"
-    os.link(last, kept)  # as the verified copy links it
-    save(last, 4)
-    assert dropped == []
-    save(last, 5)  # the spare is epoch 3's file, which kept.pt still names: never written into
-    assert torch.load(kept)["epoch"] == 3 and torch.load(last)["epoch"] == 5
-    assert dropped == [os.fspath(last.spare)]  # its cached pages were dropped for the new file, not its data
-    spare = last.spare.stat().st_ino
-    short = b"PK short checkpoint"
-    assert last.write_bytes(short) == len(short)  # into the longer spare, without truncating it first
-    assert last.stat().st_ino == spare and last.read_bytes() == short  # and no tail of the older file
-    w = Watch(spec)
-    w.on_train_end(SimpleNamespace(last=last, best=AtomicPath(tmp_path / "best.pt")))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hb.json", "kept.pt", "last.pt"]  # no spare left
-
-
-def ultralytics_save(trainer, epoch: int, best: bool) -> bytes:
-    """What Ultralytics' save_model does: one serialized checkpoint, written to last.pt, and the
-    same bytes object to best.pt when the epoch is the best so far."""
-    import io
-    buf = io.BytesIO()
-    torch.save({"epoch": epoch, "model": None, "pad": torch.full((1000,), float(epoch))}, buf)
-    data = buf.getvalue()
-    trainer.last.write_bytes(data)
-    if best:
-        trainer.best.write_bytes(data)
-    return data
-
-
-def test_best_pt_is_a_link_to_the_same_save_and_neither_file_is_ever_written_while_the_other_links_it(
-        spec, tmp_path):
-    w = Watch(spec)
-    t = SimpleNamespace(last=tmp_path / "last.pt", best=tmp_path / "best.pt", device=torch.device("cpu"), epoch=0,
-                        epochs=9, stop=False)
-    w.on_pretrain_routine_start(t)  # as the child sets Ultralytics' trainer up
-    assert t.best.twin is t.last
-    ultralytics_save(t, 1, best=True)
-    assert os.path.samefile(t.best, t.last)  # one write, two names
-    one = t.last.stat().st_ino
-    for epoch in (2, 3, 4):  # best.pt stays at epoch 1 while last.pt moves on
-        ultralytics_save(t, epoch, best=False)
-        assert torch.load(t.best)["epoch"] == 1 and torch.load(t.last)["epoch"] == epoch
-    assert t.best.stat().st_ino == one  # epoch 1's file, never written into
-    ultralytics_save(t, 5, best=True)
-    assert os.path.samefile(t.best, t.last) and torch.load(t.best)["epoch"] == 5
-    w.on_model_save(t)
-    assert t.last._written is None and t.best._written is None  # the save's bytes are not held on to
-    for epoch in (6, 7):
-        ultralytics_save(t, epoch, best=epoch == 7)
-    assert torch.load(t.best)["epoch"] == 7 and torch.load(t.last)["epoch"] == 7
-    other = b"PK other bytes"
-    t.best.write_bytes(other)  # not the bytes last.pt was just saved with: written, not linked
-    assert t.best.read_bytes() == other and torch.load(t.last)["epoch"] == 7
-    w.on_train_end(t)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "hb.json", "last.pt", "v"]  # no spare, no link
-
-
-def test_best_pt_is_written_where_links_fail(tmp_path, monkeypatch):
-    def no_link(src, dst):
-        raise OSError(errno.EPERM, "Operation not permitted")
-    monkeypatch.setattr(callbacks.os, "link", no_link)
-    t = SimpleNamespace(last=AtomicPath(tmp_path / "last.pt"), best=AtomicPath(tmp_path / "best.pt"))
-    t.best.twin = t.last
-    for epoch in (1, 2):
-        data = ultralytics_save(t, epoch, best=True)
-        assert t.best.read_bytes() == data and not os.path.samefile(t.best, t.last)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
-
-
-def test_pretrain_routine_makes_ultralytics_save_by_rename(spec, tmp_path):
-    w = Watch(spec)
-    t = SimpleNamespace(last=tmp_path / "w" / "last.pt", best=tmp_path / "w" / "best.pt",
-                        device=torch.device("cpu"))
+    weights = tmp_path / "w"
+    weights.mkdir()
+    (tmp_path / "v").mkdir()
+    stale = [weights / ".last.pt.tmp", weights / ".best.pt.tmp", weights / ".last.pt.strip",
+             tmp_path / "v" / ".last.pt.tmp"]  # left by a child killed mid-write (a save, the strip, a copy)
+    kept = [weights / ".last.pt.mine", weights / "last.pt.torn-20240101-000000"]  # not the launcher's temporaries
+    for p in stale + kept:
+        p.write_bytes(b"PK partial")
+    t = SimpleNamespace(last=weights / "last.pt", best=weights / "best.pt", device=torch.device("cpu"))
     w.on_pretrain_routine_start(t)
     assert isinstance(t.last, AtomicPath) and isinstance(t.best, AtomicPath)
-    assert t.last == tmp_path / "w" / "last.pt" and t.best == tmp_path / "w" / "best.pt"
+    assert t.last == weights / "last.pt" and t.best == weights / "best.pt"
+    assert [p.exists() for p in stale] == [False] * 4 and all(p.exists() for p in kept)
+    data = checkpoint(1)
+    t.last.write_bytes(data)
+    assert (weights / "last.pt").read_bytes() == data
 
 
-def test_verified_copy_is_a_hard_link_that_the_next_save_leaves_alone(spec, tmp_path):
-    w = Watch({**spec, "verified_every_s": 0})  # refreshed at every save
+def test_atomic_path_writes_a_new_file_each_save_and_renames_it_into_place(tmp_path):
+    last = AtomicPath(tmp_path / "last.pt")
+    save(last, 1)
+    kept = tmp_path / "kept.pt"
+    os.link(last, kept)  # a name that still holds epoch 1's file
+    two = save(last, 2)
+    assert torch.load(kept)["epoch"] == 1 and last.read_bytes() == two  # epoch 1's file never written into
+    assert not os.path.samefile(kept, last)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.pt", "last.pt"]  # no temporary left
+
+
+def test_a_save_that_fails_mid_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    last = AtomicPath(tmp_path / "last.pt")
+    before = save(last, 1)
+    real_open = open
+
+    class FullDisk(io.FileIO):
+        def write(self, b):
+            super().write(bytes(b)[:4096])  # part of it reaches the disk, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def opener(file, mode="r", *args, **kwargs):
+        return FullDisk(file, mode.replace("b", "")) if str(file).endswith(".tmp") else real_open(file, mode, *args,
+                                                                                                   **kwargs)
+    monkeypatch.setattr("builtins.open", opener)
+    with pytest.raises(OSError, match="No space left"):
+        last.write_bytes(checkpoint(2))
+    monkeypatch.undo()
+    assert last.read_bytes() == before  # the previous whole file, not a truncated one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # the partial temporary removed
+
+
+# ---- the verified copy --------------------------------------------------------------------------
+
+def test_verified_copy_takes_only_checkpoints_that_check_out(tmp_path, capsys):
+    good = tmp_path / "last.pt"
+    torch.save({"epoch": 0, "model": None, "weights": torch.zeros(1000)}, good)
+    dest = tmp_path / "v" / "last.pt"
+    data = good.read_bytes()
+    assert keep_verified_copy(data, dest, good) and dest.read_bytes() == data
+    assert not keep_verified_copy(data[: len(data) // 2], dest, good)  # torn
+    flipped = bytearray(data)
+    flipped[data.find(b"\0" * 2000) + 1000] ^= 0xFF  # one damaged byte in the tensor's storage: its CRC fails
+    assert not keep_verified_copy(bytes(flipped), dest, good)
+    assert dest.read_bytes() == data  # never a damaged file over a good one
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and all(line.startswith(f"launcher: {good} did not check out") for line in out)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["last.pt"]
+
+
+def test_a_failing_verified_copy_write_prints_one_line_keeps_the_previous_copy_and_no_partial_file(
+        spec, tmp_path, monkeypatch, capsys):
+    w = Watch({**spec, "verified_every_s": 0})  # a refresh at every save
     verified = tmp_path / "v" / "last.pt"
-    t = saving(tmp_path, epochs=3)
+    t = saving(tmp_path, epochs=5)
     first = save(t.last, 1)
     w.on_model_save(t)
     w.finish_copy()
-    assert os.path.samefile(verified, t.last) and w.last_saved_epoch == 1  # linked, not copied
-    w.on_fit_epoch_end(t)
-    assert os.path.samefile(verified, t.last)  # not the last epoch: stays a link
-    t.epoch = 1
-    second = save(t.last, 2)  # the next save is a new file: the verified copy still holds epoch 1
     assert verified.read_bytes() == first
+    written = []
+
+    def full(fd):  # the data was written; flushing it finds the disk full
+        written.append(os.fstat(fd).st_size)
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(callbacks.os, "fsync", full)
+    t.epoch = 1
+    save(t.last, 2)
     w.on_model_save(t)
-    w.finish_copy()  # published (fsynced, renamed) by a thread
-    assert verified.read_bytes() == second
-    t.epoch = 2  # the last epoch: refreshed, then final_eval strips the optimizer (by rename)
-    save(t.last, 3)
+    w.finish_copy()
+    monkeypatch.undo()
+    assert written and written[0] > 0  # there was a partial file
+    assert verified.read_bytes() == first and sorted(p.name for p in verified.parent.iterdir()) == ["last.pt"]
+    captured = capsys.readouterr()
+    lines = [line for line in captured.out.splitlines() if line.startswith("launcher:")]
+    assert len(lines) == 1 and "could not write the verified copy" in lines[0] and "No space left" in lines[0]
+    assert "Traceback" not in captured.err and "Exception in thread" not in captured.err
+    w.verified_every_s = 600  # not due by time: a failed refresh is tried again at the next save
+    t.epoch = 2
+    third = save(t.last, 3)
     w.on_model_save(t)
-    w.on_fit_epoch_end(t)
-    assert os.path.samefile(verified, t.last)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hb.json", "last.pt", "v"]  # no spare left
-    strip_by_rename(fake_strip)(t.last)
-    assert torch.load(verified)["epoch"] == 3 and torch.load(t.last)["epoch"] == -1
+    w.finish_copy()
+    assert verified.read_bytes() == third
 
 
-def test_a_save_that_is_not_a_whole_checkpoint_is_not_linked(spec, tmp_path, capsys):
+def test_model_save_copies_in_a_thread_as_a_file_of_its_own(spec, tmp_path):
     w = Watch(spec)
+    t = saving(tmp_path)
+    data = save(t.last, 1)
+    w.on_model_save(t)
+    assert w._copier is not None  # started, not waited for
+    w.finish_copy()
+    verified = tmp_path / "v" / "last.pt"
+    assert verified.read_bytes() == data and w.last_saved_epoch == 1
+    assert not os.path.samefile(verified, t.last)
+    assert sorted(p.name for p in verified.parent.iterdir()) == ["last.pt"]
+
+
+def test_a_save_that_is_not_a_whole_checkpoint_is_not_copied(spec, tmp_path, capsys):
+    w = Watch({**spec, "verified_every_s": 0})
     verified = tmp_path / "v" / "last.pt"
     t = saving(tmp_path)
     good = save(t.last, 1)
@@ -294,60 +324,53 @@ def test_a_save_that_is_not_a_whole_checkpoint_is_not_linked(spec, tmp_path, cap
     assert verified.read_bytes() == good and "did not check out" in capsys.readouterr().out
 
 
-def test_verified_copy_falls_back_to_a_copy_where_links_fail(spec, tmp_path, monkeypatch):
-    def no_link(src, dst):
-        raise OSError(errno.EXDEV, "Invalid cross-device link")
-    monkeypatch.setattr(callbacks.os, "link", no_link)
-    w = Watch(spec)
-    t = saving(tmp_path)
-    data = save(t.last, 1)
-    w.on_model_save(t)
-    w.finish_copy()
-    verified = tmp_path / "v" / "last.pt"
-    assert verified.read_bytes() == data and not os.path.samefile(verified, t.last)
-    assert sorted(p.name for p in verified.parent.iterdir()) == ["last.pt"]
-
-
-def test_every_ddp_rank_caps_its_own_gpu_once(spec, monkeypatch):
-    capped = []
-    monkeypatch.setattr(callbacks, "cap_vram", lambda index, fraction, limit: capped.append((os.getpid(), index)))
-    w = Watch({**spec, "vram_fraction": 0.5})
-    gpu = SimpleNamespace(device=torch.device("cuda", 1), epochs=3, start_epoch=0)
-    w.on_train_start(gpu)  # a rank > 0: no on_pretrain_routine_start there
-    w.on_train_start(gpu)
-    assert capped == [(os.getpid(), 1)]
-    rank = cloudpickle.loads(cloudpickle.dumps(w))
-    rank._capped_pid = -1  # as if pickled in the parent and loaded in another process
-    rank.on_pretrain_routine_start(SimpleNamespace(device=torch.device("cuda", 0), last=Path("l"), best=Path("b")))
-    assert capped[-1] == (os.getpid(), 0)
-
-
 def test_verified_copy_is_refreshed_at_the_first_save_then_only_when_due_and_at_the_end(spec, tmp_path):
     w = Watch(spec)  # the default: at most every VERIFIED_EVERY_S
     assert w.verified_every_s == callbacks.VERIFIED_EVERY_S == 600
     verified = tmp_path / "v" / "last.pt"
-    t = saving(tmp_path, epochs=4)
+    t = saving(tmp_path, epochs=5)
     first = save(t.last, 1)
     w.on_model_save(t)
     w.finish_copy()
     assert verified.read_bytes() == first
-    for epoch in (1, 2):  # not due: the verified copy stays at epoch 1, a file no save writes into
+    for epoch in (1, 2):  # not due: the verified copy stays at epoch 1
         t.epoch = epoch
         save(t.last, epoch + 1)
         w.on_model_save(t)
         w.finish_copy()
         assert verified.read_bytes() == first and w.last_saved_epoch == epoch + 1
     w._t_verified -= 600  # ten minutes later
-    t.epoch = 2
+    t.epoch = 3
+    fourth = save(t.last, 4)
     w.on_model_save(t)
     w.finish_copy()
-    assert os.path.samefile(verified, t.last)
-    t.epoch = 3  # the last epoch: always refreshed
-    last = save(t.last, 4)
+    assert verified.read_bytes() == fourth
+    t.epoch = 4  # the last epoch, not due by time: refreshed all the same
+    last = save(t.last, 5)
     w.on_model_save(t)
-    w.on_fit_epoch_end(t)
-    assert verified.read_bytes() == last and os.path.samefile(verified, t.last)
+    w.on_fit_epoch_end(t)  # waits for it
+    assert w._copier is None and verified.read_bytes() == last
 
+
+def test_verified_every_s_sets_the_interval(spec, tmp_path, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])
+    w = Watch({**spec, "verified_every_s": 30})
+    verified = tmp_path / "v" / "last.pt"
+    t = saving(tmp_path, epochs=9)
+    copied = []
+    for epoch, elapsed in enumerate((0, 20, 9, 2, 40)):  # seconds since the previous save
+        clock[0] += elapsed
+        t.epoch = epoch
+        data = save(t.last, epoch + 1)
+        w.on_model_save(t)
+        w.finish_copy()
+        if verified.read_bytes() == data:
+            copied.append(epoch + 1)
+    assert copied == [1, 4, 5]  # the first save, then 31 s and 40 s after the previous refresh
+
+
+# ---- the final strip ----------------------------------------------------------------------------
 
 def fake_strip(f="best.pt", s="", updates=None):
     """What Ultralytics' strip_optimizer does to the file: torch.save over `s or f`."""
@@ -356,14 +379,14 @@ def fake_strip(f="best.pt", s="", updates=None):
     return ckpt
 
 
-def test_strip_by_rename_leaves_the_file_it_replaces_alone_and_a_failed_strip_tears_nothing(tmp_path):
+def test_strip_by_rename_writes_a_new_file_and_a_failed_strip_tears_nothing(tmp_path):
     last = tmp_path / "last.pt"
     torch.save({"epoch": 4}, last)
     kept = tmp_path / "kept.pt"
-    os.link(last, kept)  # the verified copy links it
+    os.link(last, kept)  # a name that still holds the file before the strip
     strip = strip_by_rename(fake_strip)
     assert strip(last)["epoch"] == 4
-    assert torch.load(last)["epoch"] == -1 and torch.load(kept)["epoch"] == 4
+    assert torch.load(last)["epoch"] == -1 and torch.load(kept)["epoch"] == 4  # renamed over, not written into
     assert strip_by_rename(strip) is strip  # wrapped once, however often the callback runs
 
     def failing(f, s="", updates=None):
@@ -372,7 +395,15 @@ def test_strip_by_rename_leaves_the_file_it_replaces_alone_and_a_failed_strip_te
     with pytest.raises(OSError):
         strip_by_rename(failing)(last)
     assert torch.load(last)["epoch"] == -1  # untouched
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.pt", "last.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.pt", "last.pt"]  # no partial file
+
+
+def test_strip_by_rename_leaves_a_file_ultralytics_skips_alone(tmp_path):
+    """strip_optimizer returns {} without saving anything for a file that is no checkpoint."""
+    f = tmp_path / "last.pt"
+    f.write_bytes(b"not a checkpoint")
+    assert strip_by_rename(lambda f, s="", updates=None: {})(f) == {}
+    assert f.read_bytes() == b"not a checkpoint"
 
 
 def test_pretrain_routine_makes_ultralytics_final_eval_strip_by_rename(spec, tmp_path, monkeypatch):
@@ -382,18 +413,3 @@ def test_pretrain_routine_makes_ultralytics_final_eval_strip_by_rename(spec, tmp
     t = SimpleNamespace(last=tmp_path / "last.pt", best=tmp_path / "best.pt", device=torch.device("cpu"))
     Watch(spec).on_pretrain_routine_start(t)
     assert getattr(trainer_module.strip_optimizer, "by_rename", False)
-
-
-def test_a_failing_verified_copy_write_keeps_the_previous_copy_and_leaves_no_partial_file(tmp_path, monkeypatch):
-    good = tmp_path / "last.pt"
-    torch.save({"epoch": 0, "model": None}, good)
-    dest = tmp_path / "v" / "last.pt"
-    assert keep_verified_copy(good, dest)
-    before = dest.read_bytes()
-    torch.save({"epoch": 1, "model": None}, good)
-
-    def full(fd):
-        raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(callbacks.os, "fsync", full)
-    assert not keep_verified_copy(good, dest)
-    assert dest.read_bytes() == before and sorted(p.name for p in dest.parent.iterdir()) == ["last.pt"]

@@ -148,7 +148,7 @@ def test_torn_checkpoint_resumes_from_the_verified_copy(tmp_path, longer):
     data = (weights / "last.pt").read_bytes()
     # torn by a power cut: a save renamed into place with a page of it that never reached the disk,
     # whole length and a whole zip directory (torch.load would take it). Written as a new file, as
-    # every save is: the verified copy is a hard link to the previous save's file
+    # every save is; the verified copy is a file of its own
     mid = len(data) // 2 // 4096 * 4096
     (weights / ".torn").write_bytes(data[:mid] + bytes(4096) + data[mid + 4096:])
     os.replace(weights / ".torn", weights / "last.pt")
