@@ -35,30 +35,55 @@ SIGNATURES: tuple[tuple[str, re.Pattern], ...] = (
         r"Error loading data from", r"No space left on device",
         r"invalid device ordinal", r"Invalid CUDA 'device=",
         r"is not a valid YOLO argument",
+        r"Label class \d+ exceeds nc=",  # YOLOv3/v5's label check: a label's class is not in the data YAML
+        # a dataset scan that found every label corrupt (YOLOv5/v7 and Ultralytics summaries): nothing to train on
+        # (named groups: the signatures share one pattern, so numbered ones would point elsewhere)
+        r"\b(?P<found>[1-9]\d*) found, \d+ missing, \d+ empty, (?P=found) corrupt\w*: 100%",
+        r"\b(?P<images>[1-9]\d*) images, \d+ backgrounds, (?P=images) corrupt: 100%",
+        r"No valid images found",  # a train list of files that do not exist
+        # a rung's model file that is not a checkpoint (random bytes, a cut download); a resumed
+        # last.pt is checked before it loads, so this is the rung's own model: no rung below fixes it
+        r"PytorchStreamReader failed", r"failed finding central directory", r"invalid load key",
+        r"_pickle\.UnpicklingError",
         r"\bInjectedCrash\b",  # `run --inject crash:...`: a fire drill of a failure no rung can fix
     )),
     (CUDA_OOM, _rx(
-        r"\btorch\.(cuda\.)?OutOfMemoryError\b", r"(?<![\w.])OutOfMemoryError\b",
-        r"CUDA out of memory", r"CUDA error: out of memory",
+        # the raised type, not a quoted name ("module 'torch' has no attribute 'OutOfMemoryError'")
+        r"\btorch\.(cuda\.)?OutOfMemoryError\b", r"(?<![\w.'\"])OutOfMemoryError\b",
+        # every CUDA wording: "CUDA out of memory", "CUDA error: out of memory", torch 0.x "cuda runtime
+        # error (2) : out of memory" and "THCudaCheck FAIL ... error=2 : out of memory", Caffe2's
+        # "error == cudaSuccess ... out of memory"
+        r"cuda.*\bout of memory\b",
+        r"\bHIP out of memory\b",  # ROCm
+        r"\bMPS backend out of memory\b",  # Apple silicon: the accelerator's share of unified memory
         r"CUBLAS_STATUS_ALLOC_FAILED", r"CUDNN_STATUS_ALLOC_FAILED",
     )),
     (HOST_OOM, _rx(
         r"DataLoader worker \(pid[^)]*\) is killed by signal: Killed",
         r"out of shared memory", r"\bBus error\b", r"insufficient shared memory",
-        r"DefaultCPUAllocator: can't allocate memory", r"(?<![\w.])MemoryError\b",
+        r"DefaultCPUAllocator: (can't allocate|not enough) memory",  # Linux / Windows wordings
+        r"(?<![\w.])MemoryError\b",
         r"Unable to allocate .* for an array", r"Cannot allocate memory",
-        r"Out of memory: Killed process", r"\boom[-_]kill", r"Memory cgroup out of memory",
+        r"\bWinError 1455\b", r"paging file is too small",  # Windows: the commit limit (RAM + page file)
+        r"Out of memory: Kill(ed)? process", r"\boom[-_]kill", r"Memory cgroup out of memory",
     )),
     (NCCL, _rx(
         r"DistBackendError", r"NCCL communicator was aborted", r"Watchdog caught collective operation timeout",
         r"\bNCCL (error|timeout|Error)\b", r"ncclInternalError|ncclSystemError|ncclUnhandledCudaError|"
         r"ncclRemoteError", r"ProcessGroupNCCL.*(time ?out|abort)",
     )),
-    (INTERRUPTED, _rx(r"\bKeyboardInterrupt\b")),
+    (INTERRUPTED, _rx(
+        r"\bKeyboardInterrupt\b",
+        # torchrun's agent was signalled from outside (Ctrl-C, a closed terminal, a scheduler's SIGTERM);
+        # its own "Sending process N closing signal SIGTERM" to the other ranks is an echo, not this
+        r"Received (\d+|Signals\.SIG\w+) death signal", r"\bSignalException\b.*got signal",
+        r"slurmstepd: error: \*\*\* (JOB|STEP) .* CANCELLED AT",  # scancel, time limit, preemption
+    )),
     (UNKNOWN, _rx(
         r"illegal memory access", r"misaligned address", r"unspecified launch failure",
         r"Segmentation fault", r"\bNaN\b.*(loss|detected)|(loss|detected).*\bNaN\b",
         r"ChildFailedError", r"CUDA error: .*",
+        r"\bcuDNN error\b",  # CUDNN_STATUS_EXECUTION_FAILED / NOT_SUPPORTED: not an OOM (ALLOC_FAILED is, above)
     )),
 )
 PRIORITY = {kind: i for i, (kind, _) in enumerate(SIGNATURES)}
@@ -166,9 +191,13 @@ def signal_of(exit_code: int | None) -> int | None:
     return None
 
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Ultralytics colours its messages
+
+
 def lines_of(text: str) -> list[str]:
-    """Lines of a log, with progress bars' carriage-return frames as lines of their own."""
-    return [s.strip() for s in re.split(r"[\r\n]+", text) if s.strip()]
+    """Lines of a log, with progress bars' carriage-return frames as lines of their own and
+    terminal colour codes removed."""
+    return [s.strip() for s in re.split(r"[\r\n]+", ANSI.sub("", text)) if s.strip()]
 
 
 def match_line(line: str) -> str | None:
