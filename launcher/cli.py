@@ -101,6 +101,10 @@ def job_options() -> argparse.ArgumentParser:
                         " such GPU); e.g. --vram 11.7 to see what a 12 GB card would do")
     g.add_argument("--ram", type=_gib, metavar="GIB",
                    help="pretend the machine has this much available RAM; e.g. --ram 16")
+    g.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="Ultralytics training arguments in its own form, for every rung: imgsz=512 epochs=80 "
+                        "lr0=0.002 patience=20 (checked against Ultralytics' keys before anything starts; batch, "
+                        "workers, cache, model and device are the ladder's)")
     g.add_argument("--no-memory", action="store_true",
                    help="ignore what earlier runs on this machine and job learned (logs/experience.json: rungs "
                         "that ran out of memory in their first epoch); e.g. --no-memory")
@@ -217,7 +221,7 @@ def request(args) -> setup.Request:
     return setup.Request(ladder=args.ladder, data=args.data, device=args.device, epochs=args.epochs, name=args.name,
                          start_rung=args.start_rung, vram=args.vram, ram=args.ram, no_memory=args.no_memory,
                          demo=getattr(args, "demo", False), fresh=getattr(args, "fresh", False),
-                         inject=tuple(getattr(args, "inject", ())))
+                         inject=tuple(getattr(args, "inject", ())), overrides=tuple(args.overrides))
 
 
 def cmd_dry_run(args) -> int:

@@ -63,6 +63,9 @@ def inspect(yaml_path: Path) -> Dataset:
                    names=names if isinstance(names, int) else len(names))
 
 
+RESOLVED_HEADER = "# resolved by the launcher from "  # the first line of the copy names the user's YAML
+
+
 def write_resolved(ds: Dataset, dest: Path) -> Path:
     """A copy of the dataset YAML with every path absolute, for the child: Ultralytics then reads
     exactly what was checked here, whatever its cwd or datasets_dir."""
@@ -79,7 +82,7 @@ def write_resolved(ds: Dataset, dest: Path) -> Path:
             data[key] = str((ds.root / data[key]).resolve())
     data.pop("download", None)  # checked and present: nothing to fetch
     dest.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(dest, f"# resolved by the launcher from {ds.yaml}\n" + yaml.safe_dump(data, sort_keys=False))
+    write_text_atomic(dest, f"{RESOLVED_HEADER}{ds.yaml}\n" + yaml.safe_dump(data, sort_keys=False))
     return dest
 
 

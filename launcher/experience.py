@@ -47,6 +47,7 @@ def job_key(ladder: Ladder, gpus: tuple[Gpu, ...], snap: Snapshot) -> dict:
         "ram_gib": round(snap.ram_total / GIB) if snap.ram_total else None,
         "dataset": str(ladder.job.dataset),
         "imgsz": ladder.job.imgsz,
+        "args": {k: ladder.job.args[k] for k in sorted(ladder.job.args)},  # [job.args] and key=value
         "ultralytics": ultralytics,
         "ladder": hashlib.sha256(ladder.path.read_bytes()).hexdigest()[:16],
     }

@@ -35,6 +35,7 @@ SIGNATURES: tuple[tuple[str, re.Pattern], ...] = (
         r"Error loading data from", r"No space left on device",
         r"invalid device ordinal", r"Invalid CUDA 'device=",
         r"is not a valid YOLO argument",
+        r"is of invalid type \w+\. Valid '\w+' types", r"is an invalid value\. Valid '\w+' values",  # check_cfg
         r"Label class \d+ exceeds nc=",  # YOLOv3/v5's label check: a label's class is not in the data YAML
         # a dataset scan that found every label corrupt (YOLOv5/v7 and Ultralytics summaries): nothing to train on
         # (named groups: the signatures share one pattern, so numbered ones would point elsewhere)

@@ -221,6 +221,7 @@ class Ev:
     PROBE = "probe"  # the machine as the probe saw it at the start
     START = "start"  # a new run: start rung, reasons, cache decision
     CONTINUE = "continue"  # a later `run` of the same name picks the run up
+    REBUILT = "rebuilt"  # state.json was gone: the record rebuilt from the checkpoints
     REAPED = "reaped"  # processes a killed launcher left behind, ended
     ALREADY_COMPLETE = "already_complete"
     RESUME = "resume"  # an attempt starts from a checkpoint
@@ -267,6 +268,7 @@ class RunState:
     device: str
     rung: str
     epochs_override: int | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # key=value training arguments of the run
     status: str = RUNNING
     reason: str | None = None
     mode: str = "train"  # "train", or "validate": only the final validation is owed
@@ -298,7 +300,8 @@ class RunState:
             if not isinstance(values.get(name), str):
                 raise BadInput(f"{path}, key {name!r}", f"missing or not a string ({values.get(name)!r})",
                                "restore the file, or start afresh with --fresh")
-        for name, kind in (("attempts", int), ("models", dict), ("remedies", dict), ("tree", list)):
+        for name, kind in (("attempts", int), ("models", dict), ("remedies", dict), ("tree", list),
+                           ("overrides", dict)):
             if name in values and (not isinstance(values[name], kind) or isinstance(values[name], bool)):
                 raise BadInput(f"{path}, key {name!r}", f"should be a {kind.__name__}, is {values[name]!r}",
                                "restore the file, or start afresh with --fresh")

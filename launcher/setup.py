@@ -6,17 +6,19 @@ and dispatches, and the supervisor only runs the loop.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from . import dataset as dataset_mod
-from . import console, experience, ladder as ladder_mod, models, plan as plan_mod, probe, proctree, spec as spec_mod
+from . import checkpoint, console, experience, ladder as ladder_mod, models, overrides, plan as plan_mod, probe, proctree
+from . import spec as spec_mod
 from .contract import EXIT_BAD_INPUT
 from .errors import BadInput, LauncherError
 from .ladder import Ladder, gpu_indices
-from .runlog import Ev, Events, RunLock, RunPaths, RunState, now_iso
+from .runlog import NOT_RUN_NAMES, Ev, Events, ModelRecord, RunLock, RunPaths, RunState, now_iso
 from .views import DryRun
 
 DEMO_LADDER = ladder_mod.PROJECT_ROOT / "ladders" / "demo.toml"
@@ -48,6 +50,7 @@ class Request:
     demo: bool = False  # run only
     fresh: bool = False  # run only
     inject: tuple[dict, ...] = ()  # run only
+    overrides: tuple[str, ...] = ()  # Ultralytics' key=value training arguments, for every rung
 
 
 @dataclass
@@ -67,18 +70,66 @@ class Prepared:
     finished: bool = False
 
 
+def with_overrides(req: Request) -> tuple[Request, dict]:
+    """The request with `epochs=N` folded into its epochs, and the other key=value arguments."""
+    args = overrides.parse(req.overrides)
+    if "epochs" in args:
+        epochs = args.pop("epochs")
+        if req.epochs is not None and req.epochs != epochs:
+            raise BadInput(f"--epochs {req.epochs} and epochs={epochs}", "two different epoch counts",
+                           "give one of them")
+        req = replace(req, epochs=epochs)
+    return req, args
+
+
+def with_args(ladder: Ladder, args: dict) -> Ladder:
+    """The job with key=value arguments applied: imgsz is the job's, the rest goes to every rung's train()."""
+    rest = {k: v for k, v in args.items() if k != "imgsz"}
+    job = replace(ladder.job, imgsz=args.get("imgsz", ladder.job.imgsz), args={**ladder.job.args, **rest})
+    return replace(ladder, job=job)
+
+
+def default_name(data: str) -> str:
+    """A run named after the user's dataset: its YAML's stem, or its folder for data.yaml-like names."""
+    path = Path(data)
+    stem = path.parent.name if path.stem.lower() in ("data", "dataset", "config") and path.parent.name else path.stem
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._")[:ladder_mod.RUN_NAME_MAX] or "run"
+    return name if name not in NOT_RUN_NAMES else f"{name}-run"
+
+
 def load_job(req: Request) -> Ladder:
+    req, args = with_overrides(req)
     ladder = plan_mod.override_epochs(ladder_mod.load(req.ladder, data=req.data), req.epochs)
-    if req.name:
-        ladder = replace(ladder, job=replace(ladder.job, name=req.name))
+    ladder = with_args(ladder, args)
+    name = req.name or (default_name(req.data) if req.data and not req.demo else None)
+    if name:
+        ladder = replace(ladder, job=replace(ladder.job, name=name))
     # weights that would be downloaded on a machine that is offline: that rung is unavailable
     rungs = tuple(replace(r, model=models.check_download(r.model)) for r in ladder.rungs)
+    check_weights(ladder)
     return replace(ladder, rungs=rungs)
+
+
+def check_weights(ladder: Ladder) -> None:
+    """Each local .pt a rung starts from is a whole checkpoint (its zip container and every CRC,
+    without torch): random bytes or a cut download is bad input now, not a failure in the night."""
+    seen: set[Path] = set()
+    for rung in ladder.rungs:
+        path = models.local_weights(rung.model)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        damage = checkpoint.zip_damage(path)
+        if damage:
+            raise BadInput(f"{ladder.path}: rung {rung.name!r}, model", f"{path} is not a readable checkpoint "
+                           f"({damage})", "replace it with a complete copy (delete a cut download and fetch it "
+                           "again), or point the rung at another model")
 
 
 def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapshot | None = None) -> DryRun:
     """What dry-run shows and run starts from: the probe, the plan, the first attempt's spec."""
     ladder = ladder or load_job(req)
+    req, _ = with_overrides(req)
     device = req.device or ladder.job.device
     snap = probe.pretend(machine or probe.take(), req.vram, req.ram, gpu_indices(device) or (0,))
     try:
@@ -106,6 +157,7 @@ def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
     if req.demo:
         req = replace(req, ladder=req.ladder or str(DEMO_LADDER))
     ladder = load_job(req)
+    req, args = with_overrides(req)
     if req.demo:
         from .demo import make_dataset
         if not req.data:
@@ -141,19 +193,22 @@ def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
         raise BadInput(f"run {ladder.job.name!r}", f"already running ({lock.holder()})",
                        "watch it (tail -f its attempt's train.log), stop it first, or use another --name")
     try:
-        return _take_up(req, ladder, result, paths, lock, child_env, say)
+        return _take_up(req, args, ladder, result, paths, lock, child_env, say)
     except BaseException:
         lock.release()  # refused after all: the next try must not find the run "already running"
         raise
 
 
-def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock: RunLock,
+def _take_up(req: Request, args: dict, ladder: Ladder, result: DryRun, paths: RunPaths, lock: RunLock,
              child_env: dict[str, str], say: Callable[[str], None]) -> Prepared:
     """The locked run's record: a finished run, a continued one, or a new one."""
     plan = result.plan
     state = RunState.load(paths.state)
     events = Events(paths.events)
-    prepared = Prepared(ladder, plan.rungs, 0, plan.device, paths, state, lock, req, child_env, result.experience)
+    if state is None:
+        state = rebuild(ladder, paths, req.epochs, plan.device, events, say)
+    learned = None if req.inject else result.experience  # a fire drill teaches nothing about the rungs
+    prepared = Prepared(ladder, plan.rungs, 0, plan.device, paths, state, lock, req, child_env, learned)
     if state and state.status == Ev.COMPLETE:
         d = state.delivered or {}
         say(f"run {ladder.job.name!r} is already finished; nothing to train (--fresh starts a new run beside it).\n"
@@ -162,13 +217,17 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
         prepared.finished = True
         return prepared
     if state:
-        prepared.start = continue_run(state, ladder, paths, events, req.epochs, say)
+        prepared.start = continue_run(state, ladder, paths, events, req.epochs, say,
+                                      args if req.overrides else None)
         if req.epochs is None and state.epochs_override:  # a rehearsal stays a rehearsal
             prepared.rungs = plan_mod.override_epochs(replace(ladder, rungs=plan.rungs), state.epochs_override).rungs
+        if not req.overrides and state.overrides:  # the run's own key=value arguments
+            prepared.ladder = with_args(ladder, state.overrides)
     else:
         prepared.start = ladder.index(plan.start.name)
         prepared.state = RunState(run=ladder.job.name, ladder=str(ladder.path), data=str(ladder.job.dataset),
                                   device=plan.device, rung=plan.start.name, epochs_override=req.epochs,
+                                  overrides=args,
                                   started=now_iso())
         events.append(Ev.PROBE, **result.snap.to_json())
         events.append(Ev.START, rung=plan.start.name, device=plan.device, reasons=list(plan.reasons),
@@ -178,6 +237,68 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
             say(reason)
     dataset_mod.write_resolved(result.dataset, paths.dataset)
     return prepared
+
+
+def rebuild(ladder: Ladder, paths: RunPaths, epochs: int | None, device: str, events: Events,
+            say: Callable[[str], None]) -> RunState | None:
+    """A run whose state.json is gone but whose attempts or checkpoints are there: its record,
+    rebuilt from what the checkpoints say of themselves (their epochs; the dataset the run read),
+    so that a different request is refused and new attempts get new numbers. None for a new run."""
+    numbers = [int(p.name.removeprefix("attempt-")) for p in paths.root.glob("attempt-*")
+               if p.name.removeprefix("attempt-").isdigit()]
+    lasts = sorted(paths.root.glob("models/*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
+    if not numbers and not lasts:
+        return None
+    models: dict[str, ModelRecord] = {}
+    trained: set[int] = set()
+    training = None  # the model of the newest checkpoint
+    for last in lasts:
+        save_dir = last.parent.parent
+        for candidate in (last, paths.verified(save_dir)):
+            try:
+                facts = checkpoint.facts(candidate)
+                break
+            except ValueError:
+                continue
+        else:
+            say(f"warning: {last} cannot be read; the record is rebuilt without it")
+            continue
+        args, epoch = facts["train_args"], facts["epoch"]
+        training = str(args.get("model"))
+        trained.add(int(args.get("epochs", 0)))
+        models[str(args.get("model"))] = ModelRecord(
+            save_dir=str(save_dir), epochs=int(args.get("epochs", 0)),
+            epochs_done=int(args.get("epochs", 0)) if epoch == -1 else epoch + 1, complete=epoch == -1)
+        if epochs is not None and epochs != int(args.get("epochs", 0)):
+            raise BadInput(str(last), f"run {ladder.job.name!r} has no state.json, and this checkpoint was trained "
+                           f"for {args.get('epochs')} epochs (its own training arguments); this run asks "
+                           f"--epochs {epochs}", "run again without --epochs to continue, or start afresh with --fresh")
+    data = _dataset_read(paths)
+    if data is not None and data != str(ladder.job.dataset):
+        raise BadInput(str(paths.dataset), f"run {ladder.job.name!r} has no state.json, and it trained on {data}; this "
+                       f"run asks {ladder.job.dataset}", f"pass --data {data} to continue, or start afresh with --fresh")
+    own = {r.epochs for r in ladder.rungs if r.model.source in models}
+    override = epochs if epochs is not None else (next(iter(trained)) if len(trained) == 1 and own != trained
+                                                   else None)
+    rung = next((r.name for r in ladder.rungs if r.model.source == training), ladder.rungs[0].name)
+    state = RunState(run=ladder.job.name, ladder=str(ladder.path), data=str(ladder.job.dataset), device=device,
+                     rung=rung, epochs_override=override, attempts=max(numbers, default=0), models=models,
+                     training_model=training, started=now_iso())
+    events.append(Ev.REBUILT, attempts=state.attempts, models={s: m.epochs_done for s, m in models.items()},
+                  epochs_override=override)
+    say(f"rebuilt the record of run {ladder.job.name!r} from its checkpoints (state.json was missing): "
+        f"{state.attempts} attempt(s) so far, " + ", ".join(f"{Path(s).name} {m.epochs_done}/{m.epochs} epochs"
+                                                            for s, m in models.items()))
+    return state
+
+
+def _dataset_read(paths: RunPaths) -> str | None:
+    """The dataset YAML a run read, from the header of its resolved copy (dataset.write_resolved)."""
+    try:
+        first = paths.dataset.read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
+    return first.removeprefix(dataset_mod.RESOLVED_HEADER) if first.startswith(dataset_mod.RESOLVED_HEADER) else None
 
 
 def check_injections(injections: tuple[dict, ...], ladder: Ladder) -> None:
@@ -199,9 +320,16 @@ def fresh_name(name: str) -> str:
     return ladder_mod.run_name(name[:ladder_mod.RUN_NAME_MAX - len(stamp)] + stamp)
 
 
-def check_continuation(state: RunState, ladder: Ladder, state_path: Path, epochs: int | None) -> None:
+def check_continuation(state: RunState, ladder: Ladder, state_path: Path, epochs: int | None,
+                       args: dict | None = None) -> None:
     """A second `run` of the same name continues it; settings Ultralytics would silently ignore
     on resume must not differ."""
+    if args is not None and args != state.overrides:
+        given = " ".join(f"{k}={v}" for k, v in args.items()) or "none"
+        had = " ".join(f"{k}={v}" for k, v in state.overrides.items()) or "none"
+        raise BadInput(f"{state_path}, key 'overrides'", f"run {ladder.job.name!r} was started with the arguments "
+                       f"{had}, this run asks {given} (a resumed checkpoint keeps its own)",
+                       "run again without key=value arguments to continue, or start afresh with --fresh")
     if epochs is not None and epochs != state.epochs_override:
         raise BadInput(f"{state_path}, key 'epochs_override'",
                        f"run {ladder.job.name!r} was started with --epochs {state.epochs_override}, this run "
@@ -222,10 +350,10 @@ def check_continuation(state: RunState, ladder: Ladder, state_path: Path, epochs
 
 
 def continue_run(state: RunState, ladder: Ladder, paths: RunPaths, events: Events, epochs: int | None,
-                 say: Callable[[str], None]) -> int:
+                 say: Callable[[str], None], args: dict | None = None) -> int:
     """A second `run` of a run that stopped: same rung, resumed from its checkpoint, events
     appended; first end any process a SIGKILLed launcher left behind."""
-    check_continuation(state, ladder, paths.state, epochs)
+    check_continuation(state, ladder, paths.state, epochs, args)
     names = [r.name for r in ladder.rungs]
     if state.rung not in names:
         raise BadInput(str(paths.state), f"run {ladder.job.name!r} stopped on rung {state.rung!r}, which "

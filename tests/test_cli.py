@@ -14,7 +14,7 @@ from launcher.errors import BadInput
 from launcher.contract import GIB
 from launcher.probe import Gpu, Snapshot
 
-from conftest import FIXTURES, ROOT, make_image_tree
+from conftest import FIXTURES, ROOT, RUNG, ladder_text, make_image_tree
 
 GOLDEN = FIXTURES / "golden"
 FIXED = Snapshot(gpus=(Gpu(0, "NVIDIA GeForce RTX 4090", int(23.99 * GIB), int(23.41 * GIB)),),
@@ -88,7 +88,7 @@ def test_dry_run_json(capsys, fixed_machine):
     assert d["child"]["spec"]["train_args"]["batch"] == 6
     assert d["dataset"]["yaml"] == str(fixed_machine)
     # the child reads a copy with absolute paths, written into the run record when `run` starts
-    assert d["child"]["spec"]["train_args"]["data"] == str(Path.cwd() / "logs" / "coco-indoor" / "dataset.yaml")
+    assert d["child"]["spec"]["train_args"]["data"] == str(Path.cwd() / "logs" / "coco_indoor" / "dataset.yaml")
 
 
 @pytest.fixture
@@ -239,7 +239,7 @@ def prepare(**asked):
 
 
 def a_record(root: Path, **fields) -> Path:
-    """A state.json as an earlier run of coco-indoor on this machine left it."""
+    """A state.json as an earlier run of coco_indoor on this machine left it."""
     root.mkdir(parents=True, exist_ok=True)
     data = str(Path("coco_indoor/data.yaml").resolve())
     state = {"run": root.name, "ladder": str(ROOT / "ladders" / "default.toml"), "data": data, "device": "cpu",
@@ -249,19 +249,19 @@ def a_record(root: Path, **fields) -> Path:
 
 
 def test_fresh_starts_beside_an_existing_run_and_touches_nothing(capsys, cpu_machine, tmp_path):
-    old = a_record(tmp_path / "logs" / "coco-indoor")
+    old = a_record(tmp_path / "logs" / "coco_indoor")
     before = old.read_text()
     p = prepare(fresh=True)
     out = capsys.readouterr().out
-    assert "--fresh: starting run 'coco-indoor-" in out
-    assert p.paths.root.parent == old.parent.parent and p.paths.root.name.startswith("coco-indoor-")
+    assert "--fresh: starting run 'coco_indoor-" in out
+    assert p.paths.root.parent == old.parent.parent and p.paths.root.name.startswith("coco_indoor-")
     assert p.state.attempts == 0 and p.state.status == "running" and not p.finished
     assert old.read_text() == before
 
 
 def test_a_run_that_is_already_running_is_refused(capsys, cpu_machine, tmp_path):
     from launcher.runlog import RunLock
-    root = tmp_path / "logs" / "coco-indoor"
+    root = tmp_path / "logs" / "coco_indoor"
     root.mkdir(parents=True)
     held = RunLock(root / ".lock")
     assert held.acquire()
@@ -271,32 +271,32 @@ def test_a_run_that_is_already_running_is_refused(capsys, cpu_machine, tmp_path)
 
 
 def test_continuing_a_rehearsal_keeps_its_epochs(capsys, cpu_machine, tmp_path):
-    a_record(tmp_path / "logs" / "coco-indoor", rung="optimal-b4", attempts=2, epochs_override=2)
+    a_record(tmp_path / "logs" / "coco_indoor", rung="optimal-b4", attempts=2, epochs_override=2)
     p = prepare()
-    assert "continuing run 'coco-indoor' at rung optimal-b4 (attempt 3)" in capsys.readouterr().out
+    assert "continuing run 'coco_indoor' at rung optimal-b4 (attempt 3)" in capsys.readouterr().out
     assert p.ladder.rungs[p.start].name == "optimal-b4" and p.state.attempts == 2
     assert {r.epochs for r in p.rungs} == {2}  # not the ladder's 100/150
 
 
 def test_continuation_refuses_other_epochs_or_data(capsys, cpu_machine, tmp_path):
-    a_record(tmp_path / "logs" / "coco-indoor", epochs_override=2)
+    a_record(tmp_path / "logs" / "coco_indoor", epochs_override=2)
     with pytest.raises(BadInput, match=r"started with --epochs 2, this run asks 5.*--fresh"):
         prepare(epochs=5)
     other = make_image_tree(tmp_path / "other", 4, 2)
     with pytest.raises(BadInput, match=r"trains on .*coco_indoor/data.yaml, this run asks .*other/data.yaml.*"
                                        r"pass --data .*coco_indoor/data.yaml to continue"):
-        setup.prepare(setup.Request(data=str(other), device="cpu"), say=print)
+        setup.prepare(setup.Request(data=str(other), device="cpu", name="coco_indoor"), say=print)
     assert prepare().state.epochs_override == 2  # not given: the run's own
 
 
 def test_a_finished_run_trains_nothing_and_names_fresh(capsys, cpu_machine, tmp_path):
-    a_record(tmp_path / "logs" / "coco-indoor", status="complete", delivered={"best": "b.pt", "last": "l.pt"})
+    a_record(tmp_path / "logs" / "coco_indoor", status="complete", delivered={"best": "b.pt", "last": "l.pt"})
     code, out, _ = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
     assert code == 0 and "already finished; nothing to train (--fresh starts a new run beside it)" in out
 
 
 @pytest.mark.parametrize("content, names", [
-    ('{"run": "coco-indoor", "attempts": 1}', ["state.json, key 'ladder'", "missing"]),
+    ('{"run": "coco_indoor", "attempts": 1}', ["state.json, key 'ladder'", "missing"]),
     ('{"run": "x", "ladder": "l", "data": "d", "device": "cpu", "rung": "a", "attempts": "3"}',
      ["key 'attempts'", "should be a int"]),
     ('{"run": "x", "ladder": "l", "data": "d", "device": "cpu", "rung": "a", "version": 99}',
@@ -304,7 +304,7 @@ def test_a_finished_run_trains_nothing_and_names_fresh(capsys, cpu_machine, tmp_
     ('{"run": ', ["not JSON"]),
 ])
 def test_a_damaged_or_newer_record_is_one_line(capsys, cpu_machine, tmp_path, content, names):
-    root = tmp_path / "logs" / "coco-indoor"
+    root = tmp_path / "logs" / "coco_indoor"
     root.mkdir(parents=True)
     (root / "state.json").write_text(content)
     code, _, err = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
@@ -315,10 +315,130 @@ def test_a_damaged_or_newer_record_is_one_line(capsys, cpu_machine, tmp_path, co
 
 
 def test_a_record_whose_folder_holds_two_models_refuses(capsys, cpu_machine, tmp_path):
-    shared = str(tmp_path / "logs" / "coco-indoor" / "models" / "rtdetr-l")
-    a_record(tmp_path / "logs" / "coco-indoor", models={
+    shared = str(tmp_path / "logs" / "coco_indoor" / "models" / "rtdetr-l")
+    a_record(tmp_path / "logs" / "coco_indoor", models={
         "rtdetr-l.yaml": {"save_dir": shared, "epochs": 3, "epochs_done": 1},
         "/data/rtdetr-l.pt": {"save_dir": shared, "epochs": 3, "epochs_done": 2}})
     code, _, err = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert f"{shared} holds the checkpoints of both rtdetr-l.yaml and /data/rtdetr-l.pt" in err and "--fresh" in err
+
+
+# ---- a record rebuilt from checkpoints (state.json gone) ------------------------------------------
+
+def fake_checkpoint(path: Path, epoch: int, epochs: int, model: str = "rtdetr-l.pt") -> Path:
+    """A zip container like torch.save's, holding what Ultralytics keeps (the reader is tested on a
+    real torch.save in test_checkpoint.py)."""
+    import pickle
+    import zipfile
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("last/data.pkl", pickle.dumps({"epoch": epoch, "train_args": {"epochs": epochs, "model": model}}))
+    return path
+
+
+def a_run_without_state(tmp_path: Path, epoch: int, epochs: int, attempts: int = 2) -> Path:
+    from launcher import dataset as dataset_mod
+    from launcher.runlog import RunPaths
+    paths = RunPaths((tmp_path / "logs" / "coco_indoor").resolve())
+    for n in range(1, attempts + 1):
+        paths.attempt(n).mkdir(parents=True)
+        (paths.spec(n)).write_text(f'{{"attempt": {n}}}')
+    dataset_mod.write_resolved(dataset_mod.inspect((tmp_path / "coco_indoor" / "data.yaml").resolve()), paths.dataset)
+    return fake_checkpoint(paths.save_dir("rtdetr-l.pt") / "weights" / "last.pt", epoch, epochs)
+
+
+def test_a_finished_run_without_its_record_refuses_other_epochs(capsys, cpu_machine, tmp_path):
+    last = a_run_without_state(tmp_path, epoch=-1, epochs=2)  # finished: optimizer stripped
+    code, _, err = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu", "--epochs", "3")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert str(last) in err and "trained for 2 epochs" in err and "--epochs 3" in err
+    p = prepare()
+    out = capsys.readouterr().out
+    assert "rebuilt the record of run 'coco_indoor' from its checkpoints" in out and "rtdetr-l.pt 2/2 epochs" in out
+    assert p.state.epochs_override == 2 and {r.epochs for r in p.rungs} == {2}  # the checkpoint's, not 100
+    assert p.state.attempts == 2 and p.state.models["rtdetr-l.pt"].complete  # the next attempt is number 3
+    assert (tmp_path / "logs" / "coco_indoor" / "attempt-1" / "spec.json").read_text() == '{"attempt": 1}'
+
+
+def test_a_stopped_run_without_its_record_refuses_more_epochs(capsys, cpu_machine, tmp_path):
+    a_run_without_state(tmp_path, epoch=0, epochs=3, attempts=1)  # 1 of 3 epochs saved
+    with pytest.raises(BadInput, match=r"trained for 3 epochs .* asks --epochs 5"):
+        prepare(epochs=5)
+    p = prepare(epochs=3)
+    assert p.state.models["rtdetr-l.pt"].epochs_done == 1 and p.state.attempts == 1
+
+
+def test_a_record_rebuilt_refuses_another_dataset(capsys, cpu_machine, tmp_path):
+    a_run_without_state(tmp_path, epoch=0, epochs=3)
+    other = make_image_tree(tmp_path / "other", 4, 2)
+    with pytest.raises(BadInput, match=r"dataset.yaml: run 'coco_indoor' has no state.json, and it trained on "):
+        setup.prepare(setup.Request(data=str(other), device="cpu", name="coco_indoor"), say=print)
+
+
+# ---- Ultralytics' own key=value arguments (issue 13) -----------------------------------------------
+
+@pytest.mark.parametrize("pair, names", [
+    ("lr=0.01", ["'lr' is not an Ultralytics training argument", "did you mean", "'lr0=0.01'"]),
+    ("patience=soon", ["'patience' takes a whole number, not 'soon'"]),
+    ("amp=maybe", ["'amp' takes true or false"]),
+    ("batch=8", ["'batch' is set by each rung of the ladder", "[[rung]]"]),
+    ("workers=2", ["'workers' is set by each rung"]),
+    ("device=1", ["'device' is set by each rung"]),
+    ("data=x.yaml", ["'data' is the launcher's to set", "--data PATH"]),
+    ("imgsz=500", ["multiple of 32"]),
+    ("lr0", ["not in Ultralytics' key=value form"]),
+])
+@pytest.mark.parametrize("command", ["dry-run", "run"])
+def test_bad_key_value_arguments_are_one_line(capsys, cpu_machine, command, pair, names):
+    code, _, err = run(capsys, command, "--data", "coco_indoor/data.yaml", "--device", "cpu", pair)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for n in names:
+        assert n in err
+    assert not Path("logs").exists()  # nothing started
+
+
+def test_key_value_arguments_reach_every_rungs_training(capsys, cpu_machine):
+    code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--device", "cpu", "--json",
+                       "imgsz=512", "epochs=80", "lr0=0.002", "patience=20", "cos_lr=true")
+    spec = json.loads(out)["child"]["spec"]
+    assert code == 0 and spec["train_args"]["imgsz"] == 512 and spec["train_args"]["epochs"] == 80
+    assert spec["extra_args"] == {"lr0": 0.002, "patience": 20, "cos_lr": True}
+    p = prepare(overrides=("lr0=0.002", "imgsz=512"))
+    assert p.state.overrides == {"lr0": 0.002, "imgsz": 512} and p.ladder.job.imgsz == 512
+    p.state.save(p.paths.state)  # as the supervisor does before its first child
+    p.lock.release()
+    with pytest.raises(BadInput, match=r"started with the arguments lr0=0.002 imgsz=512, this run asks lr0=0.01"):
+        prepare(overrides=("lr0=0.01",))
+    again = prepare()  # none given: the run's own
+    assert again.ladder.job.args["lr0"] == 0.002 and again.ladder.job.imgsz == 512
+
+
+def test_epochs_twice_must_agree(capsys, cpu_machine):
+    code, _, err = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--epochs", "3", "epochs=4")
+    assert code == 2 and "two different epoch counts" in err
+
+
+@pytest.mark.parametrize("data, name", [("coco_indoor/data.yaml", "coco_indoor"), ("/srv/sets/mine.yaml", "mine"),
+                                        ("/srv/My Set (v2)/dataset.yaml", "My-Set-v2")])
+def test_a_run_is_named_after_the_users_dataset(data, name):
+    assert setup.default_name(data) == name
+
+
+def test_a_rehearsal_teaches_nothing_but_a_real_run_does(capsys, cpu_machine):
+    drill = prepare(inject=({"kind": "cuda_oom", "rung": "optimal", "epoch": 2, "phase": "train"},))
+    assert drill.experience is None
+    drill.lock.release()
+    real = prepare(name="real")
+    assert real.experience is not None and real.experience.key["args"] == {}
+
+
+def test_run_on_an_offline_machine_says_why_no_rung_is_available(capsys, cpu_machine, monkeypatch, tmp_path):
+    monkeypatch.setattr(models, "reachable", lambda host: False)
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    lad = tmp_path / "pt.toml"
+    lad.write_text(ladder_text("coco_indoor/data.yaml", RUNG.format(name="a", model="rtdetr-l.pt", epochs=3,
+                                                                    batch=4)))
+    code, out, err = run(capsys, "run", "--ladder", str(lad), "--device", "cpu")
+    assert code == 2 and "no rung is available" in err
+    assert "rung a unavailable (needs rtdetr-l.pt from Ultralytics' GitHub release assets, but YOLO_OFFLINE is set" in out

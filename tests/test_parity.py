@@ -273,3 +273,28 @@ def test_resume_honours_the_arguments_the_child_passes():
     names = {e.value for e in allowed.elts}
     assert {"batch", "imgsz", "workers", "cache", "device", "save_dir"} <= names
     assert not {"epochs", "lr0", "model", "name"} & names  # why rungs sharing a model share epochs
+
+
+@pytest.mark.parametrize("pair", ["patience=20", "patience=soon", "patience=2.5", "epochs=1e2", "lr0=0.002",
+                                  "lr0=fast", "momentum=1", "cos_lr=true", "cos_lr=1", "plots=false",
+                                  "optimizer=SGD", "warmup_epochs=3", "box=abc", "close_mosaic=0", "seed=7.0"])
+def test_key_value_types_match_ultralytics_check_cfg(pair):
+    """launcher/overrides.py types a key=value by default.yaml's default; Ultralytics' check_cfg by
+    its own key lists. The verdicts (accepted or refused) must agree."""
+    from ultralytics.cfg import check_cfg
+
+    from launcher import overrides
+    from launcher.errors import BadInput
+    key, _, text = pair.partition("=")
+    try:
+        overrides.parse([pair])
+        ours = True
+    except BadInput:
+        ours = False
+    try:
+        check_cfg({key: overrides.value_of(text)})
+        theirs = True
+    except (TypeError, ValueError):
+        theirs = False
+    assert ours == theirs, f"{pair}: launcher {'accepts' if ours else 'refuses'}, Ultralytics " \
+                           f"{'accepts' if theirs else 'refuses'}"

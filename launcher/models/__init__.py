@@ -109,6 +109,16 @@ def _project_ref(spec: str, model: ProjectModel, pretrained: bool) -> ModelRef:
     )
 
 
+def local_weights(ref: ModelRef) -> Path | None:
+    """The checkpoint file on this machine that a rung's model starts from, if it is one."""
+    if ref.kind == "file" and Path(ref.source).suffix == ".pt":
+        return Path(ref.source)
+    if ref.kind == "ultralytics" and ref.source in ULTRALYTICS_WEIGHTS:
+        return next((d / ref.source for d in (Path.cwd(), ultralytics_weights_dir()) if d and (d / ref.source).is_file()),
+                    None)
+    return None
+
+
 def check_download(ref: ModelRef) -> ModelRef:
     """The same ref, made unavailable (with the reason) when its weights must be downloaded and
     this machine is offline: said before training, not as a traceback in the night."""
