@@ -93,7 +93,8 @@ def job_options() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=_positive_int, metavar="N",
                    help="override every rung's epochs, for rehearsals; e.g. --epochs 2")
     g.add_argument("--name", type=_run_name, metavar="NAME",
-                   help="run name, the folder under logs/ (default: the ladder's [job] name); e.g. --name night-3")
+                   help="run name, the folder under logs/ (default: the dataset's name with --data, else the ladder's "
+                        "[job] name); e.g. --name night-3")
     g.add_argument("--start-rung", metavar="NAME",
                    help="start on this rung instead of the one the probe picks; e.g. --start-rung safe")
     g.add_argument("--vram", type=_gib, metavar="GIB",
@@ -107,8 +108,22 @@ def job_options() -> argparse.ArgumentParser:
                         "workers, cache, model and device are the ladder's)")
     g.add_argument("--no-memory", action="store_true",
                    help="ignore what earlier runs on this machine and job learned (logs/experience.json: rungs "
-                        "that ran out of memory in their first epoch); e.g. --no-memory")
+                        "that ran out of memory in their first epoch)")
     return p
+
+
+def versions() -> str:
+    """The launcher's, Ultralytics' and torch's versions, from the installed packages' metadata
+    (no import: answers at once)."""
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+    return (f"rtdetr-launcher {version('rtdetr-launcher')}, ultralytics {version('ultralytics')}, "
+            f"torch {version('torch')}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"examples:\n  {PROG} dry-run --vram 11.7\n  {PROG} diagnose logs/night/attempt-2/train.log\n\n"
                "exit codes: 0 ok, 2 bad input, 3 ladder or attempts exhausted, 4 fatal failure, "
                "130/143 interrupted, 1 a launcher bug")
+    parser.add_argument("--version", action="version", version=versions(),
+                        help="print the launcher's, Ultralytics' and torch's versions, then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
@@ -129,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Problems).",
         epilog=f"examples:\n  {PROG} dry-run\n  {PROG} dry-run --vram 11.7 --ram 32   # a 12 GB card, 32 GB RAM\n"
                f"  {PROG} dry-run --ladder ladders/demo.toml --device cpu --json")
-    dry.add_argument("--json", action="store_true", help="print one JSON object instead of text; e.g. --json")
+    dry.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     dry.set_defaults(func=cmd_dry_run)
 
     run = sub.add_parser(
@@ -148,10 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
                "4 fatal failure, 130/143 interrupted")
     run.add_argument("--demo", action="store_true",
                      help="generate a small synthetic dataset and train ladders/demo.toml on it (GPU 0 if there is "
-                          "one, else the CPU), offline; e.g. --demo")
+                          "one, else the CPU), offline")
     run.add_argument("--fresh", action="store_true",
                      help="if a run of this name exists, start a new one beside it (the name gets a timestamp); "
-                          "nothing of the old run is touched; e.g. --fresh")
+                          "nothing of the old run is touched")
     run.add_argument("--inject", action="append", type=_injection, default=[], metavar="KIND:RUNG:EPOCH[:PHASE]",
                      help="fault injection, repeatable: KIND cuda_oom (a real torch.OutOfMemoryError in the model's "
                           "forward pass) or crash (a non-OOM error), at that rung and 1-based epoch, in PHASE train "
@@ -168,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"examples:\n  {PROG} status\n  {PROG} status coco-indoor --json")
     stat.add_argument("run", nargs="?", metavar="RUN",
                       help="the run's name, a folder under logs/ (default: the newest run); e.g. coco-indoor")
-    stat.add_argument("--json", action="store_true", help="print one JSON object instead of text; e.g. --json")
+    stat.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     stat.set_defaults(func=cmd_status)
 
     rep = sub.add_parser(
@@ -196,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the process's exit status: 137 (shell) and -9 (Popen) both mean SIGKILL; e.g. "
                            "--exit-code 137")
     diag.add_argument("--json", action="store_true",
-                      help='print {"kind": ..., "evidence": ..., "action": ...}; e.g. --json')
+                      help='print {"kind": ..., "evidence": ..., "action": ...}')
     diag.set_defaults(func=cmd_diagnose)
     return parser
 

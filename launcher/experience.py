@@ -22,15 +22,15 @@ from .contract import CUDA_OOM, GIB
 from .failures import late_oom
 from .ladder import Ladder
 from .probe import Gpu, Snapshot
-from .runlog import EXPERIENCE_NAME, LOGS_DIR, now_iso, write_json_atomic
+from .runlog import EXPERIENCE_NAME, logs_dir, now_iso, write_json_atomic
 
 TTL = timedelta(days=30)
 OOM_EARLY, HELD = "oom_early", "held"
 MAX_ENTRIES = 500
 
 
-def store_path(logs: Path = LOGS_DIR) -> Path:
-    return logs / EXPERIENCE_NAME
+def store_path(logs: Path | None = None) -> Path:
+    return (logs or logs_dir()) / EXPERIENCE_NAME
 
 
 def job_key(ladder: Ladder, gpus: tuple[Gpu, ...], snap: Snapshot) -> dict:

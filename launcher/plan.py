@@ -15,6 +15,7 @@ from .ladder import Job, Ladder, Rung, gpu_indices
 from .probe import Gpu, Snapshot
 
 CACHE_HEADROOM = 2  # RAM cache only when available RAM ≥ this × the estimate
+ROOMY = 2  # a GPU with this many times the top rung's min_free_vram_gib free gets a note
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,14 @@ def choose(ladder: Ladder, snap: Snapshot, *, device: str | None = None, start_r
     for rung in ladder.rungs:
         if not rung.available:
             unavailable.setdefault(rung.model.weights, []).append(rung.name)
+    every = len(unavailable) and all(not r.available for r in ladder.rungs)
     for why, names in unavailable.items():
-        reasons.append(f"rung{'s' if len(names) > 1 else ''} {', '.join(names)} unavailable ({why}): the ladder "
-                       "steps over " + ("them" if len(names) > 1 else "it"))
+        reasons.append(f"rung{'s' if len(names) > 1 else ''} {', '.join(names)} unavailable ({why})" +
+                       ("" if every else ": the ladder steps over " + ("them" if len(names) > 1 else "it")))
 
     cache = decide_cache(ladder, snap, gpus, dataset_images)
-    rungs = tuple(with_cache(r, cache) for r in ladder.rungs)
+    rungs, capped = fit_cpus(tuple(with_cache(r, cache) for r in ladder.rungs), snap.cpus)
+    reasons.extend(capped)
     if any(r.cache == "ram" for r in ladder.rungs):
         reasons.append(cache.reason)
 
@@ -103,12 +106,54 @@ def choose(ladder: Ladder, snap: Snapshot, *, device: str | None = None, start_r
             why = (f"start rung {start.name if start else 'none'}: learned, {avoid[probed.name]} (the probe alone "
                    f"would start on {probed.name}: {why.split(': ', 1)[1]}; --no-memory ignores what was learned)")
         (reasons.insert(0, why) if start else problems.append(why))
+        waiting = once_available(ladder.rungs, gpus, start)
+        if waiting:
+            reasons.append(waiting)
     if start is not None:
         start = rungs[ladder.index(start.name)]
         cache = replace(cache, requested=ladder.rung(start.name).cache, effective=start.cache)
     reasons.extend(weights_reasons(ladder.rungs))
+    reasons.extend(roomy_gpus(ladder.rungs, gpus))
     return Plan(device=device, gpus=gpus, start=start, rungs=rungs, cache=cache, reasons=tuple(reasons),
                 problems=tuple(problems))
+
+
+def once_available(rungs: tuple[Rung, ...], gpus: tuple[Gpu, ...], start: Rung | None) -> str | None:
+    """Where the plan would start if every rung's weights were on this machine, when that is a rung
+    that is out now (an offline machine before the weights are fetched)."""
+    ready = tuple(replace(r, model=replace(r.model, available=True)) for r in rungs)
+    would, why = pick_start(ready, gpus)
+    if would is None or (start is not None and would.name == start.name):
+        return None
+    now = next(r for r in rungs if r.name == would.name)
+    if now.available:
+        return None
+    return (f"once its weights are on this machine: {why.replace('start rung', 'would start on rung', 1)} "
+            f"({now.model.weights})")
+
+
+def fit_cpus(rungs: tuple[Rung, ...], cpus: int | None) -> tuple[tuple[Rung, ...], list[str]]:
+    """Threads and dataloader workers capped at the CPUs this process may use (its affinity)."""
+    if not cpus:
+        return rungs, []
+    out, said = [], []
+    for r in rungs:
+        threads = min(r.threads, cpus) if r.threads else r.threads
+        workers = min(r.workers, cpus)
+        if (threads, workers) != (r.threads, r.workers):
+            what = [f"{k} {a} → {b}" for k, a, b in (("threads", r.threads, threads), ("workers", r.workers, workers))
+                    if a != b]
+            said.append(f"rung {r.name}: {' and '.join(what)} (this process may use {cpus} CPUs)")
+        out.append(replace(r, threads=threads, workers=workers))
+    return tuple(out), said
+
+
+def roomy_gpus(rungs: tuple[Rung, ...], gpus: tuple[Gpu, ...]) -> list[str]:
+    """A note (nothing more) for a card with far more free memory than the top rung asks for."""
+    top = next((r.min_free_vram_gib for r in rungs if r.available), 0.0)
+    roomy = [g for g in gpus if g.free is not None and top > 0 and g.free / GIB >= ROOMY * top]
+    return [f"note: GPU {g.index} has {gib(g.free)} free, over {ROOMY} × the {top:g} GiB the top rung needs: a rung "
+            "with a bigger batch would use it (the ladder is yours to change)" for g in roomy]
 
 
 def weights_reasons(rungs: tuple[Rung, ...]) -> list[str]:

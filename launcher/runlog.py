@@ -19,7 +19,8 @@ from typing import Any
 from .contract import HEARTBEAT_NAME, REPORT_NAME, SPEC_NAME, TRAIN_LOG_NAME
 from .errors import BadInput
 
-LOGS_DIR = Path("logs")
+LOGS_ENV = "RTDETR_LOGS"  # where run records live, when set; else logs/ in the folder the command runs from
+CHECKOUT_LOGS = Path(__file__).resolve().parents[1] / "logs"  # the project's own logs/ (a checkout)
 EXPERIENCE_NAME = "experience.json"  # learned rungs, beside the runs (experience.py)
 DEMO_DATA_NAME = "demo-data"  # the demo's generated dataset (ladders/demo.toml)
 NOT_RUN_NAMES = frozenset({EXPERIENCE_NAME, DEMO_DATA_NAME})  # the launcher's own entries of logs/
@@ -46,6 +47,12 @@ def read_json(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def logs_dir() -> Path:
+    """The one rule for where run records live, for run, status and report alike:
+    $RTDETR_LOGS when set, else logs/ under the current folder."""
+    return Path(os.environ.get(LOGS_ENV) or "logs").expanduser().resolve()
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -76,7 +83,7 @@ class RunPaths:
 
     @classmethod
     def for_run(cls, name: str, logs: Path | None = None) -> "RunPaths":
-        return cls(((logs or LOGS_DIR) / name).resolve())
+        return cls(((logs or logs_dir()) / name).resolve())
 
     @property
     def events(self) -> Path:

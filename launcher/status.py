@@ -8,26 +8,35 @@ from pathlib import Path
 
 from . import fmt
 from .errors import BadInput
-from .runlog import LOGS_DIR, RUNNING, Events, Ev, JsonLines, RunLock, RunPaths, RunState, read_json
+from .runlog import CHECKOUT_LOGS, LOGS_ENV, RUNNING, logs_dir, Events, Ev, JsonLines, RunLock, RunPaths, RunState, read_json
 
 FRESH_S = 30.0  # a heartbeat older than this, while the launcher holds the run, is reported as stale
 
 
-def newest_run(logs: Path = LOGS_DIR) -> RunPaths:
-    runs = sorted((p for p in logs.glob("*/state.json")), key=lambda p: p.stat().st_mtime)
-    if not runs:
-        raise BadInput(str(logs), "no run record here", "start one with `python -m launcher run`, or give RUN")
-    return RunPaths(runs[-1].parent.resolve())
+def places(logs: Path | None = None) -> list[Path]:
+    """Where run records are looked for: the rule's folder (runlog.logs_dir), then the project's
+    own logs/ when the command runs from elsewhere."""
+    first = (logs or logs_dir()).resolve()
+    return [first] + ([CHECKOUT_LOGS] if logs is None and CHECKOUT_LOGS != first and CHECKOUT_LOGS.is_dir() else [])
 
 
-def find_run(name: str | None, logs: Path = LOGS_DIR) -> RunPaths:
-    if not name:
-        return newest_run(logs)
-    paths = RunPaths.for_run(name, logs)
-    if not paths.state.exists():
-        known = ", ".join(sorted(p.parent.name for p in logs.glob("*/state.json"))) or "none"
-        raise BadInput(f"run {name!r}", f"no run record at {paths.root}", f"give one of: {known}")
-    return paths
+def find_run(name: str | None, logs: Path | None = None) -> RunPaths:
+    """A run by name, or the newest run, in the first place that has it."""
+    folders = places(logs)
+    for folder in folders:
+        records = sorted(folder.glob("*/state.json"), key=lambda p: p.stat().st_mtime)
+        if not name and records:
+            return RunPaths(records[-1].parent.resolve())
+        if name and (folder / name / "state.json").is_file():
+            return RunPaths.for_run(name, folder)
+    looked = " and ".join(str(f) for f in folders)
+    known = sorted({p.parent.name for f in folders for p in f.glob("*/state.json")})
+    if name:
+        raise BadInput(f"run {name!r}", f"no run record in {looked}",
+                       f"give one of: {', '.join(known)}" if known else
+                       f"run this from the folder where `run` was started, or set {LOGS_ENV}=that/folder/logs")
+    raise BadInput(looked, "no run record here", f"start one with `python -m launcher run`, run this from the folder "
+                   f"where `run` was started, or set {LOGS_ENV}=that/folder/logs")
 
 
 def collect(paths: RunPaths, now: float | None = None) -> dict:

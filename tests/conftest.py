@@ -19,6 +19,9 @@ def sealed_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(home / "hf"))
     monkeypatch.setenv("YOLO_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("RTDETR_LOGS", raising=False)
+    # status and report also look in the checkout's own logs/: not in tests, whatever a demo left there
+    monkeypatch.setattr("launcher.status.CHECKOUT_LOGS", home / "no-checkout-logs")
     yield home
 
 

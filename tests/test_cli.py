@@ -442,3 +442,11 @@ def test_run_on_an_offline_machine_says_why_no_rung_is_available(capsys, cpu_mac
     code, out, err = run(capsys, "run", "--ladder", str(lad), "--device", "cpu")
     assert code == 2 and "no rung is available" in err
     assert "rung a unavailable (needs rtdetr-l.pt from Ultralytics' GitHub release assets, but YOLO_OFFLINE is set" in out
+
+
+def test_dry_run_offline_with_vram_names_the_rung_it_would_take(capsys, fixed_machine, monkeypatch):
+    monkeypatch.setattr(models, "reachable", lambda host: False)
+    code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--vram", "11.7")
+    assert code == 2 and "no rung is available" in out
+    assert "once its weights are on this machine: would start on rung optimal-b4: GPU 0 has 11.70 GiB free" in out
+    assert "steps over" not in out  # every rung is out: nothing is stepped over

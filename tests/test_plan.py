@@ -203,3 +203,33 @@ def test_host_oom_remedies_in_order(default, policy):
     assert step.changes == (("workers", 4),)
     bare = (replace(optimal, cache="off", workers=0),) + default.rungs[1:]
     assert plan.decide(bare, 0, "host_oom", "train", 0, streak=0, policy=policy).action == plan.STEP_DOWN
+
+
+# ---- machine sanity and offline weights (issue 13) ---------------------------------------------
+
+def test_threads_and_workers_are_capped_at_the_cpus_this_process_may_use(default):
+    few = replace(snap(24), cpus=4)
+    p = plan.choose(default, few, dataset_images=1)
+    assert {(r.threads, r.workers) for r in p.rungs} == {(4, 4), (2, 2)}
+    assert "rung optimal: threads 8 → 4 and workers 8 → 4 (this process may use 4 CPUs)" in p.reasons
+    assert not any("safe:" in r for r in p.reasons)  # 2 threads, 2 workers: nothing to cap
+    assert all("CPUs" not in r for r in plan.choose(default, snap(24), dataset_images=1).reasons)  # 16 CPUs
+
+
+def test_a_card_with_far_more_room_than_the_ladder_gets_a_note(default):
+    p = plan.choose(default, snap(79.0, total_gib=80), dataset_images=1)
+    assert p.start.name == "optimal" and any(r.startswith("note: GPU 0 has 79.00 GiB free, over 2 × the 15 GiB")
+                                             for r in p.reasons)
+    assert not any(r.startswith("note:") for r in plan.choose(default, snap(23.4), dataset_images=1).reasons)
+
+
+def test_offline_the_plan_says_where_it_would_start_once_the_weights_are_there(default):
+    offline = replace(default, rungs=tuple(
+        replace(r, model=replace(r.model, available=False, weights="needs rtdetr-l.pt, but YOLO_OFFLINE is set"))
+        if r.model.spec == "rtdetr-l.pt" else r for r in default.rungs))
+    p = plan.choose(offline, snap(11.7), dataset_images=1)
+    assert p.start.name == "mnv4"  # the only rung with its weights here
+    said = [r for r in p.reasons if r.startswith("once its weights are on this machine")]
+    assert said and "would start on rung optimal-b4: GPU 0 has 11.70 GiB free" in said[0]
+    assert not any("steps over" in r for r in plan.choose(replace(offline, rungs=tuple(
+        replace(r, model=replace(r.model, available=False)) for r in offline.rungs)), snap(11.7)).reasons)

@@ -137,3 +137,26 @@ def test_odd_values_in_a_live_record_are_shown_not_crashed_on(record):
     assert d["heartbeat_age_s"] is None and d["eta_s"] is None and d["vram"] == {"now": 11 * GIB, "peak": 13 * GIB}
     out = status.text(d)
     assert "run 'night': finished" in out and "epoch 5/100, batch 1/600" in out and "ETA" not in out
+
+
+def test_status_from_another_folder_finds_the_run_or_names_where_it_looked(record, capsys, tmp_path, monkeypatch):
+    from launcher import cli
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert cli.main(["status"]) == 2
+    err = capsys.readouterr().err
+    assert str(elsewhere / "logs") in err and "RTDETR_LOGS" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setenv("RTDETR_LOGS", str(record.root.parent))  # the one rule, for every command
+    assert cli.main(["status", record.root.name]) == 0 and record.root.name in capsys.readouterr().out
+    monkeypatch.delenv("RTDETR_LOGS")
+    monkeypatch.setattr("launcher.status.CHECKOUT_LOGS", record.root.parent)  # the project's own logs/
+    assert cli.main(["status"]) == 0
+
+
+def test_version_names_the_launcher_ultralytics_and_torch(capsys):
+    from launcher import cli
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith("rtdetr-launcher 0.") and "ultralytics 8." in out and "torch " in out
