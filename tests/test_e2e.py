@@ -112,14 +112,11 @@ def test_late_oom_retries_the_rung_then_early_oom_steps_down_and_resumes(tmp_pat
     assert again.returncode == 0 and "already finished" in again.stdout
     assert not (tmp_path / "logs" / "e2e" / "attempt-4").exists()
 
-    # learned: optimal OOMed in its first epoch (attempt 2), so the next plan starts lower
-    learned = json.loads((tmp_path / "logs" / "experience.json").read_text())["entries"]
-    assert [(e["rung"], e["verdict"]) for e in learned] == [("optimal", "held"), ("optimal", "oom_early"),
-                                                           ("optimal-b4", "held")]
+    # a rehearsal is a drill: its injected OOMs teach the learned rungs nothing
+    assert not (tmp_path / "logs" / "experience.json").exists()
     dry = subprocess.run([sys.executable, "-m", "launcher", "dry-run", "--ladder", str(ladder), "--device", "cpu",
                           "--json"], cwd=tmp_path, capture_output=True, text=True)
-    d = json.loads(dry.stdout)
-    assert d["start_rung"] == "optimal-b4" and "OOMed in its first epoch in run 'e2e'" in d["reasons"][0]
+    assert json.loads(dry.stdout)["start_rung"] == "optimal"
 
 
 def test_oom_in_validation_still_ends_trained_and_validated(tmp_path, shapes):

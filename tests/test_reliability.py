@@ -240,3 +240,43 @@ def test_full_disk_is_fatal_naming_the_path_and_the_next_run_resumes(tmp_path, l
     assert again.returncode == 0, again.stdout[-3000:]
     assert "continuing run 'e2e'" in again.stdout
     assert trained_epochs(small_disk / model_dir(tmp_path).name)[-1] == 3
+
+
+def test_a_hang_up_does_not_end_the_night_and_key_values_reach_the_training(tmp_path, longer):
+    """`run` with its stdout and stderr on a terminal; mid-epoch the terminal goes away (its master
+    side closed) and SIGHUP arrives, as when an SSH session drops. Training goes on, the output goes
+    on into train.log, the run completes. The run's key=value arguments reach model.train()."""
+    import pty
+    import threading
+
+    master, slave = pty.openpty()
+    p = subprocess.Popen([sys.executable, "-m", "launcher", "run", "--device", "cpu", "--ladder",
+                          str(ladder(tmp_path, longer)), "lr0=0.0005", "patience=7"],
+                         cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    seen: list[bytes] = []
+
+    def drain():  # a terminal that someone is reading, until it is closed
+        try:
+            while chunk := os.read(master, 65536):
+                seen.append(chunk)
+        except OSError:
+            pass
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: beat(tmp_path).get("phase") == "train" and (beat(tmp_path).get("batch") or 0) >= 5,
+                 what="the middle of epoch 1")
+        os.close(master)
+        p.send_signal(signal.SIGHUP)
+        assert p.wait(timeout=300) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    state = json.loads((tmp_path / "logs" / "e2e" / "state.json").read_text())
+    assert state["status"] == "complete" and state["attempts"] == 1
+    log = (tmp_path / "logs" / "e2e" / "attempt-1" / "train.log").read_text()
+    assert "2 epochs completed" in log  # the output went on into train.log after the terminal was gone
+    args = (model_dir(tmp_path) / "args.yaml").read_text()
+    assert "lr0: 0.0005" in args and "patience: 7" in args
+    assert b"launcher:" in b"".join(seen)  # the terminal showed the run until it went away

@@ -312,3 +312,12 @@ def test_a_continued_run_keeps_the_folders_its_record_names(default, tmp_path):
     Supervisor(ladder=default, rungs=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
                launch=child, sleep=lambda s: None, say=lambda line: None).run(state)
     assert child.calls[0]["train_args"]["save_dir"] == str(tmp_path / "run" / "models" / "rtdetr-l")
+
+
+def test_a_real_early_oom_is_learned_a_late_one_holds(default, tmp_path):
+    from launcher.experience import Experience
+    learned = Experience(tmp_path / "experience.json", {"job": "t"})
+    supervise(default, tmp_path, [oom(saved=2), oom(saved=0), ok()], experience=learned)
+    assert [(e["rung"], e["verdict"]) for e in learned._entries()] == [
+        ("optimal", "held"), ("optimal", "oom_early"), ("optimal-b4", "held")]
+    assert "optimal" in learned.avoid() and "optimal-b4" not in learned.avoid()
