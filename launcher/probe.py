@@ -3,6 +3,12 @@
 NVML is initialised lazily and a missing library, a failing init or a field a GPU does not
 support never fails the probe: it becomes None (or no GPUs) with the reason kept in `nvml`.
 The result is a frozen Snapshot; every decision made from it lives in plan.py.
+
+The probe sees the GPUs CUDA will see. NVML lists every GPU of the machine and ignores
+CUDA_VISIBLE_DEVICES; CUDA numbers only the visible ones, in the variable's order (indices in PCI
+bus order, which the child sets, or GPU-/MIG- UUIDs, a prefix being enough; the list ends at the
+first entry that names no GPU; an empty value hides them all). Each Gpu's `index` is its CUDA
+index, what a device string names; `physical` and `uuid` say which card it is.
 """
 
 from __future__ import annotations
@@ -15,12 +21,17 @@ from .contract import GIB
 from .fmt import gib
 
 
+VISIBLE_ENV = "CUDA_VISIBLE_DEVICES"
+
+
 @dataclass(frozen=True)
 class Gpu:
-    index: int
+    index: int  # CUDA's index, as device strings name it
     name: str | None
     total: int | None  # bytes
     free: int | None  # bytes
+    physical: int | None = None  # NVML's index of the card (of a MIG instance: its parent's)
+    uuid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,9 +49,9 @@ class Snapshot:
         return asdict(self)
 
 
-def take(nvml: Any = None, ps: Any = None) -> Snapshot:
-    """Read the machine. `nvml` and `ps` stand in for the pynvml and psutil modules in tests."""
-    gpus, status, driver = _gpus(nvml)
+def take(nvml: Any = None, ps: Any = None, environ: dict | None = None) -> Snapshot:
+    """Read the machine. `nvml`, `ps` and `environ` stand in for pynvml, psutil and os.environ in tests."""
+    gpus, status, driver = _gpus(nvml, os.environ if environ is None else environ)
     if ps is None:
         import psutil as ps
     try:
@@ -68,7 +79,7 @@ def pretend(snap: Snapshot, vram_gib: float | None = None, ram_gib: float | None
     return snap
 
 
-def _gpus(nvml: Any) -> tuple[tuple[Gpu, ...], str, str | None]:
+def _gpus(nvml: Any, environ) -> tuple[tuple[Gpu, ...], str, str | None]:
     if nvml is None:
         try:
             import pynvml as nvml
@@ -79,19 +90,20 @@ def _gpus(nvml: Any) -> tuple[tuple[Gpu, ...], str, str | None]:
     except Exception as e:  # noqa: BLE001 - NVMLError_LibraryNotFound, _DriverNotLoaded, ...
         return (), f"NVML unavailable ({_nvml_reason(e)}): no NVIDIA GPU or driver here", None
     try:
-        count = nvml.nvmlDeviceGetCount()
         driver = _field(lambda: _text(nvml.nvmlSystemGetDriverVersion()))
         gpus = []
-        for i in range(count):
-            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+        for cuda, (handle, physical, uuid) in enumerate(visible(nvml, environ)):
             mem = _field(lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
             gpus.append(Gpu(
-                index=i,
+                index=cuda,
                 name=_field(lambda: _text(nvml.nvmlDeviceGetName(handle))),
                 total=int(mem.total) if mem is not None else None,
                 free=int(mem.free) if mem is not None else None,
+                physical=physical, uuid=uuid,
             ))
-        return tuple(gpus), "ok", driver
+        hidden = environ.get(VISIBLE_ENV)
+        status = "ok" if hidden is None else f"ok ({VISIBLE_ENV}={hidden!r})"
+        return tuple(gpus), status, driver
     except Exception as e:  # noqa: BLE001
         return (), f"NVML failed while listing GPUs ({_nvml_reason(e)})", None
     finally:
@@ -99,6 +111,35 @@ def _gpus(nvml: Any) -> tuple[tuple[Gpu, ...], str, str | None]:
             nvml.nvmlShutdown()
         except Exception:  # noqa: BLE001
             pass
+
+
+def visible(nvml: Any, environ) -> list[tuple[Any, int | None, str | None]]:
+    """(NVML handle, NVML index, UUID) of each GPU CUDA sees, in CUDA's order (inside an NVML session)."""
+    cards = []
+    for i in range(nvml.nvmlDeviceGetCount()):
+        handle = nvml.nvmlDeviceGetHandleByIndex(i)
+        cards.append((handle, i, _field(lambda: _text(nvml.nvmlDeviceGetUUID(handle)))))
+    wanted = environ.get(VISIBLE_ENV)
+    if wanted is None:
+        return cards
+    out = []
+    for item in (x.strip() for x in wanted.split(",")):
+        found = None
+        if item.lstrip("-").isdigit():
+            n = int(item)
+            found = cards[n] if 0 <= n < len(cards) else None
+        elif item.startswith("MIG-"):  # a MIG instance: NVML finds it by its UUID
+            handle = _field(lambda: nvml.nvmlDeviceGetHandleByUUID(item))
+            if handle is not None:
+                parent = _field(lambda: nvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle))
+                found = (handle, next((i for h, i, _ in cards if h == parent), None), item)
+        elif item:
+            matches = [c for c in cards if c[2] and c[2].startswith(item if item.startswith("GPU-") else f"GPU-{item}")]
+            found = matches[0] if len(matches) == 1 else None
+        if found is None or any(found[0] == h for h, _, _ in out):
+            break  # CUDA stops at the first entry it cannot use
+        out.append(found)
+    return out
 
 
 def _field(read):
@@ -150,12 +191,13 @@ def _with_nvml(read, nvml: Any = None):
             pass
 
 
-def gpu_usage(indices: tuple[int, ...], nvml: Any = None) -> dict[int, tuple[int | None, set[int]]] | None:
-    """{GPU index: (free bytes, pids holding memory)} for the selected GPUs; None without NVML."""
+def gpu_usage(indices: tuple[int, ...], nvml: Any = None, environ=None) -> dict[int, tuple[int | None, set[int]]] | None:
+    """{CUDA index: (free bytes, pids holding memory)} for the selected GPUs; None without NVML."""
     def read(nvml):
+        handles = [h for h, _, _ in visible(nvml, os.environ if environ is None else environ)]
         out = {}
         for i in indices:
-            handle = nvml.nvmlDeviceGetHandleByIndex(i)
+            handle = handles[i]
             mem = _field(lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
             procs = _field(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(handle)) or []
             out[i] = (int(mem.free) if mem is not None else None, {int(p.pid) for p in procs})
@@ -163,13 +205,14 @@ def gpu_usage(indices: tuple[int, ...], nvml: Any = None) -> dict[int, tuple[int
     return _with_nvml(read, nvml)
 
 
-def process_vram(indices: tuple[int, ...], pids: set[int], nvml: Any = None) -> int | None:
-    """GPU memory (bytes) held by `pids` on the selected GPUs, per process through NVML; None
-    where NVML cannot say (no NVML, or a driver that reports no per-process figures)."""
+def process_vram(indices: tuple[int, ...], pids: set[int], nvml: Any = None, environ=None) -> int | None:
+    """GPU memory (bytes) held by `pids` on the selected GPUs (CUDA indices), per process through
+    NVML; None where NVML cannot say (no NVML, or a driver that reports no per-process figures)."""
     def read(nvml):
+        handles = [h for h, _, _ in visible(nvml, os.environ if environ is None else environ)]
         total, known = 0, False
         for i in indices:
-            procs = _field(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(nvml.nvmlDeviceGetHandleByIndex(i)))
+            procs = _field(lambda: nvml.nvmlDeviceGetComputeRunningProcesses(handles[i]))
             for p in procs or []:
                 used = getattr(p, "usedGpuMemory", None)
                 if int(p.pid) in pids and used is not None:
@@ -180,7 +223,7 @@ def process_vram(indices: tuple[int, ...], pids: set[int], nvml: Any = None) -> 
 
 def wait_gpu_released(indices: tuple[int, ...], pids: set[int], before: dict[int, int | None] | None,
                       timeout: float = 120.0, nvml: Any = None, pid_visible=None, sleep=None,
-                      clock=None) -> str:
+                      clock=None, environ=None) -> str:
     """Wait (at most `timeout` s) until no process of a dead attempt holds GPU memory. Where NVML
     reports PIDs this namespace cannot see (a container), wait instead for free memory to come
     back within RELEASE_MARGIN of `before` (free bytes per GPU before the attempt). Says what it saw."""
@@ -195,7 +238,7 @@ def wait_gpu_released(indices: tuple[int, ...], pids: set[int], before: dict[int
     t0 = clock()
     container = False
     while True:
-        usage = gpu_usage(indices, nvml)
+        usage = gpu_usage(indices, nvml, environ)
         if usage is None:
             return "NVML unavailable: not waiting"
         holders = {p for _, held in usage.values() for p in held}

@@ -76,9 +76,11 @@ def dry_run_text(d: DryRun, cwd: Path | None = None) -> str:
     if not snap.gpus:
         out.append(f"  GPUs   none ({snap.nvml})")
     for g in snap.gpus:
-        out.append(f"  GPU {g.index}  {g.name or 'unknown name'}  total {gib(g.total)}  free {gib(g.free)}")
-    if snap.gpus and snap.nvml == "ok":
-        out.append(f"  NVML   ok, driver {snap.driver or 'unknown'}")
+        card = "" if g.physical in (None, g.index) and not snap.nvml.startswith("ok (") else \
+            f"  (card {g.physical if g.physical is not None else '?'}{f', {g.uuid}' if g.uuid else ''})"
+        out.append(f"  GPU {g.index}  {g.name or 'unknown name'}  total {gib(g.total)}  free {gib(g.free)}{card}")
+    if snap.gpus and snap.nvml.startswith("ok"):
+        out.append(f"  NVML   {snap.nvml}, driver {snap.driver or 'unknown'}")
     out.append(f"  RAM    total {gib(snap.ram_total)}  available {gib(snap.ram_available)}")
     out.append(f"  CPUs   {snap.cpus if snap.cpus is not None else 'unknown'}")
     pretend = []

@@ -52,6 +52,24 @@ class FakeNVML:
             raise NotSupported("Not Supported")
         return SimpleNamespace(total=h["total"], free=h["free"], used=h["total"] - h["free"])
 
+    def nvmlDeviceGetUUID(self, h):
+        if "uuid" not in h:
+            raise NotSupported("Not Supported")
+        return h["uuid"]
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        for g in self.gpus:
+            for mig in g.get("migs", ()):
+                if mig["uuid"] == uuid:
+                    return mig
+        raise NVMLError("Not Found")
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, h):
+        return next(g for g in self.gpus if h in g.get("migs", ()))
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h):
+        return [SimpleNamespace(pid=pid, usedGpuMemory=1 << 30) for pid in h.get("pids", ())]
+
 
 FAKE_PSUTIL = SimpleNamespace(virtual_memory=lambda: SimpleNamespace(total=64 * GIB, available=50 * GIB),
                               cpu_count=lambda: 16)
@@ -62,15 +80,15 @@ SCENARIOS = {
     "driver-not-loaded": (FakeNVML(init_error=NVMLError("Driver Not Loaded")),
                           (), "NVML unavailable (NVMLError: Driver Not Loaded): no NVIDIA GPU or driver here"),
     "one-4090": (FakeNVML([{"name": b"NVIDIA GeForce RTX 4090", "total": 24 * GIB, "free": 23 * GIB}]),
-                 (Gpu(0, "NVIDIA GeForce RTX 4090", 24 * GIB, 23 * GIB),), "ok"),
+                 (Gpu(0, "NVIDIA GeForce RTX 4090", 24 * GIB, 23 * GIB, physical=0),), "ok"),
     "gpu-lacking-memory-field": (FakeNVML([{"name": "NVIDIA A100-SXM4-40GB MIG 1g.5gb"}]),
-                                 (Gpu(0, "NVIDIA A100-SXM4-40GB MIG 1g.5gb", None, None),), "ok"),
+                                 (Gpu(0, "NVIDIA A100-SXM4-40GB MIG 1g.5gb", None, None, physical=0),), "ok"),
     "gpu-lacking-name": (FakeNVML([{"total": 12 * GIB, "free": 11 * GIB}]),
-                         (Gpu(0, None, 12 * GIB, 11 * GIB),), "ok"),
+                         (Gpu(0, None, 12 * GIB, 11 * GIB, physical=0),), "ok"),
     "two-gpus-uneven": (FakeNVML([{"name": "NVIDIA RTX A5000", "total": 24 * GIB, "free": 22 * GIB},
                                   {"name": "NVIDIA RTX A5000", "total": 24 * GIB, "free": 9 * GIB}]),
-                        (Gpu(0, "NVIDIA RTX A5000", 24 * GIB, 22 * GIB),
-                         Gpu(1, "NVIDIA RTX A5000", 24 * GIB, 9 * GIB)), "ok"),
+                        (Gpu(0, "NVIDIA RTX A5000", 24 * GIB, 22 * GIB, physical=0),
+                         Gpu(1, "NVIDIA RTX A5000", 24 * GIB, 9 * GIB, physical=1)), "ok"),
 }
 
 
@@ -191,3 +209,58 @@ def test_no_wait_on_the_cpu_or_without_nvml():
     assert probe.wait_gpu_released((), {1}, None) == "CPU: nothing to wait for"
     broken = FakeNVML(init_error=NVMLError("gone"))
     assert probe.wait_gpu_released((0,), {1}, None, nvml=broken).startswith("NVML unavailable")
+
+
+
+# ---- the GPUs CUDA will see: CUDA_VISIBLE_DEVICES (issue 14) -------------------------------------
+
+def two_cards():
+    """Card 0 busy (2 GiB free), card 1 idle (23 GiB free, one MIG instance), as NVML lists them."""
+    mig = {"name": "NVIDIA A100 MIG 3g.20gb", "total": 20 * GIB, "free": 19 * GIB,
+           "uuid": "MIG-5c2f0e8a-1111-2222-3333-444455556666", "pids": [77]}
+    return FakeNVML([
+        {"name": "NVIDIA RTX A5000", "total": 24 * GIB, "free": 2 * GIB, "uuid": "GPU-11aa22bb-0000", "pids": [5]},
+        {"name": "NVIDIA A100", "total": 24 * GIB, "free": 23 * GIB, "uuid": "GPU-8a3f9c01-0000", "pids": [9],
+         "migs": [mig]},
+    ])
+
+
+@pytest.mark.parametrize("visible, seen", [
+    (None, [(0, 0, 2), (1, 1, 23)]),  # unset: every card, NVML's order
+    ("1", [(0, 1, 23)]),  # the free card of two: CUDA's device 0 is card 1
+    ("1,0", [(0, 1, 23), (1, 0, 2)]),
+    ("GPU-8a3f9c01-0000", [(0, 1, 23)]),  # a whole UUID
+    ("GPU-8a3f", [(0, 1, 23)]),  # a unique prefix is enough
+    ("8a3f", [(0, 1, 23)]),  # ... with or without GPU-
+    ("MIG-5c2f0e8a-1111-2222-3333-444455556666", [(0, 1, 19)]),  # a MIG instance of card 1
+    ("", []),  # empty: no GPU at all
+    ("0,7,1", [(0, 0, 2)]),  # CUDA stops at the first entry naming no GPU
+    ("GPU-ffff", []),
+])
+def test_the_probe_sees_what_cuda_will_see(visible, seen):
+    env = {} if visible is None else {"CUDA_VISIBLE_DEVICES": visible}
+    s = probe.take(nvml=two_cards(), ps=FAKE_PSUTIL, environ=env)
+    assert [(g.index, g.physical, g.free // GIB) for g in s.gpus] == seen
+    assert s.nvml == ("ok" if visible is None else f"ok (CUDA_VISIBLE_DEVICES={visible!r})")
+
+
+def test_memory_release_and_telemetry_read_the_card_cuda_uses():
+    env = {"CUDA_VISIBLE_DEVICES": "1"}
+    assert probe.gpu_usage((0,), nvml=two_cards(), environ=env) == {0: (23 * GIB, {9})}
+    assert probe.process_vram((0,), {9}, nvml=two_cards(), environ=env) == 1 << 30
+    assert probe.process_vram((0,), {5}, nvml=two_cards(), environ=env) is None  # card 0's process: not ours
+    said = probe.wait_gpu_released((0,), {9}, {0: 23 * GIB}, nvml=two_cards(), environ=env, timeout=0,
+                                   pid_visible=lambda pid: True, sleep=lambda s: None)
+    assert said.startswith("gave up waiting") and "pids [9]" in said
+
+
+def test_dry_run_names_the_card_behind_a_cuda_index(capsys, monkeypatch):
+    from launcher import cli, views
+    from launcher.probe import Snapshot
+    snap = Snapshot((Gpu(0, "NVIDIA A100", 24 * GIB, 23 * GIB, physical=1, uuid="GPU-8a3f9c01-0000"),),
+                    64 * GIB, 50 * GIB, 16, nvml="ok (CUDA_VISIBLE_DEVICES='1')")
+    monkeypatch.setattr(probe, "take", lambda: snap)
+    cli.main(["dry-run", "--device", "0", "--ladder", "ladders/demo.toml", "--data", "nope.yaml"])
+    out = capsys.readouterr().out
+    assert "GPU 0  NVIDIA A100  total 24.00 GiB  free 23.00 GiB  (card 1, GPU-8a3f9c01-0000)" in out
+    assert "NVML   ok (CUDA_VISIBLE_DEVICES='1')" in out
