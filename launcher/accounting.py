@@ -11,13 +11,17 @@ Definitions (report.md states them too):
   results.csv (seconds since that attempt's training started, so an epoch's time is the step
   from the row before it in the same attempt, or the row's own value for an attempt's first
   epoch). Where results.csv lacks an epoch: the attempt's duration × kept / (epochs trained,
-  +1 for an attempt that failed mid-epoch).
+  +1 for an attempt that failed or was interrupted mid-epoch).
 - wall time: the time a launcher was running for this run (from `start`/`continue` to its
   ending event); the gaps between a stop and the next `run` are not counted.
 - goodput: kept training time / wall time.
-- time lost to failures: for every attempt that ended in a failure, its duration less its kept
-  training time (start-up, the epoch it died in, epochs later superseded or set aside), plus the
-  wait before the next attempt (backoff, GPU release).
+- time lost to failures: for every attempt that ended in a failure (any attempt_end `kind` but
+  `interrupted`), its duration less its kept training time (start-up, the epoch it died in, epochs
+  later superseded or set aside), plus the wait before the next attempt (backoff, GPU release).
+- interrupted time: for every attempt that ended because the launcher received SIGINT or SIGTERM
+  (attempt_end `kind` `interrupted`: the run was stopped by a person or a scheduler, not by a
+  failure), its duration less its kept training time. Not lost to failures; the time until the
+  next `run` is not wall time either.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from .contract import INTERRUPTED
 from .runlog import RUNNING, Ev, RunPaths, RunState, read_jsonl
 
 NOT_STARTED = "not started"  # the status of a record with no attempt and no state.json
@@ -104,10 +109,25 @@ class Attempt:
     kept_s: float = 0.0
     kept_estimated: bool = False  # kept_s from the duration, not results.csv
     epochs: tuple[int, ...] = ()  # the epoch numbers this attempt saved
+    resume_from: str | None = None  # the checkpoint it started from (attempt_start's `resume_from`)
+    # the epoch a resumed training attempt started in: its `resume` event's epochs_done + 1, else the
+    # first epoch its telemetry (the heartbeat) names, else the first epoch it saved
+    resumed_at: int | None = None
 
     @property
     def failed(self) -> bool:
+        """It ended in a failure or was interrupted (any attempt_end `kind`)."""
         return self.kind is not None
+
+    @property
+    def interrupted(self) -> bool:
+        """The launcher received SIGINT/SIGTERM while it ran: stopped, not failed."""
+        return self.kind == INTERRUPTED
+
+    @property
+    def lost(self) -> bool:
+        """It ended in a failure that was not an interruption: its time not kept counts as lost."""
+        return self.failed and not self.interrupted
 
     @property
     def seconds(self) -> float:
@@ -141,8 +161,9 @@ class Record:
     results: dict[str, dict[int, dict[str, float]]]  # model key -> results.csv rows
     wall_s: float = 0.0
     kept_s: float = 0.0
-    lost_s: float = 0.0
-    wait_s: float = 0.0
+    lost_s: float = 0.0  # time lost to failures, waits included (interrupted attempts excluded)
+    wait_s: float = 0.0  # of lost_s: the waits after failures before the next attempt
+    interrupted_s: float = 0.0  # interrupted attempts' time not kept
 
     @property
     def start(self) -> float | None:
@@ -181,6 +202,7 @@ def load(root: Path) -> Record:
     status, reason, delivered = None, None, None
     sessions: list[list[float]] = []
     last_attempt: Attempt | None = None
+    resumes: dict[int, dict] = {}  # attempt -> its `resume` event (logged just before its start)
     for e in events:
         kind, t = e.get("event"), event_time(e)
         if kind in Ev.SESSION_STARTS and t is not None:
@@ -192,6 +214,11 @@ def load(root: Path) -> Record:
                 sessions.append([t, t])
             a = Attempt(e["attempt"], str(e.get("rung", "?")), str(e.get("mode", TRAIN)), str(e.get("model", "")),
                         t, batch=e.get("batch"))
+            resume = resumes.get(a.n) or {}
+            a.resume_from = str(e.get("resume_from") or resume.get("checkpoint") or "") or None
+            done = resume.get("epochs_done")
+            if a.mode == TRAIN and a.resume_from and isinstance(done, int) and not isinstance(done, bool) and done >= 0:
+                a.resumed_at = done + 1
             attempts[a.n] = a
             order.append(a)
             last_attempt = a
@@ -208,6 +235,8 @@ def load(root: Path) -> Record:
             a.exit_code = e.get("exit_code")
             a.epochs_saved = e.get("epochs_saved") if isinstance(e.get("epochs_saved"), int) else 0
             a.last_saved_epoch = e.get("last_saved_epoch") if isinstance(e.get("last_saved_epoch"), int) else None
+        elif kind == Ev.RESUME and isinstance(e.get("attempt"), int):
+            resumes[e["attempt"]] = e
         elif kind in Ev.NEXT_STEPS and last_attempt is not None and not last_attempt.then:
             last_attempt.then = _next_step(e)
         elif kind == Ev.MODEL_SET_ASIDE:
@@ -224,6 +253,9 @@ def load(root: Path) -> Record:
         if a.end is None:
             seen = [s["t"] for s in telemetry if s.get("attempt") == a.n]
             a.end = max(seen) if seen else a.start
+        if a.mode == TRAIN and a.resume_from and a.resumed_at is None:  # no epochs_done: the heartbeat's epoch
+            a.resumed_at = next((s["epoch"] for s in telemetry if s.get("attempt") == a.n
+                                 and isinstance(s.get("epoch"), int) and not isinstance(s.get("epoch"), bool)), None)
     for s in telemetry:  # telemetry after the last event (a running or killed launcher)
         if sessions and s["t"] > sessions[-1][1]:
             sessions[-1][1] = s["t"]
@@ -254,6 +286,9 @@ def load(root: Path) -> Record:
                  reason=reason, delivered=delivered, attempts=order, sessions=[(a, b) for a, b in sessions],
                  telemetry=telemetry, set_aside=set_aside, models=models, counting=counting, results=results)
     account(rec)
+    for a in order:
+        if a.mode == TRAIN and a.resume_from and a.resumed_at is None and a.epochs:
+            a.resumed_at = a.epochs[0]
     return rec
 
 
@@ -272,8 +307,8 @@ def results_csv(root: Path, model: Model) -> Path:
 # ---- time accounting --------------------------------------------------------------------------
 
 def account(rec: Record) -> None:
-    """Epochs kept per attempt, kept training time, time lost to failures, wall time: filled in
-    on `rec` and its attempts."""
+    """Epochs kept per attempt, kept training time, time lost to failures, interrupted time, wall
+    time: filled in on `rec` and its attempts."""
     owners: dict[str, dict[int, int]] = {}  # model -> epoch -> the attempt whose save stands
     by_n = {a.n: a for a in rec.attempts}
     for a in rec.attempts:
@@ -319,7 +354,10 @@ def account(rec: Record) -> None:
     rec.wall_s = sum(max(0.0, b - a) for a, b in rec.sessions)
     rec.kept_s = sum(a.kept_s for a in rec.attempts)
     for i, a in enumerate(rec.attempts):
-        if not a.failed:
+        if a.interrupted:  # stopped by a person or a scheduler: not a failure
+            rec.interrupted_s += max(0.0, a.seconds - a.kept_s)
+            continue
+        if not a.lost:
             continue
         rec.lost_s += max(0.0, a.seconds - a.kept_s)
         nxt = rec.attempts[i + 1] if i + 1 < len(rec.attempts) else None

@@ -53,7 +53,9 @@ def markdown(rec: Record) -> str:
                f"{len(rec.attempts)} attempt{'s' if len(rec.attempts) != 1 else ''}, "
                f"{len(rec.sessions)} launcher session{'s' if len(rec.sessions) != 1 else ''}")
     out.append(f"- **Goodput:** {percent(rec.goodput)} of {duration(rec.wall_s)} wall time was training kept "
-               f"in the model; {duration(rec.lost_s)} lost to failures")
+               f"in the model; {duration(rec.lost_s)} lost to failures"
+               + (f"; {duration(rec.interrupted_s)} interrupted (the launcher was stopped)"
+                  if any(a.interrupted for a in rec.attempts) else ""))
     out += ["", f"![timeline]({TIMELINE_NAME})", "", "## Attempts", ""]
     out.append("| # | rung | mode | model | start | end | duration | epochs trained | epochs kept | failure "
                "| evidence | then |")
@@ -70,13 +72,15 @@ def markdown(rec: Record) -> str:
     if not rec.attempts:
         out.append("| - | no attempt recorded | | | | | | | | | | |")
 
-    other = max(0.0, rec.wall_s - rec.kept_s - rec.lost_s)
+    other = max(0.0, rec.wall_s - rec.kept_s - rec.lost_s - rec.interrupted_s)
     share = (lambda s: percent(s / rec.wall_s) if rec.wall_s > 0 else "-")
     out += ["", "## Time", "", "| | time | share of wall time |", "|---|---:|---:|",
             f"| wall time (launcher running) | {duration(rec.wall_s)} | {share(rec.wall_s)} |",
             f"| training kept (goodput) | {duration(rec.kept_s)} | {share(rec.kept_s)} |",
             f"| lost to failures | {duration(rec.lost_s)} | {share(rec.lost_s)} |",
             f"| &nbsp;&nbsp;of which waiting before the next attempt | {duration(rec.wait_s)} | {share(rec.wait_s)} |",
+            f"| interrupted (Ctrl-C, SIGTERM: stopped, not failed) | {duration(rec.interrupted_s)} "
+            f"| {share(rec.interrupted_s)} |",
             f"| other (start-up, dataset caching, final validation of good attempts) | {duration(other)} "
             f"| {share(other)} |"]
     if any(a.kept_estimated for a in rec.attempts):
@@ -93,11 +97,14 @@ def markdown(rec: Record) -> str:
             "- *Training kept*: the sum of the kept epochs' durations from the `time` column of the model's "
             "results.csv (training and validation of the epoch; an attempt's first epoch is timed from its "
             "training start). Where results.csv lacks an epoch: the attempt's duration × kept ÷ (epochs trained, "
-            "+1 if it failed).",
+            "+1 if it failed or was interrupted).",
             "- *Goodput* = training kept ÷ wall time.",
-            "- *Lost to failures*: for every attempt that ended in a failure, its duration less its training kept "
-            "(start-up, the epoch it died in, epochs superseded or set aside), plus the wait before the next "
-            "attempt (backoff, GPU release)."]
+            "- *Lost to failures*: for every attempt that ended in a failure (not an interruption), its duration "
+            "less its training kept (start-up, the epoch it died in, epochs superseded or set aside), plus the wait "
+            "before the next attempt (backoff, GPU release).",
+            "- *Interrupted*: for every attempt that ended because the launcher received SIGINT or SIGTERM (stopped "
+            "by a person or a scheduler, not a failure), its duration less its training kept. The time until the "
+            "next `run` is not wall time."]
 
     key, last, best, what = final_metrics(rec)
     out += ["", "## Final metrics", ""]

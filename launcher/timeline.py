@@ -1,19 +1,34 @@
 """timeline.png: a run's attempts as bands coloured by rung, VRAM and host RAM over time, a red
-line at each failure, epoch ticks, the gaps between launcher sessions (docs/design.md, "The run
-record"). matplotlib is imported inside `draw()` with the headless Agg backend, so importing this
-module stays cheap."""
+line at each failure (a grey one where the launcher was interrupted), epoch ticks along the top,
+a mark where a resumed attempt picked training up, the gaps between launcher sessions
+(docs/design.md, "The run record").
+
+Only the panels that have data are drawn: VRAM (GPU runs) and host RAM; a CPU run has the RAM
+panel alone. The RAM axis fits the run's own RAM (host RAM used, the child's RSS); the machine's
+total is a line where it is within reach of the data, else named in the axis label.
+
+matplotlib is imported inside `figure()` (a `matplotlib.figure.Figure` on the headless Agg canvas,
+no pyplot), so importing this module stays cheap."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from .accounting import VALIDATE, Record
+from .accounting import TRAIN, VALIDATE, Record
 from .contract import GIB
 from .fmt import duration, gib, percent
 
 TIMELINE_NAME = "timeline.png"
 PLOT_POINTS = 20_000  # telemetry points drawn at most (a 100-hour run has ~70k samples)
+WIDTH_IN, HEIGHT_IN, DPI = 12, 6, 100
+LEFT, RIGHT, TOP, BOTTOM = 0.065, 0.99, 0.86, 0.16  # the panels' place in the figure
+EPOCH_LABELS = 20  # epoch numbers written along the top at most
+EPOCH_MARKS = 150  # epoch start ticks drawn at most (more: only the labelled ones)
+TOTAL_IN_REACH = 1.6  # the host's total RAM is drawn as a line up to this × the data's peak
+FAILURE_RED, INTERRUPT_GREY, RESUME_TEAL = "tab:red", "0.3", "#00796b"
+# gids of the texts, so a test (or a reader of the SVG) can tell them apart
+GID_RUNG, GID_EPOCH, GID_RESUME, GID_FAILURE = "rung", "epoch", "resume", "failure"
 
 
 def _unit(span_s: float) -> tuple[float, str]:
@@ -22,6 +37,10 @@ def _unit(span_s: float) -> tuple[float, str]:
     if span_s >= 180:
         return 60.0, "minutes"
     return 1.0, "seconds"
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _series(rec: Record, key: str, t0: float, scale: float) -> tuple[list[float], list[float]]:
@@ -36,149 +55,261 @@ def _series(rec: Record, key: str, t0: float, scale: float) -> tuple[list[float]
             xs.append(math.nan)
             ys.append(math.nan)
         xs.append((s["t"] - t0) / scale)
-        ys.append(v / GIB if isinstance(v, (int, float)) else math.nan)
+        ys.append(v / GIB if _number(v) else math.nan)
         prev = s
     return xs, ys
 
 
-def draw(rec: Record, path: Path) -> None:
-    """Draw the run's timeline to `path` (PNG, 12×6 in at 100 dpi)."""
-    import matplotlib
+def _epoch_starts(rec: Record, t0: float, scale: float) -> list[tuple[float, int, bool]]:
+    """(x, epoch, first of its attempt) where the epoch in training changes, from the telemetry."""
+    ticks: list[tuple[float, int, bool]] = []
+    prev = None
+    for s in rec.telemetry:
+        e = s.get("epoch")
+        if not isinstance(e, int) or isinstance(e, bool):
+            continue
+        new_attempt = prev is None or s.get("attempt") != prev.get("attempt")
+        if new_attempt or e != prev.get("epoch"):
+            ticks.append(((s["t"] - t0) / scale, e, new_attempt))
+        prev = s
+    return ticks
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def _step(epochs: list[int], room: int) -> int:
+    """The smallest round step (1, 2, 5, 10, 20, 25, 50, ...) that labels at most `room` epochs."""
+    for magnitude in (1, 10, 100, 1000, 10_000):
+        for m in (1, 2, 5) if magnitude == 1 else (1, 2, 2.5, 5):
+            step = int(m * magnitude)
+            if sum(1 for e in epochs if e % step == 0) <= room:
+                return step
+    return 100_000
+
+
+def _epoch_labels(ticks: list[tuple[float, int, bool]], px_per_x: float) -> list[int]:
+    """Indices of the ticks to label: attempts' first epochs first, then round epoch numbers, each
+    only where it does not touch a label already placed; at most EPOCH_LABELS."""
+    def width(e: int) -> float:  # 8-point digits are ~6.7 px wide at 100 dpi, plus a margin
+        return len(str(e)) * 6.7 + 8
+
+    firsts = [i for i, (_, _, first) in enumerate(ticks) if first]
+    step = _step([e for _, e, first in ticks if not first], max(1, EPOCH_LABELS - len(firsts)))
+    rest = [i for i, (_, e, first) in enumerate(ticks) if not first and e % step == 0]
+    placed: list[tuple[float, float]] = []  # (left, right) in pixels
+    chosen: list[int] = []
+    for i in firsts + rest:
+        if len(chosen) >= EPOCH_LABELS:
+            break
+        x, e, _ = ticks[i]
+        left, right = x * px_per_x - width(e) / 2, x * px_per_x + width(e) / 2
+        if all(right <= a or left >= b for a, b in placed):
+            placed.append((left, right))
+            chosen.append(i)
+    return sorted(chosen)
+
+
+def figure(rec: Record):
+    """The run's timeline as a matplotlib Figure (12×6 in at 100 dpi), not saved: one panel per
+    kind of memory data the record has (VRAM, host RAM; a single blank one where it has none)."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
-    from matplotlib.transforms import blended_transform_factory
+    from matplotlib.transforms import blended_transform_factory as blend
 
     t0 = rec.start if rec.start is not None else (rec.attempts[0].start if rec.attempts else 0.0) or 0.0
     ends = [b for _, b in rec.sessions] + [a.end for a in rec.attempts if a.end is not None]
     span = max([e - t0 for e in ends] + [1.0])
     scale, unit = _unit(span)
+    x_max = span / scale * 1.01
+    px_per_x = WIDTH_IN * DPI * (RIGHT - LEFT) / x_max
 
-    has_vram = any(isinstance(s.get("vram"), (int, float)) for s in rec.telemetry)
-    fig, (ax_v, ax_r) = plt.subplots(2, 1, sharex=True, figsize=(12, 6), dpi=100,
-                                     gridspec_kw={"height_ratios": [3, 2] if has_vram else [1, 2], "hspace": 0.08})
-    colours = plt.get_cmap("Set2").colors  # light bands, so the dark memory lines stay readable
+    xs, series = [], {}
+    for key in ("vram", "ram_used", "rss"):
+        xs, ys = _series(rec, key, t0, scale) if rec.telemetry else ([], [])
+        if any(not math.isnan(v) for v in ys):
+            series[key] = ys
+    has_vram, has_ram = "vram" in series, bool({"ram_used", "rss"} & series.keys())
+    panels = (["vram"] if has_vram else []) + (["ram"] if has_ram else []) or ["none"]
+
+    fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI)
+    FigureCanvasAgg(fig)  # headless: a canvas that renders (and measures text) without pyplot
+    grid = fig.add_gridspec(len(panels), 1, height_ratios=[3, 2] if len(panels) == 2 else [1],
+                            hspace=0.08, left=LEFT, right=RIGHT, top=TOP, bottom=BOTTOM)
+    axes: list = []
+    for i in range(len(panels)):
+        axes.append(fig.add_subplot(grid[i], sharex=axes[0] if axes else None))
+    ax_of = dict(zip(panels, axes))
+    first, last = axes[0], axes[-1]
+    first.set_xlim(0, x_max)  # before any label is placed: placing measures them where they land
+    renderer = fig.canvas.get_renderer()
+    placed: list = []  # the display boxes of the labels inside the panels, so far
+
+    def place(ax, x: float, text: str, where, fits=None, **style):
+        """`text` at data x in `ax`, at the first of `where` ((y in the panel's height, ha, va,
+        rotation)) where it touches no label placed before (and `fits` its box); else nothing."""
+        for y, ha, va, rotation in where:
+            t = ax.text(x, y, text, transform=blend(ax.transData, ax.transAxes), ha=ha, va=va, rotation=rotation,
+                        clip_on=True, zorder=6, **style)
+            box = t.get_window_extent(renderer).padded(3)
+            if (fits is None or fits(box)) and not any(box.overlaps(b) for b in placed):
+                placed.append(box)
+                return t
+            t.remove()
+        return None
+
+    colours = colormaps["Set2"].colors  # light bands, so the dark memory lines stay readable
     rungs: dict[str, tuple] = {}
     for a in rec.attempts:
         rungs.setdefault(a.rung, colours[len(rungs) % len(colours)])
 
-    # attempt bands, coloured by rung, named at the top
-    top = blended_transform_factory(ax_v.transData, ax_v.transAxes)
+    # attempt bands, coloured by rung, named at the top of the first panel: in full where the band
+    # is wide enough, else by number, else not at all (the legend and the table name them)
     for a in rec.attempts:
         if a.start is None:
             continue
         x0, x1 = (a.start - t0) / scale, (max(a.end or a.start, a.start) - t0) / scale
-        for ax in (ax_v, ax_r):
+        for ax in axes:
             ax.axvspan(x0, x1, color=rungs[a.rung], alpha=0.3, lw=0)
-        label = f"#{a.n} {a.rung}" + (" (val)" if a.mode == VALIDATE else "")
-        narrow = (x1 - x0) < span / scale * 0.09
-        ax_v.text((x0 + x1) / 2, 0.98, label, transform=top, ha="center", va="top", fontsize=9,
-                  rotation=90 if narrow else 0, color="0.15", clip_on=True,
-                  bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": rungs[a.rung], "alpha": 0.85})
-    # gaps between launcher sessions: nothing ran
+        room = (x1 - x0) * px_per_x
+        style = {"fontsize": 9, "color": "0.15", "gid": GID_RUNG,
+                 "bbox": {"boxstyle": "round,pad=0.2", "fc": "white", "ec": rungs[a.rung], "alpha": 0.85}}
+        full = f"#{a.n} {a.rung}" + (" (val)" if a.mode == VALIDATE else "")
+        if place(first, (x0 + x1) / 2, full, [(0.98, "center", "top", 0)], lambda b: b.width <= room, **style):
+            continue
+        place(first, (x0 + x1) / 2, f"#{a.n}", [(0.98, "center", "top", 0), (0.98, "center", "top", 90)], **style)
+    # gaps between launcher sessions: nothing ran (named where the gap is wide enough)
     for (_, b), (c, _) in zip(rec.sessions, rec.sessions[1:]):
         if c - b > 1:
-            for ax in (ax_v, ax_r):
+            for ax in axes:
                 ax.axvspan((b - t0) / scale, (c - t0) / scale, color="0.85", alpha=0.5, hatch="//", lw=0)
-            ax_r.text(((b + c) / 2 - t0) / scale, 0.5, "launcher stopped", transform=blended_transform_factory(
-                ax_r.transData, ax_r.transAxes), ha="center", va="center", fontsize=8, color="0.35")
+            room = (c - b) / scale * px_per_x
+            place(last, ((b + c) / 2 - t0) / scale, "launcher\nstopped", [(0.5, "center", "center", 0)],
+                  lambda box: box.width <= room, fontsize=8, color="0.35")
 
     # memory lines
-    have = {k: False for k in ("vram", "ram_used", "rss")}
-    if rec.telemetry:
-        xs, vram = _series(rec, "vram", t0, scale)
-        have["vram"] = any(not math.isnan(v) for v in vram)
-        if have["vram"]:
-            ax_v.plot(xs, vram, color="#4b1d7a", lw=1.6, label="VRAM (child's processes)")
-        xs, used = _series(rec, "ram_used", t0, scale)
-        have["ram_used"] = any(not math.isnan(v) for v in used)
-        if have["ram_used"]:
-            ax_r.plot(xs, used, color="black", lw=1.4, label="host RAM used")
-        xs, rss = _series(rec, "rss", t0, scale)
-        have["rss"] = any(not math.isnan(v) for v in rss)
-        if have["rss"]:
-            ax_r.plot(xs, rss, color="0.35", lw=1.0, ls="--", label="child's RSS")
+    if "vram" in series:
+        ax = ax_of["vram"]
+        ax.plot(xs, series["vram"], color="#4b1d7a", lw=1.6, label="VRAM (child's processes)")
+        peak = max(v for v in series["vram"] if not math.isnan(v))
+        ax.set_ylim(0, peak * 1.3 if peak > 0 else 1)
+        ax.set_ylabel("VRAM (GiB)")
+    if has_ram:
+        ax = ax_of["ram"]
+        if "ram_used" in series:
+            ax.plot(xs, series["ram_used"], color="black", lw=1.4, label="host RAM used")
+        if "rss" in series:
+            ax.plot(xs, series["rss"], color="0.35", lw=1.0, ls="--", label="child's RSS")
+        peak = max(v for k in ("ram_used", "rss") for v in series.get(k, []) if not math.isnan(v))
+        high = peak * 1.25 if peak > 0 else 1.0
         totals = [s["ram_used"] + s["ram_available"] for s in rec.telemetry
-                  if isinstance(s.get("ram_used"), (int, float)) and isinstance(s.get("ram_available"), (int, float))]
+                  if _number(s.get("ram_used")) and _number(s.get("ram_available"))]
+        label = "RAM (GiB)"
         if totals:
-            total = max(totals)
-            ax_r.axhline(total / GIB, color="0.4", lw=0.8, ls=":")
-            ax_r.text(0.005, total / GIB, f" host RAM {gib(total, 0)}", transform=blended_transform_factory(
-                ax_r.transAxes, ax_r.transData), va="bottom", ha="left", fontsize=8, color="0.35")
-            ax_r.set_ylim(0, total / GIB * 1.12)
-    if not have["vram"]:
-        why = "no telemetry in this run record" if not rec.telemetry else "no GPU memory samples (CPU run?)"
-        ax_v.text(0.5, 0.4, why, transform=ax_v.transAxes, ha="center", va="center", fontsize=10, color="0.3", zorder=5,
-                  bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "none", "alpha": 0.85})
-        ax_v.set_ylim(0, 1)
-        ax_v.set_yticks([])
-    else:
-        peak = max(v for v in vram if not math.isnan(v))
-        ax_v.set_ylim(0, peak * 1.3 if peak > 0 else 1)
+            total = max(totals) / GIB
+            if total <= peak * TOTAL_IN_REACH:  # within reach: a line, the axis stretched to show it
+                high = max(high, total * 1.1)
+                ax.axhline(total, color="0.4", lw=0.8, ls=":")
+                ax.text(0.005, total, f" host RAM {gib(total * GIB, 1)}", transform=blend(ax.transAxes, ax.transData),
+                        va="bottom", ha="left", fontsize=8, color="0.35")
+            else:  # far above the run's use: named, not drawn (it would squash the data)
+                label = f"RAM (GiB)\nhost total {gib(total * GIB, 1)}"
+        ax.set_ylim(0, high)
+        ax.set_ylabel(label)
+    if panels == ["none"]:
+        why = ("no attempt in this run record" if not rec.attempts and not rec.telemetry else
+               "no telemetry in this run record" if not rec.telemetry else "no memory samples in the telemetry")
+        first.text(0.5, 0.4, why, transform=first.transAxes, ha="center", va="center", fontsize=10, color="0.3",
+                   zorder=5, bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "none", "alpha": 0.85})
+        first.set_ylim(0, 1)
+        first.set_yticks([])
 
-    # epoch ticks: where the epoch in training changes
-    bottom = blended_transform_factory(ax_v.transData, ax_v.transAxes)
-    ticks: list[tuple[float, int]] = []
-    prev = None
-    for s in rec.telemetry:
-        e = s.get("epoch")
-        if isinstance(e, int) and (prev is None or e != prev.get("epoch") or s.get("attempt") != prev.get("attempt")):
-            ticks.append(((s["t"] - t0) / scale, e))
-        prev = s if isinstance(e, int) else prev
+    # epoch ticks along the top of the first panel (above it: clear of the rung names inside),
+    # labelled sparsely; attempts' first epochs are labelled before round numbers
+    ticks = _epoch_starts(rec, t0, scale)
+    above = blend(first.transData, first.transAxes)
     if ticks:
-        every = max(1, math.ceil(len(ticks) / 30))
-        ax_v.plot([x for x, _ in ticks], [0.0] * len(ticks), transform=bottom, ls="none", marker="|",
-                  markersize=12, mew=1.5, color="0.2", clip_on=False)
-        for i, (x, e) in enumerate(ticks):
-            if i % every == 0 or i == len(ticks) - 1:
-                ax_v.text(x, 0.045, str(e), transform=bottom, ha="center", va="bottom", fontsize=7, color="0.2")
+        labelled = _epoch_labels(ticks, px_per_x)
+        marks = range(len(ticks)) if len(ticks) <= EPOCH_MARKS else labelled
+        first.plot([ticks[i][0] for i in marks], [1.0] * len(marks), transform=above, ls="none", marker="|",
+                   markersize=7, mew=1.0, color="0.2", clip_on=False)
+        for i in labelled:
+            x, e, _ = ticks[i]
+            first.text(x, 1.035, str(e), transform=above, ha="center", va="bottom", fontsize=8, color="0.2",
+                       clip_on=False, gid=GID_EPOCH)
+        first.text(-0.008, 1.035, "epoch", transform=first.transAxes, ha="right",
+                   va="bottom", fontsize=8, color="0.2", style="italic")
 
-    # failures: a red line where each failed attempt ended, its kind named; labels of failures
-    # close together take the next free slot (lower, then the line's other side)
-    slots = ((0.97, "right"), (0.5, "right"), (0.97, "left"), (0.5, "left"))
-    last_x = [-math.inf] * len(slots)
-    gap = span / scale * 0.025
+    # resumed attempts: a mark on the epoch row where each picked training up again, and upright at
+    # the foot of the first panel, beside its start, the epoch; a resume too close to the one before
+    # to name (an attempt that died in its start-up) is named on that one's label
+    resumed = [a for a in rec.attempts if a.mode == TRAIN and a.resume_from and a.start is not None]
+    named: list[tuple[object, list]] = []  # (label, the epochs it names)
+    for a in resumed:
+        x = (a.start - t0) / scale
+        first.plot([x], [1.0], transform=above, marker="v", markersize=7, color=RESUME_TEAL, clip_on=False,
+                   zorder=7)
+        epoch = a.resumed_at
+        t = place(first, x, f" resumes at epoch {epoch} " if epoch is not None else " resumes ",
+                  [(0.03, "left", "bottom", 90), (0.03, "right", "bottom", 90)], fontsize=8, color=RESUME_TEAL,
+                  gid=GID_RESUME, bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
+        if t is not None:
+            named.append((t, [epoch] if epoch is not None else []))
+        elif named and epoch is not None and epoch not in named[-1][1][-1:]:
+            label, epochs = named[-1]
+            epochs.append(epoch)
+            label.set_text(f" resumes at epoch {', then '.join(str(e) for e in epochs)} ")
+
+    # failures: a red line where each failed attempt ended, its kind named (grey where the launcher
+    # was interrupted: stopped, not failed) at the top of the last panel, beside the line (before it,
+    # else after it), else at its foot; where every place is taken, the label before counts it if it
+    # names the same kind ("cuda_oom ×2"), else the line goes unnamed (the table names it)
+    upper = 0.97 if len(axes) > 1 else 0.9  # one panel: below the rung names
+    told: list = []  # [label, kind, how many] of the last failure label placed
     for a in rec.attempts:
         if not a.failed or a.end is None:
             continue
         x = (a.end - t0) / scale
-        for ax in (ax_v, ax_r):
-            ax.axvline(x, color="tab:red", lw=1.6, ls="--")
-        free = [i for i, lx in enumerate(last_x) if x - lx >= gap]
-        slot = free[0] if free else min(range(len(slots)), key=lambda i: last_x[i])
-        last_x[slot] = x
-        y, ha = slots[slot]
-        ax_r.text(x, y, f" {a.kind} ", transform=blended_transform_factory(ax_r.transData, ax_r.transAxes),
-                  rotation=90, ha=ha, va="top", fontsize=9, color="tab:red", fontweight="bold",
+        colour, style = (INTERRUPT_GREY, "-.") if a.interrupted else (FAILURE_RED, "--")
+        for ax in axes:
+            ax.axvline(x, color=colour, lw=1.6, ls=style)
+        t = place(last, x, f" {a.kind} ", [(upper, "right", "top", 90), (upper, "left", "top", 90),
+                                           (0.03, "right", "bottom", 90), (0.03, "left", "bottom", 90)],
+                  fontsize=9, color=colour, fontweight="bold", gid=GID_FAILURE,
                   bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+        if t is not None:
+            told = [t, a.kind, 1]
+        elif told and told[1] == a.kind:
+            told[2] += 1
+            told[0].set_text(f" {a.kind} ×{told[2]} ")
 
-    ax_v.set_ylabel("VRAM (GiB)")
-    ax_r.set_ylabel("RAM (GiB)")
-    ax_r.set_xlabel(f"time since the run started ({unit})")
-    ax_v.set_xlim(0, span / scale * 1.01)
-    if not rec.telemetry or not have["ram_used"]:
-        ax_r.set_ylim(0, 1)
-        ax_r.set_yticks([])
-    for ax in (ax_v, ax_r):
+    last.set_xlabel(f"time since the run started ({unit})")
+    for ax in axes:
         ax.grid(True, axis="y", alpha=0.3)
         ax.set_axisbelow(True)
+        if ax is not last:
+            ax.tick_params(labelbottom=False)
     handles = [Patch(color=c, alpha=0.5, label=f"rung {r}") for r, c in rungs.items()]
-    handles += [h for ax in (ax_v, ax_r) for h in ax.get_legend_handles_labels()[0]]
-    if any(a.failed for a in rec.attempts):
-        handles.append(Line2D([], [], color="tab:red", ls="--", label="failure (attempt end)"))
+    handles += [h for ax in axes for h in ax.get_legend_handles_labels()[0]]
+    if any(a.lost for a in rec.attempts):
+        handles.append(Line2D([], [], color=FAILURE_RED, ls="--", label="failure (attempt end)"))
+    if any(a.interrupted for a in rec.attempts):
+        handles.append(Line2D([], [], color=INTERRUPT_GREY, ls="-.", label="interrupted (launcher stopped)"))
     if ticks:
-        handles.append(Line2D([], [], color="0.2", ls="none", marker="|", markersize=10, label="epoch start"))
+        handles.append(Line2D([], [], color="0.2", ls="none", marker="|", markersize=8, label="epoch start"))
+    if resumed:
+        handles.append(Line2D([], [], color=RESUME_TEAL, ls="none", marker="v", markersize=7,
+                              label="resumed from a checkpoint"))
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False,
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8, frameon=False,
                    bbox_to_anchor=(0.5, 0.0))
     title = f"{rec.name} — {rec.status}"
     if rec.delivered and rec.delivered.get("model"):
         title += f": {Path(rec.delivered['model']).name} delivered"
-    fig.suptitle(f"{title}   (wall {duration(rec.wall_s)}, goodput {percent(rec.goodput)})", fontsize=12)
-    fig.subplots_adjust(left=0.06, right=0.99, top=0.92, bottom=0.17)
-    try:
-        fig.savefig(path, format="png", dpi=100)
-    finally:
-        plt.close(fig)
+    fig.suptitle(f"{title}   (wall {duration(rec.wall_s)}, goodput {percent(rec.goodput)})", fontsize=12, y=0.975)
+    return fig
+
+
+def draw(rec: Record, path: Path) -> None:
+    """Draw the run's timeline to `path` (PNG, 12×6 in at 100 dpi)."""
+    figure(rec).savefig(path, format="png", dpi=DPI)

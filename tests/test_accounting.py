@@ -93,6 +93,53 @@ def test_kept_time_is_estimated_where_results_csv_lacks_the_epochs(tmp_path):
     assert rec.lost_s == pytest.approx(300 / 3 + 20) and rec.wait_s == 20
 
 
+def test_an_interrupted_attempt_is_interrupted_time_not_time_lost_to_failures(tmp_path):
+    """#1 dies of an OOM after 2 epochs, #2 resumes at epoch 3 and is stopped by Ctrl-C after saving
+    it, #3 (a later `run`) finishes epoch 4. The OOM's unkept time and its wait are lost to
+    failures; the Ctrl-C'd attempt's unkept time is interrupted time, not lost."""
+    root = write(tmp_path / "r", [
+        ev(Ev.START, 0),
+        ev(Ev.ATTEMPT_START, 0, attempt=1, rung="optimal", mode="train", model=L, resume_from=None),
+        ev(Ev.ATTEMPT_END, 500, attempt=1, kind="cuda_oom", epochs_saved=2, last_saved_epoch=2),
+        ev(Ev.RETRY, 500, wait_s=20.0),
+        ev(Ev.RESUME, 520, attempt=2, rung="optimal", checkpoint="/m/last.pt", epochs_done=2),
+        ev(Ev.ATTEMPT_START, 520, attempt=2, rung="optimal", mode="train", model=L, resume_from="/m/last.pt"),
+        ev(Ev.ATTEMPT_END, 900, attempt=2, kind="interrupted", evidence="the launcher received SIGINT",
+           epochs_saved=1, last_saved_epoch=3),
+        ev(Ev.INTERRUPTED, 900, reason="stopped by SIGINT"),
+        ev(Ev.CONTINUE, 5000),
+        ev(Ev.RESUME, 5000, attempt=3, rung="optimal", checkpoint="/m/last.pt", epochs_done=3),
+        ev(Ev.ATTEMPT_START, 5000, attempt=3, rung="optimal", mode="train", model=L, resume_from="/m/last.pt"),
+        ev(Ev.ATTEMPT_END, 5300, attempt=3, kind=None, epochs_saved=1, last_saved_epoch=4),
+        ev(Ev.COMPLETE, 5300, model=L),
+    ], results={"rtdetr-l": HEAD + "1,150,0.2,0.1\n2,300,0.3,0.2\n3,200,0.4,0.3\n4,250,0.5,0.4\n"})
+    rec = accounting.load(root)
+    oom, stopped, done = rec.attempts
+    assert (oom.lost, oom.interrupted) == (True, False) and (stopped.lost, stopped.interrupted) == (False, True)
+    assert stopped.failed and not done.failed  # `failed` still means "ended with a kind"
+    assert [(a.kept, a.kept_s) for a in rec.attempts] == [(2, 300.0), (1, 200.0), (1, 250.0)]
+    assert rec.wall_s == 900 + 300 and rec.kept_s == 750
+    assert rec.wait_s == 20
+    assert rec.lost_s == pytest.approx((500 - 300) + 20)  # the OOM only: not the Ctrl-C (that was 400 s)
+    assert rec.interrupted_s == pytest.approx((900 - 520) - 200)  # the Ctrl-C'd attempt less its kept epoch
+    # the resumed attempts say where they picked training up (`resume`'s epochs_done + 1)
+    assert [(a.resume_from, a.resumed_at) for a in rec.attempts] == [(None, None), ("/m/last.pt", 3),
+                                                                     ("/m/last.pt", 4)]
+
+
+def test_a_resumed_attempt_without_epochs_done_takes_its_epoch_from_the_telemetry(tmp_path):
+    root = write(tmp_path / "r", [
+        ev(Ev.START, 0),
+        ev(Ev.ATTEMPT_START, 0, attempt=1, rung="optimal", mode="train", model=L, resume_from="/m/last.pt"),
+        ev(Ev.ATTEMPT_START, 100, attempt=2, rung="optimal", mode="validate", model=L, resume_from="/m/last.pt"),
+    ])
+    (root / "telemetry.jsonl").write_text("".join(json.dumps(s) + "\n" for s in [
+        {"t": T0 + 10, "attempt": 1, "epoch": None}, {"t": T0 + 20, "attempt": 1, "epoch": 7},
+        {"t": T0 + 30, "attempt": 1, "epoch": 8}, {"t": T0 + 110, "attempt": 2, "epoch": 9}]))
+    rec = accounting.load(root)
+    assert [a.resumed_at for a in rec.attempts] == [7, None]  # a validation resumes no training
+
+
 def test_a_model_set_aside_in_state_only_keeps_nothing_and_a_validation_trains_nothing(tmp_path):
     """state.json says rtdetr-l was set aside (no model_set_aside event survived); the run went on
     with mnv4 and then only validated it."""

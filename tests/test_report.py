@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import accounting, fmt, report, report_md
+from launcher import accounting, fmt, report, report_md, timeline
 
 GIB = 1024 ** 3
 T0 = 1_780_000_000  # the run's start (unix seconds, whole: ISO `ts` has second resolution)
@@ -148,14 +148,14 @@ def table_rows(md: str) -> dict[int, list[str]]:
     return rows
 
 
-def assert_png(path: Path) -> None:
+def assert_png(path: Path, min_bytes: int = 20_000) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.image as mpimg
 
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert 20_000 < len(data) < 2_000_000
+    assert min_bytes < len(data) < 2_000_000
     img = mpimg.imread(path)
     assert img.shape[:2] == (600, 1200)  # 12 x 6 inches at 100 dpi
 
@@ -280,16 +280,56 @@ def test_a_continued_run_counts_only_the_launchers_time(tmp_path):
     (root / "models" / "rtdetr-l").mkdir(parents=True)
     (root / "models" / "rtdetr-l" / "results.csv").write_text(results_csv([(1, 800, 0.1), (2, 900, 0.2)]))
     rec = accounting.load(root)
-    assert rec.wall_s == 2000 and rec.kept_s == 1700 and rec.lost_s == 200 and rec.status == "complete"
+    assert rec.wall_s == 2000 and rec.kept_s == 1700 and rec.status == "complete"
+    assert rec.lost_s == 0 and rec.interrupted_s == 200  # Ctrl-C stopped the night: nothing failed
     png, md = report.write_report(root)
-    assert "**Goodput:** 85.0 %" in md.read_text() and table_rows(md.read_text())[1][11] == "interrupted"
+    text = md.read_text()
+    assert "**Goodput:** 85.0 %" in text and table_rows(text)[1][11] == "interrupted"
+    assert "0 s lost to failures; 3 min 20 s interrupted" in text
+    assert "| lost to failures | 0 s | 0.0 % |" in text
+    assert "| interrupted (Ctrl-C, SIGTERM: stopped, not failed) | 3 min 20 s | 10.0 % |" in text
     assert_png(png)
+
+
+def test_report_md_separates_time_lost_to_failures_from_interrupted_time(tmp_path):
+    """An OOM after 1 epoch (a retry 30 s later), then a Ctrl-C in the resumed attempt's second epoch."""
+    root = tmp_path / "stopped"
+    root.mkdir()
+    (root / "events.jsonl").write_text("\n".join([
+        event("start", T0, rung="optimal"),
+        event("attempt_start", T0, attempt=1, rung="optimal", mode="train", model=L, t=T0),
+        event("attempt_end", T0 + 1000, attempt=1, rung="optimal", kind="cuda_oom", evidence="CUDA out of memory",
+              phase="train", epochs_saved=1, last_saved_epoch=1, t=T0 + 1000),
+        event("retry", T0 + 1000, rung="optimal", wait_s=30.0),
+        event("resume", T0 + 1030, attempt=2, rung="optimal", checkpoint="last.pt", epochs_done=1),
+        event("attempt_start", T0 + 1030, attempt=2, rung="optimal", mode="train", model=L, resume_from="last.pt",
+              t=T0 + 1030),
+        event("attempt_end", T0 + 2630, attempt=2, rung="optimal", kind="interrupted",
+              evidence="the launcher received SIGINT", phase="train", epochs_saved=1, last_saved_epoch=2,
+              t=T0 + 2630),
+        event("interrupted", T0 + 2630, reason="stopped by SIGINT", exit_code=130),
+    ]) + "\n")
+    (root / "models" / "rtdetr-l").mkdir(parents=True)
+    (root / "models" / "rtdetr-l" / "results.csv").write_text(results_csv([(1, 700, 0.1), (2, 1000, 0.2)]))
+    rec = accounting.load(root)
+    # lost: the OOM'd attempt less its kept epoch, and the wait; interrupted: the Ctrl-C'd one less its epoch
+    assert (rec.kept_s, rec.lost_s, rec.wait_s, rec.interrupted_s) == (1700, 300 + 30, 30, 1600 - 1000)
+    text = report_md.markdown(rec)
+    assert "5 min 30 s lost to failures; 10 min 00 s interrupted (the launcher was stopped)" in text
+    assert "| lost to failures | 5 min 30 s |" in text
+    assert "| interrupted (Ctrl-C, SIGTERM: stopped, not failed) | 10 min 00 s |" in text
+    assert "| other (start-up, dataset caching, final validation of good attempts) | 0 s |" in text
+    assert "- *Interrupted*:" in text and "ended in a failure (not an interruption)" in text
+    # the picture tells the two apart: a red failure line, a grey interrupted one, a resume mark
+    fig = timeline.figure(rec)
+    assert sorted(t.get_text().strip() for t in texts(fig, timeline.GID_FAILURE)) == ["cuda_oom", "interrupted"]
+    assert [t.get_text().strip() for t in texts(fig, timeline.GID_RESUME)] == ["resumes at epoch 2"]
 
 
 def test_an_empty_record_still_reports(tmp_path):
     png, md = report.write_report(tmp_path)
     assert "**Status:** not started" in md.read_text()
-    assert_png(png)
+    assert_png(png, min_bytes=10_000)  # one empty panel, its axes and a line of text: ~18 kB, not blank (~5 kB)
 
 
 def test_superseded_epochs_are_not_kept(tmp_path):
@@ -336,3 +376,161 @@ def test_report_command_writes_into_the_newest_run(tmp_path, monkeypatch, capsys
     out = capsys.readouterr().out
     assert "timeline.png" in out and (tmp_path / "logs" / "rehearsal" / "report.md").is_file()
     assert cli.main(["report", "nope"]) == 2
+
+
+# ---- the timeline picture ----------------------------------------------------------------------
+
+def texts(fig, gid: str) -> list:
+    """The figure's texts of one kind (timeline.GID_*)."""
+    return [t for ax in fig.axes for t in ax.texts if t.get_gid() == gid]
+
+
+def ram_data(rec: accounting.Record) -> tuple[float, float]:
+    """(the peak of host RAM used and the child's RSS, the host's total RAM), in GiB."""
+    peak = max(max(s["ram_used"], s["rss"]) for s in rec.telemetry) / GIB
+    total = max(s["ram_used"] + s["ram_available"] for s in rec.telemetry) / GIB
+    return peak, total
+
+
+def resume_marks(fig) -> list[float]:
+    """The x of the resume marks (triangles on the epoch row)."""
+    return [x for line in fig.axes[0].lines if line.get_marker() == "v" for x in line.get_xdata()]
+
+
+def overlaps(a, b) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def build_long_record(root: Path) -> Path:
+    """A GPU-like night of 100 epochs (10 min each, a sample every 10 s): #1 optimal epochs 1-30,
+    a late OOM; #2 resumes at 31, OOM at start-up, step down; #3 optimal-b4 31-62, a hang; #4
+    resumes at 63, saves 63-80, Ctrl-C in epoch 81; two hours later #5 (a `continue`) does 81-100.
+    VRAM 10-20 GiB; host RAM ~2.5 GiB of a 24 GiB machine."""
+    root.mkdir(parents=True, exist_ok=True)
+    epoch_s, setup = 600, 120
+    plan = [  # n, rung, first epoch, epochs saved, seconds into the next epoch when it ended, kind
+        (1, "optimal", 1, 30, 300, "cuda_oom"),
+        (2, "optimal", 31, 0, -30, "cuda_oom"),
+        (3, "optimal-b4", 31, 32, 1800, "hang"),
+        (4, "optimal-b4", 63, 18, 200, "interrupted"),
+        (5, "optimal-b4", 81, 20, 60, None),
+    ]
+    lines = [event("start", T0, rung="optimal", device="0")]
+    samples, rows = [], []
+    start = 0
+    for n, rung, first, saved, tail, kind in plan:
+        if n == 5:
+            start += 7200
+            lines.append(event("continue", T0 + start, rung=rung, attempts=4, status_was="interrupted"))
+        resume = "models/rtdetr-l/weights/last.pt" if first > 1 else None
+        if resume:
+            lines.append(event("resume", T0 + start, attempt=n, rung=rung, checkpoint=resume, epochs_done=first - 1))
+        lines.append(event("attempt_start", T0 + start, attempt=n, rung=rung, mode="train", model=L, batch=8,
+                           resume_from=resume, t=T0 + start))
+        end = start + setup + saved * epoch_s + tail
+        for k in range(saved):
+            rows.append((first + k, (k + 1) * epoch_s + 0.0, 0.1 + 0.003 * (first + k)))
+        lines.append(event("attempt_end", T0 + end, attempt=n, rung=rung, kind=kind, exit_code=1 if kind else 0,
+                           phase="train" if kind else None, epochs_saved=saved,
+                           last_saved_epoch=first + saved - 1 if saved else None, t=T0 + end))
+        if kind == "cuda_oom" and n == 1:
+            lines.append(event("retry", T0 + end, rung=rung, wait_s=10.0))
+        elif kind == "cuda_oom":
+            lines.append(event("step_down", T0 + end, rung=rung, to="optimal-b4"))
+        elif kind == "hang":
+            lines.append(event("retry", T0 + end, rung=rung, wait_s=10.0))
+        elif kind == "interrupted":
+            lines.append(event("interrupted", T0 + end, reason="stopped by SIGINT", exit_code=130))
+        base = 16.0 if rung == "optimal" else 11.0
+        for t in range(start + 10, end, 10):
+            into = t - start - setup
+            epoch = None if into < 0 else first + into // epoch_s
+            samples.append({"t": T0 + t, "attempt": n, "rung": rung,
+                            "vram": None if epoch is None else (base + 3.0 * (into % epoch_s) / epoch_s) * GIB,
+                            "ram_used": (2.2 + 0.3 * (t % 600) / 600) * GIB, "ram_available": 21.6 * GIB,
+                            "rss": (1.4 + 0.2 * (t % 300) / 300) * GIB, "phase": "train" if epoch else None,
+                            "epoch": epoch, "batch": 5 if epoch else None, "it_s": 4.0 if epoch else None})
+        start = end + 10
+    lines.append(event("complete", T0 + end, model=L, best="best.pt", last="last.pt"))
+    (root / "events.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "telemetry.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    (root / "models" / "rtdetr-l").mkdir(parents=True)
+    (root / "models" / "rtdetr-l" / "results.csv").write_text(results_csv(rows))
+    return root
+
+
+def test_a_cpu_record_draws_the_ram_panel_alone_fitted_to_its_data(tmp_path):
+    """The real CPU rehearsal: no VRAM samples, so one panel; its axis fits the run's 1-6 GiB, not the
+    machine's 23.5 GiB, which the axis label names instead."""
+    rec = accounting.load(shutil.copytree(FIXTURE, tmp_path / "rehearsal"))
+    assert all(s["vram"] is None for s in rec.telemetry)
+    fig = timeline.figure(rec)
+    assert len(fig.axes) == 1
+    (ax,) = fig.axes
+    peak, total = ram_data(rec)
+    low, high = ax.get_ylim()
+    assert low == 0 and peak <= high <= 1.5 * peak and high < total
+    assert "RAM" in ax.get_ylabel() and "host total 23.5 GiB" in ax.get_ylabel()
+    # attempts 2 and 3 resumed from epoch 1's checkpoint: each start is marked
+    assert [t.get_text().strip() for t in texts(fig, timeline.GID_RESUME)] == ["resumes at epoch 2"] * 2
+    starts = {(a.start - rec.start) / 60 for a in rec.attempts[1:]}
+    assert {round(t.get_position()[0], 6) for t in texts(fig, timeline.GID_RESUME)} == {round(x, 6) for x in starts}
+
+
+def test_a_gpu_record_draws_vram_and_ram_and_marks_the_resumed_starts(night):
+    root, _, _ = night
+    rec = accounting.load(root)
+    fig = timeline.figure(rec)
+    assert len(fig.axes) == 2 and fig.axes[0].get_ylabel() == "VRAM (GiB)"
+    peak, total = ram_data(rec)
+    high = fig.axes[1].get_ylim()[1]
+    assert peak <= high < total  # 13.6 GiB used of 61.6: the total is named, not the scale
+    # rtdetr-l resumed in #2, #3 (at epoch 4), #4 (at 6) and #7 (at 6), the heartbeat's epoch: each
+    # start marked; #2 died in its start-up, so #3's start is too close to name apart (the same epoch)
+    assert [a.resumed_at for a in rec.attempts] == [None, 4, 4, 6, None, None, 6]
+    assert len(resume_marks(fig)) == 4
+    assert [t.get_text().strip() for t in texts(fig, timeline.GID_RESUME)] == [
+        "resumes at epoch 4", "resumes at epoch 6", "resumes at epoch 6"]
+
+
+def test_the_host_total_is_a_line_when_it_is_within_reach_of_the_data(tmp_path):
+    root = tmp_path / "tight"
+    root.mkdir()
+    (root / "events.jsonl").write_text(event("start", T0) + "\n" + event(
+        "attempt_start", T0, attempt=1, rung="optimal", mode="train", model=L, t=T0) + "\n")
+    (root / "telemetry.jsonl").write_text("".join(json.dumps(
+        {"t": T0 + t, "attempt": 1, "vram": None, "ram_used": 10 * GIB, "ram_available": 2 * GIB, "rss": 6 * GIB,
+         "epoch": 1}) + "\n" for t in range(10, 300, 10)))
+    fig = timeline.figure(accounting.load(root))
+    (ax,) = fig.axes
+    assert [line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == ":"] == [12.0]
+    assert 12.0 < ax.get_ylim()[1] < 15.0 and ax.get_ylabel() == "RAM (GiB)"
+
+
+def test_a_long_record_has_few_epoch_labels_none_touching(tmp_path):
+    """100 epochs over 4 resumed attempts: at most 20 epoch numbers along the top, apart from each
+    other and from the rung names; the resumed attempts' first epochs among them."""
+    rec = accounting.load(build_long_record(tmp_path / "long"))
+    assert [(a.kind, a.resumed_at) for a in rec.attempts] == [
+        ("cuda_oom", None), ("cuda_oom", 31), ("hang", 31), ("interrupted", 63), (None, 81)]
+    fig = timeline.figure(rec)
+    assert len(fig.axes) == 2
+    epochs = texts(fig, timeline.GID_EPOCH)
+    assert 5 <= len(epochs) <= timeline.EPOCH_LABELS
+    assert {"31", "63", "81"} <= {t.get_text() for t in epochs}
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in epochs]
+    rungs = [t.get_window_extent(renderer) for t in texts(fig, timeline.GID_RUNG)]
+    assert rungs and not any(overlaps(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] + rungs)
+    # four resumed starts marked; #2 (dead in its start-up) and #3 both resumed at 31: one label
+    assert len(resume_marks(fig)) == 4
+    assert [t.get_text().strip() for t in texts(fig, timeline.GID_RESUME)] == [
+        "resumes at epoch 31", "resumes at epoch 63", "resumes at epoch 81"]
+    # #1's and #2's OOMs 2 px apart: one label counts both; the interruption is named apart
+    assert [t.get_text().strip() for t in texts(fig, timeline.GID_FAILURE)] == ["cuda_oom ×2", "hang", "interrupted"]
+    labels = [t.get_window_extent(renderer) for g in (timeline.GID_RESUME, timeline.GID_FAILURE, timeline.GID_RUNG)
+              for t in texts(fig, g)]
+    assert not any(overlaps(a, b) for i, a in enumerate(labels) for b in labels[i + 1:])
+    peak, total = ram_data(rec)
+    assert peak <= fig.axes[1].get_ylim()[1] <= 1.5 * peak < total
+    assert rec.interrupted_s > 0 and rec.lost_s > 0
