@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
-from . import console, failures, ladder as ladder_mod, setup
+from . import console, failures, ladder as ladder_mod, runlog, setup, slurm
 from .contract import EXIT_BAD_INPUT, EXIT_OK, REPORT_NAME, TRAIN_LOG_NAME
 from .errors import BadInput, LauncherError
 from .runlog import read_json
@@ -78,6 +79,20 @@ def _injection(text: str) -> dict:
             f"{', '.join(INJECT_PHASES)}; {usage}")
     return {"kind": parts[0], "rung": parts[1], "epoch": int(parts[2]), "phase": parts[3] if len(parts) == 4 else
             "train"}
+
+
+def run_options(p: argparse.ArgumentParser) -> None:
+    """Options of run (and of sbatch, which writes a run into a batch script)."""
+    p.add_argument("--demo", action="store_true",
+                     help="generate a small synthetic dataset and train ladders/demo.toml on it (GPU 0 if there is "
+                          "one, else the CPU), offline")
+    p.add_argument("--fresh", action="store_true",
+                     help="if a run of this name exists, start a new one beside it (the name gets a timestamp); "
+                          "nothing of the old run is touched")
+    p.add_argument("--inject", action="append", type=_injection, default=[], metavar="KIND:RUNG:EPOCH[:PHASE]",
+                     help="fault injection, repeatable: KIND cuda_oom (a real torch.OutOfMemoryError in the model's "
+                          "forward pass) or crash (a non-OOM error), at that rung and 1-based epoch, in PHASE train "
+                          "(default), val or final; e.g. --inject cuda_oom:optimal:2:val")
 
 
 def job_options() -> argparse.ArgumentParser:
@@ -163,17 +178,27 @@ def build_parser() -> argparse.ArgumentParser:
                f"  {PROG} run --demo --inject cuda_oom:optimal:2:final    # OOM in the final validation\n\n"
                "exit codes: 0 trained (or already finished), 2 bad input, 3 ladder or attempts exhausted, "
                "4 fatal failure, 130/143 interrupted")
-    run.add_argument("--demo", action="store_true",
-                     help="generate a small synthetic dataset and train ladders/demo.toml on it (GPU 0 if there is "
-                          "one, else the CPU), offline")
-    run.add_argument("--fresh", action="store_true",
-                     help="if a run of this name exists, start a new one beside it (the name gets a timestamp); "
-                          "nothing of the old run is touched")
-    run.add_argument("--inject", action="append", type=_injection, default=[], metavar="KIND:RUNG:EPOCH[:PHASE]",
-                     help="fault injection, repeatable: KIND cuda_oom (a real torch.OutOfMemoryError in the model's "
-                          "forward pass) or crash (a non-OOM error), at that rung and 1-based epoch, in PHASE train "
-                          "(default), val or final; e.g. --inject cuda_oom:optimal:2:val")
+    run_options(run)
     run.set_defaults(func=cmd_run)
+
+    sb = sub.add_parser(
+        "sbatch", parents=[job_options()], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="submit the run as a SLURM job that requeues itself at its time limit",
+        usage=f"{PROG} sbatch [run options] [KEY=VALUE ...] [--signal-lead S] [--dry-run] -- [sbatch options]",
+        description="Write a batch script into the run's folder and submit it with sbatch: --requeue, the "
+                    "time-limit signal (--signal=B:USR1@S), the GPUs the device string names, and `exec` of the "
+                    "same run. At the signal the launcher stops the child (the checkpoint stays resumable), "
+                    "records the time limit and requeues its own job; a preempted job is requeued by SLURM. Each "
+                    "run of the job continues the night where it stopped. Options after -- go to sbatch unchanged.",
+        epilog=f"examples:\n  {PROG} sbatch --data /data/coco_indoor/data.yaml -- --time=12:00:00 -p gpu\n"
+               f"  {PROG} sbatch --data d.yaml epochs=80 --dry-run -- --time=2-00:00:00\n\n"
+               "exit codes: 0 submitted (or printed), 2 bad input or sbatch refused the job")
+    run_options(sb)
+    sb.add_argument("--signal-lead", type=_positive_int, default=slurm.SIGNAL_LEAD_S, metavar="S",
+                    help="seconds before the time limit that SLURM signals the launcher (default "
+                         f"{slurm.SIGNAL_LEAD_S}; SLURM may send it up to 30 s earlier)")
+    sb.add_argument("--dry-run", action="store_true", help="print the batch script; submit nothing")
+    sb.set_defaults(func=cmd_sbatch)
 
     stat = sub.add_parser(
         "status", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -220,7 +245,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     console.harden()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passed: list[str] = []  # sbatch's own options, after --
+    if argv[:1] == ["sbatch"] and "--" in argv:
+        cut = argv.index("--")
+        argv, passed = argv[:cut], argv[cut + 1:]
     args = build_parser().parse_args(argv)
+    args.sbatch_args, args.argv = passed, argv
     try:
         return args.func(args)
     except LauncherError as e:
@@ -254,6 +285,60 @@ def cmd_run(args) -> int:
     console.unattended()
     prepared = setup.prepare(request(args))
     return EXIT_OK if prepared.finished else setup.supervise(prepared)
+
+
+def cmd_sbatch(args) -> int:
+    """The run, as a SLURM batch script: checked like dry-run, written into the run's folder, submitted."""
+    req = setup.demo_ladder(request(args))
+    ladder = setup.load_job(req)
+    setup.check_injections(req.inject, ladder)
+    limit = slurm.time_option(args.sbatch_args)
+    if limit is not None:
+        try:
+            minutes = slurm.minutes(limit)
+        except ValueError as e:
+            raise BadInput(f"--time {limit}", str(e), "give a SLURM time, e.g. --time=12:00:00") from None
+        if minutes is not None and minutes * 60 <= args.signal_lead:
+            raise BadInput(f"--time {limit}", f"the time limit ({minutes:g} min) is not longer than the signal's lead "
+                           f"({args.signal_lead} s)", "give a longer --time, or a shorter --signal-lead")
+    name = ladder.job.name
+    logs = runlog.logs_dir()
+    if args.fresh and (logs / name / "state.json").exists():
+        name = setup.fresh_name(name)
+    run_argv = sbatch_run_argv(args.argv, name)
+    device = req.device or ladder.job.device or "0"
+    gpus = 0 if device == "cpu" or slurm.gpu_option_given(args.sbatch_args) else len(ladder_mod.gpu_indices(device))
+    text = slurm.script(name=name, run_argv=run_argv, logs=logs, cwd=Path.cwd(), lead_s=args.signal_lead, gpus=gpus)
+    if args.dry_run:
+        console.write(text)
+        console.say(f"sbatch {' '.join(shlex.quote(a) for a in args.sbatch_args)} would submit it (--dry-run: not "
+                    "submitted)")
+        return EXIT_OK
+    folder = logs / name
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "sbatch.sh"
+    runlog.write_text_atomic(path, text)
+    job = slurm.submit(path, args.sbatch_args)
+    console.say(f"submitted SLURM job {job}: {path}")
+    console.say(f"watch it: {PROG} status {name}   (output: {folder}/slurm-{job}.out)")
+    return EXIT_OK
+
+
+def sbatch_run_argv(argv: list[str], name: str) -> list[str]:
+    """The run's own arguments for the batch script: sbatch's options out, --fresh applied (the
+    requeued job continues this run, never a new one), the run named."""
+    out, skip = [], False
+    for i, a in enumerate(argv[1:]):
+        if skip:
+            skip = False
+            continue
+        if a in ("--signal-lead", "--name"):
+            skip = True
+            continue
+        if a in ("--dry-run", "--fresh") or a.startswith(("--signal-lead=", "--name=")):
+            continue
+        out.append(a)
+    return ["--name", name, *out]
 
 
 # ---- status -------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ EXIT_BUG = 1  # a bug in the launcher itself
 EXIT_BAD_INPUT = 2  # a file, field or option is wrong; nothing started
 EXIT_EXHAUSTED = 3  # bottom of the ladder still failing, or the attempt budget spent
 EXIT_FATAL = 4  # stopped on a failure that no rung can fix
+EXIT_REQUEUED = 75  # stopped at a SLURM time limit or preemption; the job runs again (EX_TEMPFAIL)
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
 

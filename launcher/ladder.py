@@ -43,7 +43,8 @@ class Job:
     dataset: Path  # absolute; may not exist (dry-run reports it, run refuses)
     imgsz: int = 640
     device: str | None = None
-    max_attempts: int = 20  # child processes in one run, all rungs together
+    max_attempts: int = 20  # child processes in one run, all rungs together (SLURM's cuts not counted)
+    max_requeues: int = 20  # SLURM requeues of one run (time limits, preemptions) before it ends exhausted
     retries: int = 2  # retries of a transient failure (unknown, nccl) on one rung before stepping down
     retry_wait_s: int = 10  # first wait before a retry; it doubles each time, up to 300 s
     heartbeat_timeout_s: int = 1800  # a child silent this long while training or validating is hung
@@ -208,6 +209,7 @@ JOB_FIELDS: dict[str, tuple[Callable[[Any], Any], bool, str]] = {
     "device": (device_string, False, "e.g. device = \"0\", \"0,1\" or \"cpu\""),
     "max_attempts": (_int(1), False, "child processes one run may start, e.g. max_attempts = 20"),
     "retries": (_int(0), False, "retries of an unknown or NCCL failure before stepping down, e.g. retries = 2"),
+    "max_requeues": (_int(0), False, "SLURM requeues one run may use, e.g. max_requeues = 20"),
     "args": (_train_args, False, "e.g. [job.args] with patience = 50, plots = false"),
     "retry_wait_s": (_int(0), False, "seconds before the first retry (then doubling), e.g. retry_wait_s = 10"),
     "heartbeat_timeout_s": (_int(10), False, "seconds of silence that mean a hang, e.g. heartbeat_timeout_s = 1800"),

@@ -243,9 +243,13 @@ class Ev:
     FATAL = "fatal"
     EXHAUSTED = "exhausted"
     INTERRUPTED = "interrupted"
+    SLURM = "slurm"  # this session runs in a SLURM job: its id and SLURM_RESTART_COUNT
+    TIME_LIMIT = "time_limit"  # the job's time limit cut the night: the launcher requeued it
+    PREEMPTED = "preempted"  # SLURM preempted (or requeued, or cancelled) the job from outside
+    REQUEUE = "requeue"  # the launcher's `scontrol requeue`, and what SLURM answered
 
     SESSION_STARTS = (START, CONTINUE)
-    ENDINGS = (COMPLETE, FATAL, EXHAUSTED, INTERRUPTED)
+    ENDINGS = (COMPLETE, FATAL, EXHAUSTED, INTERRUPTED, TIME_LIMIT, PREEMPTED)
     NEXT_STEPS = (RETRY, STEP_DOWN, VALIDATE)
 
 
@@ -280,6 +284,9 @@ class RunState:
     reason: str | None = None
     mode: str = "train"  # "train", or "validate": only the final validation is owed
     attempts: int = 0  # children started so far, over every session of the run
+    cut: int = 0  # of those, attempts a SLURM time limit or preemption ended: not the budget's
+    requeues: int = 0  # SLURM requeues so far (time limits and preemptions)
+    slurm_jobs: list[str] = field(default_factory=list)  # the SLURM job ids the run ran in
     models: dict[str, ModelRecord] = field(default_factory=dict)
     training_model: str | None = None  # the source of the model being trained now
     remedies: dict[str, Any] = field(default_factory=dict)  # host-RAM remedies, kept on lower rungs
@@ -308,7 +315,7 @@ class RunState:
                 raise BadInput(f"{path}, key {name!r}", f"missing or not a string ({values.get(name)!r})",
                                "restore the file, or start afresh with --fresh")
         for name, kind in (("attempts", int), ("models", dict), ("remedies", dict), ("tree", list),
-                           ("overrides", dict)):
+                           ("overrides", dict), ("cut", int), ("requeues", int), ("slurm_jobs", list)):
             if name in values and (not isinstance(values[name], kind) or isinstance(values[name], bool)):
                 raise BadInput(f"{path}, key {name!r}", f"should be a {kind.__name__}, is {values[name]!r}",
                                "restore the file, or start afresh with --fresh")

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import dataset as dataset_mod
-from . import checkpoint, console, experience, ladder as ladder_mod, models, overrides, plan as plan_mod, probe, proctree
+from . import checkpoint, console, experience, ladder as ladder_mod, models, overrides, plan as plan_mod, probe
+from . import proctree, slurm
 from . import spec as spec_mod
 from .contract import EXIT_BAD_INPUT
 from .errors import BadInput, LauncherError
@@ -68,6 +69,12 @@ class Prepared:
     child_env: dict[str, str] = field(default_factory=dict)
     experience: experience.Experience | None = None
     finished: bool = False
+    slurm_job: slurm.Job | None = None
+
+
+def demo_ladder(req: Request) -> Request:
+    """--demo trains ladders/demo.toml unless a ladder is given."""
+    return replace(req, ladder=req.ladder or str(DEMO_LADDER)) if req.demo else req
 
 
 def with_overrides(req: Request) -> tuple[Request, dict]:
@@ -154,8 +161,7 @@ def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapsho
 def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
     """Everything `run` does before the first child: plan, lock, record (new or continued)."""
     child_env: dict[str, str] = {}
-    if req.demo:
-        req = replace(req, ladder=req.ladder or str(DEMO_LADDER))
+    req = demo_ladder(req)
     ladder = load_job(req)
     req, args = with_overrides(req)
     if req.demo:
@@ -235,6 +241,14 @@ def _take_up(req: Request, args: dict, ladder: Ladder, result: DryRun, paths: Ru
                       inject=list(req.inject))
         for reason in plan.reasons:
             say(reason)
+    job = slurm.Job.here()
+    if job is not None:  # a SLURM job: its time limit and preemptions continue the same night
+        prepared.slurm_job = job
+        if job.id not in prepared.state.slurm_jobs:
+            prepared.state.slurm_jobs.append(job.id)
+        events.append(Ev.SLURM, job=job.id, restarts=job.restarts, requeues=prepared.state.requeues)
+        say(f"SLURM job {job.id}" + (f", requeue number {job.restarts}" if job.restarts else "") +
+            f" (requeues so far: {prepared.state.requeues} of at most {ladder.job.max_requeues})")
     dataset_mod.write_resolved(result.dataset, paths.dataset)
     return prepared
 
@@ -384,5 +398,5 @@ def supervise(p: Prepared) -> int:
 
     sup = Supervisor(ladder=p.ladder, rungs=p.rungs, start=p.start, device=p.device, paths=p.paths,
                      vram_gib=p.request.vram, injections=tuple(p.request.inject), child_env=p.child_env,
-                     experience=p.experience)
+                     experience=p.experience, slurm_job=p.slurm_job)
     return sup.run(p.state)

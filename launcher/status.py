@@ -77,6 +77,7 @@ def collect(paths: RunPaths, now: float | None = None) -> dict:
             "attempt", "rung", "kind", "phase", "evidence", "ts")},
         "vram": now_and_peak(samples, "vram"), "ram_used": now_and_peak(samples, "ram_used"),
         "rss": now_and_peak(samples, "rss"),
+        "slurm": slurm_summary(events, state) if state and state.slurm_jobs else None,
         "history": history, "models": {k: asdict(m) for k, m in state.models.items()} if state else {},
         "delivered": state.delivered if state and isinstance(state.delivered, dict) else None,
         "record": str(paths.root),
@@ -101,6 +102,21 @@ def now_and_peak(samples: list[dict], key: str) -> dict:
     return {"now": values[-1] if values else None, "peak": max(values) if values else None}
 
 
+def slurm_summary(events: list[dict], state: RunState) -> dict:
+    """The SLURM jobs a run ran in, its requeues, and the time they cost: from each cut (a time
+    limit or a preemption) to the requeued job's start, and the cut attempt's unsaved part."""
+    from .accounting import event_time
+
+    lost, cut_at = 0.0, None
+    for e in events:
+        kind, t = e.get("event"), event_time(e)
+        if kind in (Ev.TIME_LIMIT, Ev.PREEMPTED):
+            cut_at = t
+        elif kind == Ev.SLURM and cut_at is not None and t is not None:
+            lost, cut_at = lost + max(0.0, t - cut_at), None
+    return {"jobs": list(state.slurm_jobs), "requeues": state.requeues, "waiting_s": round(lost, 1)}
+
+
 def text(d: dict) -> str:
     head = {RUNNING: "training", Ev.COMPLETE: "finished"}.get(d["status"], d["status"])
     out = [f"run {d['run']!r}: {head}" + (f" — {d['reason']}" if d.get("reason") and d["status"] != Ev.COMPLETE
@@ -122,6 +138,10 @@ def text(d: dict) -> str:
     mem = {k: f"{fmt.gib(d[k]['now'], 1, '-')} (peak {fmt.gib(d[k]['peak'], 1, '-')})"
            for k in ("vram", "ram_used", "rss")}
     out.append(f"  VRAM now {mem['vram']}; RAM used now {mem['ram_used']}; child RSS now {mem['rss']}")
+    if d.get("slurm"):
+        sl = d["slurm"]
+        out.append(f"  SLURM job{'s' if len(sl['jobs']) > 1 else ''} {', '.join(sl['jobs'])}: {sl['requeues']} "
+                   f"requeue{'s' if sl['requeues'] != 1 else ''}, {fmt.duration(sl['waiting_s'])} waiting to run again")
     if d["history"]:
         out.append("  rungs: " + " → ".join(
             f"{h['rung']} (attempt{'s' if len(h['attempts']) > 1 else ''} "

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from . import console, experience, failures, memory, plan, probe, spec as spec_mod
-from .contract import EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM
+from . import console, experience, failures, memory, plan, probe, slurm, spec as spec_mod
+from .contract import EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_REQUEUED, EXIT_SIGINT, EXIT_SIGTERM, INTERRUPTED
 from .experience import Experience
 from .failures import ChildEnd, Failure
 from .ladder import Ladder, Rung, gpu_indices
@@ -78,6 +78,7 @@ class Supervisor:
     ram: memory.RamWatch | None = None
     experience: Experience | None = None  # learned rungs: each training attempt's verdict is noted
     sleep: Callable[[float], None] | None = None  # default: a wait that a signal to the launcher ends
+    slurm_job: slurm.Job | None = None  # the SLURM job this runs in: its signals are cuts, not failures
     say: Callable[[str], None] = console.say
 
     def __post_init__(self):
@@ -119,7 +120,7 @@ class Supervisor:
     def _loop(self, i: int, mode: str) -> int:
         state, wait, streak = self.state, 0.0, 0
         while True:
-            if self.policy.budget_spent(state.attempts):  # the one budget, before every child
+            if self.policy.budget_spent(state.attempts - state.cut):  # the one budget, before every child
                 return self._finish(EXIT_EXHAUSTED, Ev.EXHAUSTED,
                                     f"attempt budget spent ({self.policy.max_attempts} attempts): raise "
                                     "max_attempts in the ladder's [job] to go on, or start afresh with --fresh")
@@ -269,10 +270,39 @@ class Supervisor:
 
     def _interrupted(self) -> int:
         sig = self.received or signal.SIGTERM
+        if self.slurm_job is not None:
+            return self._cut(sig)
         kept = ("the checkpoint stays resumable" if any(m.epochs_done for m in self.state.models.values())
                 else "no epoch was saved yet")
         return self._finish(EXIT_SIGINT if sig == signal.SIGINT else EXIT_SIGTERM, Ev.INTERRUPTED,
                             f"stopped by {signal.Signals(sig).name}; {kept}: run the same command again to continue")
+
+    def _cut(self, sig: int) -> int:
+        """SLURM ended this part of the night: keep the checkpoint, and for a time limit requeue the
+        job (its last act); a preemption SLURM requeues itself. The cut attempt is not a failure."""
+        job, state = self.slurm_job, self.state
+        kind = job.cut(sig)
+        last = self.outcomes[-1].failure if self.outcomes else None
+        state.cut += 1 if last is not None and last.kind == INTERRUPTED else 0  # the attempt SLURM cut
+        if state.requeues >= self.ladder.job.max_requeues:
+            return self._finish(EXIT_EXHAUSTED, Ev.EXHAUSTED, f"{kind.replace('_', ' ')} of SLURM job {job.id} with "
+                                f"the requeue budget spent ({state.requeues} of max_requeues "
+                                f"{self.ladder.job.max_requeues}): raise it in the ladder's [job] to go on"
+                                + state.trained_note())
+        state.requeues += 1
+        saved = any(m.epochs_done for m in state.models.values())
+        why = (f"{'the time limit' if kind == slurm.TIME_LIMIT else 'a preemption'} of SLURM job {job.id} "
+               f"({signal.Signals(sig).name}); {'the checkpoint stays resumable' if saved else 'no epoch saved yet'}"
+               f"; requeue {state.requeues} of at most {self.ladder.job.max_requeues}")
+        code = self._finish(EXIT_REQUEUED, kind, why)
+        if kind == slurm.TIME_LIMIT:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)  # SLURM's SIGTERM to the requeued job: ours
+                self._old.pop(signal.SIGTERM, None)
+            answer = job.requeue()
+            self.events.append(Ev.REQUEUE, job=job.id, result=answer)
+            self.say(f"SLURM job {job.id}: {answer}")
+        return code
 
     def _finish(self, code: int, status: str, why: str) -> int:
         self.state.status, self.state.reason = status, why
@@ -300,7 +330,8 @@ class Supervisor:
         self._old = {}
         if threading.current_thread() is not threading.main_thread():
             return
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        sigs = {signal.SIGINT, signal.SIGTERM} | ({self.slurm_job.signal} if self.slurm_job else set())
+        for sig in sigs:
             self._old[sig] = signal.signal(sig, self._on_signal)
 
     def _restore_signals(self) -> None:
@@ -311,8 +342,8 @@ class Supervisor:
         if self.received is None:
             self.received = sig
             self.say(f"received {signal.Signals(sig).name}: stopping the child (grace {GRACE_S:.0f} s)")
-            if self.child:
-                self.child.signal(sig)  # SIGINT/SIGTERM: the child ends without finalising its checkpoint
+            if self.child:  # the child ends without finalising its checkpoint (it takes SIGTERM as Ctrl-C)
+                self.child.signal(signal.SIGTERM if sig not in (signal.SIGINT, signal.SIGTERM) else sig)
                 self._timer = threading.Timer(GRACE_S, self.child.stop, args=(0,))  # then the whole tree
                 self._timer.daemon = True
                 self._timer.start()

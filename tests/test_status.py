@@ -160,3 +160,17 @@ def test_version_names_the_launcher_ultralytics_and_torch(capsys):
         cli.main(["--version"])
     out = capsys.readouterr().out
     assert e.value.code == 0 and out.startswith("rtdetr-launcher 0.") and "ultralytics 8." in out and "torch " in out
+
+
+def test_status_shows_slurm_jobs_requeues_and_their_cost(record, capsys):
+    from launcher import status
+    ev = Events(record.events)
+    ev.add({"ts": "2026-12-01T02:00:00+00:00", "event": "slurm", "job": "4242", "restarts": 0})
+    ev.add({"ts": "2026-12-01T03:00:00+00:00", "event": "time_limit", "reason": "the time limit"})
+    ev.add({"ts": "2026-12-01T03:02:30+00:00", "event": "slurm", "job": "4242", "restarts": 1})
+    state = json.loads(record.state.read_text())
+    state.update(slurm_jobs=["4242"], requeues=1)
+    record.state.write_text(json.dumps(state))
+    d = status.collect(record)
+    assert d["slurm"] == {"jobs": ["4242"], "requeues": 1, "waiting_s": 150.0}
+    assert "  SLURM job 4242: 1 requeue, 2 min 30 s waiting to run again" in status.text(d)
