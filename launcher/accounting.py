@@ -164,6 +164,7 @@ class Record:
     lost_s: float = 0.0  # time lost to failures, waits included (interrupted attempts excluded)
     wait_s: float = 0.0  # of lost_s: the waits after failures before the next attempt
     interrupted_s: float = 0.0  # interrupted attempts' time not kept
+    slurm: dict | None = None  # {"jobs", "requeues", "waiting_s"} of a run on a SLURM cluster
 
     @property
     def start(self) -> float | None:
@@ -284,12 +285,26 @@ def load(root: Path) -> Record:
     results = {k: read_results(results_csv(root, m)) for k, m in models.items()}
     rec = Record(root=root, name=str(state.run if state and state.run else root.name), status=status,
                  reason=reason, delivered=delivered, attempts=order, sessions=[(a, b) for a, b in sessions],
-                 telemetry=telemetry, set_aside=set_aside, models=models, counting=counting, results=results)
+                 telemetry=telemetry, set_aside=set_aside, models=models, counting=counting, results=results,
+                 slurm=slurm_summary(events, state) if state and state.slurm_jobs else None)
     account(rec)
     for a in order:
         if a.mode == TRAIN and a.resume_from and a.resumed_at is None and a.epochs:
             a.resumed_at = a.epochs[0]
     return rec
+
+
+def slurm_summary(events: list[dict], state: RunState) -> dict:
+    """The SLURM jobs a run ran in, its requeues, and the time they cost: from each cut (a time
+    limit or a preemption) to the requeued job's start, and the cut attempt's unsaved part."""
+    lost, cut_at = 0.0, None
+    for e in events:
+        kind, t = e.get("event"), event_time(e)
+        if kind in (Ev.TIME_LIMIT, Ev.PREEMPTED):
+            cut_at = t
+        elif kind == Ev.SLURM and cut_at is not None and t is not None:
+            lost, cut_at = lost + max(0.0, t - cut_at), None
+    return {"jobs": list(state.slurm_jobs), "requeues": state.requeues, "waiting_s": round(lost, 1)}
 
 
 def results_csv(root: Path, model: Model) -> Path:

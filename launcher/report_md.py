@@ -56,6 +56,11 @@ def markdown(rec: Record) -> str:
                f"in the model; {duration(rec.lost_s)} lost to failures"
                + (f"; {duration(rec.interrupted_s)} interrupted (the launcher was stopped)"
                   if any(a.interrupted for a in rec.attempts) else ""))
+    if rec.slurm:
+        sl = rec.slurm
+        out.append(f"- **SLURM:** job{'s' if len(sl['jobs']) > 1 else ''} {', '.join(sl['jobs'])}; {sl['requeues']} "
+                   f"requeue{'s' if sl['requeues'] != 1 else ''} (time limits and preemptions), "
+                   f"{duration(sl['waiting_s'])} waiting to run again")
     out += ["", f"![timeline]({TIMELINE_NAME})", "", "## Attempts", ""]
     out.append("| # | rung | mode | model | start | end | duration | epochs trained | epochs kept | failure "
                "| evidence | then |")

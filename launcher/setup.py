@@ -246,7 +246,7 @@ def _take_up(req: Request, args: dict, ladder: Ladder, result: DryRun, paths: Ru
         prepared.slurm_job = job
         if job.id not in prepared.state.slurm_jobs:
             prepared.state.slurm_jobs.append(job.id)
-        events.append(Ev.SLURM, job=job.id, restarts=job.restarts, requeues=prepared.state.requeues)
+        events.append(Ev.SLURM, job=job.id, restarts=job.restarts, requeues=prepared.state.requeues, t=time.time())
         say(f"SLURM job {job.id}" + (f", requeue number {job.restarts}" if job.restarts else "") +
             f" (requeues so far: {prepared.state.requeues} of at most {ladder.job.max_requeues})")
     dataset_mod.write_resolved(result.dataset, paths.dataset)

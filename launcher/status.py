@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import fmt
+from .accounting import slurm_summary
 from .errors import BadInput
 from .runlog import CHECKOUT_LOGS, LOGS_ENV, RUNNING, logs_dir, Events, Ev, JsonLines, RunLock, RunPaths, RunState, read_json
 
@@ -100,21 +101,6 @@ def eta(beat: dict) -> float | None:
 def now_and_peak(samples: list[dict], key: str) -> dict:
     values = [s[key] for s in samples if _number(s.get(key))]
     return {"now": values[-1] if values else None, "peak": max(values) if values else None}
-
-
-def slurm_summary(events: list[dict], state: RunState) -> dict:
-    """The SLURM jobs a run ran in, its requeues, and the time they cost: from each cut (a time
-    limit or a preemption) to the requeued job's start, and the cut attempt's unsaved part."""
-    from .accounting import event_time
-
-    lost, cut_at = 0.0, None
-    for e in events:
-        kind, t = e.get("event"), event_time(e)
-        if kind in (Ev.TIME_LIMIT, Ev.PREEMPTED):
-            cut_at = t
-        elif kind == Ev.SLURM and cut_at is not None and t is not None:
-            lost, cut_at = lost + max(0.0, t - cut_at), None
-    return {"jobs": list(state.slurm_jobs), "requeues": state.requeues, "waiting_s": round(lost, 1)}
 
 
 def text(d: dict) -> str:

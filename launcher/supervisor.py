@@ -93,6 +93,7 @@ class Supervisor:
         self.state: RunState | None = None
         self.outcomes: list[Outcome] = []
         self.received: int | None = None  # the signal the launcher itself received
+        self.received_at: float | None = None
         self._stopping = threading.Event()
         self.sleep = self.sleep or self._stopping.wait
         self._timer: threading.Timer | None = None
@@ -294,20 +295,20 @@ class Supervisor:
         why = (f"{'the time limit' if kind == slurm.TIME_LIMIT else 'a preemption'} of SLURM job {job.id} "
                f"({signal.Signals(sig).name}); {'the checkpoint stays resumable' if saved else 'no epoch saved yet'}"
                f"; requeue {state.requeues} of at most {self.ladder.job.max_requeues}")
-        code = self._finish(EXIT_REQUEUED, kind, why)
+        code = self._finish(EXIT_REQUEUED, kind, why, signal_t=self.received_at)
         if kind == slurm.TIME_LIMIT:
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # SLURM's SIGTERM to the requeued job: ours
                 self._old.pop(signal.SIGTERM, None)
             answer = job.requeue()
-            self.events.append(Ev.REQUEUE, job=job.id, result=answer)
+            self.events.append(Ev.REQUEUE, job=job.id, result=answer, t=time.time())
             self.say(f"SLURM job {job.id}: {answer}")
         return code
 
-    def _finish(self, code: int, status: str, why: str) -> int:
+    def _finish(self, code: int, status: str, why: str, **fields) -> int:
         self.state.status, self.state.reason = status, why
         self._save_state()
-        self.events.append(status, reason=why, exit_code=code)
+        self.events.append(status, reason=why, exit_code=code, t=time.time(), **fields)
         self.summary(status)
         self.say(f"{status}: {why}")
         self.say(f"run record: {self.paths.root}")
@@ -340,7 +341,7 @@ class Supervisor:
 
     def _on_signal(self, sig, frame) -> None:
         if self.received is None:
-            self.received = sig
+            self.received, self.received_at = sig, time.time()
             self.say(f"received {signal.Signals(sig).name}: stopping the child (grace {GRACE_S:.0f} s)")
             if self.child:  # the child ends without finalising its checkpoint (it takes SIGTERM as Ctrl-C)
                 self.child.signal(signal.SIGTERM if sig not in (signal.SIGINT, signal.SIGTERM) else sig)

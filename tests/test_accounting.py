@@ -216,3 +216,20 @@ def test_reading_and_writing_the_markdown_import_no_matplotlib():
               "print(sorted(m for m in sys.modules if m.split('.')[0] in ('matplotlib', 'torch', 'numpy')))\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_run_on_slurm_reports_its_jobs_requeues_and_waits(tmp_path):
+    from launcher import accounting, report_md
+    from launcher.runlog import Events, RunPaths, RunState
+    paths = RunPaths(tmp_path / "night")
+    paths.root.mkdir(parents=True)
+    RunState(run="night", ladder="l.toml", data="d.yaml", device="0", rung="a", requeues=2,
+             slurm_jobs=["4242"]).save(paths.state)
+    ev = Events(paths.events)
+    for ts, event in (("02:00:00", "slurm"), ("03:00:00", "time_limit"), ("03:00:06", "slurm"),
+                      ("04:00:00", "preempted"), ("04:10:00", "slurm")):
+        ev.add({"ts": f"2026-12-01T{ts}+00:00", "event": event})
+    rec = accounting.load(paths.root)
+    assert rec.slurm == {"jobs": ["4242"], "requeues": 2, "waiting_s": 606.0}
+    assert "- **SLURM:** job 4242; 2 requeues (time limits and preemptions), 10 min 06 s waiting to run again" \
+        in report_md.markdown(rec)

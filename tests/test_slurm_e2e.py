@@ -1,0 +1,132 @@
+"""The same night on a real SLURM (issue 14): `python -m launcher sbatch` of the demo job on a
+private single-node slurmctld (tests/slurm.py), cut by its time limit, requeued from outside, and
+held to its requeue budget. Skipped, with the reason, where SLURM cannot run here.
+
+SLURM's unit is minutes and slurmctld looks at time limits every 30 s: with --time=2 and a 30 s
+lead the launcher's signal comes about 88 s into each run of the job."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from launcher.demo import make_dataset
+
+from conftest import ROOT
+from slurm import local_slurm  # noqa: F401,F811 - the fixture
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("demo-data"), train=24, val=8)
+
+
+def submit(c, tmp_path: Path, *argv: str, ladder: Path | None = None, time_min: int = 2) -> tuple[str, str]:
+    """`launcher sbatch` from tmp_path; (job id, its stdout)."""
+    cmd = [sys.executable, "-m", "launcher", "sbatch", "--demo", "--device", "cpu", "--signal-lead", "30", *argv]
+    if ladder:
+        cmd += ["--ladder", str(ladder)]
+    p = subprocess.run([*cmd, "--", f"--time={time_min}"], cwd=tmp_path, env=c.env, capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout.split("submitted SLURM job ")[1].split(":")[0], p.stdout
+
+
+def record(tmp_path: Path, run: str) -> tuple[dict, list[dict]]:
+    root = tmp_path / "logs" / run
+    return (json.loads((root / "state.json").read_text()),
+            [json.loads(line) for line in (root / "events.jsonl").read_text().splitlines()])
+
+
+def leftovers(tmp_path: Path) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout.splitlines()
+    return [line for line in ps if "launcher" in line and str(tmp_path) in line and not line.startswith("Z")]
+
+
+def test_a_time_limit_requeues_the_job_and_the_next_run_finishes_the_night(local_slurm, tmp_path, data):
+    """About 130 s of training on an idle 2-core machine (16 demo epochs): the first run is cut at
+    about 88 s, the second finishes. On a slower machine more runs are cut; each one resumes."""
+    job, out = submit(local_slurm, tmp_path, "--data", str(data), "--name", "night", "epochs=16")
+    assert "status night" in out
+    assert local_slurm.wait_job(job, "COMPLETED", timeout=600) == "COMPLETED"
+    state, events = record(tmp_path, "night")
+    kinds = [e["event"] for e in events]
+    n = state["requeues"]
+    assert state["status"] == "complete" and n >= 1 and state["slurm_jobs"] == [job]
+    assert kinds.count("time_limit") == n and kinds.count("requeue") == n and kinds.count("complete") == 1
+    assert [s["restarts"] for s in events if s["event"] == "slurm"] == list(range(n + 1))
+    assert all(e["result"] == "requeued" for e in events if e["event"] == "requeue")
+    assert state["attempts"] == n + 1 and state["cut"] == n  # no cut spent the attempt budget
+    root = tmp_path / "logs" / "night"
+    resumed = [k for k in range(2, n + 2) if "Resuming training" in (root / f"attempt-{k}" / "train.log").read_text()]
+    assert resumed, "no requeued run resumed a checkpoint"  # (a run cut before its first save starts afresh)
+    report_requeue_times(root, events)
+    assert leftovers(tmp_path) == []
+
+
+def test_a_requeue_from_outside_continues_the_run(local_slurm, tmp_path, data):
+    job, _ = submit(local_slurm, tmp_path, "--data", str(data), "--name", "outside", "epochs=4", time_min=30)
+    beat = tmp_path / "logs" / "outside" / "attempt-1" / "heartbeat.json"
+    deadline = time.monotonic() + 240
+    while not (beat.exists() and _json(beat).get("epoch", 0) >= 2 and _json(beat).get("phase") == "train"):
+        assert time.monotonic() < deadline, "epoch 2 never started"
+        time.sleep(0.5)
+    local_slurm.run("scontrol", "requeue", job)
+    assert local_slurm.wait_job(job, "COMPLETED", timeout=300) == "COMPLETED"
+    state, events = record(tmp_path, "outside")
+    assert state["status"] == "complete" and state["requeues"] == 1
+    assert [e["event"] for e in events].count("preempted") == 1 and "requeue" not in [e["event"] for e in events]
+    ends = [e for e in events if e["event"] == "attempt_end"]
+    assert ends[0]["kind"] == "interrupted" and ends[-1]["kind"] is None  # no failure classified, none retried
+    assert "Resuming training" in (tmp_path / "logs" / "outside" / "attempt-2" / "train.log").read_text()
+    assert leftovers(tmp_path) == []
+
+
+def test_past_max_requeues_the_run_ends_exhausted_not_in_a_loop(local_slurm, tmp_path, data):
+    ladder = tmp_path / "short.toml"
+    demo = (ROOT / "ladders" / "demo.toml").read_text().replace(
+        "[job]\n", "[job]\nmax_requeues = 1\n", 1).replace('"../logs/demo-data/shapes.yaml"', f'"{data}"')
+    ladder.write_text(demo)
+    job, _ = submit(local_slurm, tmp_path, "--name", "budget", "epochs=60", ladder=ladder)
+    final = local_slurm.wait_job(job, timeout=420)
+    state, events = record(tmp_path, "budget")
+    assert state["status"] == "exhausted" and "requeue budget spent" in state["reason"], (final, state)
+    assert [e["event"] for e in events].count("time_limit") == 1 and state["requeues"] == 1
+    assert local_slurm.job_state(job) not in ("PENDING", "RUNNING", "REQUEUED")  # not requeued again
+    assert leftovers(tmp_path) == []
+
+
+def report_requeue_times(root: Path, events: list[dict]) -> None:
+    """For the closing note: from each time-limit signal to the requeued run's first batch, split into
+    the launcher's part, SLURM's and the new child's start-up; and the share of an epoch lost."""
+    ends = [e for e in events if e["event"] == "attempt_end"]
+    for k, cut in enumerate(e for e in events if e["event"] == "time_limit"):
+        end = ends[k]
+        queued = next(e for e in events if e["event"] == "requeue" and _ts(e) >= _ts(cut))
+        again = next(e for e in events if e["event"] == "slurm" and _ts(e) >= _ts(queued))
+        beat = _json(root / f"attempt-{end['attempt']}" / "heartbeat.json")
+        nxt = _json(root / f"attempt-{end['attempt'] + 1}" / "heartbeat.json")
+        lost = (beat.get("batch") or 0) / (beat.get("batches") or 1)
+        print(f"\nrequeue {k + 1}: launcher {_ts(queued) - cut['signal_t']:.1f} s (signal → scontrol requeue), "
+              f"SLURM {_ts(again) - _ts(queued):.1f} s (→ the job runs again), child start-up "
+              f"{(nxt.get('first_batch_ts') or _ts(again)) - _ts(again):.1f} s (→ first batch); "
+              f"{lost:.2f} of an epoch lost")
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _ts(event: dict) -> float:
+    from launcher.accounting import event_time
+    return event_time(event)
