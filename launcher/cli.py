@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import console, failures, ladder as ladder_mod, runlog, setup, slurm
+from . import console, dataset as dataset_mod, failures, ladder as ladder_mod, runlog, setup, slurm
 from .contract import EXIT_BAD_INPUT, EXIT_OK, REPORT_NAME, TRAIN_LOG_NAME
 from .errors import BadInput, LauncherError
 from .runlog import read_json
@@ -23,7 +23,12 @@ PROG = "python -m launcher"
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad option in one line (exit 2), pointing at --help."""
+    """argparse that reports a bad option in one line (exit 2), pointing at --help. No abbreviated
+    options: `sbatch` copies the run's options into a batch script as they were written."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D102
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} — see {self.prog} --help\n")
@@ -147,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Unattended Ultralytics RT-DETR training that survives out-of-memory crashes.",
         epilog=f"examples:\n  {PROG} dry-run --vram 11.7\n  {PROG} diagnose logs/night/attempt-2/train.log\n\n"
                "exit codes: 0 ok, 2 bad input, 3 ladder or attempts exhausted, 4 fatal failure, "
-               "130/143 interrupted, 1 a launcher bug")
+               "75 stopped for SLURM to run it again, 130/143 interrupted, 1 a launcher bug")
     parser.add_argument("--version", action="version", version=versions(),
                         help="print the launcher's, Ultralytics' and torch's versions, then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -177,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                f"  {PROG} run --demo --inject cuda_oom:optimal:2          # a late OOM, then an early one\n"
                f"  {PROG} run --demo --inject cuda_oom:optimal:2:final    # OOM in the final validation\n\n"
                "exit codes: 0 trained (or already finished), 2 bad input, 3 ladder or attempts exhausted, "
-               "4 fatal failure, 130/143 interrupted")
+               "4 fatal failure, 75 stopped for SLURM to run it again, 130/143 interrupted")
     run_options(run)
     run.set_defaults(func=cmd_run)
 
@@ -292,6 +297,13 @@ def cmd_sbatch(args) -> int:
     req = setup.demo_ladder(request(args))
     ladder = setup.load_job(req)
     setup.check_injections(req.inject, ladder)
+    if not req.demo:
+        dataset_mod.inspect(ladder.job.dataset)  # a mistyped --data now, not after the queue wait
+    device = req.device or ladder.job.device or "0"
+    indices = ladder_mod.gpu_indices(device)
+    if indices and list(indices) != list(range(len(indices))):
+        raise BadInput(f"--device {device}", "inside a job CUDA numbers the GPUs SLURM gives it from 0",
+                       f"use --device {','.join(str(i) for i in range(len(indices)))} (SLURM picks the cards)")
     limit = slurm.time_option(args.sbatch_args)
     if limit is not None:
         try:
@@ -303,11 +315,10 @@ def cmd_sbatch(args) -> int:
                            f"({args.signal_lead} s)", "give a longer --time, or a shorter --signal-lead")
     name = ladder.job.name
     logs = runlog.logs_dir()
-    if args.fresh and (logs / name / "state.json").exists():
+    if args.fresh and setup.has_run(runlog.RunPaths.for_run(name, logs)):
         name = setup.fresh_name(name)
     run_argv = sbatch_run_argv(args.argv, name)
-    device = req.device or ladder.job.device or "0"
-    gpus = 0 if device == "cpu" or slurm.gpu_option_given(args.sbatch_args) else len(ladder_mod.gpu_indices(device))
+    gpus = 0 if device == "cpu" or slurm.gpu_option_given(args.sbatch_args) else len(indices)
     text = slurm.script(name=name, run_argv=run_argv, logs=logs, cwd=Path.cwd(), lead_s=args.signal_lead, gpus=gpus)
     if args.dry_run:
         console.write(text)

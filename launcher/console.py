@@ -47,6 +47,8 @@ def write(text: str) -> None:
         sys.stdout.flush()
     except (OSError, ValueError):
         lost()
+    except RuntimeError:  # a signal handler's line while the main thread was writing: dropped
+        pass
 
 
 def write_bytes(data: bytes) -> None:

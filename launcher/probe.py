@@ -132,14 +132,23 @@ def visible(nvml: Any, environ) -> list[tuple[Any, int | None, str | None]]:
             handle = _field(lambda: nvml.nvmlDeviceGetHandleByUUID(item))
             if handle is not None:
                 parent = _field(lambda: nvml.nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle))
-                found = (handle, next((i for h, i, _ in cards if h == parent), None), item)
+                found = (handle, next((i for h, i, _ in cards if _same(h, parent)), None), item)
         elif item:
             matches = [c for c in cards if c[2] and c[2].startswith(item if item.startswith("GPU-") else f"GPU-{item}")]
             found = matches[0] if len(matches) == 1 else None
-        if found is None or any(found[0] == h for h, _, _ in out):
+        if found is None or any(_same(found[0], h) for h, _, _ in out):
             break  # CUDA stops at the first entry it cannot use
         out.append(found)
     return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Two NVML handles (ctypes pointers, which compare by identity) name one device."""
+    import ctypes
+    try:
+        return ctypes.cast(a, ctypes.c_void_p).value == ctypes.cast(b, ctypes.c_void_p).value
+    except (TypeError, ctypes.ArgumentError):
+        return a == b
 
 
 def _field(read):

@@ -6,6 +6,7 @@ and dispatches, and the supervisor only runs the loop.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -183,7 +184,7 @@ def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
             say(reason)
         raise Refused(plan.problems)
     paths = RunPaths.for_run(ladder.job.name)
-    if req.fresh and paths.state.exists():
+    if req.fresh and has_run(paths):
         name = fresh_name(ladder.job.name)
         say(f"--fresh: starting run {name!r} beside {ladder.job.name!r} (which stays as it is)")
         ladder = replace(ladder, job=replace(ladder.job, name=name))
@@ -212,7 +213,7 @@ def _take_up(req: Request, args: dict, ladder: Ladder, result: DryRun, paths: Ru
     state = RunState.load(paths.state)
     events = Events(paths.events)
     if state is None:
-        state = rebuild(ladder, paths, req.epochs, plan.device, events, say)
+        state = rebuild(ladder, paths, req.epochs, plan.device, events, say, args)
     learned = None if req.inject else result.experience  # a fire drill teaches nothing about the rungs
     prepared = Prepared(ladder, plan.rungs, 0, plan.device, paths, state, lock, req, child_env, learned)
     if state and state.status == Ev.COMPLETE:
@@ -229,6 +230,9 @@ def _take_up(req: Request, args: dict, ladder: Ladder, result: DryRun, paths: Ru
             prepared.rungs = plan_mod.override_epochs(replace(ladder, rungs=plan.rungs), state.epochs_override).rungs
         if not req.overrides and state.overrides:  # the run's own key=value arguments
             prepared.ladder = with_args(ladder, state.overrides)
+            if prepared.experience is not None:  # learned under the arguments the run trains with
+                prepared.experience = experience.Experience(prepared.experience.path, experience.job_key(
+                    prepared.ladder, plan.gpus, result.snap))
     else:
         prepared.start = ladder.index(plan.start.name)
         prepared.state = RunState(run=ladder.job.name, ladder=str(ladder.path), data=str(ladder.job.dataset),
@@ -254,7 +258,7 @@ def _take_up(req: Request, args: dict, ladder: Ladder, result: DryRun, paths: Ru
 
 
 def rebuild(ladder: Ladder, paths: RunPaths, epochs: int | None, device: str, events: Events,
-            say: Callable[[str], None]) -> RunState | None:
+            say: Callable[[str], None], args: dict | None = None) -> RunState | None:
     """A run whose state.json is gone but whose attempts or checkpoints are there: its record,
     rebuilt from what the checkpoints say of themselves (their epochs; the dataset the run read),
     so that a different request is refused and new attempts get new numbers. None for a new run."""
@@ -277,15 +281,16 @@ def rebuild(ladder: Ladder, paths: RunPaths, epochs: int | None, device: str, ev
         else:
             say(f"warning: {last} cannot be read; the record is rebuilt without it")
             continue
-        args, epoch = facts["train_args"], facts["epoch"]
-        training = str(args.get("model"))
-        trained.add(int(args.get("epochs", 0)))
-        models[str(args.get("model"))] = ModelRecord(
-            save_dir=str(save_dir), epochs=int(args.get("epochs", 0)),
-            epochs_done=int(args.get("epochs", 0)) if epoch == -1 else epoch + 1, complete=epoch == -1)
-        if epochs is not None and epochs != int(args.get("epochs", 0)):
+        own, epoch = facts["train_args"], facts["epoch"]
+        source = _source_of(save_dir, ladder, paths, str(own.get("model")))
+        training = source
+        trained.add(int(own.get("epochs", 0)))
+        models[source] = ModelRecord(
+            save_dir=str(save_dir), epochs=int(own.get("epochs", 0)),
+            epochs_done=int(own.get("epochs", 0)) if epoch == -1 else epoch + 1, complete=epoch == -1)
+        if epochs is not None and epochs != int(own.get("epochs", 0)):
             raise BadInput(str(last), f"run {ladder.job.name!r} has no state.json, and this checkpoint was trained "
-                           f"for {args.get('epochs')} epochs (its own training arguments); this run asks "
+                           f"for {own.get('epochs')} epochs (its own training arguments); this run asks "
                            f"--epochs {epochs}", "run again without --epochs to continue, or start afresh with --fresh")
     data = _dataset_read(paths)
     if data is not None and data != str(ladder.job.dataset):
@@ -294,16 +299,47 @@ def rebuild(ladder: Ladder, paths: RunPaths, epochs: int | None, device: str, ev
     own = {r.epochs for r in ladder.rungs if r.model.source in models}
     override = epochs if epochs is not None else (next(iter(trained)) if len(trained) == 1 and own != trained
                                                    else None)
-    rung = next((r.name for r in ladder.rungs if r.model.source == training), ladder.rungs[0].name)
+    newest = _newest_spec(paths, numbers)
+    rung = newest.get("rung") if newest.get("rung") in [r.name for r in ladder.rungs] else next(
+        (r.name for r in ladder.rungs if r.model.source == training), ladder.rungs[0].name)
     state = RunState(run=ladder.job.name, ladder=str(ladder.path), data=str(ladder.job.dataset), device=device,
                      rung=rung, epochs_override=override, attempts=max(numbers, default=0), models=models,
-                     training_model=training, started=now_iso())
+                     training_model=training, started=now_iso(), overrides=_arguments_of(newest, ladder, args))
     events.append(Ev.REBUILT, attempts=state.attempts, models={s: m.epochs_done for s, m in models.items()},
                   epochs_override=override)
     say(f"rebuilt the record of run {ladder.job.name!r} from its checkpoints (state.json was missing): "
         f"{state.attempts} attempt(s) so far, " + ", ".join(f"{Path(s).name} {m.epochs_done}/{m.epochs} epochs"
                                                             for s, m in models.items()))
     return state
+
+
+def _source_of(save_dir: Path, ladder: Ladder, paths: RunPaths, fallback: str) -> str:
+    """The ladder's model source whose folder this is (after a resume, Ultralytics' own train_args
+    name last.pt itself, not the model)."""
+    for rung in ladder.rungs:
+        if paths.save_dir(rung.model.source) == save_dir or save_dir.name == Path(rung.model.source).stem:
+            return rung.model.source
+    return fallback
+
+
+def _newest_spec(paths: RunPaths, numbers: list[int]) -> dict:
+    for n in sorted(numbers, reverse=True):
+        try:
+            spec = json.loads(paths.spec(n).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(spec, dict):
+            return spec
+    return {}
+
+
+def _arguments_of(spec: dict, ladder: Ladder, asked: dict | None) -> dict:
+    """The run's key=value arguments: the ones asked now, else what its newest attempt trained with
+    beyond the ladder's [job.args]."""
+    if asked:
+        return dict(asked)
+    extra = spec.get("extra_args") if isinstance(spec.get("extra_args"), dict) else {}
+    return {k: v for k, v in extra.items() if ladder.job.args.get(k) != v}
 
 
 def _dataset_read(paths: RunPaths) -> str | None:
@@ -326,6 +362,11 @@ def check_injections(injections: tuple[dict, ...], ladder: Ladder) -> None:
         if inj["epoch"] > last:
             raise BadInput(what, f"epoch {inj['epoch']} is past rung {inj['rung']}'s last epoch ({last}); it would "
                            "never fire", f"inject at an epoch from 1 to {last}")
+
+
+def has_run(paths: RunPaths) -> bool:
+    """Whether a run of this name exists: its record, or attempts and checkpoints without one."""
+    return paths.state.exists() or any(paths.root.glob("attempt-*")) or any(paths.root.glob("models/*"))
 
 
 def fresh_name(name: str) -> str:

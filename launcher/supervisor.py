@@ -104,6 +104,8 @@ class Supervisor:
         self.state = state
         self._install_signals()
         try:
+            if self.slurm_job is not None and state.requeues > self.ladder.job.max_requeues:
+                return self._requeues_spent(f"SLURM job {self.slurm_job.id} ran again")  # preempted past it
             return self._loop(self.start, state.mode)
         except OSError as e:
             if e.errno not in RECORD_ERRORS:
@@ -145,7 +147,8 @@ class Supervisor:
             if step.retry is None:
                 streak = 0
             self._take(step, i, failure)
-            i, mode, wait = step.rung, ("validate" if step.action == plan.VALIDATE else "train"), step.wait_s
+            validate = step.action == plan.VALIDATE or (step.action == plan.RETRY and mode == "validate")
+            i, mode, wait = step.rung, ("validate" if validate else "train"), step.wait_s
 
     def _take(self, step: plan.Step, i: int, failure: Failure) -> None:
         """Record a retry, step-down or validation, and apply its remedies."""
@@ -159,7 +162,9 @@ class Supervisor:
             evidence=failure.evidence, reason=step.reason, wait_s=round(step.wait_s, 1), retry=n, of=of,
             **dict(step.changes))
         self.say(f"{step.reason}: {failure.evidence}" if step.retry else step.reason)
-        state.rung, state.mode = self.rungs[step.rung].name, ("validate" if step.action == plan.VALIDATE else "train")
+        state.rung = self.rungs[step.rung].name
+        state.mode = "validate" if step.action == plan.VALIDATE or (step.action == plan.RETRY and
+                                                                     state.mode == "validate") else "train"
         self._save_state()
 
     def _rungs(self) -> tuple[Rung, ...]:
@@ -173,6 +178,9 @@ class Supervisor:
             released = probe.wait_gpu_released(self.gpus, pids, before)
             self.events.append(Ev.GPU_RELEASE, result=released)
             self.say(f"GPU memory: {released}")
+        if self.received is not None:  # a signal during that wait: start nothing more
+            return Outcome(state.attempts, rung.name, mode, ChildEnd(-self.received), None, None,
+                           failures.judge(ChildEnd(-self.received), None, "", None, self.received))
         n = state.attempts = state.attempts + 1
         state.rung, state.mode = rung.name, mode
         self.paths.attempt(n).mkdir(parents=True, exist_ok=True)
@@ -232,14 +240,26 @@ class Supervisor:
 
     def _spec(self, rung: Rung, n: int, mode: str, model_rung: Rung) -> dict:
         trained = replace(rung, model=model_rung.model, epochs=model_rung.epochs) if mode == "validate" else rung
-        known = self.state.model(trained.model.source)
         spec = spec_mod.build(self.ladder.job, trained, self.device, self.paths, n, vram_gib=self.vram_gib, mode=mode,
-                              inject=self.injections, save_dir=known.save_dir if known else None)
+                              inject=self.injections, save_dir=self._save_dir(trained.model.source))
         if mode == "train":
             self.state.training_model = rung.model.source
             if rung.model.source in self.state.models:
                 self.state.models[rung.model.source].set_aside = False  # taken up again
         return spec
+
+    def _save_dir(self, source: str) -> str | None:
+        """Where the record says a model trains; for a run an earlier launcher started (models/<stem>)
+        and left no record of the model (killed in its first attempt), that folder if it holds a
+        checkpoint no other model of the record claims; None: the launcher's own naming."""
+        known = self.state.model(source)
+        if known:
+            return known.save_dir
+        legacy = self.paths.root / "models" / Path(source).stem
+        claimed = {str(Path(m.save_dir)) for m in self.state.models.values()}
+        if (legacy / "weights" / "last.pt").exists() and str(legacy) not in claimed:
+            return str(legacy)
+        return None
 
     def _resume_point(self, spec: dict) -> str | None:
         last = Path(spec["train_args"]["save_dir"]) / "weights" / "last.pt"
@@ -271,7 +291,7 @@ class Supervisor:
 
     def _interrupted(self) -> int:
         sig = self.received or signal.SIGTERM
-        if self.slurm_job is not None:
+        if self.slurm_job is not None and sig != signal.SIGINT:  # Ctrl-C in an allocation is a person's
             return self._cut(sig)
         kept = ("the checkpoint stays resumable" if any(m.epochs_done for m in self.state.models.values())
                 else "no epoch was saved yet")
@@ -286,16 +306,10 @@ class Supervisor:
         last = self.outcomes[-1].failure if self.outcomes else None
         state.cut += 1 if last is not None and last.kind == INTERRUPTED else 0  # the attempt SLURM cut
         if state.requeues >= self.ladder.job.max_requeues:
-            return self._finish(EXIT_EXHAUSTED, Ev.EXHAUSTED, f"{kind.replace('_', ' ')} of SLURM job {job.id} with "
-                                f"the requeue budget spent ({state.requeues} of max_requeues "
-                                f"{self.ladder.job.max_requeues}): raise it in the ladder's [job] to go on"
-                                + state.trained_note())
-        state.requeues += 1
+            return self._requeues_spent(f"{kind.replace('_', ' ')} of SLURM job {job.id}")
         saved = any(m.epochs_done for m in state.models.values())
         why = (f"{'the time limit' if kind == slurm.TIME_LIMIT else 'a preemption'} of SLURM job {job.id} "
-               f"({signal.Signals(sig).name}); {'the checkpoint stays resumable' if saved else 'no epoch saved yet'}"
-               f"; requeue {state.requeues} of at most {self.ladder.job.max_requeues}")
-        code = self._finish(EXIT_REQUEUED, kind, why, signal_t=self.received_at)
+               f"({signal.Signals(sig).name}); {'the checkpoint stays resumable' if saved else 'no epoch saved yet'}")
         if kind == slurm.TIME_LIMIT:
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)  # SLURM's SIGTERM to the requeued job: ours
@@ -303,7 +317,17 @@ class Supervisor:
             answer = job.requeue()
             self.events.append(Ev.REQUEUE, job=job.id, result=answer, t=time.time())
             self.say(f"SLURM job {job.id}: {answer}")
-        return code
+            if answer != "requeued":  # the night ends here: say so, with how to go on
+                return self._finish(EXIT_SIGTERM, kind, f"{why}; {answer}: submit the job again (or run the same "
+                                    "command) to continue", signal_t=self.received_at)
+        state.requeues += 1
+        return self._finish(EXIT_REQUEUED, kind, f"{why}; requeue {state.requeues} of at most "
+                            f"{self.ladder.job.max_requeues}", signal_t=self.received_at)
+
+    def _requeues_spent(self, what: str) -> int:
+        return self._finish(EXIT_EXHAUSTED, Ev.EXHAUSTED, f"{what} with the requeue budget spent ({self.state.requeues} "
+                            f"of max_requeues {self.ladder.job.max_requeues}): raise it in the ladder's [job] to go "
+                            "on" + self.state.trained_note())
 
     def _finish(self, code: int, status: str, why: str, **fields) -> int:
         self.state.status, self.state.reason = status, why

@@ -450,3 +450,16 @@ def test_dry_run_offline_with_vram_names_the_rung_it_would_take(capsys, fixed_ma
     assert code == 2 and "no rung is available" in out
     assert "once its weights are on this machine: would start on rung optimal-b4: GPU 0 has 11.70 GiB free" in out
     assert "steps over" not in out  # every rung is out: nothing is stepped over
+
+
+def test_a_record_rebuilt_after_a_resume_names_the_ladders_model_and_rung(capsys, cpu_machine, tmp_path):
+    """After a resume Ultralytics' own train_args name last.pt itself; the newest spec names the rung."""
+    from launcher.runlog import RunPaths
+    paths = RunPaths((tmp_path / "logs" / "coco_indoor").resolve())
+    last = paths.save_dir("rtdetr-l.pt") / "weights" / "last.pt"
+    a_run_without_state(tmp_path, epoch=3, epochs=100, attempts=3)
+    fake_checkpoint(last, 3, 100, model=str(last))
+    paths.spec(3).write_text(json.dumps({"attempt": 3, "rung": "optimal-b4", "extra_args": {"lr0": 0.002}}))
+    p = prepare(overrides=("lr0=0.002",))
+    assert set(p.state.models) == {"rtdetr-l.pt"} and p.state.models["rtdetr-l.pt"].epochs_done == 4
+    assert p.ladder.rungs[p.start].name == "optimal-b4" and p.state.overrides == {"lr0": 0.002}

@@ -175,3 +175,32 @@ def test_requeues_do_not_spend_the_attempt_budget(tmp_path):
     code = Supervisor(ladder=ladder, rungs=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
                       launch=again, sleep=lambda s: None, say=lambda line: None).run(state)
     assert code == 0 and len(again.calls) == 1 and state.attempts == 2
+
+
+def test_ctrl_c_in_an_allocation_is_a_persons_not_slurms(tmp_path):
+    code, state, _ = run_cut(tmp_path, signal.SIGINT)
+    assert code == 130 and state.status == "interrupted" and state.requeues == 0 and Requeue.asked == 0
+
+
+def test_a_requeue_slurm_refuses_ends_the_night_saying_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(Requeue, "requeue", lambda self: "scontrol requeue 99 failed: Invalid job id")
+    code, state, _ = run_cut(tmp_path, signal.SIGUSR1)
+    assert code == 143 and state.requeues == 0 and "scontrol requeue 99 failed" in state.reason
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["--device", "1"], ["--device 1", "from 0", "use --device 0"]),
+    (["--data", "nope.yaml"], ["dataset YAML not found"]),
+    (["--fres"], ["unrecognized arguments: --fres"]),  # no abbreviation would be copied into the script
+])
+def test_sbatch_refuses_what_would_fail_after_the_queue_wait(tmp_path, monkeypatch, capsys, argv, names):
+    monkeypatch.chdir(tmp_path)
+    demo = [] if "--data" in argv else ["--demo"]
+    try:
+        code = cli.main(["sbatch", *demo, *argv, "--dry-run", "--", "--time=60"])
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    for n in names:
+        assert n in err

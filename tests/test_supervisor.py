@@ -321,3 +321,19 @@ def test_a_real_early_oom_is_learned_a_late_one_holds(default, tmp_path):
     assert [(e["rung"], e["verdict"]) for e in learned._entries()] == [
         ("optimal", "held"), ("optimal", "oom_early"), ("optimal-b4", "held")]
     assert "optimal" in learned.avoid() and "optimal-b4" not in learned.avoid()
+
+
+def test_a_failed_validation_is_retried_as_a_validation(default, tmp_path):
+    code, child, _, _, _, state = supervise(default, tmp_path, [oom(saved=2, phase="final"), crash(), ok(saved=0)])
+    assert code == EXIT_OK
+    assert [(c["rung"], c["mode"]) for c in child.calls] == [("optimal", "train"), ("optimal-b4", "validate"),
+                                                              ("optimal-b4", "validate")]
+    assert state.delivered["model"] == "rtdetr-l.pt"
+
+
+def test_a_model_an_earlier_launcher_started_without_a_record_keeps_its_folder(default, tmp_path):
+    legacy = tmp_path / "run" / "models" / "rtdetr-l" / "weights"
+    legacy.mkdir(parents=True)
+    (legacy / "last.pt").write_bytes(b"a checkpoint")
+    code, child, _, _, _, _ = supervise(default, tmp_path, [ok()])
+    assert child.calls[0]["train_args"]["save_dir"] == str(legacy.parent)

@@ -1,8 +1,8 @@
 """Launcher overhead while training goes well: the demo job through the launcher (A) versus the same
 Ultralytics training called directly in a plain subprocess (B), alternated on one machine.
 
-    python tests/bench/bench_overhead.py              # 12 pairs, 5 epochs, 24 train / 8 val images (~25 min)
-    python tests/bench/bench_overhead.py --pairs 6 --epochs 4
+    python tests/bench/bench_overhead.py              # 12 pairs, 5 epochs, 24 train / 8 val images
+    python tests/bench/bench_overhead.py --pairs 4 --epochs 5 --train 72   # ~10 min on 2 quiet cores
 
 A: `python -m launcher run --demo --data D --name N --epochs E` in a scratch folder (ladders/demo.toml's
    first rung: rtdetr-l.yaml, 64 px, batch 6, 2 workers, RAM cache, 2 threads, CPU).
@@ -11,23 +11,36 @@ B: `RTDETR("rtdetr-l.yaml").train(...)` in a plain `python -c` with the same dat
    torch.set_num_threads(2) after Ultralytics' select_device resets it, as the launcher's child does).
 Both: YOLO_OFFLINE=1 and one YOLO_CONFIG_DIR holding matplotlib's DejaVuSans.ttf as Arial.ttf (no network).
 
-Each pair runs A then B, the next B then A (so a drift of the machine's load cancels out). The epoch
-time of a run is its mean steady epoch: Ultralytics' results.csv "time" column is cumulative
-seconds, so epoch k's time is time[k] - time[k-1]; the first epoch (setup, warm-up) is left out. It
-includes each epoch's training, validation and the previous epoch's checkpoint save (through the
-launcher's rename and spare, and its verified copy when one is due). Per pair: speed ratio = direct epoch time / launcher epoch time (≥ 1: the
-launcher is as fast). Target (issue 6, benchmark 2): median ≥ 0.98.
+Everything is read from the outside, the same way in both arms (no code added to either):
+- Training speed (the goal: A/B ≥ 0.99): batches per second of the training loop, saves and
+  validation excluded. Ultralytics' own progress bar prints, at each epoch's last training batch,
+  a frame "N/N <rate> <elapsed>", elapsed from the bar's creation (just before the first batch is
+  fetched) to the end of batch N, the callbacks included (A: attempt-1/train.log; B: its stdout).
+  A run's speed is N x (epochs 2..E) / the sum of those elapsed times; epoch 1 (warm-up) is left out.
+  Elapsed is printed to 0.1 s: more --train images make longer epochs and a finer measure.
+  In A the first save (epoch 1) also starts the verified copy, a thread that checks and writes the
+  checkpoint while epoch 2 trains, so the speed of epochs 3..E is printed too.
+- Outside training batches: each epoch's wall time (results.csv "time" deltas: the previous epoch's
+  save, this epoch's batches, its validation) minus its batch time. Less the validation loop's own
+  elapsed (its progress bar's last frame) that leaves "between epochs": the previous epoch's save
+  (A: by rename, then the launcher's on_model_save; the first also reads the checkpoint for the
+  verified copy) and the epoch changeover. A minus B is the launcher's extra per epoch.
+- Save: results.csv is appended just before save_model, and last.pt (best.pt on a best epoch) is
+  written at its end: from their modification times, polled every 50 ms while the run goes, save k
+  lasted mtime(last.pt or best.pt, whichever is later) - mtime(results.csv row k). Saves 2..E-1
+  (the first is a warm-up, the last is followed by the final strip). It covers Ultralytics'
+  save_model (EMA copy, serialisation, the writes: A new files renamed, B truncating), not the
+  launcher's callback after it nor the verified copy (tests/bench/bench_saves.py times those).
 
-On this 2-core machine the position in a pair can matter as much as the launcher: in one 9-pair run
-the run that went first was the slower one (AB pairs 0.76–0.98, BA pairs 0.99–1.11). A median over
-an odd number of pairs, or over unequal numbers of AB and BA pairs, leans with the majority order,
-so the script also prints an order-balanced ratio: the geometric mean of the AB pairs' ratios and
-of the BA pairs' ratios, weighted equally. Use an even number of pairs, and enough of them: with 6
-the median moved by several per cent between runs of the same code (the default is 12).
+Each pair runs A then B, the next B then A: on this 2-core machine the run that goes first in a pair
+is often the slower, so the script prints an order-balanced ratio (the geometric mean of the AB
+pairs' ratios and of the BA pairs', weighted equally); use an even --pairs. The whole-epoch ratio of
+earlier versions (B's epoch time / A's, saves and validation included) is printed as context.
 
 Also per run: wall time (start to exit), CPU seconds of the whole process tree (wait4's rusage:
 every descendant reaped), and "others": cores busy outside the run meanwhile (a neighbour's job on a
-shared machine; a pair above 0.25 is flagged, its ratio measures the neighbour too).
+shared machine; a pair above 0.25 is flagged, its ratio measures the neighbour too, and the ratios
+are printed again without the flagged pairs; the medians after them leave those pairs out).
 """
 
 from __future__ import annotations
@@ -38,14 +51,16 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -55,6 +70,8 @@ sys.path.insert(0, str(ROOT))
 THREADS = 2  # ladders/demo.toml, rung "optimal"
 TRAIN_ARGS = {"imgsz": 64, "batch": 6, "workers": 2, "cache": "ram", "device": "cpu", "plots": False,
               "exist_ok": True, "rect": False}
+POLL_S = 0.05  # how often results.csv, last.pt and best.pt are looked at while a run goes
+NOISY = 0.25  # a pair whose runs had more cores busy outside them than this is flagged
 
 # B: the plain Ultralytics call. The two callbacks only restore the thread count that Ultralytics'
 # select_device resets to min(8, CPUs - 1) on the CPU (the launcher's child does the same).
@@ -71,6 +88,11 @@ model.add_callback("on_pretrain_routine_start", set_threads)
 model.add_callback("on_train_start", set_threads)
 model.train(**args)
 """
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+# the end of a progress-bar frame at 100%: "N/N [rate] elapsed", elapsed "7.0s", "1:05" or "1:02:03"
+DONE = re.compile(r": 100% \S+ (\d+)/(\d+)(?: +\S+/\S+)? +(\d+(?:\.\d+)?s|\d+:\d\d(?::\d\d)?)\s*$")
+TRAIN_FRAME = re.compile(r"^\s*(\d+)/(\d+)\s+\S+G\s")  # "        2/4         0G      1.734 ..."
 
 
 def machine() -> str:
@@ -91,12 +113,40 @@ def config_dir(tmp: Path) -> Path:
     return d
 
 
-def steady_epochs(results_csv: Path) -> list[float]:
-    """Seconds per epoch from the cumulative "time" column, the first epoch left out."""
+def seconds(text: str) -> float:
+    """Ultralytics' TQDM elapsed: "7.0s", or "m:ss" / "h:mm:ss" from 59.95 s on."""
+    if text.endswith("s"):
+        return float(text[:-1])
+    n = 0
+    for part in text.split(":"):
+        n = n * 60 + int(part)
+    return float(n)
+
+
+def progress(log: str) -> tuple[dict[int, tuple[int, float]], dict[int, float]]:
+    """From a run's output: {epoch: (batches, seconds)} of each epoch's training loop (its last
+    frame) and {epoch: seconds} of the validation loop that follows it (the first validation bar
+    after the epoch's training bar; the final validation of best.pt comes after the last epoch's)."""
+    train: dict[int, tuple[int, float]] = {}
+    val: dict[int, float] = {}
+    epoch = None
+    for frame in re.split(r"[\r\n]", ANSI.sub("", log)):
+        done = DONE.search(frame)
+        if not done or done[1] != done[2]:
+            continue
+        if m := TRAIN_FRAME.match(frame):
+            epoch = int(m[1])
+            train[epoch] = (int(done[2]), seconds(done[3]))
+        elif "mAP50" in frame and epoch is not None and epoch not in val:
+            val[epoch] = seconds(done[3])
+    return train, val
+
+
+def csv_times(results_csv: Path) -> list[float]:
+    """results.csv's cumulative "time" column: seconds from the start of training to each epoch's row."""
     with open(results_csv, newline="") as f:
         rows = [{k.strip(): v for k, v in row.items()} for row in csv.DictReader(f)]
-    t = [float(r["time"]) for r in rows]
-    return [b - a for a, b in zip(t, t[1:])]
+    return [float(r["time"]) for r in rows]
 
 
 def group(values: list[float], orders: list[str], order: str) -> float:
@@ -115,15 +165,74 @@ def busy_seconds() -> float:
     return sum(t) - t.idle - getattr(t, "iowait", 0.0)
 
 
+class Mtimes:
+    """The distinct modification times results.csv, last.pt and best.pt take while a run goes."""
+
+    NAMES = ("results.csv", "weights/last.pt", "weights/best.pt")
+
+    def __init__(self, save_dir: Callable[[], Path | None]):
+        self.save_dir = save_dir
+        self.seen: dict[str, list[float]] = {n: [] for n in self.NAMES}
+
+    def poll(self) -> None:
+        d = self.save_dir()
+        if d is None:
+            return
+        for name in self.NAMES:
+            try:
+                t = os.stat(d / name).st_mtime
+            except OSError:
+                continue
+            if not self.seen[name] or self.seen[name][-1] != t:
+                self.seen[name].append(t)
+
+    def saves(self) -> dict[int, tuple[float, bool]]:
+        """{epoch k: (seconds of save k, whether it wrote best.pt too)} for k < the last epoch:
+        from results.csv's row k to the last write of last.pt/best.pt before row k + 1."""
+        rows, out = self.seen["results.csv"], {}
+        for k, (r0, r1) in enumerate(zip(rows, rows[1:]), 1):
+            last = [t for t in self.seen["weights/last.pt"] if r0 < t < r1]
+            best = [t for t in self.seen["weights/best.pt"] if r0 < t < r1]
+            if last:
+                out[k] = (max(last + best) - r0, bool(best))
+        return out
+
+
 @dataclass
 class Run:
     wall: float  # seconds, start to exit
-    epochs: list[float]  # steady epoch seconds
     cpu: float  # CPU seconds of the run's whole process tree (wait4: every descendant it reaped)
     others: float  # cores used by everything else on the machine meanwhile (noise: another job)
+    train: dict[int, tuple[int, float]]  # epoch: (batches, seconds of its training loop)
+    val: dict[int, float]  # epoch: seconds of its validation loop
+    epoch: dict[int, float]  # epoch k ≥ 2: results.csv time[k] - time[k-1]
+    saves: dict[int, tuple[float, bool]] = field(default_factory=dict)  # epoch: (save seconds, best.pt too)
+
+    def it_s(self, first: int = 2, last: int | None = None) -> float:
+        """Training batches per second over epochs first..last (default: to the last)."""
+        ks = [k for k in self.train if k >= first and (last is None or k <= last)]
+        return sum(self.train[k][0] for k in ks) / sum(self.train[k][1] for k in ks)
+
+    def median_epoch(self) -> float:
+        """The median of epochs 2..E's batches per second (one slow epoch does not move it)."""
+        return statistics.median(n / s for k, (n, s) in self.train.items() if k >= 2)
+
+    def fastest(self) -> float:
+        return max(n / s for k, (n, s) in self.train.items() if k >= 2)
+
+    def outside(self) -> dict[int, float]:
+        """Per steady epoch: wall time minus the training loop's (validation, previous save, changeover)."""
+        return {k: t - self.train[k][1] for k, t in self.epoch.items() if k in self.train}
+
+    def between(self) -> dict[int, float]:
+        """Per steady epoch: wall time minus the training and validation loops' (save k-1, changeover)."""
+        return {k: t - self.val[k] for k, t in self.outside().items() if k in self.val}
+
+    def steady_saves(self) -> list[float]:
+        return [s for k, (s, _) in self.saves.items() if k >= 2]
 
 
-def run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[float, float, float]:
+def run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, mtimes: Mtimes) -> tuple[float, float, float]:
     """(wall seconds, the tree's CPU seconds, cores busy outside the tree); raises on a failed run."""
     me0, busy0 = psutil.Process().cpu_times(), busy_seconds()
     t0 = time.perf_counter()
@@ -133,7 +242,8 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[floa
             pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
-            time.sleep(0.5)
+            mtimes.poll()
+            time.sleep(POLL_S)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     me1, busy1 = psutil.Process().cpu_times(), busy_seconds()
@@ -146,11 +256,26 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], log: Path) -> tuple[floa
     return wall, cpu, others
 
 
+def measured(wall: float, cpu: float, others: float, log: Path, save_dir: Path, mtimes: Mtimes, epochs: int) -> Run:
+    train, val = progress(log.read_text(encoding="utf-8", errors="replace"))
+    t = csv_times(save_dir / "results.csv")
+    if sorted(train) != list(range(1, epochs + 1)) or len(t) != epochs:
+        raise SystemExit(f"{log}: {len(train)} training bars and {len(t)} results.csv rows for {epochs} epochs")
+    return Run(wall, cpu, others, train, val, {k + 1: b - a for k, (a, b) in enumerate(zip(t, t[1:]), 1)},
+               mtimes.saves())
+
+
 def launcher_run(tmp: Path, data: Path, epochs: int, name: str, env: dict) -> Run:
     cmd = [sys.executable, "-m", "launcher", "run", "--demo", "--data", str(data), "--name", name,
            "--epochs", str(epochs)]
-    wall, cpu, others = run(cmd, tmp, env, tmp / f"{name}.out")
-    return Run(wall, steady_epochs(tmp / "logs" / name / "models" / "rtdetr-l" / "results.csv"), cpu, others)
+    models = tmp / "logs" / name / "models"  # models/<stem>-<hash>/: found once the child makes it
+
+    def save_dir() -> Path | None:
+        return next(models.glob("rtdetr-l*/"), None) if models.is_dir() else None
+
+    mtimes = Mtimes(save_dir)
+    wall, cpu, others = run(cmd, tmp, env, tmp / f"{name}.out", mtimes)
+    return measured(wall, cpu, others, tmp / "logs" / name / "attempt-1" / "train.log", save_dir(), mtimes, epochs)
 
 
 def direct_run(tmp: Path, data: Path, epochs: int, name: str, env: dict) -> Run:
@@ -158,8 +283,50 @@ def direct_run(tmp: Path, data: Path, epochs: int, name: str, env: dict) -> Run:
     args = {**TRAIN_ARGS, "data": str(data), "epochs": epochs, "save_dir": str(save_dir), "threads": THREADS}
     env = {**env, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False",
            **{v: str(THREADS) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
-    wall, cpu, others = run([sys.executable, "-c", DIRECT, json.dumps(args)], tmp, env, tmp / f"{name}.out")
-    return Run(wall, steady_epochs(save_dir / "results.csv"), cpu, others)
+    mtimes = Mtimes(lambda: save_dir)
+    wall, cpu, others = run([sys.executable, "-c", DIRECT, json.dumps(args)], tmp, env, tmp / f"{name}.out", mtimes)
+    return measured(wall, cpu, others, tmp / f"{name}.out", save_dir, mtimes, epochs)
+
+
+def spread(values: list[float], fmt: str = ".3f") -> str:
+    med = statistics.median(values)
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else (med, med, med)
+    return f"median {med:{fmt}}, min–max {min(values):{fmt}}–{max(values):{fmt}}, IQR {q1:{fmt}}–{q3:{fmt}}"
+
+
+def median_or_nan(values: list[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def print_ratios(pairs: list[tuple[str, Run, Run]], epochs: int, which: str) -> None:
+    """The A/B speed ratios of these pairs: median and spread, and order-balanced."""
+    orders = [p[0] for p in pairs]
+    both = len(set(orders)) == 2
+    print(f"{which}:")
+
+    def ratio_line(what: str, values: list[float]) -> str:
+        line = f"  {what}, {len(values)} pairs: {spread(values)}"
+        if both:
+            line += (f"; order-balanced {balanced(values, orders):.3f} (AB pairs {group(values, orders, 'AB'):.3f}, "
+                     f"BA pairs {group(values, orders, 'BA'):.3f})")
+        return line
+
+    speed = [a.it_s() / b.it_s() for _, a, b in pairs]
+    headline = balanced(speed, orders) if both else statistics.median(speed)
+    print(ratio_line("training speed A/B (it/s, epochs 2..E)", speed)
+          + f"  (goal ≥ 0.99: {'met' if headline >= 0.99 else 'NOT met'})")
+    if epochs >= 4:
+        print(ratio_line("training speed A/B, epochs 3..E (after A's first verified copy)",
+                         [a.it_s(3) / b.it_s(3) for _, a, b in pairs]))
+        print(ratio_line("training speed A/B, epoch 2 alone (A's first verified copy runs beside it)",
+                         [a.it_s(2, 2) / b.it_s(2, 2) for _, a, b in pairs]))
+    print(ratio_line("median steady epoch's speed A/B", [a.median_epoch() / b.median_epoch() for _, a, b in pairs]))
+    print(ratio_line("fastest steady epoch's speed A/B", [a.fastest() / b.fastest() for _, a, b in pairs]))
+    print(ratio_line("context, whole steady epochs (B s/epoch / A s/epoch, saves and validation included)",
+                     [statistics.fmean(b.epoch.values()) / statistics.fmean(a.epoch.values()) for _, a, b in pairs]))
+    if orders.count("AB") != orders.count("BA"):
+        print(f"  note: {orders.count('AB')} AB and {orders.count('BA')} BA pairs: the median leans with the "
+              "majority order; use an even --pairs")
 
 
 def main() -> None:
@@ -178,8 +345,8 @@ def main() -> None:
     print(machine())
     print(f"data: {args.train} train / {args.val} val generated images; {args.epochs} epochs a run, "
           f"{TRAIN_ARGS['imgsz']} px, batch {TRAIN_ARGS['batch']}, workers {TRAIN_ARGS['workers']}, "
-          f"cache {TRAIN_ARGS['cache']}, {THREADS} threads, CPU; {args.pairs} pairs, A/B order alternating",
-          flush=True)
+          f"cache {TRAIN_ARGS['cache']}, {THREADS} threads, CPU; {args.pairs} pairs, A/B order alternating; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     tmp_ctx = tempfile.TemporaryDirectory(prefix="bench-overhead-") if not args.keep else None
     tmp = Path(args.keep or tmp_ctx.name).resolve()
     tmp.mkdir(parents=True, exist_ok=True)
@@ -188,10 +355,13 @@ def main() -> None:
         env = {**os.environ, "YOLO_CONFIG_DIR": str(config_dir(tmp))}
         env.pop("RTDETR_LAUNCHER_PRETRAINED", None)
         stamp = time.strftime("%H%M%S")
-        pairs: list[tuple[str, Run, Run, float]] = []
-        print(f"{'pair':>4} {'order':>5}  {'s/epoch A':>9} {'B':>6}  {'ratio':>6}  {'wall A':>7} {'B':>6}  "
-              f"{'CPU-s A':>7} {'B':>6}  {'others A':>8} {'B':>5}   (A launcher, B direct; others: cores "
-              f"busy outside the run)", flush=True)
+        pairs: list[tuple[str, Run, Run]] = []
+        print("A launcher, B direct. it/s: training batches per second, epochs 2..E; between: s per epoch outside "
+              "the training and validation loops (the previous save, the changeover); save: s of save_model, "
+              "saves 2..E-1; others: cores busy outside the run")
+        print(f"{'pair':>4} {'order':>5}  {'it/s A':>6} {'B':>6} {'A/B':>6}  {'between A':>9} {'B':>5}  "
+              f"{'save A':>6} {'B':>5}  {'wall A':>7} {'B':>6}  {'CPU-s A':>7} {'B':>6}  {'others A':>8} {'B':>5}",
+              flush=True)
         for i in range(1, args.pairs + 1):
             order = "AB" if i % 2 else "BA"
             res: dict[str, Run] = {}
@@ -200,39 +370,67 @@ def main() -> None:
                 fn = launcher_run if which == "A" else direct_run
                 res[which] = fn(tmp, data, args.epochs, name, env)
             a, b = res["A"], res["B"]
-            ta, tb = statistics.fmean(a.epochs), statistics.fmean(b.epochs)
-            pairs.append((order, a, b, tb / ta))
-            print(f"{i:>4} {order:>5}  {ta:9.2f} {tb:6.2f}  {tb / ta:6.3f}  {a.wall:6.1f}s {b.wall:5.1f}s  "
-                  f"{a.cpu:7.1f} {b.cpu:6.1f}  {a.others:8.2f} {b.others:5.2f}", flush=True)
-        ratios = [p[3] for p in pairs]
-        med = statistics.median(ratios)
-        q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else (med, med, med)
-        print(f"speed ratio (direct epoch time / launcher epoch time), {len(ratios)} pairs: median {med:.3f}, "
-              f"min–max {min(ratios):.3f}–{max(ratios):.3f}, IQR {q1:.3f}–{q3:.3f}  "
-              f"(target: median ≥ 0.98: {'met' if med >= 0.98 else 'NOT met'})")
-        fastest = [min(p[2].epochs) / min(p[1].epochs) for p in pairs]
-        print(f"speed ratio of each run's fastest steady epoch (noise only ever adds time): median "
-              f"{statistics.median(fastest):.3f}, min–max {min(fastest):.3f}–{max(fastest):.3f}")
-        orders = [p[0] for p in pairs]
-        if len(set(orders)) == 2:
-            for what, values in (("epoch time", ratios), ("fastest epoch", fastest)):
-                print(f"order-balanced speed ratio ({what}; AB and BA pairs weighted equally): "
-                      f"{balanced(values, orders):.3f}  (AB pairs {group(values, orders, 'AB'):.3f}, "
-                      f"BA pairs {group(values, orders, 'BA'):.3f}, geometric means)")
-        if orders.count("AB") != orders.count("BA"):
-            print(f"note: {orders.count('AB')} AB and {orders.count('BA')} BA pairs: the median leans with the "
-                  "majority order; use an even --pairs")
-        med_of = lambda f: statistics.median(f(p) for p in pairs)  # noqa: E731
-        print(f"per run (median): wall launcher {med_of(lambda p: p[1].wall):.1f} s, direct "
-              f"{med_of(lambda p: p[2].wall):.1f} s; CPU of the whole process tree launcher "
-              f"{med_of(lambda p: p[1].cpu):.1f} s, direct {med_of(lambda p: p[2].cpu):.1f} s")
-        noisy = [i for i, p in enumerate(pairs, 1) if max(p[1].others, p[2].others) > 0.25]
+            pairs.append((order, a, b))
+            print(f"{i:>4} {order:>5}  {a.it_s():6.3f} {b.it_s():6.3f} {a.it_s() / b.it_s():6.3f}  "
+                  f"{median_or_nan(list(a.between().values())):9.2f} {median_or_nan(list(b.between().values())):5.2f}  "
+                  f"{median_or_nan(a.steady_saves()):6.2f} {median_or_nan(b.steady_saves()):5.2f}  "
+                  f"{a.wall:6.1f}s {b.wall:5.1f}s  {a.cpu:7.1f} {b.cpu:6.1f}  {a.others:8.2f} {b.others:5.2f}",
+                  flush=True)
+        noisy = [i for i, p in enumerate(pairs, 1) if max(p[1].others, p[2].others) > NOISY]
+        print_ratios(pairs, args.epochs, "all pairs")
+        quiet = [p for i, p in enumerate(pairs, 1) if i not in noisy]
+        if noisy and quiet:
+            print_ratios(quiet, args.epochs, f"quiet pairs only (without pairs {noisy})")
+
+        basis = quiet or pairs  # the medians below leave noisy pairs out when there are quiet ones
+
+        def per_run(f: Callable[[Run], float], fmt: str = ".2f") -> str:
+            return (f"A {statistics.median(f(p[1]) for p in basis):{fmt}}, "
+                    f"B {statistics.median(f(p[2]) for p in basis):{fmt}}")
+
+        n_steady = args.epochs - 1
+        print(f"below: medians over {'the quiet pairs' if noisy and quiet else 'all pairs'}")
+        print(f"per run (median of runs): wall {per_run(lambda r: r.wall, '.1f')} s; CPU-s of the process tree "
+              f"{per_run(lambda r: r.cpu, '.1f')}; it/s {per_run(lambda r: r.it_s(), '.3f')}")
+        print(f"per run, {n_steady} steady epochs (median of runs): epoch wall total "
+              f"{per_run(lambda r: sum(r.epoch.values()))} s, in training batches "
+              f"{per_run(lambda r: sum(r.train[k][1] for k in r.epoch))} s, outside training batches "
+              f"{per_run(lambda r: sum(r.outside().values()))} s (of which validation loops "
+              f"{per_run(lambda r: sum(r.val[k] for k in r.epoch if k in r.val))} s, between "
+              f"{per_run(lambda r: sum(r.between().values()))} s)")
+        diff = [median_or_nan(list(a.between().values())) - median_or_nan(list(b.between().values()))
+                for _, a, b in basis]
+        print(f"between epochs, A - B per epoch (each run's median over epochs 2..E): {spread(diff, '+.2f')} s")
+        for k in range(2, args.epochs + 1):
+            what = "save 1 + A's first verified copy read" if k == 2 else f"save {k - 1}"
+            print(f"  epoch {k} ({what}): A {median_or_nan([a.between().get(k, math.nan) for _, a, _ in basis]):.2f} s, "
+                  f"B {median_or_nan([b.between().get(k, math.nan) for _, _, b in basis]):.2f} s (medians)")
+        sa = [s for _, a, _ in basis for s in a.steady_saves()]
+        sb = [s for _, _, b in basis for s in b.steady_saves()]
+        best = lambda r: sum(1 for k, (_, w) in r.saves.items() if k >= 2 and w)  # noqa: E731
+        if sa and sb:
+            print(f"save_model from the outside (results.csv row → last write of last.pt/best.pt), saves 2..E-1: "
+                  f"A {spread(sa, '.2f')} s ({len(sa)} saves, {sum(best(p[1]) for p in basis)} with best.pt); "
+                  f"B {spread(sb, '.2f')} s ({len(sb)} saves, {sum(best(p[2]) for p in basis)} with best.pt)")
+            for w, what in ((False, "last.pt only"), (True, "last.pt and best.pt")):
+                xa = [x for _, a, _ in basis for k, (x, b) in a.saves.items() if k >= 2 and b == w]
+                xb = [x for _, _, b in basis for k, (x, bb) in b.saves.items() if k >= 2 and bb == w]
+                print(f"  saves writing {what}: A median {median_or_nan(xa):.2f} s ({len(xa)}), "
+                      f"B {median_or_nan(xb):.2f} s ({len(xb)})")
+            s1a = [a.saves[1][0] for _, a, _ in basis if 1 in a.saves]
+            s1b = [b.saves[1][0] for _, _, b in basis if 1 in b.saves]
+            if s1a and s1b:
+                print(f"  save 1 (warm-up): A median {statistics.median(s1a):.2f} s, B {statistics.median(s1b):.2f} s")
         if noisy:
-            print(f"note: pairs {noisy} ran beside other work (> 0.25 cores busy outside the run): their ratio "
+            print(f"note: pairs {noisy} ran beside other work (> {NOISY} cores busy outside the run): their ratio "
                   "measures the neighbour as much as the launcher; rerun on a quiet machine")
-        print("steady epoch times (s): " + "; ".join(
-            f"pair {i}: A {[round(x, 2) for x in p[1].epochs]} B {[round(x, 2) for x in p[2].epochs]}"
-            for i, p in enumerate(pairs, 1)))
+        print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print("per epoch k=1..E, training loop s (batches N): " + "; ".join(
+            f"pair {i}: A {[r[1] for _, r in sorted(p[1].train.items())]} B {[r[1] for _, r in sorted(p[2].train.items())]}"
+            for i, p in enumerate(pairs, 1)) + f" (N = {pairs[0][1].train[1][0]})")
+        print("per epoch k=2..E, between s: " + "; ".join(
+            f"pair {i}: A {[round(v, 2) for _, v in sorted(p[1].between().items())]} "
+            f"B {[round(v, 2) for _, v in sorted(p[2].between().items())]}" for i, p in enumerate(pairs, 1)))
     finally:
         if tmp_ctx:
             tmp_ctx.cleanup()
