@@ -23,6 +23,7 @@ import torch
 
 from .checkpoint import zip_damage
 from .contract import CUDA_OOM
+from .ladder import gpu_indices
 from .runlog import write_json_atomic
 
 HEARTBEAT_EVERY_S = 1.0  # at most this often from batch ends; saves and phase changes always write
@@ -334,7 +335,7 @@ class Watch:
     def cuda_indices(self) -> list[int]:
         if self.device == "cpu" or not torch.cuda.is_available():
             return []
-        return [int(i) for i in self.device.split(",")]
+        return list(gpu_indices(self.device))
 
     def cap_devices(self) -> None:
         """Cap VRAM on every GPU of the rung's device string, in this process (before training)."""

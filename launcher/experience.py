@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 from importlib import metadata
 from pathlib import Path
 
+from . import console
 from .contract import CUDA_OOM, GIB
 from .failures import late_oom
 from .ladder import Ladder
@@ -61,9 +62,21 @@ class Experience:
     def _entries(self) -> list[dict]:
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-            return [e for e in data.get("entries", []) if isinstance(e, dict)]
-        except (OSError, ValueError, AttributeError):
+        except FileNotFoundError:
             return []
+        except (OSError, ValueError) as e:
+            return self._unreadable(f"cannot be read ({e})")
+        entries = data.get("entries") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            return self._unreadable("is not an object with a list of entries")
+        return [e for e in entries if isinstance(e, dict) and isinstance(e.get("rung"), str)]
+
+    def _unreadable(self, why: str) -> list[dict]:
+        """Learned rungs are advice: a damaged file is skipped with one warning, never fatal."""
+        if not getattr(self, "_warned", False):
+            self._warned = True
+            console.say(f"warning: {self.path} {why}; learned rungs are ignored (the file is safe to delete)")
+        return []
 
     def _fresh(self, e: dict, now: datetime) -> bool:
         try:

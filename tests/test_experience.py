@@ -69,3 +69,15 @@ def test_dry_run_says_it_came_from_experience(capsys, fixed_machine, default):
     assert "> optimal-b4" in out
     code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--no-memory")
     assert "> optimal " in out and "learned" not in out
+
+
+@pytest.mark.parametrize("content", ['[]', '{"entries": "x"}', '{"entries": [1, {"rung": 3}]', "\xff"])
+def test_a_damaged_experience_file_is_skipped_with_one_warning(tmp_path, capsys, content):
+    path = tmp_path / "experience.json"
+    path.write_bytes(content.encode("latin-1"))
+    learned = Experience(path, {"job": "t"})
+    assert learned.avoid() == {} and learned.verdicts() == {}
+    out = capsys.readouterr().out
+    assert out.count("warning:") <= 1 and (str(path) in out or content == '{"entries": [1, {"rung": 3}]')
+    learned.note("optimal", OOM_EARLY, "night")  # a real verdict replaces the damaged file
+    assert list(learned.avoid()) == ["optimal"]

@@ -337,3 +337,18 @@ def test_a_model_an_earlier_launcher_started_without_a_record_keeps_its_folder(d
     (legacy / "last.pt").write_bytes(b"a checkpoint")
     code, child, _, _, _, _ = supervise(default, tmp_path, [ok()])
     assert child.calls[0]["train_args"]["save_dir"] == str(legacy.parent)
+
+
+def test_a_record_the_previous_launcher_wrote_loads_and_continues(default, tmp_path):
+    """tests/fixtures/run_record/state.json is the format before RunState (no version, dict models)."""
+    import shutil
+    from conftest import FIXTURES
+    (tmp_path / "run").mkdir()
+    shutil.copy(FIXTURES / "run_record" / "state.json", tmp_path / "run" / "state.json")
+    state = RunState.load(tmp_path / "run" / "state.json")
+    assert state.version == 1 and state.models["rtdetr-l.yaml"].epochs_done == 2 and state.attempts == 3
+    state.status = "running"
+    child = FakeChild([ok()])
+    Supervisor(ladder=default, rungs=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+               launch=child, sleep=lambda s: None, say=lambda line: None).run(state)
+    assert state.attempts == 4 and RunState.load(tmp_path / "run" / "state.json").status == "complete"
