@@ -182,3 +182,51 @@ class ChildProcess:
         proc = self.proc
         if proc and proc.poll() is None:
             proctree.kill_tree(proc.pid, grace=grace, sig=signal.SIGTERM)
+
+
+class Signals:
+    """The launcher's own SIGINT and SIGTERM (and, in a SLURM job, its time-limit signal): the first
+    one is noted, passed on to the child (which takes SIGINT or SIGTERM as Ctrl-C: no final
+    validation, the checkpoint stays resumable), the whole tree is killed after GRACE_S, and a
+    retry's wait ends at once (`stopping`). Installed only in the main thread."""
+
+    def __init__(self, child: ChildProcess | None, say: Callable[[str], None], extra: tuple[int, ...] = ()):
+        self.child, self.say, self.extra = child, say, extra
+        self.received: int | None = None
+        self.received_at: float | None = None
+        self.stopping = threading.Event()
+        self._timer: threading.Timer | None = None
+        self._old: dict[int, object] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in {signal.SIGINT, signal.SIGTERM, *self.extra}:
+                self._old[sig] = signal.signal(sig, self)
+
+    def restore(self) -> None:
+        self.child_gone()
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def ignore(self, sig: int) -> None:
+        """From now on, and after this run: ignored (SLURM's SIGTERM to a job that requeued itself)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(sig, signal.SIG_IGN)
+            self._old.pop(sig, None)
+
+    def child_gone(self) -> None:
+        """The child ended: the kill planned after a signal has nothing left to do."""
+        if self._timer:
+            self._timer.cancel()
+
+    def __call__(self, sig, frame) -> None:
+        if self.received is not None:
+            return
+        self.received, self.received_at = sig, time.time()
+        self.say(f"received {signal.Signals(sig).name}: stopping the child (grace {GRACE_S:.0f} s)")
+        if self.child:
+            self.child.signal(sig if sig in (signal.SIGINT, signal.SIGTERM) else signal.SIGTERM)
+            self._timer = threading.Timer(GRACE_S, self.child.stop, args=(0,))  # then the whole tree
+            self._timer.daemon = True
+            self._timer.start()
+        self.stopping.set()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import signal
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,7 +22,7 @@ from .contract import EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_REQUEUED, EXIT_S
 from .experience import Experience
 from .failures import ChildEnd, Failure
 from .ladder import Ladder, Rung, gpu_indices
-from .launch import GRACE_S, ChildProcess, Launch, Watchdog
+from .launch import ChildProcess, Launch, Signals, Watchdog
 from .runlog import Ev, JsonLines, Events, RunPaths, RunState, read_json, write_json_atomic
 
 
@@ -92,17 +91,14 @@ class Supervisor:
         self.events = Events(self.paths.events)
         self.state: RunState | None = None
         self.outcomes: list[Outcome] = []
-        self.received: int | None = None  # the signal the launcher itself received
-        self.received_at: float | None = None
-        self._stopping = threading.Event()
-        self.sleep = self.sleep or self._stopping.wait
-        self._timer: threading.Timer | None = None
+        self.signals = Signals(self.child, self.say, (self.slurm_job.signal,) if self.slurm_job else ())
+        self.sleep = self.sleep or self.signals.stopping.wait
         self._release: tuple | None = None  # (pids, free before) of a dead attempt, to wait on
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, state: RunState) -> int:
         self.state = state
-        self._install_signals()
+        self.signals.install()
         try:
             if self.slurm_job is not None and state.requeues > self.ladder.job.max_requeues:
                 return self._requeues_spent(f"SLURM job {self.slurm_job.id} ran again")  # preempted past it
@@ -116,9 +112,7 @@ class Supervisor:
                      "the same command again to continue")
             return EXIT_FATAL
         finally:
-            if self._timer:
-                self._timer.cancel()
-            self._restore_signals()
+            self.signals.restore()
 
     def _loop(self, i: int, mode: str) -> int:
         state, wait, streak = self.state, 0.0, 0
@@ -129,7 +123,7 @@ class Supervisor:
                                     "max_attempts in the ladder's [job] to go on, or start afresh with --fresh")
             if wait:
                 self.sleep(wait)
-            if self.received is not None:  # a signal during a retry's wait: start nothing more
+            if self.signals.received is not None:  # a signal during a retry's wait: start nothing more
                 return self._interrupted()
             outcome = self._attempt(i, mode)
             failure = outcome.failure
@@ -178,9 +172,9 @@ class Supervisor:
             released = probe.wait_gpu_released(self.gpus, pids, before)
             self.events.append(Ev.GPU_RELEASE, result=released)
             self.say(f"GPU memory: {released}")
-        if self.received is not None:  # a signal during that wait: start nothing more
-            return Outcome(state.attempts, rung.name, mode, ChildEnd(-self.received), None, None,
-                           failures.judge(ChildEnd(-self.received), None, "", None, self.received))
+        if self.signals.received is not None:  # a signal during that wait: start nothing more
+            return Outcome(state.attempts, rung.name, mode, ChildEnd(-self.signals.received), None, None,
+                           failures.judge(ChildEnd(-self.signals.received), None, "", None, self.signals.received))
         n = state.attempts = state.attempts + 1
         state.rung, state.mode = rung.name, mode
         self.paths.attempt(n).mkdir(parents=True, exist_ok=True)
@@ -201,10 +195,9 @@ class Supervisor:
         watchdog = Watchdog(self.ladder.job, n, rung.name, self.paths.heartbeat(n), self.gpus, self.ram,
                             self.telemetry, on_tree=self._on_tree)
         end = self.launch(spec_mod.command(self.paths.spec(n)), env, self.paths.train_log(n), watchdog)
-        if self._timer:  # the child is gone: the kill planned after a signal has nothing left to do
-            self._timer.cancel()
+        self.signals.child_gone()
         report, heartbeat = read_json(self.paths.report(n)), read_json(self.paths.heartbeat(n))
-        failure = failures.judge(end, report, log_tail(self.paths.train_log(n)), heartbeat, self.received)
+        failure = failures.judge(end, report, log_tail(self.paths.train_log(n)), heartbeat, self.signals.received)
         state.tree = []
         if failure and self.gpus:
             self._release = ({r["pid"] for r in watchdog.tree}, before)
@@ -290,7 +283,7 @@ class Supervisor:
         return EXIT_OK
 
     def _interrupted(self) -> int:
-        sig = self.received or signal.SIGTERM
+        sig = self.signals.received or signal.SIGTERM
         if self.slurm_job is not None and sig != signal.SIGINT:  # Ctrl-C in an allocation is a person's
             return self._cut(sig)
         kept = ("the checkpoint stays resumable" if any(m.epochs_done for m in self.state.models.values())
@@ -311,18 +304,16 @@ class Supervisor:
         why = (f"{'the time limit' if kind == slurm.TIME_LIMIT else 'a preemption'} of SLURM job {job.id} "
                f"({signal.Signals(sig).name}); {'the checkpoint stays resumable' if saved else 'no epoch saved yet'}")
         if kind == slurm.TIME_LIMIT:
-            if threading.current_thread() is threading.main_thread():
-                signal.signal(signal.SIGTERM, signal.SIG_IGN)  # SLURM's SIGTERM to the requeued job: ours
-                self._old.pop(signal.SIGTERM, None)
+            self.signals.ignore(signal.SIGTERM)  # SLURM's SIGTERM to the job it requeues: ours
             answer = job.requeue()
             self.events.append(Ev.REQUEUE, job=job.id, result=answer, t=time.time())
             self.say(f"SLURM job {job.id}: {answer}")
             if answer != "requeued":  # the night ends here: say so, with how to go on
                 return self._finish(EXIT_SIGTERM, kind, f"{why}; {answer}: submit the job again (or run the same "
-                                    "command) to continue", signal_t=self.received_at)
+                                    "command) to continue", signal_t=self.signals.received_at)
         state.requeues += 1
         return self._finish(EXIT_REQUEUED, kind, f"{why}; requeue {state.requeues} of at most "
-                            f"{self.ladder.job.max_requeues}", signal_t=self.received_at)
+                            f"{self.ladder.job.max_requeues}", signal_t=self.signals.received_at)
 
     def _requeues_spent(self, what: str) -> int:
         return self._finish(EXIT_EXHAUSTED, Ev.EXHAUSTED, f"{what} with the requeue budget spent ({self.state.requeues} "
@@ -349,27 +340,3 @@ class Supervisor:
 
     def _save_state(self) -> None:
         self.state.save(self.paths.state)
-
-    # ---- signals --------------------------------------------------------------------------------
-    def _install_signals(self) -> None:
-        self._old = {}
-        if threading.current_thread() is not threading.main_thread():
-            return
-        sigs = {signal.SIGINT, signal.SIGTERM} | ({self.slurm_job.signal} if self.slurm_job else set())
-        for sig in sigs:
-            self._old[sig] = signal.signal(sig, self._on_signal)
-
-    def _restore_signals(self) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-    def _on_signal(self, sig, frame) -> None:
-        if self.received is None:
-            self.received, self.received_at = sig, time.time()
-            self.say(f"received {signal.Signals(sig).name}: stopping the child (grace {GRACE_S:.0f} s)")
-            if self.child:  # the child ends without finalising its checkpoint (it takes SIGTERM as Ctrl-C)
-                self.child.signal(signal.SIGTERM if sig not in (signal.SIGINT, signal.SIGTERM) else sig)
-                self._timer = threading.Timer(GRACE_S, self.child.stop, args=(0,))  # then the whole tree
-                self._timer.daemon = True
-                self._timer.start()
-            self._stopping.set()  # ends a retry's wait at once

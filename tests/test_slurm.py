@@ -5,11 +5,9 @@ The same night on a real slurmctld is in test_slurm_e2e.py."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +17,7 @@ from launcher.contract import EXIT_EXHAUSTED, EXIT_REQUEUED
 from launcher.failures import ChildEnd
 from launcher.runlog import RunPaths
 
-from test_supervisor import FakeChild, ok, supervise, with_job
+from test_supervisor import FakeChild, ok, with_job
 
 HOSTILE = ["$(touch pwned)", "`touch pwned`", "a b", "it's", 'say "hi"', "x;touch pwned", "\\n", "*"]
 
@@ -121,7 +119,7 @@ def cut_night(tmp_path, sig, end_time=None, **job):
     def child(cmd, env, log_path, watchdog):
         spec = json.loads(Path(cmd[-1]).read_text())
         Path(spec["heartbeat"]).write_text(json.dumps({"epochs_saved": 3, "last_saved_epoch": 3, "phase": "train"}))
-        sup_ref["sup"]._on_signal(sig, None)
+        sup_ref["sup"].signals(sig, None)
         log_path.write_text("KeyboardInterrupt: received SIGTERM\n")
         return ChildEnd(1)
     return ladder, child, sup_ref, Requeue("99", 0, end_time, signal.SIGUSR1)

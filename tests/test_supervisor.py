@@ -237,7 +237,7 @@ def test_a_signal_during_a_retry_wait_starts_no_further_child(default, tmp_path)
     child = FakeChild([crash(), ok()])
     sup = Supervisor(ladder=default, rungs=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
                      launch=child, say=lambda line: None)
-    sup.sleep = lambda s: sup._on_signal(signal.SIGTERM, None)  # Ctrl-C arrives while waiting to retry
+    sup.sleep = lambda s: sup.signals(signal.SIGTERM, None)  # Ctrl-C arrives while waiting to retry
     state = new_state(default)
     assert sup.run(state) == 143
     assert len(child.calls) == 1 and state.status == "interrupted"
@@ -247,7 +247,7 @@ def test_a_signal_during_an_attempt_is_interrupted_not_a_failure(default, tmp_pa
     sup = None
 
     def poked(cmd, env, log_path, watchdog):
-        sup._on_signal(signal.SIGINT, None)
+        sup.signals(signal.SIGINT, None)
         return ChildEnd(-2)
     sup = Supervisor(ladder=default, rungs=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
                      launch=poked, say=lambda line: None, sleep=lambda s: None)
