@@ -294,7 +294,7 @@ def cmd_run(args) -> int:
 
 def cmd_sbatch(args) -> int:
     """The run, as a SLURM batch script: checked like dry-run, written into the run's folder, submitted."""
-    req = setup.demo_ladder(request(args))
+    req = setup.settle(setup.demo_ladder(request(args)))
     ladder = setup.load_job(req)
     setup.check_injections(req.inject, ladder)
     if not req.demo:

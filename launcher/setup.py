@@ -53,6 +53,7 @@ class Request:
     fresh: bool = False  # run only
     inject: tuple[dict, ...] = ()  # run only
     overrides: tuple[str, ...] = ()  # Ultralytics' key=value training arguments, for every rung
+    args: dict | None = None  # those arguments parsed and checked, `epochs=N` folded into epochs (settle)
 
 
 @dataclass
@@ -78,8 +79,11 @@ def demo_ladder(req: Request) -> Request:
     return replace(req, ladder=req.ladder or str(DEMO_LADDER)) if req.demo else req
 
 
-def with_overrides(req: Request) -> tuple[Request, dict]:
-    """The request with `epochs=N` folded into its epochs, and the other key=value arguments."""
+def settle(req: Request) -> Request:
+    """The request with its key=value arguments parsed and checked (once) into `args`, and
+    `epochs=N` folded into its epochs."""
+    if req.args is not None:
+        return req
     args = overrides.parse(req.overrides)
     if "epochs" in args:
         epochs = args.pop("epochs")
@@ -87,7 +91,7 @@ def with_overrides(req: Request) -> tuple[Request, dict]:
             raise BadInput(f"--epochs {req.epochs} and epochs={epochs}", "two different epoch counts",
                            "give one of them")
         req = replace(req, epochs=epochs)
-    return req, args
+    return replace(req, args=args)
 
 
 def with_args(ladder: Ladder, args: dict) -> Ladder:
@@ -106,9 +110,9 @@ def default_name(data: str) -> str:
 
 
 def load_job(req: Request) -> Ladder:
-    req, args = with_overrides(req)
+    req = settle(req)
     ladder = plan_mod.override_epochs(ladder_mod.load(req.ladder, data=req.data), req.epochs)
-    ladder = with_args(ladder, args)
+    ladder = with_args(ladder, req.args)
     name = req.name or (default_name(req.data) if req.data and not req.demo else None)
     if name:
         ladder = replace(ladder, job=replace(ladder.job, name=name))
@@ -136,8 +140,8 @@ def check_weights(ladder: Ladder) -> None:
 
 def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapshot | None = None) -> DryRun:
     """What dry-run shows and run starts from: the probe, the plan, the first attempt's spec."""
+    req = settle(req)
     ladder = ladder or load_job(req)
-    req, _ = with_overrides(req)
     device = req.device or ladder.job.device
     snap = probe.pretend(machine or probe.take(), req.vram, req.ram, gpu_indices(device) or (0,))
     try:
@@ -162,9 +166,8 @@ def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapsho
 def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
     """Everything `run` does before the first child: plan, lock, record (new or continued)."""
     child_env: dict[str, str] = {}
-    req = demo_ladder(req)
+    req = settle(demo_ladder(req))
     ladder = load_job(req)
-    req, args = with_overrides(req)
     if req.demo:
         from .demo import make_dataset
         if not req.data:
@@ -200,20 +203,20 @@ def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
         raise BadInput(f"run {ladder.job.name!r}", f"already running ({lock.holder()})",
                        "watch it (tail -f its attempt's train.log), stop it first, or use another --name")
     try:
-        return _take_up(req, args, ladder, result, paths, lock, child_env, say)
+        return _take_up(req, ladder, result, paths, lock, child_env, say)
     except BaseException:
         lock.release()  # refused after all: the next try must not find the run "already running"
         raise
 
 
-def _take_up(req: Request, args: dict, ladder: Ladder, result: DryRun, paths: RunPaths, lock: RunLock,
+def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock: RunLock,
              child_env: dict[str, str], say: Callable[[str], None]) -> Prepared:
     """The locked run's record: a finished run, a continued one, or a new one."""
     plan = result.plan
     state = RunState.load(paths.state)
     events = Events(paths.events)
     if state is None:
-        state = rebuild(ladder, paths, req.epochs, plan.device, events, say, args)
+        state = rebuild(ladder, paths, req.epochs, plan.device, events, say, req.args)
     learned = None if req.inject else result.experience  # a fire drill teaches nothing about the rungs
     prepared = Prepared(ladder, plan.rungs, 0, plan.device, paths, state, lock, req, child_env, learned)
     if state and state.status == Ev.COMPLETE:
@@ -225,7 +228,7 @@ def _take_up(req: Request, args: dict, ladder: Ladder, result: DryRun, paths: Ru
         return prepared
     if state:
         prepared.start = continue_run(state, ladder, paths, events, req.epochs, say,
-                                      args if req.overrides else None)
+                                      req.args if req.overrides else None)
         if req.epochs is None and state.epochs_override:  # a rehearsal stays a rehearsal
             prepared.rungs = plan_mod.override_epochs(replace(ladder, rungs=plan.rungs), state.epochs_override).rungs
         if not req.overrides and state.overrides:  # the run's own key=value arguments
@@ -237,7 +240,7 @@ def _take_up(req: Request, args: dict, ladder: Ladder, result: DryRun, paths: Ru
         prepared.start = ladder.index(plan.start.name)
         prepared.state = RunState(run=ladder.job.name, ladder=str(ladder.path), data=str(ladder.job.dataset),
                                   device=plan.device, rung=plan.start.name, epochs_override=req.epochs,
-                                  overrides=args,
+                                  overrides=req.args,
                                   started=now_iso())
         events.append(Ev.PROBE, **result.snap.to_json())
         events.append(Ev.START, rung=plan.start.name, device=plan.device, reasons=list(plan.reasons),

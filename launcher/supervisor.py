@@ -140,12 +140,12 @@ class Supervisor:
                 return self._finish(EXIT_EXHAUSTED, Ev.EXHAUSTED, step.reason + self.state.trained_note())
             if step.retry is None:
                 streak = 0
-            self._take(step, i, failure)
-            validate = step.action == plan.VALIDATE or (step.action == plan.RETRY and mode == "validate")
-            i, mode, wait = step.rung, ("validate" if validate else "train"), step.wait_s
+            mode = self._take(step, i, failure, mode)
+            i, wait = step.rung, step.wait_s
 
-    def _take(self, step: plan.Step, i: int, failure: Failure) -> None:
-        """Record a retry, step-down or validation, and apply its remedies."""
+    def _take(self, step: plan.Step, i: int, failure: Failure, mode: str) -> str:
+        """Record a retry, step-down or validation, apply its remedies; the next attempt's mode (a
+        retried validation stays one)."""
         state = self.state
         state.remedies.update(dict(step.changes))
         if step.action == plan.STEP_DOWN:
@@ -156,10 +156,10 @@ class Supervisor:
             evidence=failure.evidence, reason=step.reason, wait_s=round(step.wait_s, 1), retry=n, of=of,
             **dict(step.changes))
         self.say(f"{step.reason}: {failure.evidence}" if step.retry else step.reason)
-        state.rung = self.rungs[step.rung].name
-        state.mode = "validate" if step.action == plan.VALIDATE or (step.action == plan.RETRY and
-                                                                     state.mode == "validate") else "train"
+        validate = step.action == plan.VALIDATE or (step.action == plan.RETRY and mode == "validate")
+        state.rung, state.mode = self.rungs[step.rung].name, "validate" if validate else "train"
         self._save_state()
+        return state.mode
 
     def _rungs(self) -> tuple[Rung, ...]:
         return plan.with_remedies(self.rungs, self.state.remedies)
