@@ -228,6 +228,21 @@ def _proc_identity(pid: int) -> str:
         return ""
 
 
+def kill_until_gone(find, rounds: int) -> list[tuple[int, str]]:
+    """SIGKILL the (pid, command) pairs `find()` lists until it lists none (0.1 s a round); returns
+    those still alive after `rounds`."""
+    left: list[tuple[int, str]] = []
+    for _ in range(rounds):
+        left = find()
+        if not left:
+            break
+        for pid, _cmd in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    return left
+
+
 def reap_orphans() -> list[str]:
     """Clean up after test processes that died without leaving their cluster (SIGKILL, a crash): their
     daemons died with them (PR_SET_PDEATHSIG), but jobs and /tmp/slurm-* stay. Kills those jobs, removes the
@@ -241,14 +256,7 @@ def reap_orphans() -> list[str]:
                 continue  # a live test process's cluster
         except (OSError, ValueError):
             continue  # not ours, or being written
-        for _ in range(20):
-            left = cluster_processes(str(base), conf, name)
-            if not left:
-                break
-            for pid, _cmd in left:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
+        kill_until_gone(lambda: cluster_processes(str(base), conf, name), rounds=20)
         shutil.rmtree(base, ignore_errors=True)
         done.append(str(base))
     return done
@@ -415,18 +423,8 @@ PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
             raise RuntimeError(f"processes of the SLURM test cluster survived SIGKILL: {survivors}")
 
     def _kill_all(self, which, rounds: int) -> list[tuple[int, str]]:
-        """SIGKILL the cluster's processes whose command line `which` accepts until none is left (0.1 s a round);
-        returns those still alive after `rounds`."""
-        left: list[tuple[int, str]] = []
-        for _ in range(rounds):
-            left = [(pid, cmd) for pid, cmd in self.processes() if which(cmd)]
-            if not left:
-                break
-            for pid, _ in left:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
-        return left
+        """SIGKILL the cluster's processes whose command line `which` accepts (kill_until_gone)."""
+        return kill_until_gone(lambda: [(pid, cmd) for pid, cmd in self.processes() if which(cmd)], rounds)
 
     def processes(self) -> list[tuple[int, str]]:
         """Live processes of this cluster besides the daemons this object started (slurmstepd, jobs, leftovers
