@@ -339,7 +339,7 @@ def sbatch_run_argv(argv: list[str], name: str) -> list[str]:
     """The run's own arguments for the batch script: sbatch's options out, --fresh applied (the
     requeued job continues this run, never a new one), the run named."""
     out, skip = [], False
-    for i, a in enumerate(argv[1:]):
+    for a in argv[1:]:
         if skip:
             skip = False
             continue
