@@ -56,14 +56,17 @@ class Watchdog:
         self.tree: list[dict] = []  # the child's processes at the last look
         self.verdict: tuple[str, str] | None = None  # (kind, evidence) once the watchdog decided to kill
         self.peak_rss = self.peak_vram = None
-        self._spawned = self._tree_saved = self._ram_sampled = 0.0
+        self._tree_saved = self._ram_sampled = 0.0
         self._telemetry_written = 0.0
+        self._beat_seen: tuple | None = None  # the heartbeat as last seen (mtime, size, inode, content)
+        self._beat_changed = 0.0  # on `clock`, when it was last seen to change (or the child started)
         self._ram_now: dict = {}
 
     def start(self) -> None:
         self.ram.start()
         now = self.clock()
-        self._spawned = self._telemetry_written = now  # the first sample once the child is past its start
+        self._telemetry_written = now  # the first sample once the child is past its start
+        self._beat_seen, self._beat_changed = None, now  # silent since the start, until a heartbeat
         self._tree_saved = self._ram_sampled = -TREE_EVERY_S
 
     def tick(self, pid: int) -> str | None:
@@ -88,11 +91,18 @@ class Watchdog:
 
     def silence(self, beat: dict | None, now: float) -> str | None:
         """Why the heartbeat counts as silent, or None: the start-up limit before the first batch,
-        the heartbeat limit after it."""
+        the heartbeat limit after it. Silence is measured on `clock` (monotonic) from when the
+        heartbeat was last seen to change, never from the file's mtime: an NTP step or a VM resume
+        must not make a fresh heartbeat look hours old (docs/design.md, "The attempt loop and the
+        launch seam")."""
         try:
-            silent = time.time() - self.heartbeat.stat().st_mtime
+            st = self.heartbeat.stat()
+            seen = (st.st_mtime_ns, st.st_size, st.st_ino, repr(beat))  # any change is a beat
         except OSError:
-            silent = now - self._spawned  # no heartbeat yet
+            seen = None  # no heartbeat yet: silent since the child started
+        if seen != self._beat_seen:
+            self._beat_seen, self._beat_changed = seen, now
+        silent = now - self._beat_changed
         started = bool(beat and beat.get("first_batch_ts"))
         limit = self.job.heartbeat_timeout_s if started else self.job.startup_timeout_s
         if silent <= limit:

@@ -1,0 +1,90 @@
+"""The launch seam's own clocks and signals: the watchdog measures silence on the monotonic clock,
+a signal noted as a child is about to start starts no child, and a Ctrl-C at any moment of `run`
+ends with the launcher's own lines (docs/design.md, "The attempt loop and the launch seam")."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+
+import pytest
+
+from launcher import ladder as ladder_mod
+from launcher.launch import Watchdog
+from launcher.memory import RamWatch
+from launcher.runlog import read_json, write_json_atomic
+
+from conftest import ROOT
+
+HOURS = 5 * 3600
+
+
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def job():
+    return replace(ladder_mod.load(ROOT / "ladders" / "default.toml").job, heartbeat_timeout_s=60,
+                   startup_timeout_s=300)
+
+
+def watch(job, tmp_path, clock):
+    wd = Watchdog(job, 1, "optimal", tmp_path / "heartbeat.json", (), RamWatch(), clock=clock)
+    wd.start()
+    return wd
+
+
+def beat(path, batch: int, mtime: float, first_batch: bool = True) -> None:
+    """A heartbeat as the child writes it, its file's mtime then set as a stepped wall clock leaves it."""
+    write_json_atomic(path, {"phase": "train", "epoch": 1, "batch": batch, "ts": mtime,
+                             "first_batch_ts": mtime if first_batch else None})
+    os.utime(path, (mtime, mtime))
+
+
+@pytest.mark.parametrize("first_batch", [True, False], ids=["training", "starting"])
+def test_a_beating_heartbeat_whose_mtime_looks_hours_old_is_not_silent(job, tmp_path, first_batch):
+    """An NTP step or a VM resume: every beat's mtime is hours behind time.time(). The watchdog sees
+    the heartbeat change and keeps the child; silent for real, the child goes after the limit."""
+    clock = Clock()
+    wd = watch(job, tmp_path, clock)
+    hb = tmp_path / "heartbeat.json"
+    for batch in range(1, 10):
+        clock.t += 30
+        beat(hb, batch, time.time() - HOURS, first_batch)
+        assert wd.silence(read_json(hb), clock()) is None, batch
+    limit = job.heartbeat_timeout_s if first_batch else job.startup_timeout_s
+    clock.t += limit
+    assert wd.silence(read_json(hb), clock()) is None  # silent exactly the limit: not yet
+    clock.t += 2
+    reason = wd.silence(read_json(hb), clock())
+    assert reason and reason.startswith(f"heartbeat silent for {limit + 2} s (limit {limit} s")
+
+
+def test_a_silent_heartbeat_from_the_future_is_still_silent(job, tmp_path):
+    """The wall clock stepped back: the last beat's mtime is hours ahead. A hung child still goes."""
+    clock = Clock()
+    wd = watch(job, tmp_path, clock)
+    hb = tmp_path / "heartbeat.json"
+    beat(hb, 1, time.time() + HOURS)
+    assert wd.silence(read_json(hb), clock()) is None
+    clock.t += 61
+    reason = wd.silence(read_json(hb), clock())
+    assert reason and "heartbeat silent for 61 s (limit 60 s after the first batch" in reason
+
+
+def test_no_heartbeat_is_silent_from_the_start_up_on_the_monotonic_clock(job, tmp_path):
+    clock = Clock()
+    wd = watch(job, tmp_path, clock)
+    clock.t += 300
+    assert wd.silence(None, clock()) is None
+    clock.t += 1
+    reason = wd.silence(None, clock())
+    assert reason and "silent for 301 s (limit 300 s before the first batch; before its first heartbeat)" in reason
