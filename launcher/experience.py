@@ -23,7 +23,7 @@ from .contract import CUDA_OOM, GIB
 from .failures import late_oom
 from .ladder import Ladder
 from .probe import Gpu, Snapshot
-from .runlog import EXPERIENCE_NAME, logs_dir, now_iso, write_json_atomic
+from .runlog import EXPERIENCE_NAME, exclusive, logs_dir, now_iso, write_json_atomic
 
 TTL = timedelta(days=30)
 OOM_EARLY, HELD = "oom_early", "held"
@@ -99,12 +99,15 @@ class Experience:
                 for rung, e in self.verdicts(now).items() if e["verdict"] == OOM_EARLY}
 
     def note(self, rung: str, verdict: str, run: str) -> None:
+        """Add a verdict. Runs of the same logs/ note at once: the read-change-replace is done
+        under a lock, or one run's replace would drop the notes another wrote since its read."""
         now = datetime.now(timezone.utc)
-        keep = [e for e in self._entries() if self._fresh(e, now)][-(MAX_ENTRIES - 1):]
-        keep.append({"ts": now_iso(), "rung": rung, "verdict": verdict, "run": run, "key": self.key})
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path, {"about": "learned rungs of rtdetr-launcher; safe to delete",
-                                      "entries": keep})
+        with exclusive(self.path):
+            keep = [e for e in self._entries() if self._fresh(e, now)][-(MAX_ENTRIES - 1):]
+            keep.append({"ts": now_iso(), "rung": rung, "verdict": verdict, "run": run, "key": self.key})
+            write_json_atomic(self.path, {"about": "learned rungs of rtdetr-launcher; safe to delete",
+                                          "entries": keep})
 
 
 def verdict(kind: str | None, phase: str | None, epochs_saved: int) -> str | None:

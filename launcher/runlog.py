@@ -8,13 +8,15 @@ read them; nothing else spells a key or an event name.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .contract import HEARTBEAT_NAME, REPORT_NAME, SPEC_NAME, TRAIN_LOG_NAME
 from .errors import BadInput
@@ -47,6 +49,20 @@ def read_json(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold an flock on the side file `.<name>.lock` beside `path` for the block: a file that
+    several launchers read, change and replace (experience.json) loses none of their changes.
+    Readers need no lock (the file is replaced atomically); the kernel drops the lock however
+    the holder dies."""
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def logs_dir() -> Path:
@@ -172,8 +188,6 @@ class RunLock:
         self.fd: int | None = None
 
     def acquire(self) -> bool:
-        import fcntl
-
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -192,8 +206,6 @@ class RunLock:
 
     def is_held(self) -> bool:
         """Whether a launcher holds this run now (without taking the lock)."""
-        import fcntl
-
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except OSError:

@@ -81,3 +81,34 @@ def test_a_damaged_experience_file_is_skipped_with_one_warning(tmp_path, capsys,
     assert out.count("warning:") <= 1 and (str(path) in out or content == '{"entries": [1, {"rung": 3}]')
     learned.note("optimal", OOM_EARLY, "night")  # a real verdict replaces the damaged file
     assert list(learned.avoid()) == ["optimal"]
+
+
+NOTER = """
+import sys
+from pathlib import Path
+from launcher.experience import Experience, HELD
+learned = Experience(Path(sys.argv[1]), {"job": "t"})
+print("ready", flush=True)
+sys.stdin.readline()  # both start noting at once
+for i in range(40):
+    learned.note(f"{sys.argv[2]}-{i}", HELD, sys.argv[2])
+"""
+
+
+def test_two_processes_noting_at_once_lose_no_note(tmp_path):
+    """Each note reads, changes and replaces the file: without the lock, one process's replace drops
+    the other's notes written since its read."""
+    import subprocess
+    import sys
+    path = tmp_path / "experience.json"
+    procs = [subprocess.Popen([sys.executable, "-c", NOTER, str(path), name], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT) for name in ("a", "b")]
+    for p in procs:
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    for p in procs:
+        assert p.wait(timeout=60) == 0
+    entries = json.loads(path.read_text())["entries"]
+    assert len(entries) == 80 and {e["rung"] for e in entries} == {f"{n}-{i}" for n in "ab" for i in range(40)}
