@@ -141,8 +141,12 @@ class ChildProcess:
         self.out = out
         self.tick = tick
         self.proc: subprocess.Popen | None = None
+        self.stopped: int | None = None  # the launcher's signal, once passed on: no child starts after it
+        self._told: int | None = None  # the pid the signal was passed to (once per child)
 
     def __call__(self, cmd: list[str], env: dict[str, str], log_path: Path, watchdog: Watchdog) -> ChildEnd:
+        if self.stopped is not None:  # a signal after the loop's last look: start nothing
+            return ChildEnd(-self.stopped)
         killed = False
         watchdog.start()
         t0 = time.monotonic()
@@ -150,6 +154,8 @@ class ChildProcess:
             # its own session: a terminal's Ctrl-C reaches the launcher, which decides
             self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True, cwd=Path.cwd())
+            if self.stopped is not None:  # it came while the child was being started: pass it on now
+                self.signal(self.stopped)
             tee = threading.Thread(target=self._tee, args=(self.proc.stdout, log), daemon=True)
             tee.start()
             try:
@@ -180,8 +186,12 @@ class ChildProcess:
             self.out(chunk)  # never raises: a closed pipe or a dead terminal loses the live copy only
 
     def signal(self, sig: int) -> None:
+        """The launcher's signal, passed on to the running child once; from now on no child starts
+        (docs/design.md, "The attempt loop and the launch seam")."""
+        self.stopped = sig
         proc = self.proc
-        if proc and proc.poll() is None:
+        if proc and proc.poll() is None and self._told != proc.pid:
+            self._told = proc.pid
             try:
                 os.killpg(proc.pid, sig)
             except ProcessLookupError:

@@ -194,7 +194,10 @@ class Supervisor:
         before = {g: free for g, (free, _) in (probe.gpu_usage(self.gpus) or {}).items()} if self.gpus else None
         watchdog = Watchdog(self.ladder.job, n, rung.name, self.paths.heartbeat(n), self.gpus, self.ram,
                             self.telemetry, on_tree=self._on_tree)
-        end = self.launch(spec_mod.command(self.paths.spec(n)), env, self.paths.train_log(n), watchdog)
+        if self.signals.received is not None:  # noted while the attempt was written: no child starts
+            end = ChildEnd(-self.signals.received)
+        else:  # ChildProcess looks once more as it starts the child
+            end = self.launch(spec_mod.command(self.paths.spec(n)), env, self.paths.train_log(n), watchdog)
         self.signals.child_gone()
         report, heartbeat = read_json(self.paths.report(n)), read_json(self.paths.heartbeat(n))
         failure = failures.judge(end, report, log_tail(self.paths.train_log(n)), heartbeat, self.signals.received)

@@ -5,13 +5,16 @@ ends with the launcher's own lines (docs/design.md, "The attempt loop and the la
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import replace
 
 import pytest
 
 from launcher import ladder as ladder_mod
-from launcher.launch import Watchdog
+from launcher.launch import ChildProcess, Watchdog
 from launcher.memory import RamWatch
 from launcher.runlog import read_json, write_json_atomic
 
@@ -88,3 +91,31 @@ def test_no_heartbeat_is_silent_from_the_start_up_on_the_monotonic_clock(job, tm
     clock.t += 1
     reason = wd.silence(None, clock())
     assert reason and "silent for 301 s (limit 300 s before the first batch; before its first heartbeat)" in reason
+
+
+# ---- a signal as a child starts ------------------------------------------------------------------
+
+def test_no_child_starts_after_the_launchers_signal(job, tmp_path):
+    """The signal was noted (and passed on to no one) after the loop's last look: the seam starts nothing."""
+    child = ChildProcess(out=lambda data: None)
+    child.signal(signal.SIGINT)  # what launch.Signals does when no child runs
+    marker = tmp_path / "started"
+    end = child([sys.executable, "-c", f"open({str(marker)!r}, 'w')"], dict(os.environ), tmp_path / "train.log",
+                watch(job, tmp_path, time.monotonic))
+    assert end.exit_code == -signal.SIGINT and not marker.exists()
+
+
+def test_a_signal_while_the_child_is_being_started_reaches_it(job, tmp_path, monkeypatch):
+    """The handler ran inside Popen, before the seam knew the child's pid: the signal is passed on
+    as soon as it does, and the child ends at once instead of training the night through."""
+    child = ChildProcess(out=lambda data: None, tick=0.1)
+    real = subprocess.Popen
+
+    def started_then_signalled(*args, **kwargs):
+        proc = real(*args, **kwargs)
+        child.signal(signal.SIGINT)
+        return proc
+    monkeypatch.setattr("launcher.launch.subprocess.Popen", started_then_signalled)
+    t0 = time.monotonic()
+    end = child(["sleep", "15"], dict(os.environ), tmp_path / "train.log", watch(job, tmp_path, time.monotonic))
+    assert end.exit_code == -signal.SIGINT and time.monotonic() - t0 < 10

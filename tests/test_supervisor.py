@@ -5,6 +5,7 @@ no process; the tests count what the loop did and read the decisions it recorded
 from __future__ import annotations
 
 import json
+import os
 import signal
 import tomllib
 from pathlib import Path
@@ -254,6 +255,30 @@ def test_a_signal_during_an_attempt_is_interrupted_not_a_failure(default, tmp_pa
     state = new_state(default)
     assert sup.run(state) == 130 and state.status == "interrupted" and state.attempts == 1
     assert "no epoch was saved yet" in state.reason  # nothing claims a checkpoint that is not there
+
+
+@pytest.fixture
+def kept_signals():
+    """The test delivers real signals to this process: every disposition comes back as it was."""
+    kept = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in kept.items():
+        signal.signal(s, handler)
+
+
+def test_a_signal_while_the_attempt_is_written_starts_no_child(default, tmp_path, monkeypatch, kept_signals):
+    """Ctrl-C after the loop's last look, while spec.json is written: noted, and no child starts."""
+    import launcher.supervisor as supervisor_mod
+    real = supervisor_mod.write_json_atomic
+
+    def written_then_interrupted(path, data, **kw):
+        real(path, data, **kw)
+        if Path(path).name == "spec.json":
+            os.kill(os.getpid(), signal.SIGINT)
+    monkeypatch.setattr(supervisor_mod, "write_json_atomic", written_then_interrupted)
+    code, child, _, lines, evs, state = supervise(default, tmp_path, [ok()])
+    assert code == 130 and child.calls == [] and state.status == "interrupted"
+    assert [e["kind"] for e in evs if e["event"] == "attempt_end"] == ["interrupted"]
 
 
 def test_a_child_interrupted_by_someone_else_is_retried_not_the_end(default, tmp_path):
