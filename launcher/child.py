@@ -80,9 +80,10 @@ def set_aside(save_dir: Path, why: str) -> Path:
 
 
 def peak_memory() -> dict:
-    import torch
+    # never imports torch: a Ctrl-C that tore its import leaves it half-made (and nothing on a GPU)
+    torch = sys.modules.get("torch")
     out = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         out["peak_vram_bytes"] = torch.cuda.max_memory_allocated()
         out["peak_vram_reserved_bytes"] = torch.cuda.max_memory_reserved()  # what the card must hold
     return out

@@ -134,7 +134,8 @@ class Watchdog:
 
 class ChildProcess:
     """The real launch: `python -m launcher.child` in its own session, output teed to the
-    terminal and train.log, the watchdog asked every `tick` seconds."""
+    terminal and train.log (train.log only once the launcher was signalled), the watchdog asked
+    every `tick` seconds."""
 
     def __init__(self, out: Callable[[bytes], None] = console.write_bytes, tick: float = 1.0):
         become_subreaper()
@@ -183,7 +184,8 @@ class ChildProcess:
                 log.flush()
             except OSError:  # a full disk: the live copy still goes on
                 pass
-            self.out(chunk)  # never raises: a closed pipe or a dead terminal loses the live copy only
+            if self.stopped is None:  # once the launcher stops, the child's last words go to train.log only
+                self.out(chunk)  # never raises: a closed pipe or a dead terminal loses the live copy only
 
     def signal(self, sig: int) -> None:
         """The launcher's signal, passed on to the running child once; from now on no child starts

@@ -119,3 +119,35 @@ def test_a_signal_while_the_child_is_being_started_reaches_it(job, tmp_path, mon
     t0 = time.monotonic()
     end = child(["sleep", "15"], dict(os.environ), tmp_path / "train.log", watch(job, tmp_path, time.monotonic))
     assert end.exit_code == -signal.SIGINT and time.monotonic() - t0 < 10
+
+
+# ---- Ctrl-C at any moment ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("delay", [0.15, 0.3, 0.6, 1.0, 2.0])
+def test_ctrl_c_early_in_a_run_ends_with_the_launchers_own_lines(tmp_path, delay):
+    """A terminal's Ctrl-C (SIGINT to the foreground process group) while the launcher imports, sets
+    up, or its child imports torch: exit 130, no traceback on the terminal; the child's own last
+    words go to its train.log only."""
+    p = subprocess.Popen([sys.executable, "-m", "launcher", "run", "--demo", "--device", "cpu"], cwd=tmp_path,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        time.sleep(delay)
+        os.killpg(p.pid, signal.SIGINT)
+        out, _ = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 130, out[-3000:]
+    assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
+    lines = out.splitlines()
+    stop = next(i for i, line in enumerate(lines) if "SIGINT" in line)
+    assert all(line.startswith("launcher: ") for line in lines[stop:]), out[-3000:]
+
+
+def test_the_childs_report_after_a_torn_torch_import_does_not_import_torch_again():
+    """A Ctrl-C inside `import torch` leaves it half-made: importing it again for the report's peak
+    memory raised AttributeError (seen), and the child died without its report."""
+    probe = "import sys; from launcher.child import peak_memory; m = peak_memory(); print('torch' in sys.modules, m)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.startswith("False {'peak_rss_bytes': "), out.stdout + out.stderr
