@@ -7,8 +7,11 @@ Evidence is weighed in the contract's order: the child's report (exception type 
 then the exit signal, then signatures in the log tail. In a log, the final lines of tracebacks
 (including torchrun's `[rankN]:` prefixed ones) are read first, so a warning printed earlier in a
 healthy part of the run cannot outvote the exception that ended it; free-text signatures (a
-killed DataLoader worker, an NCCL watchdog line) are the fallback. Where several kinds match,
-the most specific wins: fatal > cuda_oom > host_oom > nccl > interrupted > unknown.
+killed DataLoader worker, an NCCL watchdog line) come next. Where several kinds match,
+the most specific wins: fatal > cuda_oom > host_oom > nccl > interrupted > unknown. When no
+signature matches, the tail is read as a person would (`classify`): the last exception's type
+(configuration and code errors are fatal), a Ctrl-C that ends it, then the exit status, also
+one the log prints itself ("Killed", "return code = -9").
 """
 
 from __future__ import annotations
@@ -35,7 +38,11 @@ SIGNATURES: tuple[tuple[str, re.Pattern], ...] = (
         r"Error loading data from", r"No space left on device",
         r"invalid device ordinal", r"Invalid CUDA 'device=",
         r"is not a valid YOLO argument",
-        r"is of invalid type \w+\. Valid '\w+' types", r"is an invalid value\. Valid '\w+' values",  # check_cfg
+        # Ultralytics' check_cfg, every wording ("'lr0=x' is of invalid type str", "'epochs=0' is an invalid
+        # value", "'workers=None' is invalid", "'fraction=5' invalid"): the arguments fail in every rung
+        r"'\w+=.*' (?:is (?:of |an )?)?invalid\b",
+        # a model and a checkpoint that disagree (another architecture, another nc): no rung loads it
+        r"size mismatch for \S+: copying a param with shape",
         r"Label class \d+ exceeds nc=",  # YOLOv3/v5's label check: a label's class is not in the data YAML
         # a dataset scan that found every label corrupt (YOLOv5/v7 and Ultralytics summaries): nothing to train on
         # (named groups: the signatures share one pattern, so numbered ones would point elsewhere)
@@ -77,13 +84,13 @@ SIGNATURES: tuple[tuple[str, re.Pattern], ...] = (
         r"\bKeyboardInterrupt\b",
         # torchrun's agent was signalled from outside (Ctrl-C, a closed terminal, a scheduler's SIGTERM);
         # its own "Sending process N closing signal SIGTERM" to the other ranks is an echo, not this
-        r"Received (\d+|Signals\.SIG\w+) death signal", r"\bSignalException\b.*got signal",
+        r"Received (\d+|(Signals\.)?SIG\w+) death signal", r"\bSignalException\b.*got signal",
         r"slurmstepd: error: \*\*\* (JOB|STEP) .* CANCELLED AT",  # scancel, time limit, preemption
     )),
     (UNKNOWN, _rx(
         r"illegal memory access", r"misaligned address", r"unspecified launch failure",
         r"Segmentation fault", r"\bNaN\b.*(loss|detected)|(loss|detected).*\bNaN\b",
-        r"ChildFailedError", r"CUDA error: .*",
+        r"CUDA error: .*",
         r"\bcuDNN error\b",  # CUDNN_STATUS_EXECUTION_FAILED / NOT_SUPPORTED: not an OOM (ALLOC_FAILED is, above)
     )),
 )
@@ -93,7 +100,34 @@ PRIORITY = {kind: i for i, (kind, _) in enumerate(SIGNATURES)}
 # torch.distributed adds ("[rank3]: "; torchrun --tee puts "[default3]:" before that).
 EXCEPTION_LINE = re.compile(
     r"^\s*(?:\[(?:default|rank)\d+\]:\s*)*(?:[A-Za-z_][\w.]*\.)?"
-    r"(?:[A-Z]\w*(?:Error|Exception|Interrupt|Exit)|KeyboardInterrupt)\b(?::|$)")
+    r"(?P<type>[A-Z]\w*(?:Error|Exception|Interrupt|Exit)|KeyboardInterrupt|Exception)\b(?::|$)")
+
+# When no signature matches, the last exception's type decides, as a person reading the tail would:
+# these are configuration and code errors, raised again by every retry and every rung (bad arguments,
+# a missing module or file, a config that does not parse, a failed precondition). docs/design.md,
+# "Failure kinds and policy". ValueError and RuntimeError are not here: too many of them are transient
+# or depend on the batch; their argument-made wordings are signatures above.
+FATAL_TYPES = frozenset({
+    "TypeError", "KeyError", "AttributeError", "NameError", "ImportError", "ModuleNotFoundError",
+    "FileNotFoundError", "NotImplementedError", "AssertionError", "SyntaxError", "IndentationError",
+    "JSONDecodeError", "YAMLError", "ScannerError", "ParserError", "ComposerError", "ConstructorError",
+})
+# Exceptions that only report that a child process failed; its own exception (or exit status) says why.
+WRAPPER_TYPES = frozenset({"ChildFailedError", "CalledProcessError"})
+
+# How a process ended, as a shell or a launcher prints it. Read only when no exit code is given: a log
+# handed to `diagnose` on its own still says it was killed. Each yields the exit code (-N for signal N).
+PRINTED_EXIT = (
+    (re.compile(r"return code\s*=\s*(-?\d+)|\bexit(?:ed with)? (?:status|code)[:= ]*(-?\d+)|"
+                r"\bexitcode\s*:\s*(-?\d+)", re.IGNORECASE), None),
+    (re.compile(r"terminated with signal (SIG[A-Z]+)|died with <Signals\.(SIG[A-Z]+)|"
+                r"Signal \d+ \((SIG[A-Z]+)\) received by PID"), "signal"),
+    (re.compile(r"(?:^|\])\W*Killed\W*$|: line \d+: +\d+ Killed\b|已杀死\s*$"), -signal.SIGKILL),
+    (re.compile(r"segmentation fault", re.IGNORECASE), -signal.SIGSEGV),
+    (re.compile(r"\bAborted \(core dumped\)"), -signal.SIGABRT),
+)
+CTRL_C = re.compile(r"\^C$")  # the terminal's echo of Ctrl-C ending a line
+STOPPED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}  # someone stopped the process
 
 ACTIONS = {
     CUDA_OOM: ("if the attempt had completed an epoch: resume the same rung in a fresh process (that clears leaks "
@@ -219,40 +253,94 @@ def best_match(lines: list[str]) -> tuple[str, str] | None:
     return (best[1], best[2]) if best else None
 
 
+def exception_type(line: str) -> str | None:
+    """The class name an exception line raises, without its module ("json.decoder.JSONDecodeError: x" ->
+    "JSONDecodeError"), or None for a line that is not one."""
+    m = EXCEPTION_LINE.match(line)
+    return m.group("type") if m else None
+
+
+def printed_exit(lines: list[str]) -> tuple[int, str] | None:
+    """The last exit status the log prints itself ("return code = -9", "Killed", "Segmentation fault"),
+    as (exit code, the line); a printed 0 says nothing against the run and is passed over."""
+    for line in reversed(lines):
+        for pattern, code in PRINTED_EXIT:
+            m = pattern.search(line)
+            if not m:
+                continue
+            value = next((g for g in m.groups() if g), None)
+            if code == "signal":
+                code = -signal.Signals[value] if value in signal.Signals.__members__ else None
+            elif code is None:
+                code = int(value)
+            if code:
+                return code, line
+    return None
+
+
+def _signal_name(sig: int) -> str:
+    return signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
+
+
 def classify(log: str = "", exit_code: int | None = None, report: dict | None = None,
              memory_evidence: str | None = None) -> Failure | None:
     """The failure that ended a process, or None if it exited 0 with nothing against it.
 
     `report` is the child's report.json; `memory_evidence` is what the supervisor saw of host RAM
-    (exhausted in its samples, a cgroup oom_kill increment) just before the death.
+    (exhausted in its samples, a cgroup oom_kill increment) just before the death. Without an exit
+    code the log is read as a failed run's (it is handed to `diagnose` because something went wrong):
+    None only for exit code 0, or a success report, and an exit status the log prints counts as the
+    exit code. When no signature matches, the fallback reads the tail as a person would: the last
+    exception's type (FATAL_TYPES), then a Ctrl-C that ends it, then how the process ended.
     """
     if report and report.get("exc_type"):
         text = f"{report['exc_type']}: {report.get('message', '')}".strip()
         found = best_match(lines_of(text))
         if found:
             return Failure(found[0], found[1], "report", report.get("phase"))
-        return Failure(UNKNOWN, lines_of(text)[0], "report", report.get("phase"))
-    if exit_code == 0:
+        kind = FATAL if str(report["exc_type"]).rpartition(".")[2] in FATAL_TYPES else UNKNOWN
+        return Failure(kind, lines_of(text)[0], "report", report.get("phase"))
+    if exit_code == 0 or (exit_code is None and report and report.get("ok")):
         return None
 
     lines = lines_of(log[-TAIL_BYTES:])
     exception_lines = [ln for ln in lines if EXCEPTION_LINE.match(ln)]
     found = best_match(exception_lines) or best_match(lines)
+    printed = printed_exit(lines) if exit_code is None else None
+    if printed:
+        exit_code = printed[0]
     sig = signal_of(exit_code)
+    said = f" (the log says {printed[1][-120:]!r})" if printed else ""
 
-    if sig == signal.SIGKILL:
+    if sig == signal.SIGKILL and not printed:
         if memory_evidence:
             return Failure(HOST_OOM, f"killed by SIGKILL; {memory_evidence}", "signal")
         if found and found[0] == HOST_OOM:
             return Failure(HOST_OOM, found[1], "log")
         return Failure(UNKNOWN, "killed by SIGKILL with no memory evidence (not the launcher's doing)", "signal")
+    if found and found[0] != UNKNOWN:
+        return Failure(found[0], found[1], "log")
+    last = next((i for i in reversed(range(len(lines)))
+                 if exception_type(lines[i]) not in (None, *WRAPPER_TYPES)), None)
+    if last is not None and exception_type(lines[last]) in FATAL_TYPES:
+        return Failure(FATAL, lines[last], "log")
+    ctrl_c = next((ln for ln in lines[(last or 0):] if CTRL_C.search(ln)), None)
+    if ctrl_c:
+        return Failure(INTERRUPTED, ctrl_c, "log")
     if found:
         return Failure(found[0], found[1], "log")
+    source = "log" if printed else "signal"
+    if sig in STOPPED:
+        return Failure(INTERRUPTED, f"stopped by {_signal_name(sig)}{said}", source)
+    if last is not None:
+        return Failure(UNKNOWN, lines[last], "log")
+    if sig is not None:
+        no_evidence = " with no memory evidence" if sig == signal.SIGKILL else ""
+        return Failure(UNKNOWN, f"killed by {_signal_name(sig)}{no_evidence}{said}", source)
     if exception_lines:
         return Failure(UNKNOWN, exception_lines[-1], "log")
-    if sig is not None:
-        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
-        return Failure(UNKNOWN, f"killed by {name}", "signal")
     if exit_code is not None:
-        return Failure(UNKNOWN, f"exit code {exit_code} with no recognised error in the log", "exit")
-    return None
+        return Failure(UNKNOWN, f"exit code {exit_code} with no recognised error in the log{said}",
+                       "log" if printed else "exit")
+    return Failure(UNKNOWN, "no recognised error in the log and no exit code given: read as a failed run "
+                            "(--exit-code 0 says it succeeded)", "log")

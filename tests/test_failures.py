@@ -92,7 +92,152 @@ def test_child_report_is_preferred_over_the_log():
 
 def test_clean_exit_is_no_failure():
     assert failures.classify(read("killed_no_message.log"), exit_code=0) is None
-    assert failures.classify("", exit_code=None) is None
+    assert failures.classify("", exit_code=None, report={"ok": True, "phase": "done"}) is None  # a success report
+
+
+@pytest.mark.parametrize("log", ["", "all fine\n", read("killed_no_message.log")])
+def test_a_log_without_an_exit_code_is_a_failed_run(log):
+    """A log is handed to `diagnose` because something went wrong: "no failure" needs exit code 0 (issue 17
+    item 19), otherwise an unrecognised end is unknown, which the launcher retries, never a success."""
+    f = failures.classify(log, exit_code=None)
+    assert f is not None and f.kind == UNKNOWN and "no exit code given" in f.evidence, f
+
+
+def test_diagnose_reads_a_bare_log_as_a_failed_run(capsys, tmp_path):
+    from launcher import cli
+
+    log = tmp_path / "nohup.out"
+    log.write_text("      9/100      12.4G     0.6001: 61%|██████    | 398/652 [01:40<01:03]\nKilled\n")
+    assert cli.main(["diagnose", str(log)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("kind      unknown\n") and "SIGKILL" in out and "'Killed'" in out, out
+    assert cli.main(["diagnose", str(log), "--exit-code", "0"]) == 0
+    assert "no failure found" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("tail, kind, says", [
+    ("[INFO] [launch.py:321:sigkill_handler] ['python', 'train.py'] exits with return code = -9", UNKNOWN, "SIGKILL"),
+    ("  9/100  12.4G  0.61: 61%|██   | 398/652 [01:40<01:03]\nKilled", UNKNOWN, "SIGKILL"),
+    ("./train.sh: line 3: 41233 Killed                  python train.py", UNKNOWN, "SIGKILL"),
+    ("Epoch 1/5:  11%|█ | 10/90 [00:01<00:08]\nsegmentation fault (core dumped)", UNKNOWN, "segmentation fault"),
+    ("[>>>>>>>>>>     ] 1022/5000, 1.5 task/s, elapsed: 673s, ETA:  2621s已杀死", UNKNOWN, "SIGKILL"),
+    ("Command '['python', 'train.py']' returned non-zero exit status 137.", UNKNOWN, "SIGKILL"),
+    ("subprocess.CalledProcessError: Command 'train' died with <Signals.SIGINT: 2>.", INTERRUPTED, "SIGINT"),
+    ("ERROR:torch.distributed.elastic.multiprocessing.api:failed (exitcode: -15) local_rank: 0", INTERRUPTED,
+     "SIGTERM"),
+    ("torch.multiprocessing.spawn.ProcessExitedException: process 0 terminated with signal SIGKILL", UNKNOWN,
+     "SIGKILL"),
+])
+def test_an_exit_status_printed_in_the_log_counts_as_the_exit_code(tail, kind, says):
+    f = failures.classify(tail + "\n", exit_code=None)
+    assert f.kind == kind and says in f.evidence, f
+    assert "no exit code given" not in f.evidence
+
+
+def test_a_given_exit_code_outranks_a_printed_one_and_no_printed_kill_hides_an_oom():
+    assert failures.classify("Killed\n", exit_code=1).evidence.startswith("exit code 1")
+    # an OOM whose hung process was then killed is still the OOM: signatures come before the printed status
+    f = failures.classify(read("cuda_oom_ultralytics.log") + "Killed\n", exit_code=None)
+    assert f.kind == CUDA_OOM
+    f = failures.classify(read("dataloader_killed.log") + "Killed\n", exit_code=None)
+    assert f.kind == HOST_OOM
+
+
+@pytest.mark.parametrize("last", [
+    "TypeError: unsupported operand type(s) for %: 'int' and 'NoneType'",
+    "AttributeError: 'DetectionTrainer' object has no attribute 'on_plot'",
+    "FileNotFoundError: [Errno 2] No such file or directory: 'hyp.yaml'",
+    "yaml.scanner.ScannerError: while scanning a simple key",
+    "json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)",
+    "NotImplementedError",
+    "AssertionError: weights/x.pth acceptable suffix is ['.pt']",
+    "[rank0]: TypeError: forward() got an unexpected keyword argument 'mask'",
+])
+def test_when_no_signature_matches_the_last_exceptions_type_decides(last):
+    log = f"Traceback (most recent call last):\n  File \"train.py\", line 9, in <module>\n{last}\n"
+    assert failures.match_line(last) is None  # no signature: the fallback decides
+    f = failures.classify(log, exit_code=1)
+    assert (f.kind, f.evidence) == (FATAL, last)
+    # torchrun's summary after the rank's exception only wraps it
+    f = failures.classify(log + "torch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n", exit_code=1)
+    assert (f.kind, f.evidence) == (FATAL, last)
+
+
+@pytest.mark.parametrize("last", ["ZeroDivisionError: division by zero", "ValueError: Expected more than 1 value",
+                                  "RuntimeError: DataLoader worker (pid(s) 41) exited unexpectedly"])
+def test_other_exception_types_stay_unknown(last):
+    assert failures.classify(f"{last}\n", exit_code=1).kind == UNKNOWN
+
+
+@pytest.mark.parametrize("secondary", ["TypeError: 'NoneType' object is not subscriptable",
+                                       "AttributeError: 'NoneType' object has no attribute 'close'"])
+def test_a_secondary_code_error_after_an_oom_or_a_killed_worker_does_not_make_it_fatal(secondary):
+    """The type fallback comes after every signature: an OOM or host-OOM whose cleanup then raises stays
+    what it was (fatal > cuda_oom holds for fatal *signatures*, e.g. a KeyError, as before)."""
+    during = "\nDuring handling of the above exception, another exception occurred:\n\n"
+    for log, kind in (("cuda_oom_ultralytics.log", CUDA_OOM), ("dataloader_killed.log", HOST_OOM),
+                      ("dl_bus_error_pil_dcpdn58.log", HOST_OOM)):
+        assert failures.classify(read(log) + during + secondary + "\n", exit_code=1).kind == kind, log
+
+
+@pytest.mark.parametrize("tail", [
+    "      0/99     14.7G   0.07821: 100% 420/420 [08:24<00:00,  1.20s/it]\n^C\n",
+    "     98/300      15.2G    0.09414:  82%|████████▏ | 58/71 [23:09<05:11]^C\nTraceback (most recent call last):\n"
+    "  File \"/usr/local/bin/yolo\", line 8, in <module>\n",
+    "W1130 12:13:49.388000 124326 torch/distributed/elastic/agent/server/api.py:723] Received SIGTERM death signal, "
+    "shutting down workers\n",
+])
+def test_a_tail_ending_in_ctrl_c_or_a_death_signal_is_interrupted(tail):
+    assert failures.classify(tail, exit_code=None).kind == INTERRUPTED
+
+
+def test_an_error_after_a_ctrl_c_echo_is_the_error():
+    log = "yolo train patience=0^C\nTraceback (most recent call last):\nTypeError: unsupported operand\n"
+    assert failures.classify(log, exit_code=1).kind == FATAL
+
+
+def _raised(call) -> BaseException:
+    try:
+        call()
+    except Exception as e:  # noqa: BLE001 - the exception Ultralytics raises is the subject
+        return e
+    raise AssertionError("Ultralytics accepted it")
+
+
+def _ultralytics_refusals():
+    """What Ultralytics itself raises for the values of issue 17 items 5-7, raised for real."""
+    import types
+
+    import torch
+    from ultralytics.cfg import check_cfg
+    from ultralytics.engine.trainer import BaseTrainer
+    from ultralytics.nn.tasks import torch_safe_load
+
+    return {
+        "optimizer=NoSuchOpt": lambda: BaseTrainer.build_optimizer(types.SimpleNamespace(), torch.nn.Linear(1, 1),
+                                                                   name="NoSuchOpt"),
+        "epochs=0": lambda: check_cfg({"epochs": 0}),
+        "momentum=2.0": lambda: check_cfg({"momentum": 2.0}),
+        "lr0=x": lambda: check_cfg({"lr0": "x"}),
+        "fraction=-1.0": lambda: check_cfg({"fraction": -1.0}),
+        "batch=None": lambda: check_cfg({"batch": None}),
+        "model.pth": lambda: torch_safe_load("/rungs/optimal.pth"),
+    }
+
+
+def test_an_error_ultralytics_raises_from_the_arguments_is_fatal():
+    """Issue 17 items 5-9: such an error recurs in every rung. Read from the child's report (the
+    supervisor's path) and from its train.log traceback (diagnose's), it is fatal, never unknown."""
+    import traceback
+
+    for name, call in _ultralytics_refusals().items():
+        e = _raised(call)
+        exc_type = f"{type(e).__module__}.{type(e).__qualname__}".removeprefix("builtins.")  # as child.py writes it
+        end = failures.judge(failures.ChildEnd(1), {"ok": False, "exc_type": exc_type, "message": str(e)}, "")
+        assert end.kind == FATAL and end.source == "report", (name, end)
+        log = "".join(traceback.format_exception(e))
+        assert failures.classify(log, exit_code=1).kind == FATAL, (name, log)
+        assert "exit 4" in failures.action(end)
 
 
 def test_other_signals_and_codes():
@@ -131,10 +276,13 @@ def test_torchrun_tee_prefixes_before_the_rank_prefix():
 INDEX = LOGS / "INDEX.tsv"
 KINDS = {CUDA_OOM, HOST_OOM, NCCL, FATAL, INTERRUPTED, UNKNOWN}
 OOM = {CUDA_OOM, HOST_OOM}
-# Measured when the real logs were added (issue 13 item 7): 58/78 before the signatures for their
-# wordings, 78/78 after. The margin lets a new, honestly labelled hard log land (its miss shows in the
-# table) without letting a regression of more than two logs through.
-MIN_ACCURACY = 0.97
+# INDEX.tsv's `split`: `tuned` logs are the ones signatures were written for, and every one must be read
+# right; `heldout` logs (issue 17 item 19: labelled before the classifier read them, split by a hash of
+# the file name, never tuned on) estimate how diagnose does on logs nobody has seen. Measured: 5/16 held-out
+# before issue 17's fallback, 16/16 after (tests/bench/bench_diagnose.py prints the table). The floor lets
+# an honestly labelled hard log join the held-out part without tuning, and catches a regression.
+SPLITS = {"tuned", "heldout"}
+MIN_HELDOUT_ACCURACY = 0.8
 
 
 def corpus() -> list[dict]:
@@ -151,6 +299,7 @@ def test_index_lists_every_fixture_once_with_kind_and_source():
         assert r["kind"] in KINDS, r
         assert r["source"].strip() and r["note"].strip(), r
         assert r["exit_code"] == "" or r["exit_code"].lstrip("-").isdigit(), r
+        assert r["split"] in SPLITS, r
     real = [r for r in rows if not r["source"].startswith("synthetic")]
     assert len(real) >= 30  # logs copied from public threads, each citing its thread
 
@@ -158,21 +307,25 @@ def test_index_lists_every_fixture_once_with_kind_and_source():
 def test_corpus_accuracy_and_no_fixture_crosses_the_oom_fatal_line():
     """Every indexed log through `classify`. An OOM read as fatal stops a night a smaller rung would have
     finished; a fatal read as an OOM walks the whole ladder on bad input: neither may happen, ever."""
-    rows, table, crossings, right = corpus(), [], [], 0
+    rows, table, crossings, missed = corpus(), [], [], {split: [] for split in SPLITS}
     for r in rows:
-        exit_code = int(r["exit_code"]) if r["exit_code"] else None
+        exit_code = int(r["exit_code"]) if r["exit_code"] else None  # none given: as `diagnose LOG` reads it
         f = failures.classify(read(r["file"]), exit_code=exit_code)
         got = f.kind if f else "none"
-        right += got == r["kind"]
+        if got != r["kind"]:
+            missed[r["split"]].append(r["file"])
         if (r["kind"] in OOM and got == FATAL) or (r["kind"] == FATAL and got in OOM):
             crossings.append(r["file"])
         mark = "ok  " if got == r["kind"] else "MISS"
-        table.append(f"{mark} {r['file']:<50} want {r['kind']:<12} got {got:<12} "
+        table.append(f"{mark} {r['split']:<8} {r['file']:<50} want {r['kind']:<12} got {got:<12} "
                      f"{(f.evidence if f else '')[:80]!r}")
     report = "\n".join(table)
-    accuracy = right / len(rows)
+    heldout = sum(r["split"] == "heldout" for r in rows)
+    assert heldout >= 15, "the held-out part is too small to say anything"
     assert not crossings, f"OOM<->fatal crossings: {crossings}\n{report}"
-    assert accuracy >= MIN_ACCURACY, f"accuracy {right}/{len(rows)} = {accuracy:.1%} < {MIN_ACCURACY:.0%}\n{report}"
+    assert not missed["tuned"], f"tuned logs read wrong: {missed['tuned']}\n{report}"
+    accuracy = 1 - len(missed["heldout"]) / heldout
+    assert accuracy >= MIN_HELDOUT_ACCURACY, f"held-out accuracy {accuracy:.0%}\n{report}"
 
 
 @pytest.mark.parametrize("line, kind", [
