@@ -127,6 +127,7 @@ PRINTED_EXIT = (
     (re.compile(r"\bAborted \(core dumped\)"), -signal.SIGABRT),
 )
 CTRL_C = re.compile(r"\^C$")  # the terminal's echo of Ctrl-C ending a line
+CTRL_C_LINES = 50  # how near the end it must be: a traceback cut after it, not a command echoed at the start
 STOPPED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}  # someone stopped the process
 
 ACTIONS = {
@@ -324,7 +325,7 @@ def classify(log: str = "", exit_code: int | None = None, report: dict | None = 
                  if exception_type(lines[i]) not in (None, *WRAPPER_TYPES)), None)
     if last is not None and exception_type(lines[last]) in FATAL_TYPES:
         return Failure(FATAL, lines[last], "log")
-    ctrl_c = next((ln for ln in lines[(last or 0):] if CTRL_C.search(ln)), None)
+    ctrl_c = next((ln for ln in lines[max(last or 0, len(lines) - CTRL_C_LINES):] if CTRL_C.search(ln)), None)
     if ctrl_c:
         return Failure(INTERRUPTED, ctrl_c, "log")
     if found:

@@ -194,6 +194,9 @@ def test_a_tail_ending_in_ctrl_c_or_a_death_signal_is_interrupted(tail):
 def test_an_error_after_a_ctrl_c_echo_is_the_error():
     log = "yolo train patience=0^C\nTraceback (most recent call last):\nTypeError: unsupported operand\n"
     assert failures.classify(log, exit_code=1).kind == FATAL
+    # a ^C echoed with the command at the start of a long log did not end it
+    log = "yolo train patience=0^C\n" + "".join(f"  1/9  0.5G  1.0: {i}%|█| {i}/100\n" for i in range(100))
+    assert failures.classify(log, exit_code=1).kind == UNKNOWN
 
 
 def _raised(call) -> BaseException:
