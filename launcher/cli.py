@@ -88,9 +88,6 @@ def _injection(text: str) -> dict:
 
 def run_options(p: argparse.ArgumentParser) -> None:
     """Options of run (and of sbatch, which writes a run into a batch script)."""
-    p.add_argument("--demo", action="store_true",
-                     help="generate a small synthetic dataset and train ladders/demo.toml on it (GPU 0 if there is "
-                          "one, else the CPU), offline")
     p.add_argument("--fresh", action="store_true",
                      help="if a run of this name exists, start a new one beside it (the name gets a timestamp); "
                           "nothing of the old run is touched")
@@ -104,6 +101,9 @@ def job_options() -> argparse.ArgumentParser:
     """Options shared by dry-run and run."""
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("job options (shared with run)")
+    g.add_argument("--demo", action="store_true",
+                   help="generate a small synthetic dataset and train ladders/demo.toml on it (GPU 0 if there is "
+                        "one, else the CPU), offline")
     g.add_argument("--ladder", metavar="PATH", default=None,
                    help=f"ladder TOML to use (default {ladder_mod.DEFAULT_LADDER}); e.g. --ladder ladders/demo.toml")
     g.add_argument("--data", metavar="PATH",
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Exit status 0 when run could start, 2 when something would make it refuse (listed under "
                     "Problems).",
         epilog=f"examples:\n  {PROG} dry-run\n  {PROG} dry-run --vram 11.7 --ram 32   # a 12 GB card, 32 GB RAM\n"
-               f"  {PROG} dry-run --ladder ladders/demo.toml --device cpu --json")
+               f"  {PROG} dry-run --demo --json   # what run --demo would start")
     dry.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     dry.set_defaults(func=cmd_dry_run)
 
@@ -199,9 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
                f"  {PROG} sbatch --data d.yaml epochs=80 --dry-run -- --time=2-00:00:00\n\n"
                "exit codes: 0 submitted (or printed), 2 bad input or sbatch refused the job")
     run_options(sb)
-    sb.add_argument("--signal-lead", type=_positive_int, default=slurm.SIGNAL_LEAD_S, metavar="S",
+    sb.add_argument("--signal-lead", type=_positive_int, default=None, metavar="S",
                     help="seconds before the time limit that SLURM signals the launcher (default "
-                         f"{slurm.SIGNAL_LEAD_S}; SLURM may send it up to 30 s earlier)")
+                         f"{slurm.SIGNAL_LEAD_S}; SLURM may send it up to 30 s earlier); a --signal=B:USR1@S after "
+                         "-- says the same")
     sb.add_argument("--dry-run", action="store_true", help="print the batch script; submit nothing")
     sb.set_defaults(func=cmd_sbatch)
 
@@ -273,7 +274,7 @@ def request(args) -> setup.Request:
     """The job options of dry-run or run, as setup takes them."""
     return setup.Request(ladder=args.ladder, data=args.data, device=args.device, epochs=args.epochs, name=args.name,
                          start_rung=args.start_rung, vram=args.vram, ram=args.ram, no_memory=args.no_memory,
-                         demo=getattr(args, "demo", False), fresh=getattr(args, "fresh", False),
+                         demo=args.demo, fresh=getattr(args, "fresh", False),
                          inject=tuple(getattr(args, "inject", ())), overrides=tuple(args.overrides))
 
 
@@ -304,35 +305,58 @@ def cmd_sbatch(args) -> int:
     if indices and list(indices) != list(range(len(indices))):
         raise BadInput(f"--device {device}", "inside a job CUDA numbers the GPUs SLURM gives it from 0",
                        f"use --device {','.join(str(i) for i in range(len(indices)))} (SLURM picks the cards)")
-    limit = slurm.time_option(args.sbatch_args)
+    sig, lead, sbatch_args = sbatch_signal(args)
+    limit = slurm.time_option(sbatch_args)
+    minutes = None
     if limit is not None:
         try:
             minutes = slurm.minutes(limit)
         except ValueError as e:
             raise BadInput(f"--time {limit}", str(e), "give a SLURM time, e.g. --time=12:00:00") from None
-        if minutes is not None and minutes * 60 <= args.signal_lead:
+        if minutes is not None and minutes * 60 <= lead:
             raise BadInput(f"--time {limit}", f"the time limit ({minutes:g} min) is not longer than the signal's lead "
-                           f"({args.signal_lead} s)", "give a longer --time, or a shorter --signal-lead")
+                           f"({lead} s)", "give a longer --time, or a shorter --signal-lead")
     name = ladder.job.name
     logs = runlog.logs_dir()
     if args.fresh and setup.has_run(runlog.RunPaths.for_run(name, logs)):
         name = setup.fresh_name(name)
+    need = slurm.needed_s(runlog.RunPaths.for_run(name, logs), lead)
+    if minutes is not None and need is not None and minutes * 60 < need:  # docs/design.md, "On a SLURM cluster"
+        startup, epoch = slurm.measured(runlog.RunPaths.for_run(name, logs))
+        raise BadInput(f"--time {limit}", f"run {name!r} measured a start-up of {startup:.0f} s and an epoch of "
+                       f"{epoch:.0f} s: with the signal's lead ({lead} s) no run of the job would save an epoch",
+                       f"give --time={math.ceil(need / 60)} or longer")
     run_argv = sbatch_run_argv(args.argv, name)
-    gpus = 0 if device == "cpu" or slurm.gpu_option_given(args.sbatch_args) else len(indices)
-    text = slurm.script(name=name, run_argv=run_argv, logs=logs, cwd=Path.cwd(), lead_s=args.signal_lead, gpus=gpus)
+    gpus = 0 if device == "cpu" or slurm.gpu_option_given(sbatch_args) else len(indices)
+    text = slurm.script(name=name, run_argv=run_argv, logs=logs, cwd=Path.cwd(), lead_s=lead, sig=sig, gpus=gpus)
+    sbatch_args = [*sbatch_args, f"--signal=B:{sig}@{lead}"]  # the script's own, outranking $SBATCH_SIGNAL
     if args.dry_run:
         console.write(text)
-        console.say(f"sbatch {' '.join(shlex.quote(a) for a in args.sbatch_args)} would submit it (--dry-run: not "
+        console.say(f"sbatch {' '.join(shlex.quote(a) for a in sbatch_args)} would submit it (--dry-run: not "
                     "submitted)")
         return EXIT_OK
     folder = logs / name
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "sbatch.sh"
     runlog.write_text_atomic(path, text)
-    job = slurm.submit(path, args.sbatch_args)
+    job = slurm.submit(path, sbatch_args)
     console.say(f"submitted SLURM job {job}: {path}")
     console.say(f"watch it: {PROG} status {name}   (output: {folder}/slurm-{job}.out)")
     return EXIT_OK
+
+
+def sbatch_signal(args) -> tuple[str, int, list[str]]:
+    """The time-limit signal and its lead (--signal-lead, or the user's own --signal=B:SIG@S after
+    --; both given, they must agree), and the other sbatch options: the script's #SBATCH --signal
+    and RTDETR_SLURM_SIGNAL say the same."""
+    rest, given = slurm.signal_option(args.sbatch_args)
+    if given is None:
+        return "USR1", args.signal_lead or slurm.SIGNAL_LEAD_S, rest
+    sig, lead = given
+    if args.signal_lead is not None and args.signal_lead != lead:
+        raise BadInput(f"--signal-lead {args.signal_lead}", f"disagrees with --signal=B:{sig}@{lead} after --",
+                       "give the lead once: --signal-lead, or --signal=B:USR1@SECONDS")
+    return sig, lead, rest
 
 
 def sbatch_run_argv(argv: list[str], name: str) -> list[str]:

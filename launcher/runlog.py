@@ -241,6 +241,7 @@ class Ev:
     START = "start"  # a new run: start rung, reasons, cache decision
     CONTINUE = "continue"  # a later `run` of the same name picks the run up
     REBUILT = "rebuilt"  # state.json was gone: the record rebuilt from the checkpoints
+    ADOPTED = "adopted"  # a record written in another folder (a copied or moved run) taken as this folder's
     REAPED = "reaped"  # processes a killed launcher left behind, ended
     ALREADY_COMPLETE = "already_complete"
     RESUME = "resume"  # an attempt starts from a checkpoint
@@ -299,11 +300,13 @@ class RunState:
     cut: int = 0  # of those, attempts a SLURM time limit or preemption ended: not the budget's
     requeues: int = 0  # SLURM requeues so far (time limits and preemptions)
     slurm_jobs: list[str] = field(default_factory=list)  # the SLURM job ids the run ran in
+    stalls: list[float] = field(default_factory=list)  # run time (s) of each SLURM run in a row cut with no new epoch
     models: dict[str, ModelRecord] = field(default_factory=dict)
     training_model: str | None = None  # the source of the model being trained now
     remedies: dict[str, Any] = field(default_factory=dict)  # host-RAM remedies, kept on lower rungs
     delivered: dict[str, Any] | None = None  # {"model", "best", "last"} once complete
     tree: list[dict] = field(default_factory=list)  # the running attempt's processes
+    folder: str = ""  # the run folder the record belongs to ("": written before records named it)
     started: str = ""
     updated: str = ""
     version: int = STATE_VERSION
@@ -327,7 +330,8 @@ class RunState:
                 raise BadInput(f"{path}, key {name!r}", f"missing or not a string ({values.get(name)!r})",
                                "restore the file, or start afresh with --fresh")
         for name, kind in (("attempts", int), ("models", dict), ("remedies", dict), ("tree", list),
-                           ("overrides", dict), ("cut", int), ("requeues", int), ("slurm_jobs", list)):
+                           ("overrides", dict), ("cut", int), ("requeues", int), ("slurm_jobs", list), ("stalls", list),
+                           ("folder", str)):
             if name in values and (not isinstance(values[name], kind) or isinstance(values[name], bool)):
                 raise BadInput(f"{path}, key {name!r}", f"should be a {kind.__name__}, is {values[name]!r}",
                                "restore the file, or start afresh with --fresh")

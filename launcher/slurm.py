@@ -4,14 +4,17 @@
 Inside a job (SLURM_JOB_ID set), the launcher treats the time-limit signal (`--signal=B:USR1@N`)
 and SIGTERM as cuts, not failures: the child is stopped before Ultralytics' final validation could
 strip the optimizer from last.pt, the record says `time_limit` or `preempted`, and for a time
-limit the launcher requeues its own job (`scontrol requeue`) as its last act. A SIGTERM is told
-apart as submitit does: a time limit when the job has run to its end time, else a preemption (or a
-requeue or scancel from outside), which SLURM itself requeues. Outside a job nothing here runs;
-no SLURM command is called unless the launcher is inside a job or asked to submit one.
+limit the launcher requeues its own job (`scontrol requeue`) as its last act. What a signal means
+is read from what scontrol shows of the job at that moment (`judge`): a SIGTERM is a time limit
+only once the job has run its time limit (StartTime + TimeLimit; EndTime is the moment of a
+cancel), a preemption when SLURM has requeued the job, and a person's cancel when the job is
+ending otherwise; a cancelled job is never requeued. Outside a job nothing here runs; no SLURM
+command is called unless the launcher is inside a job or asked to submit one.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shlex
@@ -24,11 +27,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .errors import BadInput
+import psutil
 
-TIME_LIMIT, PREEMPTED = "time_limit", "preempted"
+from .errors import BadInput
+from .runlog import Ev, RunPaths, read_json, read_jsonl
+
+TIME_LIMIT, PREEMPTED, CANCELLED = "time_limit", "preempted", "cancelled"
 SIGNAL_LEAD_S = 300  # the time-limit signal comes this long before the limit (SLURM adds up to 30 s)
-END_MARGIN_S = 90  # a SIGTERM this close to the job's end time is its time limit
+LIMIT_MARGIN_S = 5  # a SIGTERM this close to StartTime + TimeLimit is the time limit (scontrol's whole seconds)
+ENDING = frozenset({"COMPLETING", "CANCELLED"})  # how scontrol shows a job that a cancel ends (22.05)
+LIMIT_SIGNALS = ("USR1", "USR2")  # time-limit signals the launcher takes (INT and TERM are a person's or SLURM's)
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,7 @@ class Job:
     restarts: int  # SLURM_RESTART_COUNT: 0 in the first run, then 1, 2, ...
     end_time: float | None  # unix time the job's time limit ends it, when SLURM says
     signal: int  # the time-limit signal the job was submitted with
+    lead_s: int | None = None  # how long before the time limit that signal comes, as submitted
 
     @classmethod
     def here(cls, environ: Mapping[str, str] | None = None) -> "Job | None":
@@ -51,25 +60,23 @@ class Job:
         except (KeyError, ValueError):
             end = None
         name = env.get("RTDETR_SLURM_SIGNAL", "USR1").upper().removeprefix("SIG")
-        return cls(job, int(env.get("SLURM_RESTART_COUNT") or 0), end, getattr(signal, f"SIG{name}", signal.SIGUSR1))
+        lead = env.get("RTDETR_SLURM_LEAD", "")
+        return cls(job, int(env.get("SLURM_RESTART_COUNT") or 0), end, getattr(signal, f"SIG{name}", signal.SIGUSR1),
+                   int(lead) if lead.isdigit() else None)
 
     def cut(self, sig: int, now: float | None = None) -> str:
-        """What a signal to the launcher means: the time limit, or a preemption."""
-        if sig == self.signal:
-            return TIME_LIMIT
-        end = self.end_time or self._end_time()
-        now = time.time() if now is None else now
-        return TIME_LIMIT if end is not None and now >= end - END_MARGIN_S else PREEMPTED
+        """What a signal to the launcher means, asked of SLURM now (right before any requeue, so a
+        job being cancelled is never requeued): TIME_LIMIT, PREEMPTED or CANCELLED."""
+        return judge(sig == self.signal, self.show(), self.restarts, time.time() if now is None else now,
+                     self.end_time)
 
-    def _end_time(self) -> float | None:
-        """The job's end time from scontrol, for SLURM versions that do not export it."""
+    def show(self) -> dict[str, str] | None:
+        """`scontrol show job -o` of this job as a dict; None when scontrol does not answer."""
         try:
-            out = subprocess.run(["scontrol", "show", "job", "-o", self.id], capture_output=True, text=True,
-                                 timeout=10).stdout
-            end = re.search(r"\bEndTime=(\S+)", out)
-            return time.mktime(time.strptime(end.group(1), "%Y-%m-%dT%H:%M:%S")) if end else None
-        except (OSError, subprocess.SubprocessError, ValueError):
+            p = subprocess.run(["scontrol", "show", "job", "-o", self.id], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
             return None
+        return fields(p.stdout) if p.returncode == 0 and p.stdout.strip() else None
 
     def requeue(self) -> str:
         """Ask SLURM to run this job again (its last act: SLURM then ends this run of it)."""
@@ -78,6 +85,95 @@ class Job:
         except (OSError, subprocess.SubprocessError) as e:
             return f"scontrol requeue {self.id} failed: {e}"
         return "requeued" if p.returncode == 0 else f"scontrol requeue {self.id} failed: {p.stderr.strip()}"
+
+
+def fields(text: str) -> dict[str, str]:
+    """`Key=value Key2=value ...` (scontrol -o's first line) as a dict; a value may hold spaces."""
+    parts = re.split(r"\s+(?=[A-Za-z][A-Za-z0-9_:/]*=)", text.strip().splitlines()[0] if text.strip() else "")
+    return dict(p.split("=", 1) for p in parts if "=" in p)
+
+
+def judge(limit_signal: bool, shown: dict[str, str] | None, restarts: int, now: float,
+          end_time: float | None = None) -> str:
+    """What a cut is, from the job as scontrol shows it at that moment (SLURM 22.05, measured on
+    tests/slurm.py's cluster): a requeue or preemption has already raised `Restarts` past this
+    run's SLURM_RESTART_COUNT; a time limit shows `Reason=TimeLimit` once StartTime + TimeLimit is
+    reached; a cancel shows the job COMPLETING (then CANCELLED) with neither, and EndTime moved to
+    the cancel. A job still RUNNING was only signalled (the time-limit signal, a preemption's
+    grace time). Without scontrol's answer: the time-limit signal, or the end time SLURM exported."""
+    if shown is None:
+        at_end = end_time is not None and now >= end_time - LIMIT_MARGIN_S
+        return TIME_LIMIT if limit_signal or at_end else PREEMPTED
+    state = shown.get("JobState", "")
+    if _int(shown.get("Restarts")) > restarts or state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"):
+        return PREEMPTED  # SLURM has put the job back in the queue itself
+    if shown.get("Reason") == "TimeLimit" or state == "TIMEOUT" or _at_limit(shown, now):
+        return TIME_LIMIT
+    if state in ENDING:
+        return CANCELLED
+    return TIME_LIMIT if limit_signal else PREEMPTED
+
+
+def _int(text: str | None) -> int:
+    return int(text) if text and text.isdigit() else 0
+
+
+def _at_limit(shown: dict[str, str], now: float) -> bool:
+    """The job has run its time limit: now ≥ StartTime + TimeLimit."""
+    try:
+        start = time.mktime(time.strptime(shown.get("StartTime", ""), "%Y-%m-%dT%H:%M:%S"))
+        limit = minutes(shown.get("TimeLimit", ""))
+    except ValueError:
+        return False
+    return limit is not None and now >= start + limit * 60 - LIMIT_MARGIN_S
+
+
+# ---- no progress: cuts that saved no epoch -----------------------------------------------------------
+
+STALLED_CUTS = 2  # this many cuts in a row that saved no new epoch end the night (exhausted)
+
+
+def started() -> float:
+    """When this run of the job started: the launcher's own start (the batch script execs it)."""
+    return psutil.Process().create_time()
+
+
+def measured(paths: RunPaths) -> tuple[float | None, float | None]:
+    """The run's last measured start-up (an attempt's start to its first batch) and epoch (the
+    epoch's batches at the it/s the heartbeat measured), from the record; None where unknown."""
+    starts = {e.get("attempt"): e.get("t") for e in read_jsonl(paths.events) if e.get("event") == Ev.ATTEMPT_START}
+    startup = epoch = None
+    for n, t in sorted(((n, t) for n, t in starts.items() if isinstance(n, int)), reverse=True):
+        beat = read_json(paths.heartbeat(n)) or {}
+        first, batches, it_s = beat.get("first_batch_ts"), beat.get("batches"), beat.get("it_s")
+        if startup is None and isinstance(first, (int, float)) and isinstance(t, (int, float)) and first >= t:
+            startup = first - t
+        if epoch is None and isinstance(batches, int) and batches > 0 and isinstance(it_s, (int, float)) and it_s > 0:
+            epoch = batches / it_s
+        if startup is not None and epoch is not None:
+            break
+    return startup, epoch
+
+
+def needed_s(paths: RunPaths, lead_s: int) -> float | None:
+    """The shortest time limit that lets one run of the job save an epoch: the signal's lead, the
+    measured start-up and one epoch; None when the record has not measured them."""
+    startup, epoch = measured(paths)
+    return None if startup is None or epoch is None else lead_s + startup + epoch
+
+
+def stalled(runs: list[float], paths: RunPaths, lead_s: int | None) -> str:
+    """The line that ends a night of cuts without progress: what each run got, what was measured, the fix."""
+    startup, epoch = measured(paths)
+    got = ", ".join(f"{s:.0f} s" for s in runs)
+    seen = "; ".join([f"start-up {startup:.0f} s (attempt start to first batch)" if startup is not None else
+                      "start-up not over when cut", f"an epoch about {epoch:.0f} s" if epoch is not None else
+                      "no epoch measured"])
+    need = None if startup is None or epoch is None else (lead_s or 0) + startup + epoch
+    fix = (f"submit with --time of at least {math.ceil(need / 60)} min (lead {lead_s} s + start-up + an epoch)"
+           if need is not None else "submit with a longer --time")
+    return (f"no progress: {len(runs)} SLURM runs in a row were cut without saving a new epoch (run time each: "
+            f"{got}; {seen}): {fix}, then run the same command again to continue")
 
 
 # ---- submitting: `python -m launcher sbatch` ---------------------------------------------------------
@@ -115,6 +211,43 @@ def time_option(sbatch_args: list[str]) -> str | None:
     return None
 
 
+def signal_option(sbatch_args: list[str]) -> tuple[list[str], tuple[str, int] | None]:
+    """The user's own --signal among the sbatch options, read as the time-limit signal and its
+    lead: (the other options, (signal name, lead s) or None). BadInput when the launcher could not
+    take it: one that SLURM would send to job steps only (no `B:`), or not USR1/USR2."""
+    rest, found = [], []
+    skip = False
+    for i, a in enumerate(sbatch_args):
+        if skip:
+            skip = False
+        elif a == "--signal" and i + 1 < len(sbatch_args):
+            found.append(sbatch_args[i + 1])
+            skip = True
+        elif a.startswith("--signal="):
+            found.append(a.split("=", 1)[1])
+        else:
+            rest.append(a)
+    if not found:
+        return rest, None
+    text = found[-1]  # sbatch takes the last one
+    m = re.fullmatch(r"(?:([A-Za-z]+):)?([A-Za-z0-9]+)(?:@(\d+))?", text)
+    fix = "give --signal=B:USR1@SECONDS, or leave --signal out and use --signal-lead SECONDS"
+    if not m:
+        raise BadInput(f"--signal={text}", "not SLURM's [{R|B}:]SIG[@SECONDS]", fix)
+    flags, sig, lead = (m.group(1) or "").upper(), m.group(2).upper().removeprefix("SIG"), m.group(3)
+    if "B" not in flags:
+        raise BadInput(f"--signal={text}", "without B: SLURM signals the job's steps only, never the launcher", fix)
+    if sig.isdigit():
+        try:
+            sig = signal.Signals(int(sig)).name.removeprefix("SIG")
+        except ValueError:
+            raise BadInput(f"--signal={text}", f"{sig} is no signal number", fix) from None
+    if sig not in LIMIT_SIGNALS:
+        raise BadInput(f"--signal={text}", f"the launcher takes {' or '.join(LIMIT_SIGNALS)} as the time-limit "
+                       f"signal, not {sig}", fix)
+    return rest, (sig, int(lead) if lead is not None else 60)  # SLURM's own default lead: 60 s
+
+
 def gpu_option_given(sbatch_args: list[str]) -> bool:
     return any(a.split("=", 1)[0] in ("--gres", "--gpus", "-G", "--gpus-per-node", "--gpus-per-task")
                or a.startswith("-G") for a in sbatch_args)
@@ -123,26 +256,36 @@ def gpu_option_given(sbatch_args: list[str]) -> bool:
 def script(*, name: str, run_argv: list[str], logs: Path, cwd: Path, lead_s: int, gpus: int, sig: str = "USR1",
            python: str = sys.executable) -> str:
     """The batch script: requeue, the time-limit signal, the GPUs, and `exec` of the run itself, so
-    the launcher is the process SLURM signals. Every value is shell-quoted."""
+    the launcher is the process SLURM signals. Every value is shell-quoted, and none written into
+    an #SBATCH line holds a control character: the directive would end at a newline, and the rest
+    would be a line of the script (BadInput)."""
     q = shlex.quote
+    directives = {"--job-name": name, "--output": str(logs / name / "slurm-%j.out")}
+    for option, value in directives.items():
+        bad = next((c for c in value if ord(c) < 0x20 or ord(c) == 0x7f), None)
+        if bad is not None:
+            what = "the run name" if option == "--job-name" else "the logs folder ($RTDETR_LOGS or ./logs)"
+            raise BadInput(f"{what} {value!r}", f"holds a control character ({bad!r}) that would end the batch "
+                           f"script's #SBATCH {option} line", "use a name and folder without control characters")
     lines = ["#!/bin/bash",
              f"#SBATCH --job-name={q(name)}",
              "#SBATCH --requeue",
              f"#SBATCH --signal=B:{sig}@{lead_s}",
              "#SBATCH --open-mode=append",
-             f"#SBATCH --output={q(str(logs / name / 'slurm-%j.out'))}"]
+             f"#SBATCH --output={q(directives['--output'])}"]
     if gpus:
         lines.append(f"#SBATCH --gres=gpu:{gpus}")
     lines += ["# written by `python -m launcher sbatch`; SLURM runs it again after each requeue",
               f"cd {q(str(cwd))} || exit 1",
-              f"export RTDETR_LOGS={q(str(logs))} RTDETR_SLURM_SIGNAL={q(sig)}",
+              f"export RTDETR_LOGS={q(str(logs))} RTDETR_SLURM_SIGNAL={q(sig)} RTDETR_SLURM_LEAD={int(lead_s)}",
               "exec " + " ".join(q(a) for a in [python, "-m", "launcher", "run", *run_argv])]
     return "\n".join(lines) + "\n"
 
 
 def submit(path: Path, sbatch_args: list[str]) -> str:
     """Submit the script; the job id. BadInput (one line, nothing submitted) when sbatch is missing
-    or refuses."""
+    or refuses. `sbatch_args` carry the script's --signal again: an option on sbatch's command line
+    outranks $SBATCH_SIGNAL, which outranks the script's #SBATCH line."""
     exe = shutil.which("sbatch")
     if exe is None:
         raise BadInput("sbatch", "not found on this machine's PATH", "run this on a SLURM login node, or pass "

@@ -98,10 +98,13 @@ class Supervisor:
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, state: RunState) -> int:
         self.state = state
+        self._epochs_before = self._epochs_done()  # a cut that saves none is no progress
         self.signals.install()
         try:
             if self.slurm_job is not None and state.requeues > self.ladder.job.max_requeues:
                 return self._requeues_spent(f"SLURM job {self.slurm_job.id} ran again")  # preempted past it
+            if self.slurm_job is not None and self.slurm_job.restarts and len(state.stalls) >= slurm.STALLED_CUTS:
+                return self._stalled()  # SLURM requeued a preemption the night had already ended on
             return self._loop(self.start, state.mode)
         except OSError as e:
             if e.errno not in RECORD_ERRORS:
@@ -296,16 +299,28 @@ class Supervisor:
 
     def _cut(self, sig: int) -> int:
         """SLURM ended this part of the night: keep the checkpoint, and for a time limit requeue the
-        job (its last act); a preemption SLURM requeues itself. The cut attempt is not a failure."""
+        job (its last act); a preemption SLURM requeues itself; a cancel ends the night. The cut
+        attempt is not a failure; cuts in a row that saved no epoch end the night too."""
         job, state = self.slurm_job, self.state
-        kind = job.cut(sig)
+        kind = job.cut(sig)  # asked of SLURM now, before any requeue: a cancelled job stays cancelled
+        saved = any(m.epochs_done for m in state.models.values())
+        kept = "the checkpoint stays resumable" if saved else "no epoch saved yet"
+        if kind == slurm.CANCELLED:  # a person's scancel ends the night (docs/design.md, "On a SLURM cluster")
+            return self._finish(EXIT_SIGTERM, Ev.INTERRUPTED, f"SLURM job {job.id} was cancelled "
+                                f"({signal.Signals(sig).name}); {kept}: submit it again (or run the same command) to "
+                                "continue", signal_t=self.signals.received_at)
         last = self.outcomes[-1].failure if self.outcomes else None
         state.cut += 1 if last is not None and last.kind == INTERRUPTED else 0  # the attempt SLURM cut
+        if self._epochs_done() > self._epochs_before:
+            state.stalls = []
+        else:  # no new epoch in this run of the job: how long it ran, for the line that ends the night
+            state.stalls = [*state.stalls, round((self.signals.received_at or time.time()) - slurm.started(), 1)]
         if state.requeues >= self.ladder.job.max_requeues:
             return self._requeues_spent(f"{kind.replace('_', ' ')} of SLURM job {job.id}")
-        saved = any(m.epochs_done for m in state.models.values())
+        if len(state.stalls) >= slurm.STALLED_CUTS:
+            return self._stalled()
         why = (f"{'the time limit' if kind == slurm.TIME_LIMIT else 'a preemption'} of SLURM job {job.id} "
-               f"({signal.Signals(sig).name}); {'the checkpoint stays resumable' if saved else 'no epoch saved yet'}")
+               f"({signal.Signals(sig).name}); {kept}")
         if kind == slurm.TIME_LIMIT:
             self.signals.ignore(signal.SIGTERM)  # SLURM's SIGTERM to the job it requeues: ours
             answer = job.requeue()
@@ -317,6 +332,15 @@ class Supervisor:
         state.requeues += 1
         return self._finish(EXIT_REQUEUED, kind, f"{why}; requeue {state.requeues} of at most "
                             f"{self.ladder.job.max_requeues}", signal_t=self.signals.received_at)
+
+    def _epochs_done(self) -> int:
+        return sum(m.epochs_done for m in self.state.models.values())
+
+    def _stalled(self) -> int:
+        """Cuts in a row that saved no epoch: each run of the job is too short to make progress,
+        so the night ends rather than requeue to the budget (docs/design.md, "On a SLURM cluster")."""
+        return self._finish(EXIT_EXHAUSTED, Ev.EXHAUSTED, slurm.stalled(self.state.stalls, self.paths,
+                                                                        self.slurm_job.lead_s))
 
     def _requeues_spent(self, what: str) -> int:
         return self._finish(EXIT_EXHAUSTED, Ev.EXHAUSTED, f"{what} with the requeue budget spent ({self.state.requeues} "

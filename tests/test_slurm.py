@@ -5,15 +5,19 @@ The same night on a real slurmctld is in test_slurm_e2e.py."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from launcher import cli, slurm
 from launcher.contract import EXIT_EXHAUSTED, EXIT_REQUEUED
+from launcher.errors import BadInput
 from launcher.failures import ChildEnd
 from launcher.runlog import RunPaths
 
@@ -92,37 +96,112 @@ def test_sbatch_missing_or_refusing_is_one_line_and_nothing_is_submitted(tmp_pat
     assert (tmp_path / "logs" / "demo" / "sbatch.sh").read_text().startswith("#!/bin/bash\n")
 
 
-def test_a_sigterm_is_a_time_limit_only_at_the_jobs_end():
-    job = slurm.Job("7", 0, end_time=10_000.0, signal=signal.SIGUSR1)
-    assert job.cut(signal.SIGUSR1, now=1_000.0) == "time_limit"
-    assert job.cut(signal.SIGTERM, now=1_000.0) == "preempted"
-    assert job.cut(signal.SIGTERM, now=9_950.0) == "time_limit"
-    env = {"SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "2", "SLURM_JOB_END_TIME": "10000"}
-    assert slurm.Job.here(env) == job.__class__("7", 2, 10_000.0, signal.SIGUSR1)
+# `scontrol show job -o` at the moment the launcher got SIGTERM, captured on tests/slurm.py's cluster (SLURM
+# 22.05.8) with a trap in the batch script: a cancel moves EndTime to its moment (what Job.cut read as the
+# time limit before issue 17); a requeue or preemption has already raised Restarts; a time limit says so.
+SHOWN = "JobId=1 JobName=job.sh UserId=root(0) GroupId=root(0) JobState={state} Reason={reason} Dependency=(null) " \
+        "Requeue=1 Restarts={restarts} BatchFlag=1 ExitCode=0:0 RunTime={run} TimeLimit={limit} TimeMin=N/A " \
+        "SubmitTime=2026-12-04T17:06:55 StartTime={start} EndTime={end} Deadline=N/A Partition=debug " \
+        "Command=/tmp/a b/job.sh WorkDir=/tmp/a b StdOut=/tmp/a b/out Power="
+AT = {  # what happened: (the scontrol line, `now` at the signal)
+    "scancel": (SHOWN.format(state="COMPLETING", reason="None", restarts=0, run="00:00:02", limit="00:30:00",
+                             start="2026-12-04T17:06:56", end="2026-12-04T17:06:58"), "2026-12-04T17:06:58"),
+    "requeue": (SHOWN.format(state="COMPLETING", reason="None", restarts=1, run="00:00:00", limit="00:30:00",
+                             start="2026-12-04T17:07:18", end="2026-12-04T17:37:18"), "2026-12-04T17:07:18"),
+    "preempt": (SHOWN.format(state="COMPLETING", reason="None", restarts=1, run="00:00:00", limit="UNLIMITED",
+                             start="2026-12-04T17:10:18", end="Unknown"), "2026-12-04T17:10:18"),
+    "timelimit": (SHOWN.format(state="COMPLETING", reason="TimeLimit", restarts=0, run="00:01:11",
+                               limit="00:01:00", start="2026-12-04T17:10:26", end="2026-12-04T17:11:37"),
+                  "2026-12-04T17:11:37"),
+    "at the limit": (SHOWN.format(state="COMPLETING", reason="None", restarts=0, run="00:02:00", limit="00:02:00",
+                                  start="2026-12-04T17:00:00", end="2026-12-04T17:02:00"), "2026-12-04T17:02:00"),
+    "running": (SHOWN.format(state="RUNNING", reason="None", restarts=0, run="00:01:30", limit="00:02:00",
+                             start="2026-12-04T17:00:00", end="2026-12-04T17:02:00"), "2026-12-04T17:01:30"),
+    "scancel after the signal": (SHOWN.format(state="COMPLETING", reason="None", restarts=0, run="00:01:35",
+                                              limit="00:02:00", start="2026-12-04T17:00:00",
+                                              end="2026-12-04T17:01:35"), "2026-12-04T17:01:35"),
+    "cancelled": (SHOWN.format(state="CANCELLED", reason="None", restarts=0, run="00:00:02", limit="00:30:00",
+                               start="2026-12-04T17:06:56", end="2026-12-04T17:06:58"), "2026-12-04T17:07:01"),
+}
+
+
+def _t(text: str) -> float:
+    return time.mktime(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
+
+
+@pytest.mark.parametrize("what, term, usr1", [
+    ("scancel", "cancelled", "cancelled"),
+    ("cancelled", "cancelled", "cancelled"),
+    ("scancel after the signal", "cancelled", "cancelled"),  # a person's scancel between USR1 and the requeue
+    ("requeue", "preempted", "preempted"),  # SLURM requeues it: the launcher must not too
+    ("preempt", "preempted", "preempted"),
+    ("timelimit", "time_limit", "time_limit"),
+    ("at the limit", "time_limit", "time_limit"),  # StartTime + TimeLimit reached
+    ("running", "preempted", "time_limit"),  # only signalled (a preemption's grace time; the USR1 itself)
+])
+def test_what_a_cut_is_comes_from_what_scontrol_shows(what, term, usr1):
+    line, now = AT[what]
+    shown = slurm.fields(line)
+    assert shown["Command"] == "/tmp/a b/job.sh" and shown["JobState"] in ("COMPLETING", "CANCELLED", "RUNNING")
+    assert slurm.judge(False, shown, 0, _t(now)) == term
+    assert slurm.judge(True, shown, 0, _t(now)) == usr1
+    job = Shown("7", 0, None, signal.SIGUSR1)
+    Shown.line = line
+    assert job.cut(signal.SIGTERM, now=_t(now)) == term and job.cut(signal.SIGUSR1, now=_t(now)) == usr1
+
+
+def test_without_scontrol_the_signal_and_the_exported_end_time_decide():
+    assert slurm.judge(True, None, 0, 1_000.0) == "time_limit"
+    assert slurm.judge(False, None, 0, 1_000.0, end_time=10_000.0) == "preempted"
+    assert slurm.judge(False, None, 0, 9_999.0, end_time=10_000.0) == "time_limit"
+    env = {"SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "2", "SLURM_JOB_END_TIME": "10000",
+           "RTDETR_SLURM_SIGNAL": "USR2", "RTDETR_SLURM_LEAD": "45"}
+    assert slurm.Job.here(env) == slurm.Job("7", 2, 10_000.0, signal.SIGUSR2, 45)
     assert slurm.Job.here({}) is None
 
 
 # ---- the supervisor's cuts -----------------------------------------------------------------------
 
-class Requeue(slurm.Job):
+def now_(what: str) -> str:
+    """AT[what]'s scontrol line with its times moved so that its moment is now."""
+    line, at = AT[what]
+    shift = time.time() - _t(at)
+    return re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", lambda m: time.strftime(
+        "%Y-%m-%dT%H:%M:%S", time.localtime(_t(m.group(0)) + shift)), line)
+
+
+class Shown(slurm.Job):
+    """A job whose `scontrol show job` answers `line` (None: scontrol does not answer)."""
+    line: str | None = None
+
+    def show(self):
+        return slurm.fields(self.line) if self.line else None
+
+
+class Requeue(Shown):
     def requeue(self) -> str:
         Requeue.asked += 1
         return "requeued"
 
 
-def cut_night(tmp_path, sig, end_time=None, **job):
-    """One attempt that SLURM cuts with `sig` while it trains."""
+def cut_night(tmp_path, sig, end_time=None, shown=None, saved=3, restarts=0, **job):
+    """One attempt that SLURM cuts with `sig` while it trains, scontrol showing AT[shown] as of now
+    (default: the job RUNNING, 90 s into 2 minutes); the child has saved epoch `saved` (0: none)."""
     Requeue.asked = 0
+    Requeue.line = now_(shown or "running")
     ladder = with_job(**job)
     sup_ref = {}
 
     def child(cmd, env, log_path, watchdog):
         spec = json.loads(Path(cmd[-1]).read_text())
-        Path(spec["heartbeat"]).write_text(json.dumps({"epochs_saved": 3, "last_saved_epoch": 3, "phase": "train"}))
+        first = time.time() + 40
+        Path(spec["heartbeat"]).write_text(json.dumps({"epochs_saved": 1 if saved else 0, "last_saved_epoch": saved
+                                                       or None, "phase": "train", "first_batch_ts": first,
+                                                       "batches": 50, "batch": 20, "it_s": 0.5}))
         sup_ref["sup"].signals(sig, None)
         log_path.write_text("KeyboardInterrupt: received SIGTERM\n")
         return ChildEnd(1)
-    return ladder, child, sup_ref, Requeue("99", 0, end_time, signal.SIGUSR1)
+    return ladder, child, sup_ref, Requeue("99", restarts, end_time, signal.SIGUSR1, 30)
 
 
 def run_cut(tmp_path, sig, state=None, **job):
@@ -146,7 +225,7 @@ def test_the_time_limit_signal_requeues_the_job_and_is_no_failure(tmp_path):
 
 
 def test_a_preemption_is_recorded_and_left_to_slurm(tmp_path):
-    code, state, _ = run_cut(tmp_path, signal.SIGTERM)
+    code, state, _ = run_cut(tmp_path, signal.SIGTERM, shown="preempt")
     assert code == EXIT_REQUEUED and Requeue.asked == 0 and state.status == "preempted" and state.requeues == 1
 
 
@@ -202,3 +281,176 @@ def test_sbatch_refuses_what_would_fail_after_the_queue_wait(tmp_path, monkeypat
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     for n in names:
         assert n in err
+
+
+# ---- issue 17: a person's scancel ends the night --------------------------------------------------
+
+@pytest.mark.parametrize("what, sig", [("scancel", signal.SIGTERM), ("scancel after the signal", signal.SIGUSR1)])
+def test_a_cancelled_job_is_interrupted_and_never_requeued(tmp_path, what, sig):
+    code, state, lines = run_cut(tmp_path, sig, shown=what)
+    assert code == 143 and Requeue.asked == 0
+    assert state.status == "interrupted" and state.requeues == 0 and state.cut == 0
+    assert "SLURM job 99 was cancelled" in state.reason and "the checkpoint stays resumable" in state.reason
+    events = [json.loads(ln) for ln in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    assert "requeue" not in [e["event"] for e in events] and events[-1]["event"] == "interrupted"
+
+
+# ---- issue 17: requeues without progress stop ----------------------------------------------------
+
+def sessions(tmp_path, monkeypatch, saves: list[int], ran_s: float = 90.0):
+    """One SLURM run of the job per item of `saves` (the epoch the cut attempt had saved, 0 for
+    none), each cut by its time limit and started again as SLURM would; (exit codes, state)."""
+    from launcher.supervisor import Supervisor
+    from test_supervisor import new_state
+    monkeypatch.setattr(slurm, "started", lambda: time.time() - ran_s)
+    state, codes, asked = None, [], 0
+    for k, saved in enumerate(saves):
+        ladder, child, ref, rq = cut_night(tmp_path, signal.SIGUSR1, saved=saved, restarts=k)
+        state = state or new_state(ladder)
+        state.status = "running"
+        sup = Supervisor(ladder=ladder, rungs=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+                         launch=child, sleep=lambda s: None, say=lambda line: None, slurm_job=rq)
+        ref["sup"] = sup
+        codes.append(sup.run(state))
+        asked += Requeue.asked
+    return codes, state, asked
+
+
+def test_two_cuts_in_a_row_without_a_new_epoch_end_the_night(tmp_path, monkeypatch):
+    codes, state, asked = sessions(tmp_path, monkeypatch, [0, 0])
+    assert codes == [EXIT_REQUEUED, EXIT_EXHAUSTED] and asked == 1 and state.status == "exhausted"
+    assert state.stalls == [90.0, 90.0]
+    why = state.reason
+    assert "no progress: 2 SLURM runs in a row" in why and "run time each: 90 s, 90 s" in why
+    # measured from the record: attempt start -> first batch 40 s, an epoch 50 batches at 0.5 it/s
+    assert "start-up 40 s" in why and "an epoch about 100 s" in why
+    assert "--time of at least 3 min" in why  # 30 s lead + 40 s + 100 s = 170 s
+    assert "\n" not in why
+
+
+def test_a_cut_that_saved_an_epoch_starts_the_count_again(tmp_path, monkeypatch):
+    codes, state, asked = sessions(tmp_path, monkeypatch, [0, 1, 0, 2])
+    assert codes == [EXIT_REQUEUED] * 4 and asked == 4 and state.stalls == []
+
+
+def test_a_preempted_job_slurm_runs_again_after_that_ending_ends_at_once(tmp_path, monkeypatch):
+    from launcher.supervisor import Supervisor
+    codes, state, _ = sessions(tmp_path, monkeypatch, [0, 0])
+    ladder, child, ref, rq = cut_night(tmp_path, signal.SIGUSR1, restarts=2)
+    again = FakeChild([ok()])
+    state.status = "running"
+    sup = Supervisor(ladder=ladder, rungs=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+                     launch=again, sleep=lambda s: None, say=lambda line: None, slurm_job=rq)
+    assert sup.run(state) == EXIT_EXHAUSTED and again.calls == [] and "no progress" in state.reason
+
+
+def measured_record(logs: Path, name: str = "demo", startup: float = 40.0, it_s: float = 0.19) -> None:
+    root = logs / name
+    (root / "attempt-1").mkdir(parents=True)
+    (root / "events.jsonl").write_text(json.dumps({"event": "attempt_start", "attempt": 1, "t": 1000.0}) + "\n")
+    (root / "attempt-1" / "heartbeat.json").write_text(json.dumps(
+        {"first_batch_ts": 1000.0 + startup, "batches": 10, "batch": 3, "it_s": it_s}))
+
+
+def test_sbatch_refuses_a_time_limit_shorter_than_what_the_run_measured(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    measured_record(tmp_path / "logs")  # 30 s lead + 40 s start-up + 10 batches at 0.19 it/s (53 s) = 123 s
+    code = cli.main(["sbatch", "--demo", "--signal-lead", "30", "--dry-run", "--", "--time=2"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "start-up of 40 s and an epoch of 53 s" in err and "give --time=3 or longer" in err
+    assert cli.main(["sbatch", "--demo", "--signal-lead", "30", "--dry-run", "--", "--time=3"]) == 0
+    assert cli.main(["sbatch", "--demo", "--fresh", "--signal-lead", "30", "--dry-run", "--", "--time=2"]) == 0
+
+
+# ---- issue 17: the user's own --signal among sbatch's options --------------------------------------
+
+def script_env(tmp_path: Path, text: str) -> dict[str, str]:
+    """Run a batch script with bash, a fake python in its exec line; the environment it gave it."""
+    fake = fake_exe(tmp_path, "fakepy", "env > \"$PWD/env.txt\"\n")
+    script = tmp_path / "job.sh"
+    script.write_text(text.replace(f"exec {sys.executable} ", f"exec {fake} ", 1))
+    subprocess.run(["bash", str(script)], cwd=tmp_path, check=True, timeout=30)
+    return dict(ln.split("=", 1) for ln in (tmp_path / "env.txt").read_text().splitlines() if "=" in ln)
+
+
+@pytest.mark.parametrize("given, sig, lead", [
+    (["--signal=B:USR1@30"], "USR1", 30),
+    (["--signal", "B:SIGUSR2@45"], "USR2", 45),
+    ([f"--signal=RB:{int(signal.SIGUSR2)}@90"], "USR2", 90),
+    (["--signal=B:USR1"], "USR1", 60),  # SLURM's own default lead
+])
+def test_a_signal_among_sbatch_options_is_the_lead_and_the_signal(tmp_path, monkeypatch, capsys, given, sig, lead):
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["sbatch", "--demo", "--dry-run", "--", "--time=10", *given])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    script, said = out.split("launcher: sbatch ")
+    assert f"#SBATCH --signal=B:{sig}@{lead}\n" in script and script.count("--signal") == 1
+    assert f"--signal=B:{sig}@{lead} would submit it" in said and said.count("--signal") == 1
+    env = script_env(tmp_path, script)
+    job = slurm.Job.here({**env, "SLURM_JOB_ID": "5"})
+    assert env["RTDETR_SLURM_SIGNAL"] == sig and job.signal == getattr(signal, f"SIG{sig}") and job.lead_s == lead
+
+
+def test_the_signal_sbatch_is_given_is_the_scripts(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    fake_exe(bin_dir, "sbatch", f'printf "%s\\n" "$@" > {tmp_path}/argv.txt; echo 4242\n')
+    assert cli.main(["sbatch", "--demo", "--", "--time=10", "--signal=B:USR2@40", "-p", "gpu"]) == 0
+    argv = (tmp_path / "argv.txt").read_text().splitlines()
+    assert [a for a in argv if a.startswith("--signal")] == ["--signal=B:USR2@40"] and "-p" in argv
+    assert "#SBATCH --signal=B:USR2@40\n" in (tmp_path / "logs" / "demo" / "sbatch.sh").read_text()
+
+
+@pytest.mark.parametrize("argv, names", [
+    (["--", "--time=10", "--signal=USR1@30"], ["--signal=USR1@30", "without B:", "--signal-lead"]),
+    (["--", "--time=10", "--signal=B:TERM@30"], ["USR1 or USR2", "not TERM", "--signal-lead"]),
+    (["--", "--time=10", "--signal=B:USR1@soon"], ["not SLURM's", "--signal-lead"]),
+    (["--signal-lead", "300", "--", "--time=10", "--signal=B:USR1@30"], ["--signal-lead 300", "disagrees"]),
+    (["--", "--time=1", "--signal=B:USR1@60"], ["(1 min) is not longer than the signal's lead (60 s)"]),
+])
+def test_a_signal_the_launcher_could_not_take_is_refused(tmp_path, monkeypatch, capsys, argv, names):
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["sbatch", "--demo", "--dry-run", *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    for n in names:
+        assert n in err, err
+
+
+# ---- issue 17: the batch script runs nothing but its own lines -------------------------------------
+
+EVIL = ["\ntouch pwned\n", "x\rtouch pwned\n", "\n$(touch pwned)", "\ttouch pwned", "\x7f\ntouch pwned"]
+
+
+@pytest.mark.parametrize("evil", EVIL)
+def test_a_control_character_in_a_directive_is_refused_and_runs_nothing(tmp_path, monkeypatch, capsys, evil):
+    """Run through bash, a newline in the #SBATCH --output= path ends the directive, and the rest of the
+    path is a line of the script (`bash -n` finds nothing wrong with it). It must be refused instead."""
+    fake_python = fake_exe(tmp_path, "python", "exit 0\n")
+    logs = tmp_path / f"logs{evil}"
+    try:
+        text = slurm.script(name="night", run_argv=["--name", "night"], logs=logs, cwd=tmp_path, lead_s=30, gpus=0,
+                            python=str(fake_python))
+    except BadInput as e:
+        refused = str(e)
+    else:  # what the job would do
+        (tmp_path / "job.sh").write_text(text)
+        subprocess.run(["bash", str(tmp_path / "job.sh")], cwd=tmp_path, capture_output=True, timeout=30)
+        refused = ""
+    assert not list(tmp_path.rglob("pwned*")), "the batch script ran a line the logs path made"
+    assert "control character" in refused and "--output" in refused and "\n" not in refused
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RTDETR_LOGS", str(logs))
+    assert cli.main(["sbatch", "--demo", "--dry-run", "--", "--time=60"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "control character" in err
+    assert not list(tmp_path.rglob("pwned*")) and not list(tmp_path.rglob("sbatch.sh"))
+
+
+def test_a_run_name_with_a_control_character_is_refused(tmp_path):
+    with pytest.raises(BadInput, match="run name 'night\\\\n'.*--job-name"):
+        slurm.script(name="night\n", run_argv=[], logs=tmp_path, cwd=tmp_path, lead_s=30, gpus=0)
