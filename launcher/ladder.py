@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import models
+from . import models, overrides
 from .errors import BadInput
 from .runlog import NOT_RUN_NAMES
 
@@ -30,11 +30,6 @@ ALLOC_KEYS = frozenset({
 })
 RUN_NAME_MAX = 64
 RUN_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{RUN_NAME_MAX - 1}}}$")
-
-
-# Train arguments the launcher itself sets (from the job and the rungs) or must own.
-RESERVED_ARGS = frozenset({"model", "data", "epochs", "batch", "imgsz", "workers", "cache", "device", "save_dir",
-                           "resume", "project", "name", "exist_ok", "mode", "task", "cfg", "rect"})
 
 
 @dataclass(frozen=True)
@@ -178,27 +173,14 @@ def gpu_indices(device: str | None) -> tuple[int, ...]:
 
 
 def _train_args(v: Any) -> dict:
+    """[job.args] as a table of plain values; each is checked as a key=value argument is, by
+    overrides.check, in parse (which names the file)."""
     if not isinstance(v, dict):
         raise TypeError("a table of Ultralytics train arguments, e.g. [job.args] with plots = false")
-    known = ultralytics_arg_names()
     for key, value in v.items():
-        if key in RESERVED_ARGS:
-            raise ValueError(f"arguments the launcher does not set itself; '{key}' comes from the job or the rungs")
-        if known and key not in known:
-            raise ValueError(f"Ultralytics train arguments; '{key}' is not one (see ultralytics/cfg/default.yaml)")
         if isinstance(value, dict):
             raise ValueError(f"plain values; '{key}' is a table")
     return dict(v)
-
-
-def ultralytics_arg_names() -> frozenset[str]:
-    """The keys of Ultralytics' default.yaml, read as text (no Ultralytics import)."""
-    root = models.ultralytics_package_dir()
-    try:
-        text = (root / "cfg" / "default.yaml").read_text(encoding="utf-8") if root else ""
-    except OSError:
-        return frozenset()
-    return frozenset(re.findall(r"^([a-z_0-9]+):", text, flags=re.MULTILINE))
 
 
 JOB_FIELDS: dict[str, tuple[Callable[[Any], Any], bool, str]] = {
@@ -264,6 +246,7 @@ def parse(raw: dict, path: Path, *, data: str | Path | None = None) -> Ladder:
     if not isinstance(job_raw, dict):
         raise BadInput(f"{path}: [job]", "missing", "add a [job] table with name and dataset")
     job = _fields(job_raw, JOB_FIELDS, f"{path}: [job]")
+    job["args"] = {k: overrides.check(k, v, f"{path}: [job.args], key '{k}'") for k, v in job.get("args", {}).items()}
     base = path.resolve().parent
     dataset = Path(data).expanduser().resolve() if data else _dataset_path(base, job["dataset"])
     job = Job(dataset=dataset, **{k: v for k, v in job.items() if k != "dataset"})
@@ -289,9 +272,21 @@ def parse(raw: dict, path: Path, *, data: str | Path | None = None) -> Ladder:
                 f"Ultralytics knows ({', '.join(sorted(models.ULTRALYTICS_WEIGHTS | models.ultralytics_yaml_names()))}),"
                 f" nor one of the project's ({', '.join(models.PROJECT_MODELS)})",
                 "fix the name or the path")
+        if not trainable(ref.source):
+            raise BadInput(f"{label}, key 'model'", f"Ultralytics trains only from a .pt checkpoint or a model .yaml; "
+                           f"it takes {Path(ref.source).name!r} for an exported model and model.train() refuses it "
+                           "(\"should be a *.pt PyTorch model\")", "give the Ultralytics checkpoint (.pt) this model "
+                           "was saved as, or its .yaml")
         rungs.append(Rung(**{**values, "model": ref}))
     _check_shared_epochs(rungs, path)
     return Ladder(path=path, job=job, rungs=tuple(rungs))
+
+
+def trainable(source: str) -> bool:
+    """Whether Ultralytics' Model can train from this file: a .yaml/.yml it builds, a .pt it loads
+    (engine/model.py, __init__ and _load; any case); anything else it takes for an exported model,
+    which train() refuses. tests/test_parity.py holds the rule to RTDETR's."""
+    return source.lower().endswith((".yaml", ".yml", ".pt"))
 
 
 def _fields(table: dict, spec: dict, label: str) -> dict:

@@ -1,17 +1,23 @@
-"""Ultralytics' own argument form on the launcher's command line: `run --data d.yaml imgsz=512
-epochs=80 lr0=0.002`. Each pair is checked against Ultralytics' configuration (default.yaml's keys
-and the type of each default) before anything starts, without importing Ultralytics.
+"""Train arguments the user gives Ultralytics: `key=value` on the launcher's command line (`run
+--data d.yaml imgsz=512 epochs=80 lr0=0.002`) and the ladder's `[job.args]`. Both are checked here,
+by one rule, before anything starts (docs/design.md, "Bad input before the night"): the keys of
+Ultralytics' default.yaml, Ultralytics' own `check_cfg` and optimizer names (read from its source
+as text, without importing torch; tests/test_parity.py holds them equal), and what the launcher
+itself depends on.
 
-`epochs` and `imgsz` become the job's (every rung's epochs, the job's image size); the rest goes
-to every rung's `model.train()`, over the ladder's [job.args]. Keys a rung owns (model, batch,
-workers, cache, device) and keys the launcher sets (data, save_dir, resume, ...) are refused.
+`epochs` and `imgsz` given as key=value become the job's (every rung's epochs, the job's image
+size); the rest goes to every rung's `model.train()`, over the ladder's [job.args]. Keys a rung owns
+(model, batch, workers, cache, device) and keys the launcher sets (data, save_dir, resume, ...) are
+refused, and so are `save=False` and `time=`.
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import functools
 import math
+from pathlib import Path
 from typing import Any
 
 from . import models
@@ -53,7 +59,6 @@ def value_of(text: str) -> Any:
 
 def parse(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """`key=value` pairs, checked; BadInput (one line, exit 2) for the first that is wrong."""
-    known = defaults()
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -61,30 +66,74 @@ def parse(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
         where = f"argument {pair!r}"
         if not sep or not key or not text.strip():
             raise BadInput(where, "not in Ultralytics' key=value form", "write it as key=value, e.g. lr0=0.002")
-        if key in RUNG_KEYS:
-            raise BadInput(where, f"'{key}' is set by each rung of the ladder", f"change '{key}' in the ladder's "
-                           "[[rung]] tables (--ladder FILE); the ladder is the one authority on it")
-        if key in LAUNCHER_KEYS:
-            fix = "use --data PATH" if key == "data" else "leave it out: the launcher sets it"
-            raise BadInput(where, f"'{key}' is the launcher's to set", fix)
-        if known and key not in known:
-            near = difflib.get_close_matches(key, list(known), n=2)
-            raise BadInput(where, f"'{key}' is not an Ultralytics training argument",
-                           "did you mean " + " or ".join(f"'{k}={text}'" for k in near) + "?" if near else
-                           "see ultralytics/cfg/default.yaml for the keys")
-        value = value_of(text)
-        default = known.get(key)
-        problem = type_problem(key, value, default)
-        if problem:
-            raise BadInput(where, problem, f"give {key} a value like {default!r}")
-        if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
-            value = int(value)  # epochs=1e2
-        out[key] = value
-    if "imgsz" in out and (not isinstance(out["imgsz"], int) or out["imgsz"] < 32 or out["imgsz"] % 32):
-        raise BadInput(f"argument 'imgsz={out['imgsz']}'", "RT-DETR needs a multiple of 32, ≥ 32", "e.g. imgsz=640")
-    if "epochs" in out and (not isinstance(out["epochs"], int) or out["epochs"] < 1):
-        raise BadInput(f"argument 'epochs={out['epochs']}'", "a whole number ≥ 1 is needed", "e.g. epochs=80")
+        out[key] = check(key, value_of(text), where, job_keys=True)
     return out
+
+
+def check(key: str, value: Any, where: str, *, job_keys: bool = False) -> Any:
+    """One train argument, as every rung's model.train() would get it: the value (a whole float
+    of a whole-number key made an int, as check_cfg makes it), or BadInput at `where`. `job_keys`:
+    epochs and imgsz may be given (key=value); in [job.args] they are the ladder's own fields."""
+    wrong = refusal(key, value, job_keys=job_keys)
+    if wrong:
+        raise BadInput(where, *wrong)
+    if key in rules().get("CFG_INT_KEYS", ()) and isinstance(value, float):
+        return int(value)  # epochs=1e2
+    return value
+
+
+def refusal(key: str, value: Any, *, job_keys: bool = False) -> tuple[str, str] | None:
+    """(what is wrong, the fix) for `key = value` as a train argument; None when it may go to every
+    rung's model.train(). Ultralytics' own verdicts come with its own words."""
+    if key in RUNG_KEYS:
+        return (f"'{key}' is set by each rung of the ladder", f"change '{key}' in the ladder's [[rung]] tables "
+                "(--ladder FILE); the ladder is the one authority on it")
+    if key in LAUNCHER_KEYS:
+        return f"'{key}' is the launcher's to set", "use --data PATH" if key == "data" else \
+            "leave it out: the launcher sets it"
+    if key in JOB_KEYS and not job_keys:
+        return (f"'{key}' is the ladder's own", "set [job] imgsz" if key == "imgsz" else "set each rung's epochs "
+                f"(or give {key}=N on the command line)")
+    known = defaults()
+    if known and key not in known:
+        near = difflib.get_close_matches(key, list(known), n=2)
+        return (f"'{key}' is not an Ultralytics training argument",
+                "did you mean " + " or ".join(f"'{k}'" for k in near) + "?" if near else
+                "see ultralytics/cfg/default.yaml for the keys")
+    if key == "time":  # Ultralytics' time= is hours per process: a resumed child would get it afresh
+        return ("Ultralytics' time= counts hours in each training process: a child resumed after an OOM or a "
+                "requeue would start its clock again, and a short one stops training early and strips the checkpoint",
+                "leave it out; a deadline for the whole night is a separate feature (issue 22)")
+    default = known.get(key)
+    like = f"give a value Ultralytics takes (its default: {default!r})" if default is not None else \
+        "give a value Ultralytics takes, or leave it out"
+    said = check_cfg_problem(key, value)
+    if said:
+        return f"Ultralytics refuses it: {said}", like
+    said = optimizer_problem(key, value)
+    if said:
+        return f"Ultralytics refuses it: {said}", f"use one of: {', '.join(sorted(rules()['optimizers']))}"
+    if key == "save" and value is not True:
+        return ("the launcher resumes from the checkpoints Ultralytics saves each epoch; with save=False it "
+                "writes last.pt only after the final epoch, so an OOM would lose the night's training",
+                "leave save out")
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"'{key}' takes a finite number, not {value!r}", like
+    if key == "imgsz" and (isinstance(value, bool) or not isinstance(value, int) or value < 32 or value % 32):
+        return "RT-DETR needs a multiple of 32, ≥ 32", "e.g. imgsz=640"
+    if key not in checked_keys():
+        problem = type_problem(key, value, default)  # a key check_cfg leaves alone: its default's type
+        if problem:
+            return problem, like
+    return None
+
+
+def checked_keys() -> frozenset[str]:
+    """The keys whose values check_cfg checks (the rest: the launcher checks their default's type)."""
+    r = rules()
+    return frozenset().union(*(r.get(n, ()) for n in ("CFG_FLOAT_KEYS", "CFG_FRACTION_KEYS", "CFG_INT_KEYS",
+                                                      "CFG_BOOL_KEYS", "CFG_STR_KEYS")),
+                             {"scale", "compile", "amp", "quantize"} if r else ())
 
 
 def type_problem(key: str, value: Any, default: Any) -> str | None:
@@ -104,3 +153,133 @@ def type_problem(key: str, value: Any, default: Any) -> str | None:
             return None
         return f"'{key}' takes a number, not {value!r}"
     return None
+
+
+# ---- Ultralytics' own rules, read from its source --------------------------------------------------
+
+RULE_NAMES = ("CFG_FLOAT_KEYS", "CFG_FRACTION_KEYS", "CFG_INT_KEYS", "CFG_INT_MIN", "CFG_BOOL_KEYS", "CFG_STR_KEYS",
+              "QUANTIZE_ALIASES", "QUANTIZE_VALID_VALUES")
+
+
+@functools.lru_cache(maxsize=1)
+def rules() -> dict[str, Any]:
+    """check_cfg's tables (ultralytics/cfg/__init__.py) and the trainer's optimizer names
+    (BaseTrainer.build_optimizer), as literals read from the installed source: importing them
+    would import torch (1.5 s). Empty without Ultralytics; a table its version lacks is absent."""
+    root = models.ultralytics_package_dir()
+    out: dict[str, Any] = {}
+    if root is None:
+        return out
+    for node in _source(root / "cfg" / "__init__.py"):
+        name = node.targets[0].id if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) else ""
+        if name in RULE_NAMES:
+            out[name] = _literal(node.value)
+    for node in _source(root / "engine" / "trainer.py", inside="build_optimizer"):
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "optimizers":
+            out["optimizers"] = frozenset(_literal(node.value) or ())
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _source(path: Path, inside: str | None = None) -> list[ast.stmt]:
+    """A module's top-level statements, or those of its function `inside` (at any depth)."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return []
+    if inside is None:
+        return tree.body
+    return next((list(ast.walk(n)) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == inside), [])
+
+
+def _literal(node: ast.expr) -> Any:
+    """A literal, or frozenset({...}) of one; None for anything else."""
+    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "frozenset" and len(node.args) == 1:
+        inner = _literal(node.args[0])
+        return frozenset(inner) if inner is not None else None
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        return None
+
+
+def check_cfg_problem(k: str, v: Any) -> str | None:
+    """Ultralytics' check_cfg(hard=True) on one argument, in its own words: the message of the error
+    it would raise, else None. A line-for-line copy of its rules over the tables `rules()` reads;
+    tests/test_parity.py holds it to check_cfg's verdicts and messages over every key and many values."""
+    r = rules()
+    if "CFG_FLOAT_KEYS" not in r:
+        return None
+    floats, fractions, ints, bools, strs = (r.get(n, frozenset()) for n in (
+        "CFG_FLOAT_KEYS", "CFG_FRACTION_KEYS", "CFG_INT_KEYS", "CFG_BOOL_KEYS", "CFG_STR_KEYS"))
+    number = (float, int)
+    if v is None:
+        typed = floats | fractions | ints | bools | strs | {"scale", "compile"}
+        if k == "amp" or (defaults().get(k) is not None and k in typed and k != "auto_augment"):
+            return f"'{k}=None' is invalid. '{k}' must not be None."
+        return None
+    as_float = f"'{k}={v}' is of invalid type {type(v).__name__}. Valid '{k}' types are int (i.e. '{k}=0') or " \
+               f"float (i.e. '{k}=0.5')"
+    between = f"'{k}={v}' is an invalid value. Valid '{k}' values are between 0.0 and 1.0."
+    if k in floats and not isinstance(v, number):
+        return as_float
+    if k in floats:
+        pass  # a number: accepted
+    elif k == "scale":
+        if isinstance(v, (list, tuple)):
+            if len(v) != 2 or not all(isinstance(x, (int, float)) for x in v):
+                return f"'{k}={v}' is of invalid type {type(v).__name__}. Valid '{k}' types are int, float, or a " \
+                       f"tuple/list of two floats (i.e. '{k}=(0.5, 2.0)')"
+            return None
+        if not isinstance(v, number):
+            return as_float
+        if not 0.0 <= v <= 1.0:
+            return between
+    elif k in fractions:
+        if k == "fraction" and isinstance(v, list):
+            if len(v) not in {2, 3} or not all(v[:2]) or not all(
+                    (type(x) is int and x >= 0) or (type(x) is float and 0.0 <= x <= 1.0) for x in v):
+                return f"'{k}={v}' is invalid. Use [train, val] or [train, val, test] counts/ratios."
+            return None
+        if k == "fraction" and isinstance(v, bool):
+            return f"'{k}={v}' is of invalid type bool. Valid '{k}' types are int, float, or list"
+        if not isinstance(v, number):
+            return as_float
+        if k == "fraction":
+            if not (0.0 < v <= 1.0 or (isinstance(v, int) and v > 1)):
+                return f"'{k}={v}' invalid. Use integer count >1 or ratio (0, 1] for fraction."
+        elif not 0.0 <= v <= 1.0:
+            return between
+    elif k in ints:
+        if not isinstance(v, int):
+            if not (isinstance(v, float) and v.is_integer()):
+                return f"'{k}={v}' is of invalid type {type(v).__name__}. '{k}' must be an int (i.e. '{k}=8')"
+            v = int(v)
+        low = r.get("CFG_INT_MIN", {}).get(k)
+        if low is not None and v < low:
+            return f"'{k}={v}' is an invalid value. '{k}' must be >= {low}."
+    elif k in bools and not isinstance(v, bool):
+        return f"'{k}={v}' is of invalid type {type(v).__name__}. '{k}' must be a bool (i.e. '{k}=True' or " \
+               f"'{k}=False')"
+    elif k in strs and not isinstance(v, str):
+        return f"'{k}={v}' is of invalid type {type(v).__name__}. '{k}' must be a str."
+    elif k == "compile" and not isinstance(v, (bool, str)):
+        return f"'{k}={v}' is of invalid type {type(v).__name__}. '{k}' must be a bool or str (i.e. '{k}=True' or " \
+               f"'{k}=max-autotune')"
+    elif k == "amp":
+        if not isinstance(v, bool) and str(v).lower() not in {"fp16", "bf16", "fp32"}:
+            return f"'{k}={v}' is invalid. Valid '{k}' values are True, False, 'fp16', 'bf16', or 'fp32'."
+    elif k == "quantize" and "QUANTIZE_ALIASES" in r and str(v).lower() not in r["QUANTIZE_ALIASES"]:
+        return f"'{k}={v}' is invalid. Valid '{k}' values are {r.get('QUANTIZE_VALID_VALUES')}. See " \
+               "https://docs.ultralytics.com/modes/export#quantization-options"
+    return None
+
+
+def optimizer_problem(key: str, value: Any) -> str | None:
+    """The trainer's refusal of an optimizer name (BaseTrainer.build_optimizer raises
+    NotImplementedError in the child, on every rung); names match in any case, as there."""
+    names = rules().get("optimizers")
+    if key != "optimizer" or not names or not isinstance(value, str):
+        return None
+    if value.lower() in {n.lower() for n in names}:
+        return None
+    return f"Optimizer '{value}' not found in list of available optimizers {sorted(names)}."

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import ladder
+from launcher import ladder, overrides
 from launcher.errors import BadInput
 
 from conftest import RUNG, ROOT, ladder_text
@@ -93,8 +93,21 @@ BAD = {
     "empty ladder": (ladder_text(rungs=""), ["no rungs"]),
     "max_attempts zero": (ladder_text(job_extra="max_attempts = 0"), ["key 'max_attempts'", "≥ 1"]),
     "retries negative": (ladder_text(job_extra="retries = -1"), ["key 'retries'", "≥ 0"]),
-    "args reserved": (ladder_text(job_extra="args = { batch = 8 }"), ["key 'args'", "'batch'", "rungs"]),
-    "args unknown": (ladder_text(job_extra="args = { lr = 0.1 }"), ["key 'args'", "'lr' is not one"]),
+    "args reserved": (ladder_text(job_extra="args = { batch = 8 }"), ["[job.args], key 'batch'", "each rung"]),
+    "args unknown": (ladder_text(job_extra="args = { lr = 0.1 }"), ["[job.args], key 'lr'",
+                                                                    "not an Ultralytics training argument", "'lr0'"]),
+    "args job's own": (ladder_text(job_extra="args = { epochs = 8 }"), ["[job.args], key 'epochs'", "each rung's"]),
+    # issue 17, items 5-9, and issue 19 (cos_lr = 1 was accepted here while key=value refused it)
+    "args optimizer": (ladder_text(job_extra="args = { optimizer = \"NoSuchOpt\" }"),
+                       ["[job.args], key 'optimizer'", "Ultralytics refuses it", "Optimizer 'NoSuchOpt' not found"]),
+    "args out of range": (ladder_text(job_extra="args = { lr0 = 2 }"), ["key 'lr0'", "between 0.0 and 1.0"]),
+    "args default None": (ladder_text(job_extra="args = { channels_last = 5 }"), ["key 'channels_last'",
+                                                                                  "must be a bool"]),
+    "args bool as int": (ladder_text(job_extra="args = { cos_lr = 1 }"), ["key 'cos_lr'", "must be a bool"]),
+    "args save false": (ladder_text(job_extra="args = { save = false }"), ["key 'save'", "resumes from the checkpoints",
+                                                                          "leave save out"]),
+    "args time": (ladder_text(job_extra="args = { time = 8 }"), ["key 'time'", "each training process",
+                                                                 "issue 22"]),
     "args not a table": (ladder_text(job_extra="args = 3"), ["key 'args'", "table"]),
     "rung not a table": ("rung = [1]\n" + ladder_text(rungs=""), ["rung 1", "not a table"]),
     "duplicate names": (ladder_text(rungs=rung() + rung(batch="2")), ["rung 'a'", "key 'name'", "two rungs"]),
@@ -115,6 +128,20 @@ def test_bad_ladders_name_file_rung_and_key(case, ladder_file):
     assert str(path) in msg and "fix:" in msg and "\n" not in msg
     for part in must_name:
         assert part in msg, f"{part!r} not in {msg!r}"
+
+
+@pytest.mark.parametrize("name", ["m.pth", "m.onnx", "m.safetensors", "m"])
+def test_a_model_file_ultralytics_would_not_train_names_file_rung_and_key(name, ladder_file, tmp_path):
+    """Issue 17, item 7: RTDETR takes 'm.pth' for an exported model and train() refuses it in the
+    child; the night stepped down to the next rung's other model and ended "trained"."""
+    (tmp_path / name).write_bytes(b"weights")
+    path = ladder_file(ladder_text(rungs=rung(model=f'"{name}"') + rung(name='"b"')))
+    with pytest.raises(BadInput) as e:
+        ladder.load(path)
+    msg = str(e.value)
+    assert f"{path}: rung 'a', key 'model'" in msg and f"'{name}'" in msg and "should be a *.pt" in msg
+    (tmp_path / "m.PT").write_bytes(b"weights")  # Ultralytics takes .pt in any case
+    assert ladder.load(ladder_file(ladder_text(rungs=rung(model='"m.PT"')))).rungs[0].model.source.endswith("m.PT")
 
 
 def test_missing_ladder_file_is_bad_input(tmp_path):
@@ -174,4 +201,4 @@ def test_job_args_pass_through_known_ultralytics_arguments(ladder_file):
                                               "args = { lr0 = 0.0005, patience = 20, plots = false }"))).job
     assert job.args == {"lr0": 0.0005, "patience": 20, "plots": False}
     assert (job.max_attempts, job.retries) == (5, 1)
-    assert {"lr0", "patience", "plots", "mosaic"} <= ladder.ultralytics_arg_names()
+    assert {"lr0", "patience", "plots", "mosaic"} <= set(overrides.defaults())

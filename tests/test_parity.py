@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from launcher import dataset, ladder, models
+from launcher import dataset, ladder, models, overrides
 from launcher.errors import BadInput
 
 from conftest import ROOT, write
@@ -227,7 +227,7 @@ def test_settings_folder_and_weights_dir_are_ultralytics_own(case, tmp_path):
 
 def test_train_argument_names_are_ultralytics_own():
     from ultralytics.cfg import DEFAULT_CFG_DICT
-    assert ladder.ultralytics_arg_names() == frozenset(DEFAULT_CFG_DICT)
+    assert overrides.defaults() == DEFAULT_CFG_DICT
 
 
 def test_train_argument_names_under_an_ascii_locale():
@@ -235,7 +235,7 @@ def test_train_argument_names_under_an_ascii_locale():
     from ultralytics.cfg import DEFAULT_CFG_DICT
     env = {**os.environ, "LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0",
            "PYTHONIOENCODING": "ascii", "PYTHONPATH": str(ROOT)}
-    code = "import json; from launcher import ladder; print(json.dumps(sorted(ladder.ultralytics_arg_names())))"
+    code = "import json; from launcher import overrides; print(json.dumps(sorted(overrides.defaults())))"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout) == sorted(DEFAULT_CFG_DICT)
@@ -275,26 +275,100 @@ def test_resume_honours_the_arguments_the_child_passes():
     assert not {"epochs", "lr0", "model", "name"} & names  # why rungs sharing a model share epochs
 
 
-@pytest.mark.parametrize("pair", ["patience=20", "patience=soon", "patience=2.5", "epochs=1e2", "lr0=0.002",
-                                  "lr0=fast", "momentum=1", "cos_lr=true", "cos_lr=1", "plots=false",
-                                  "optimizer=SGD", "warmup_epochs=3", "box=abc", "close_mosaic=0", "seed=7.0"])
-def test_key_value_types_match_ultralytics_check_cfg(pair):
-    """launcher/overrides.py types a key=value by default.yaml's default; Ultralytics' check_cfg by
-    its own key lists. The verdicts (accepted or refused) must agree."""
-    from ultralytics.cfg import check_cfg
+# ---- train arguments: Ultralytics' check_cfg, optimizer names, model files ---------------------------
 
-    from launcher import overrides
-    from launcher.errors import BadInput
-    key, _, text = pair.partition("=")
+VALUES = [None, True, False, 0, 1, 2, -1, 3, 100, 0.0, 0.5, 1.0, 1.5, -0.5, 2.5, 1e2, float("inf"), float("nan"), "abc",
+          "", "SGD", "fp16", "BF16", "8", "int8", "w8a16", "max-autotune", [0.5, 2.0], (0.5, 2.0), [1, 2, 3], [0.5, 0.5],
+          [0, 0.5], [10, 0.5, 0.2], [0.5], ["a", "b"]]
+
+
+def check_cfg_says(key, value) -> str | None:
+    from ultralytics.cfg import check_cfg
     try:
-        overrides.parse([pair])
-        ours = True
-    except BadInput:
-        ours = False
+        check_cfg({key: value})
+    except (TypeError, ValueError) as e:
+        return str(e)
+    return None
+
+
+def test_check_cfg_tables_are_read_from_ultralytics_own():
+    import ultralytics.cfg as cfg
+    rules = overrides.rules()
+    for name in overrides.RULE_NAMES:
+        assert rules[name] == getattr(cfg, name), name
+
+
+def test_the_check_cfg_copy_says_what_check_cfg_says_for_every_key_and_many_values():
+    """overrides.check_cfg_problem against Ultralytics' check_cfg itself: every key of default.yaml
+    (and a few it checks outside it) with values of every type and range, the same verdict and the
+    same words."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    differ = []
+    for key in sorted(DEFAULT_CFG_DICT) + ["no_such_key"]:
+        for value in VALUES:
+            theirs, ours = check_cfg_says(key, value), overrides.check_cfg_problem(key, value)
+            if theirs != ours:
+                differ.append(f"{key}={value!r}: Ultralytics {theirs!r}, launcher {ours!r}")
+    assert not differ, "\n".join(differ[:20])
+    assert check_cfg_says("lr0", 2) and check_cfg_says("conf", 2) and check_cfg_says("channels_last", 5)  # item 6
+
+
+def test_every_value_check_cfg_refuses_is_refused_before_the_night_in_its_words():
+    """What check_cfg would raise in every child, overrides.refusal says first, with Ultralytics'
+    message; keys the launcher refuses whatever their value are its own (issue 17, item 6)."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    own = overrides.RUNG_KEYS | overrides.LAUNCHER_KEYS | overrides.JOB_KEYS | {"time"}
+    for key in sorted(set(DEFAULT_CFG_DICT) - own):
+        for value in VALUES:
+            theirs = check_cfg_says(key, value)
+            if theirs:
+                wrong = overrides.refusal(key, value)
+                assert wrong and theirs in wrong[0], (key, value, wrong)
+
+
+OPTIMIZERS = ["SGD", "sgd", "Adam", "adamw", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "MuSGD", "musgd", "auto",
+              "AUTO", "NoSuchOpt", "LBFGS", "Rprop", "Adagrad", "adam ", ""]
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_optimizer_names_are_the_trainers_own(name):
+    """BaseTrainer.build_optimizer, called for real on a small model: it raises NotImplementedError
+    (in every child, on every rung) exactly for the names the launcher refuses (issue 17, item 5)."""
+    import torch
+    from ultralytics.engine.trainer import BaseTrainer
+
+    trainer = SimpleNamespace(args=SimpleNamespace(lr0=0.01, momentum=0.9, warmup_bias_lr=0.1), data={"nc": 3})
+    model = torch.nn.Module()
+    model.model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))  # MuSGD reads model[-1]
     try:
-        check_cfg({key: overrides.value_of(text)})
-        theirs = True
-    except (TypeError, ValueError):
+        BaseTrainer.build_optimizer(trainer, model, name=name)
+        theirs = None
+    except NotImplementedError as e:
+        theirs = str(e)
+    ours = overrides.optimizer_problem("optimizer", name)
+    assert (ours is None) == (theirs is None), (name, ours, theirs)
+    if theirs:
+        assert theirs.startswith(f"Optimizer '{name}' not found in list of available optimizers")
+        assert ours.startswith(f"Optimizer '{name}' not found in list of available optimizers")
+
+
+MODEL_FILES = ["m.pt", "m.PT", "m.pth", "m.pt.bak", "m.bin", "m.safetensors", "m.onnx", "m.ckpt", "m", "m.yaml", "m.YML",
+               "m.yml"]
+
+
+@pytest.mark.parametrize("name", MODEL_FILES)
+def test_model_files_ultralytics_would_not_train_are_refused(name, tmp_path):
+    """RTDETR(file).train() refuses what it takes for an exported model ("should be a *.pt PyTorch
+    model") before it looks at any argument; the ladder refuses the same files (issue 17, item 7)."""
+    from ultralytics import RTDETR
+
+    path = tmp_path / name
+    path.write_bytes(b"not a model")
+    try:
+        RTDETR(str(path)).train()
         theirs = False
-    assert ours == theirs, f"{pair}: launcher {'accepts' if ours else 'refuses'}, Ultralytics " \
-                           f"{'accepts' if theirs else 'refuses'}"
+    except TypeError as e:
+        theirs = "should be a *.pt PyTorch model" in str(e)
+    except Exception:  # noqa: BLE001 - anything else: Ultralytics took the suffix and failed on the content
+        theirs = False
+    assert ladder.trainable(str(path)) == (not theirs), name

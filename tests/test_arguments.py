@@ -1,0 +1,142 @@
+"""Values Ultralytics refuses are refused before the night (issue 17, items 5-9), as key=value
+arguments and in the ladder's [job.args], by dry-run and by run's set-up alike: exit 2, one line
+naming the key and the reason, nothing started. And `dry-run --demo` means what `run --demo`
+means (item 18). Ultralytics' own verdicts are held equal in tests/test_parity.py.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from launcher import cli, probe, setup
+from launcher.contract import GIB
+from launcher.probe import Snapshot
+
+from conftest import ROOT, ladder_text, make_image_tree, write
+
+# (item, key=value, the same in [job.args], what the line must say besides the key)
+REFUSED = [
+    ("5", "optimizer=NoSuchOpt", 'optimizer = "NoSuchOpt"',
+     ["Ultralytics refuses it: Optimizer 'NoSuchOpt' not found in list of available optimizers", "SGD"]),
+    ("6 range", "lr0=1.5", "lr0 = 1.5",
+     ["Ultralytics refuses it: 'lr0=1.5' is an invalid value. Valid 'lr0' values are between 0.0 and 1.0."]),
+    ("6 default None", "channels_last=yes", 'channels_last = "yes"',
+     ["Ultralytics refuses it: 'channels_last=yes' is of invalid type str. 'channels_last' must be a bool"]),
+    ("6 int minimum", "patience=-3", "patience = -3",
+     ["Ultralytics refuses it: 'patience=-3' is an invalid value. 'patience' must be >= 0."]),
+    ("8", "save=False", "save = false", ["resumes from the checkpoints Ultralytics saves each epoch", "leave save out"]),
+    ("9", "time=-1", "time = -1", ["time= counts hours in each training process", "separate feature (issue 22)"]),
+    ("9", "time=8", "time = 8", ["time= counts hours in each training process", "separate feature (issue 22)"]),
+]
+
+
+@pytest.fixture
+def cpu_machine(monkeypatch, tmp_path):
+    """A machine without GPUs, run from tmp_path, with a small dataset and a ladder of YAML models
+    (nothing to download)."""
+    make_image_tree(tmp_path / "ds", 4, 2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(probe, "take", lambda: Snapshot((), 8 * GIB, 6 * GIB, 2, nvml="NVML unavailable"))
+    return tmp_path
+
+
+def run(capsys, *argv: str) -> tuple[int, str]:
+    """The command's exit status and what it wrote to stderr; argparse's own exits included."""
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def assert_refused(code: int, err: str, where: str, says: list[str]) -> None:
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert where in err, err
+    for part in says:
+        assert part in err, err
+    assert not Path("logs").exists()  # nothing started, no record written
+
+
+@pytest.mark.parametrize("command", ["dry-run", "run"])
+@pytest.mark.parametrize("item, pair, toml, says", REFUSED, ids=[f"{r[0]}:{r[1]}" for r in REFUSED])
+def test_a_refused_key_value_argument_is_one_line_before_the_night(capsys, cpu_machine, command, item, pair, toml,
+                                                                   says):
+    lad = write(cpu_machine / "l.toml", ladder_text())
+    code, err = run(capsys, command, "--ladder", str(lad), "--device", "cpu", pair)
+    assert_refused(code, err, f"argument {pair!r}", says)
+
+
+@pytest.mark.parametrize("command", ["dry-run", "run"])
+@pytest.mark.parametrize("item, pair, toml, says", REFUSED, ids=[f"{r[0]}:{r[1]}" for r in REFUSED])
+def test_a_refused_job_arg_names_the_ladder_and_key(capsys, cpu_machine, command, item, pair, toml, says):
+    key = pair.partition("=")[0]
+    lad = write(cpu_machine / "l.toml", ladder_text(job_extra=f"[job.args]\n{toml}\n"))
+    code, err = run(capsys, command, "--ladder", str(lad), "--device", "cpu")
+    assert_refused(code, err, f"{lad}: [job.args], key '{key}'", says)
+
+
+@pytest.mark.parametrize("command", ["dry-run", "run"])
+def test_a_rung_model_ultralytics_would_not_train_is_refused_before_the_night(capsys, cpu_machine, command):
+    """Item 7: the night stepped down past the .pth rung, trained the next rung's other model and
+    ended "trained", exit 0."""
+    (cpu_machine / "tuned.pth").write_bytes(b"a state_dict saved with torch.save")
+    rungs = ("[[rung]]\nname = \"mine\"\nmodel = \"tuned.pth\"\nepochs = 3\nbatch = 4\n"
+             "[[rung]]\nname = \"safe\"\nmodel = \"rtdetr-l.yaml\"\nepochs = 3\nbatch = 2\n")
+    lad = write(cpu_machine / "l.toml", ladder_text(rungs=rungs))
+    code, err = run(capsys, command, "--ladder", str(lad), "--device", "cpu")
+    assert_refused(code, err, f"{lad}: rung 'mine', key 'model'", ["'tuned.pth'", "should be a *.pt PyTorch model"])
+
+
+@pytest.mark.parametrize("command", ["dry-run", "run"])
+def test_values_ultralytics_takes_still_pass(capsys, cpu_machine, command):
+    """The checks refuse what Ultralytics refuses, not more: its own spellings and ranges pass."""
+    lad = write(cpu_machine / "l.toml", ladder_text(job_extra="[job.args]\noptimizer = \"adamw\"\nconf = 0.5\n"))
+    argv = ["--ladder", str(lad), "--device", "cpu", "optimizer=SGD", "lr0=1", "save=true", "amp=fp16",
+            "fraction=0.5", "epochs=1e1"]
+    if command == "dry-run":
+        code, out = cli.main(["dry-run", *argv, "--json"]), capsys.readouterr().out
+        spec = json.loads(out)["child"]["spec"]
+        assert code == 0 and spec["train_args"]["epochs"] == 10
+        assert spec["extra_args"] == {"optimizer": "SGD", "conf": 0.5, "lr0": 1, "save": True, "amp": "fp16",
+                                      "fraction": 0.5}
+    else:
+        p = setup.prepare(setup.Request(ladder=str(lad), device="cpu", overrides=tuple(argv[4:])), say=print)
+        try:
+            assert p.ladder.job.args["optimizer"] == "SGD" and p.rungs[0].epochs == 10
+        finally:
+            p.lock.release()
+
+
+# ---- item 18: dry-run --demo ------------------------------------------------------------------------
+
+@pytest.fixture
+def demo_here(monkeypatch, tmp_path):
+    """ladders/demo.toml copied under tmp_path, so that its dataset (../logs/demo-data) is made there."""
+    (tmp_path / "ladders").mkdir()
+    copy = Path(shutil.copy(ROOT / "ladders" / "demo.toml", tmp_path / "ladders" / "demo.toml"))
+    monkeypatch.setattr(setup, "DEMO_LADDER", copy)
+    return tmp_path
+
+
+def test_dry_run_demo_shows_what_run_demo_would_start(capsys, cpu_machine, demo_here):
+    code = cli.main(["dry-run", "--demo", "--json"])
+    d = json.loads(capsys.readouterr().out)
+    assert code == 0 and not d["problems"], d["problems"]
+    assert d["ladder"]["path"] == str(setup.DEMO_LADDER) and d["start_rung"] == "optimal"
+    assert d["device"] == "cpu"  # as run --demo picks on a machine without a GPU
+    assert d["dataset"]["yaml"] == str(demo_here / "logs" / "demo-data" / "shapes.yaml")
+    assert d["dataset"]["train_images"] == 48  # the synthetic set run --demo makes, made (and reused) alike
+    p = setup.prepare(setup.Request(demo=True), say=print)  # and run --demo starts the same
+    try:
+        assert p.device == "cpu" and p.ladder.path == setup.DEMO_LADDER and p.child_env["YOLO_OFFLINE"] == "1"
+    finally:
+        p.lock.release()
+
+
+def test_dry_run_demo_refuses_what_run_demo_refuses(capsys, cpu_machine, demo_here):
+    code, err = run(capsys, "dry-run", "--demo", "optimizer=NoSuchOpt")
+    assert code == 2 and "Optimizer 'NoSuchOpt' not found" in err and len(err.strip().splitlines()) == 1
