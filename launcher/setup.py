@@ -79,6 +79,19 @@ def demo_ladder(req: Request) -> Request:
     return replace(req, ladder=req.ladder or str(DEMO_LADDER)) if req.demo else req
 
 
+def for_demo(req: Request, ladder: Ladder, machine: probe.Snapshot) -> Request:
+    """What --demo means past its ladder, for dry-run as for run: its synthetic dataset made (unless
+    --data names one; a made one is reused), and GPU 0 when there is one, else the CPU."""
+    if not req.demo:
+        return req
+    if not req.data:
+        from .demo import make_dataset
+        make_dataset(ladder.job.dataset.parent)
+    if not (req.device or ladder.job.device):
+        req = replace(req, device="0" if machine.gpus else "cpu")
+    return req
+
+
 def settle(req: Request) -> Request:
     """The request with its key=value arguments parsed and checked (once) into `args`, and
     `epochs=N` folded into its epochs."""
@@ -140,10 +153,12 @@ def check_weights(ladder: Ladder) -> None:
 
 def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapshot | None = None) -> DryRun:
     """What dry-run shows and run starts from: the probe, the plan, the first attempt's spec."""
-    req = settle(req)
+    req = settle(demo_ladder(req))
     ladder = ladder or load_job(req)
+    machine = machine or probe.take()
+    req = for_demo(req, ladder, machine)
     device = req.device or ladder.job.device
-    snap = probe.pretend(machine or probe.take(), req.vram, req.ram, gpu_indices(device) or (0,))
+    snap = probe.pretend(machine, req.vram, req.ram, gpu_indices(device) or (0,))
     try:
         data, problem = dataset_mod.inspect(ladder.job.dataset), None
     except BadInput as e:
@@ -168,14 +183,10 @@ def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
     child_env: dict[str, str] = {}
     req = settle(demo_ladder(req))
     ladder = load_job(req)
-    if req.demo:
-        from .demo import make_dataset
-        if not req.data:
-            make_dataset(ladder.job.dataset.parent)
-        child_env["YOLO_OFFLINE"] = "1"  # the demo needs no network: YAML models, local data
     machine = probe.take()
-    if req.demo and not (req.device or ladder.job.device):
-        req = replace(req, device="0" if machine.gpus else "cpu")  # --demo picks the CPU by itself
+    req = for_demo(req, ladder, machine)
+    if req.demo:
+        child_env["YOLO_OFFLINE"] = "1"  # the demo needs no network: YAML models, local data
     check_injections(req.inject, ladder)
     result = make_plan(req, ladder, machine)
     plan = result.plan

@@ -379,9 +379,9 @@ def test_a_record_rebuilt_refuses_another_dataset(capsys, cpu_machine, tmp_path)
 # ---- Ultralytics' own key=value arguments (issue 13) -----------------------------------------------
 
 @pytest.mark.parametrize("pair, names", [
-    ("lr=0.01", ["'lr' is not an Ultralytics training argument", "did you mean", "'lr0=0.01'"]),
-    ("patience=soon", ["'patience' takes a whole number, not 'soon'"]),
-    ("amp=maybe", ["'amp' takes true or false"]),
+    ("lr=0.01", ["'lr' is not an Ultralytics training argument", "did you mean", "'lr0'"]),
+    ("patience=soon", ["Ultralytics refuses it: 'patience=soon' is of invalid type str. 'patience' must be an int"]),
+    ("amp=maybe", ["Ultralytics refuses it: 'amp=maybe' is invalid. Valid 'amp' values are True, False"]),
     ("batch=8", ["'batch' is set by each rung of the ladder", "[[rung]]"]),
     ("workers=2", ["'workers' is set by each rung"]),
     ("device=1", ["'device' is set by each rung"]),
