@@ -372,3 +372,36 @@ def test_model_files_ultralytics_would_not_train_are_refused(name, tmp_path):
     except Exception:  # noqa: BLE001 - anything else: Ultralytics took the suffix and failed on the content
         theirs = False
     assert ladder.trainable(str(path)) == (not theirs), name
+
+
+def test_what_ultralytics_raises_from_an_argument_in_every_child_is_fatal(tmp_path):
+    """A value that got past the launcher (an older record, another Ultralytics) fails in every
+    rung alike: the child's traceback, as Ultralytics raises it, is `fatal`, never a retry or a
+    step-down (issue 17: "never unknown")."""
+    import traceback
+
+    import torch
+    from ultralytics import RTDETR
+    from ultralytics.cfg import check_cfg
+    from ultralytics.engine.trainer import BaseTrainer
+
+    from launcher import failures
+    from launcher.contract import FATAL
+
+    model = torch.nn.Module()
+    model.model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    (tmp_path / "m.pth").write_bytes(b"x")
+    raisers = [lambda: check_cfg({"lr0": 1.5}), lambda: check_cfg({"patience": -3}),
+               lambda: check_cfg({"channels_last": "yes"}), lambda: check_cfg({"lr0": None}),
+               lambda: check_cfg({"fraction": 0}), lambda: check_cfg({"amp": "maybe"}),
+               lambda: BaseTrainer.build_optimizer(SimpleNamespace(args=SimpleNamespace(lr0=0.01)), model,
+                                                   name="NoSuchOpt"),
+               lambda: RTDETR(str(tmp_path / "m.pth")).train()]
+    for raise_it in raisers:
+        try:
+            raise_it()
+        except Exception as e:  # noqa: BLE001 - whatever Ultralytics raises
+            log = "".join(traceback.format_exception(e))
+        else:
+            raise AssertionError("Ultralytics took it")
+        assert failures.classify(log, exit_code=1).kind == FATAL, log
