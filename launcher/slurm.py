@@ -169,11 +169,15 @@ def stalled(runs: list[float], paths: RunPaths, lead_s: int | None) -> str:
     seen = "; ".join([f"start-up {startup:.0f} s (attempt start to first batch)" if startup is not None else
                       "start-up not over when cut", f"an epoch about {epoch:.0f} s" if epoch is not None else
                       "no epoch measured"])
-    need = None if startup is None or epoch is None else (lead_s or 0) + startup + epoch
-    fix = (f"submit with --time of at least {math.ceil(need / 60)} min (lead {lead_s} s + start-up + an epoch)"
-           if need is not None else "submit with a longer --time")
+    if startup is None or epoch is None:
+        fix = "a longer --time"
+    elif lead_s is None:
+        fix = f"a --time longer than the signal's lead + {startup + epoch:.0f} s (start-up + an epoch)"
+    else:
+        need = math.ceil((lead_s + startup + epoch) / 60)
+        fix = f"--time of at least {need} min (lead {lead_s} s + start-up + an epoch)"
     return (f"no progress: {len(runs)} SLURM runs in a row were cut without saving a new epoch (run time each: "
-            f"{got}; {seen}): {fix}, then run the same command again to continue")
+            f"{got}; {seen}): submit it again with {fix}; the night continues where it stopped")
 
 
 # ---- submitting: `python -m launcher sbatch` ---------------------------------------------------------
@@ -256,23 +260,24 @@ def gpu_option_given(sbatch_args: list[str]) -> bool:
 def script(*, name: str, run_argv: list[str], logs: Path, cwd: Path, lead_s: int, gpus: int, sig: str = "USR1",
            python: str = sys.executable) -> str:
     """The batch script: requeue, the time-limit signal, the GPUs, and `exec` of the run itself, so
-    the launcher is the process SLURM signals. Every value is shell-quoted, and none written into
-    an #SBATCH line holds a control character: the directive would end at a newline, and the rest
-    would be a line of the script (BadInput)."""
+    the launcher is the process SLURM signals. Every value is shell-quoted. None written into an
+    #SBATCH line may hold a control character (the directive would end at a newline, and the rest
+    be a line the job runs), a backslash (sbatch reads it as an escape) or a % (a file-name pattern
+    of --output): BadInput, as the job would fail or run something else after the queue wait."""
     q = shlex.quote
-    directives = {"--job-name": name, "--output": str(logs / name / "slurm-%j.out")}
-    for option, value in directives.items():
-        bad = next((c for c in value if ord(c) < 0x20 or ord(c) == 0x7f), None)
+    for what, value in (("the run name", name), ("the logs folder ($RTDETR_LOGS, else ./logs)", str(logs))):
+        bad = next((c for c in value if ord(c) < 0x20 or ord(c) == 0x7f or c in "\\%"), None)
         if bad is not None:
-            what = "the run name" if option == "--job-name" else "the logs folder ($RTDETR_LOGS or ./logs)"
-            raise BadInput(f"{what} {value!r}", f"holds a control character ({bad!r}) that would end the batch "
-                           f"script's #SBATCH {option} line", "use a name and folder without control characters")
+            why = ("a control character ({!r}) would end the batch script's #SBATCH line" if bad not in "\\%" else
+                   "sbatch reads {!r} in an #SBATCH --output path (an escape, or a file-name pattern)")
+            raise BadInput(f"{what} {value!r}", why.format(bad), "use a name and folder without control characters, "
+                           "backslashes or %")
     lines = ["#!/bin/bash",
              f"#SBATCH --job-name={q(name)}",
              "#SBATCH --requeue",
              f"#SBATCH --signal=B:{sig}@{lead_s}",
              "#SBATCH --open-mode=append",
-             f"#SBATCH --output={q(directives['--output'])}"]
+             f"#SBATCH --output={q(str(logs / name / 'slurm-%j.out'))}"]
     if gpus:
         lines.append(f"#SBATCH --gres=gpu:{gpus}")
     lines += ["# written by `python -m launcher sbatch`; SLURM runs it again after each requeue",

@@ -35,7 +35,7 @@ def fake_exe(folder: Path, name: str, body: str) -> Path:
 
 @pytest.mark.parametrize("evil", HOSTILE)
 def test_no_value_can_break_the_script_or_run_anything(tmp_path, evil):
-    folder = tmp_path / f"dir {evil}".replace("/", "_")
+    folder = tmp_path / f"dir {evil}".replace("/", "_").replace("\\", "_")  # a backslash: refused below
     folder.mkdir()
     fake_python = fake_exe(tmp_path, "python", 'printf "%s\\n" "$PWD" "$RTDETR_LOGS" "$@" > argv.txt\n')
     argv = ["--data", f"{folder}/d {evil}.yaml", f"optimizer={evil}", "--name", "night"]
@@ -442,7 +442,7 @@ def test_a_control_character_in_a_directive_is_refused_and_runs_nothing(tmp_path
         subprocess.run(["bash", str(tmp_path / "job.sh")], cwd=tmp_path, capture_output=True, timeout=30)
         refused = ""
     assert not list(tmp_path.rglob("pwned*")), "the batch script ran a line the logs path made"
-    assert "control character" in refused and "--output" in refused and "\n" not in refused
+    assert "control character" in refused and "#SBATCH line" in refused and "\n" not in refused
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RTDETR_LOGS", str(logs))
     assert cli.main(["sbatch", "--demo", "--dry-run", "--", "--time=60"]) == 2
@@ -452,5 +452,13 @@ def test_a_control_character_in_a_directive_is_refused_and_runs_nothing(tmp_path
 
 
 def test_a_run_name_with_a_control_character_is_refused(tmp_path):
-    with pytest.raises(BadInput, match="run name 'night\\\\n'.*--job-name"):
+    with pytest.raises(BadInput, match="run name 'night\\\\n'.*#SBATCH line"):
         slurm.script(name="night\n", run_argv=[], logs=tmp_path, cwd=tmp_path, lead_s=30, gpus=0)
+
+
+@pytest.mark.parametrize("evil", ["p%j", "b\\x"])
+def test_what_sbatch_would_read_in_an_output_path_is_refused(tmp_path, evil):
+    """Run on tests/slurm.py's cluster, a job whose --output path holds `%j` or a backslash FAILS after the
+    queue wait (sbatch expands the one and unescapes the other, and the folder is not there)."""
+    with pytest.raises(BadInput, match="sbatch reads"):
+        slurm.script(name="night", run_argv=[], logs=tmp_path / evil, cwd=tmp_path, lead_s=30, gpus=0)

@@ -133,3 +133,27 @@ def test_requeue_from_outside_terms_and_reruns(cluster, tmp_path):
 def test_unavailable_reason_is_text_or_none():
     reason = slurm_unavailable(install=False)
     assert reason is None or (isinstance(reason, str) and reason)
+
+
+HOSTILE_FOLDERS = ["it's", 'say "hi"', "a b", "$(touch pwned)", "x;touch pwned", "`touch pwned`", "*"]
+
+
+def test_the_launchers_script_under_hostile_folder_names_runs_on_sbatch(cluster, tmp_path):
+    """Issue 17: sbatch reads the #SBATCH lines itself (its own quoting), then bash runs the script. For every
+    folder name the launcher accepts, the job's output lands where --output says, the exec line gets its
+    arguments whole, and nothing else runs."""
+    from launcher import slurm as launcher_slurm
+    for k, evil in enumerate(HOSTILE_FOLDERS):
+        folder = tmp_path / f"d{k} {evil}"
+        (folder / "logs" / "night").mkdir(parents=True)
+        python = folder / "py"
+        python.write_text('#!/bin/bash\nprintf "[%s]" "$@"; echo; echo "cwd=$PWD"\n')
+        python.chmod(0o755)
+        script = folder / "sbatch.sh"
+        script.write_text(launcher_slurm.script(name="night", run_argv=["--name", "night", f"a={evil}"],
+                                                logs=folder / "logs", cwd=folder, lead_s=30, gpus=0, python=str(python)))
+        jobid = cluster.sbatch(script=script, cwd=tmp_path)
+        assert cluster.wait_job(jobid, "COMPLETED", timeout=60) == "COMPLETED", evil
+        out = (folder / "logs" / "night" / f"slurm-{jobid}.out").read_text()
+        assert out == f"[-m][launcher][run][--name][night][a={evil}]\ncwd={folder}\n", evil
+    assert not list(tmp_path.rglob("pwned")) and not Path("pwned").exists()

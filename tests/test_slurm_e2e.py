@@ -105,6 +105,40 @@ def test_past_max_requeues_the_run_ends_exhausted_not_in_a_loop(local_slurm, tmp
     assert leftovers(tmp_path) == []
 
 
+KILL_WAIT_S = 10  # tests/slurm.py's KillWait: SLURM SIGKILLs what is left of a cancelled job after it
+
+
+@pytest.mark.parametrize("how", [("scancel",), ("scancel", "--full")], ids=["scancel", "scancel-full"])
+def test_a_scancel_ends_the_night_and_the_job_never_comes_back(local_slurm, tmp_path, data, how):
+    """Issue 17: a person's scancel while the job trains. Before, the launcher read the SIGTERM as
+    its time limit (scontrol's EndTime is the cancel's moment) and requeued the cancelled job."""
+    job, _ = submit(local_slurm, tmp_path, "--data", str(data), "--name", "cancel", "epochs=30", time_min=30)
+    root = tmp_path / "logs" / "cancel"
+    beat = root / "attempt-1" / "heartbeat.json"
+    deadline = time.monotonic() + 240
+    while not (_json(beat).get("phase") == "train" and (_json(beat).get("batch") or 0) >= 1):
+        assert time.monotonic() < deadline, "training never started"
+        time.sleep(0.5)
+    t0 = time.monotonic()
+    local_slurm.run(*how, job)
+    while local_slurm.run("squeue", "-h", "-j", job, "-o", "%T", check=False).stdout.strip():
+        assert time.monotonic() - t0 < KILL_WAIT_S + 5, f"job {job} still in squeue {time.monotonic() - t0:.0f} s " \
+                                                         f"after {' '.join(how)}"
+        time.sleep(0.2)
+    gone = time.monotonic() - t0
+    time.sleep(8)  # a requeued job would be PENDING again by now (cred_expire=5, a 1 s scheduler)
+    assert local_slurm.job_state(job) == "CANCELLED"
+    assert not local_slurm.run("squeue", "-h", "-j", job, "-o", "%T", check=False).stdout.strip()
+    state, events = record(tmp_path, "cancel")
+    kinds = [e["event"] for e in events]
+    assert state["status"] == "interrupted" and "was cancelled" in state["reason"] and state["requeues"] == 0
+    assert "requeue" not in kinds and kinds[-1] == "interrupted" and events[-1]["exit_code"] == 143
+    assert [e["restarts"] for e in events if e["event"] == "slurm"] == [0]  # it ran once
+    job_procs = [cmd for _, cmd in local_slurm.processes() if not cmd.startswith("slurmctld")]  # its slurmscriptd
+    assert leftovers(tmp_path) == [] and job_procs == []  # no launcher, child, slurmstepd or batch shell
+    print(f"\n{' '.join(how)}: the job left squeue {gone:.1f} s after it (KillWait {KILL_WAIT_S} s)")
+
+
 def report_requeue_times(root: Path, events: list[dict]) -> None:
     """For the closing note: from each time-limit signal to the requeued run's first batch, split into
     the launcher's part (stop the child, record, scontrol requeue), SLURM's (until the job runs again)
