@@ -11,7 +11,8 @@ killed DataLoader worker, an NCCL watchdog line) come next. Where several kinds 
 the most specific wins: fatal > cuda_oom > host_oom > nccl > interrupted > unknown. When no
 signature matches, the tail is read as a person would (`classify`): the last exception's type
 (configuration and code errors are fatal), a Ctrl-C that ends it, then the exit status, also
-one the log prints itself ("Killed", "return code = -9").
+one the log prints itself ("Killed", "return code = -9"). A child's report names the last exception
+of a chain only, so a signature in its log outranks the report's type.
 """
 
 from __future__ import annotations
@@ -294,19 +295,22 @@ def classify(log: str = "", exit_code: int | None = None, report: dict | None = 
     exit code. When no signature matches, the fallback reads the tail as a person would: the last
     exception's type (FATAL_TYPES), then a Ctrl-C that ends it, then how the process ended.
     """
+    lines = lines_of(log[-TAIL_BYTES:])
+    exception_lines = [ln for ln in lines if EXCEPTION_LINE.match(ln)]
+    found = best_match(exception_lines) or best_match(lines)
     if report and report.get("exc_type"):
         text = f"{report['exc_type']}: {report.get('message', '')}".strip()
-        found = best_match(lines_of(text))
+        said = best_match(lines_of(text))
+        if said:
+            return Failure(said[0], said[1], "report", report.get("phase"))
+        # the report holds the chain's last exception only, maybe a clean-up's error after the cause
+        # (an OOM, an illegal memory access): a signature in the log outranks the report's type
         if found:
-            return Failure(found[0], found[1], "report", report.get("phase"))
+            return Failure(found[0], found[1], "log", report.get("phase"))
         kind = FATAL if str(report["exc_type"]).rpartition(".")[2] in FATAL_TYPES else UNKNOWN
         return Failure(kind, lines_of(text)[0], "report", report.get("phase"))
     if exit_code == 0 or (exit_code is None and report and report.get("ok")):
         return None
-
-    lines = lines_of(log[-TAIL_BYTES:])
-    exception_lines = [ln for ln in lines if EXCEPTION_LINE.match(ln)]
-    found = best_match(exception_lines) or best_match(lines)
     printed = printed_exit(lines) if exit_code is None else None
     if printed:
         exit_code = printed[0]

@@ -90,6 +90,24 @@ def test_child_report_is_preferred_over_the_log():
     assert unknown.kind == UNKNOWN and unknown.evidence == "ZeroDivisionError: x"
 
 
+DURING = "\nDuring handling of the above exception, another exception occurred:\n\n"
+CLEANUP = "AttributeError: 'NoneType' object has no attribute 'close'"
+
+
+def test_a_report_of_a_cleanups_code_error_is_not_fatal_when_the_log_names_the_cause():
+    """The child's report names the chain's last exception only: an OOM whose clean-up raised an
+    AttributeError reports the AttributeError. The log's OOM decides (issue 17, review of item 19);
+    a report of a code error with nothing else in its log stays fatal."""
+    report = {"ok": False, "exc_type": "AttributeError", "message": CLEANUP.partition(": ")[2], "phase": "train"}
+    tb = "Traceback (most recent call last):\n  File \"child.py\", line 80, in main\n"
+    f = failures.judge(failures.ChildEnd(1), report, read("cuda_oom_ultralytics.log") + DURING + tb + CLEANUP + "\n")
+    assert (f.kind, f.source, f.phase) == (CUDA_OOM, "log", "train"), f
+    f = failures.judge(failures.ChildEnd(1), report, read("illegal_memory_access.log") + DURING + tb + CLEANUP + "\n")
+    assert f.kind == UNKNOWN, f
+    f = failures.judge(failures.ChildEnd(1), report, tb + CLEANUP + "\n")
+    assert (f.kind, f.source, f.evidence) == (FATAL, "report", CLEANUP), f
+
+
 def test_clean_exit_is_no_failure():
     assert failures.classify(read("killed_no_message.log"), exit_code=0) is None
     assert failures.classify("", exit_code=None, report={"ok": True, "phase": "done"}) is None  # a success report
