@@ -9,10 +9,11 @@ then the exit signal, then signatures in the log tail. In a log, the final lines
 healthy part of the run cannot outvote the exception that ended it; free-text signatures (a
 killed DataLoader worker, an NCCL watchdog line) come next. Where several kinds match,
 the most specific wins: fatal > cuda_oom > host_oom > nccl > interrupted > unknown. When no
-signature matches, the tail is read as a person would (`classify`): the last exception's type
-(configuration and code errors are fatal), a Ctrl-C that ends it, then the exit status, also
-one the log prints itself ("Killed", "return code = -9"). A child's report names the last exception
-of a chain only, so a signature in its log outranks the report's type.
+signature matches, the tail is read as a person would (`classify`): the type of the exception that
+ended the run (`ending_exception`; configuration and code errors are fatal, unless the process died
+by a signal), a Ctrl-C that ends it, then the exit status, also one the log prints itself
+("Killed", "return code = -9"). A child's report names the last exception of a chain only, so a
+signature in its log outranks the report's type.
 """
 
 from __future__ import annotations
@@ -115,6 +116,11 @@ FATAL_TYPES = frozenset({
 })
 # Exceptions that only report that a child process failed; its own exception (or exit status) says why.
 WRAPPER_TYPES = frozenset({"ChildFailedError", "CalledProcessError"})
+# A traceback Python prints and goes on from (a __del__ or a thread failed): its exception ended nothing.
+ASIDE = re.compile(r"^(?:\[(?:default|rank)\d+\]:\s*)*Exception (?:ignored\b|in thread\b)")
+# Between two exceptions of one chain: the second was raised by the first's handler (its clean-up),
+# so the first is the cause.
+DURING_HANDLING = re.compile(r"During handling of the above exception, another exception occurred")
 
 # How a process ended, as a shell or a launcher prints it. Read only when no exit code is given: a log
 # handed to `diagnose` on its own still says it was killed. Each yields the exit code (-N for signal N).
@@ -262,6 +268,26 @@ def exception_type(line: str) -> str | None:
     return m.group("type") if m else None
 
 
+def ending_exception(lines: list[str]) -> int | None:
+    """The index of the exception line that ended the run, as a person finds it in the tail: the last
+    one raised, not a wrapper's (WRAPPER_TYPES), not one Python printed and went on from (ASIDE);
+    of a "During handling of the above exception" chain, the first (the handler's own error, e.g. a
+    clean-up's AttributeError, is a consequence). None when the tail shows no exception."""
+    raised: list[int] = []
+    aside = False
+    for i, line in enumerate(lines):
+        if ASIDE.match(line):
+            aside = True
+        elif (kind := exception_type(line)) is not None:
+            if not aside and kind not in WRAPPER_TYPES:
+                raised.append(i)
+            aside = False  # an aside block ends at its exception
+    k = len(raised) - 1
+    while k > 0 and any(DURING_HANDLING.search(ln) for ln in lines[raised[k - 1] + 1:raised[k]]):
+        k -= 1
+    return raised[k] if raised else None
+
+
 def printed_exit(lines: list[str]) -> tuple[int, str] | None:
     """The last exit status the log prints itself ("return code = -9", "Killed", "Segmentation fault"),
     as (exit code, the line); a printed 0 says nothing against the run and is passed over."""
@@ -292,8 +318,9 @@ def classify(log: str = "", exit_code: int | None = None, report: dict | None = 
     (exhausted in its samples, a cgroup oom_kill increment) just before the death. Without an exit
     code the log is read as a failed run's (it is handed to `diagnose` because something went wrong):
     None only for exit code 0, or a success report, and an exit status the log prints counts as the
-    exit code. When no signature matches, the fallback reads the tail as a person would: the last
-    exception's type (FATAL_TYPES), then a Ctrl-C that ends it, then how the process ended.
+    exit code. When no signature matches, the fallback reads the tail as a person would: the type of
+    the exception that ended the run (FATAL_TYPES, not for a process that died by a signal), then a
+    Ctrl-C that ends it, then how the process ended.
     """
     lines = lines_of(log[-TAIL_BYTES:])
     exception_lines = [ln for ln in lines if EXCEPTION_LINE.match(ln)]
@@ -323,17 +350,15 @@ def classify(log: str = "", exit_code: int | None = None, report: dict | None = 
         if found and found[0] == HOST_OOM:
             return Failure(HOST_OOM, found[1], "log")
         return Failure(UNKNOWN, "killed by SIGKILL with no memory evidence (not the launcher's doing)", "signal")
-    if found and found[0] != UNKNOWN:
+    if found:  # `unknown` ones too (a named GPU fault, a NaN): a later exception (a clean-up's) is their echo
         return Failure(found[0], found[1], "log")
-    last = next((i for i in reversed(range(len(lines)))
-                 if exception_type(lines[i]) not in (None, *WRAPPER_TYPES)), None)
-    if last is not None and exception_type(lines[last]) in FATAL_TYPES:
+    last = ending_exception(lines)
+    # a code error ends a process with exit 1; one that died by a signal was ended by something else
+    if last is not None and exception_type(lines[last]) in FATAL_TYPES and sig is None:
         return Failure(FATAL, lines[last], "log")
     ctrl_c = next((ln for ln in lines[max(last or 0, len(lines) - CTRL_C_LINES):] if CTRL_C.search(ln)), None)
     if ctrl_c:
         return Failure(INTERRUPTED, ctrl_c, "log")
-    if found:
-        return Failure(found[0], found[1], "log")
     source = "log" if printed else "signal"
     if sig in STOPPED:
         return Failure(INTERRUPTED, f"stopped by {_signal_name(sig)}{said}", source)

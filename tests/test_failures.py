@@ -198,6 +198,74 @@ def test_a_secondary_code_error_after_an_oom_or_a_killed_worker_does_not_make_it
         assert failures.classify(read(log) + during + secondary + "\n", exit_code=1).kind == kind, log
 
 
+TB = "Traceback (most recent call last):\n  File \"train.py\", line 9, in <module>\n"
+DEL_ASIDE = ("Exception ignored in: <function _MultiProcessingDataLoaderIter.__del__ at 0x7f3a2c1e0ee0>\n" + TB)
+THREAD_ASIDE = "Exception in thread Thread-3 (_pin_memory_loop):\n" + TB
+
+
+def test_an_unknown_signature_outranks_the_type_fallback():
+    """A named GPU fault (or a NaN) is what ended the run; a code error printed after it is its echo,
+    not a configuration error no rung can fix (issue 17 item 19, review)."""
+    log = ("terminate called after throwing an instance of 'c10::Error'\n"
+           "  what():  CUDA error: unspecified launch failure\n" + TB + CLEANUP + "\n")
+    f = failures.classify(log, exit_code=1)
+    assert (f.kind, f.evidence) == (UNKNOWN, "what():  CUDA error: unspecified launch failure"), f
+
+
+def test_of_a_during_handling_chain_the_first_exception_decides():
+    """The handler's own error (a clean-up's TypeError) is a consequence: the chain's first exception
+    ended the run (issue 17 item 19, review)."""
+    illegal = "RuntimeError: CUDA error: an illegal memory access was encountered"
+    f = failures.classify(TB + illegal + "\n" + DURING + TB + "TypeError: 'NoneType' object is not iterable\n",
+                          exit_code=1)
+    assert (f.kind, f.evidence) == (UNKNOWN, illegal), f
+    exited = "RuntimeError: DataLoader worker (pid(s) 4123) exited unexpectedly"
+    f = failures.classify(TB + exited + "\n" + DURING + TB +
+                          "AttributeError: '_MultiProcessingDataLoaderIter' object has no attribute '_shutdown'\n",
+                          exit_code=1)
+    assert (f.kind, f.evidence) == (UNKNOWN, exited), f
+    # a chain whose first exception is itself a code error is still one
+    f = failures.classify(TB + "KeyError: 'lr'\n" + DURING + TB + "ValueError: x\n", exit_code=1)
+    assert f.kind == FATAL, f
+
+
+def test_an_exception_python_printed_and_went_on_from_ends_nothing():
+    """'Exception ignored in' (a __del__) and 'Exception in thread' blocks are asides: the exception
+    that ended the run is another (issue 17 item 19, review)."""
+    exited = "RuntimeError: DataLoader worker (pid(s) 4123) exited unexpectedly"
+    f = failures.classify(TB + exited + "\n" + DEL_ASIDE +
+                          "AttributeError: '_MultiProcessingDataLoaderIter' object has no attribute '_shutdown'\n",
+                          exit_code=1)
+    assert (f.kind, f.evidence) == (UNKNOWN, exited), f
+    f = failures.classify(TB + "ValueError: bad value\n" + DEL_ASIDE + "AssertionError: can only test a child process\n",
+                          exit_code=1)
+    assert (f.kind, f.evidence) == (UNKNOWN, "ValueError: bad value"), f
+    # the review's cases: a GPU fault, then a __del__'s assertion; a thread's TypeError, then a segfault
+    f = failures.classify(TB + "RuntimeError: CUDA error: unspecified launch failure\n" + DEL_ASIDE +
+                          "AssertionError: can only test a child process\n", exit_code=1)
+    assert f.kind == UNKNOWN and "unspecified launch failure" in f.evidence, f
+    f = failures.classify(THREAD_ASIDE + "TypeError: an integer is required\n", exit_code=-11)
+    assert f.kind == UNKNOWN, f
+    # a thread's TypeError, then the process went on and was aborted: nothing says the code is wrong
+    f = failures.classify(THREAD_ASIDE + "TypeError: an integer is required\n" +
+                          "  3/100  2.1G  0.61: 40%|████  | 40/100\nAborted (core dumped)\n", exit_code=None)
+    assert f.kind == UNKNOWN and "SIGABRT" in f.evidence, f
+    # an aside is not the run's end, but a code error raised after it still is
+    f = failures.classify(DEL_ASIDE + "AssertionError: can only test a child process\n" + TB + CLEANUP + "\n",
+                          exit_code=1)
+    assert (f.kind, f.evidence) == (FATAL, CLEANUP), f
+
+
+@pytest.mark.parametrize("exit_code", [-11, -6, 139, 134])
+def test_a_code_error_is_not_fatal_when_a_signal_ended_the_process(exit_code):
+    """A code error ends a Python process with exit 1; one that died by a signal (a segfault, an
+    abort) was ended by something else (issue 17 item 19, review)."""
+    log = TB + "TypeError: an integer is required\n"
+    assert failures.classify(log, exit_code=1).kind == FATAL
+    f = failures.classify(log, exit_code=exit_code)
+    assert f.kind == UNKNOWN, f
+
+
 @pytest.mark.parametrize("tail", [
     "      0/99     14.7G   0.07821: 100% 420/420 [08:24<00:00,  1.20s/it]\n^C\n",
     "     98/300      15.2G    0.09414:  82%|████████▏ | 58/71 [23:09<05:11]^C\nTraceback (most recent call last):\n"
