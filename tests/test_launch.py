@@ -123,14 +123,21 @@ def test_a_signal_while_the_child_is_being_started_reaches_it(job, tmp_path, mon
 
 # ---- Ctrl-C at any moment ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("delay", [0.15, 0.3, 0.6, 1.0, 2.0])
-def test_ctrl_c_early_in_a_run_ends_with_the_launchers_own_lines(tmp_path, delay):
-    """A terminal's Ctrl-C (SIGINT to the foreground process group) while the launcher imports, sets
-    up, or its child imports torch: exit 130, no traceback on the terminal; the child's own last
-    words go to its train.log only."""
-    p = subprocess.Popen([sys.executable, "-m", "launcher", "run", "--demo", "--device", "cpu"], cwd=tmp_path,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+READY = "test: python is up"
+RUN_DEMO = ["run", "--demo", "--device", "cpu"]
+AS_MODULE = "import runpy; runpy.run_module('launcher', run_name='__main__', alter_sys=True)"  # python -m launcher
+
+
+def ctrl_c_after_start(tmp_path, runs: str, delay: float) -> subprocess.CompletedProcess:
+    """A terminal's Ctrl-C (SIGINT to the foreground process group) `delay` s after Python is up and
+    about to run the launcher (`runs`: Python code that runs it as __main__, sys.argv set). Measured from
+    a line printed first, not from the spawn: Python's own start-up (80 ms here, longer on a loaded
+    machine) is no part of the launcher, and a Ctrl-C inside it is Python's traceback."""
+    code = f"import sys; print({READY!r}, flush=True); sys.argv = ['launcher', *{RUN_DEMO!r}]; {runs}"
+    p = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
+        assert p.stdout.readline() == READY + "\n"
         time.sleep(delay)
         os.killpg(p.pid, signal.SIGINT)
         out, _ = p.communicate(timeout=60)
@@ -138,11 +145,25 @@ def test_ctrl_c_early_in_a_run_ends_with_the_launchers_own_lines(tmp_path, delay
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
-    assert p.returncode == 130, out[-3000:]
+    return subprocess.CompletedProcess(p.args, p.returncode, out)
+
+
+def assert_the_launchers_own_lines(done: subprocess.CompletedProcess) -> None:
+    out = done.stdout
+    assert done.returncode == 130, out[-3000:]
     assert "Traceback" not in out and "KeyboardInterrupt" not in out, out[-3000:]
     lines = out.splitlines()
     stop = next(i for i, line in enumerate(lines) if "SIGINT" in line)
     assert all(line.startswith("launcher: ") for line in lines[stop:]), out[-3000:]
+
+
+# 0.15 s: the launcher imports its modules or sets up (no launch.Signals yet, __main__'s handler);
+# later: its child imports torch (its output gated off the terminal from the signal on)
+@pytest.mark.parametrize("delay", [0.15, 0.3, 0.6, 1.0, 2.0])
+def test_ctrl_c_early_in_a_run_ends_with_the_launchers_own_lines(tmp_path, delay):
+    """A Ctrl-C while the launcher imports, sets up, or its child imports torch: exit 130, no
+    traceback on the terminal; the child's own last words go to its train.log only."""
+    assert_the_launchers_own_lines(ctrl_c_after_start(tmp_path, AS_MODULE, delay))
 
 
 def test_the_childs_report_after_a_torn_torch_import_does_not_import_torch_again():
