@@ -8,8 +8,10 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -164,6 +166,32 @@ def test_ctrl_c_early_in_a_run_ends_with_the_launchers_own_lines(tmp_path, delay
     """A Ctrl-C while the launcher imports, sets up, or its child imports torch: exit 130, no
     traceback on the terminal; the child's own last words go to its train.log only."""
     assert_the_launchers_own_lines(ctrl_c_after_start(tmp_path, AS_MODULE, delay))
+
+
+def installed_script() -> Path:
+    """The `rtdetr-launcher` console script pip wrote for this environment."""
+    script = Path(sysconfig.get_path("scripts")) / "rtdetr-launcher"
+    assert script.is_file(), f"{script}: not installed (pip install -e .)"
+    return script
+
+
+def test_the_installed_script_runs_what_python_m_launcher_runs():
+    """The console script's entry point is __main__'s, handler included (issue 17 item 16, review:
+    `launcher.cli:main` skipped it, so an early Ctrl-C of `rtdetr-launcher` was a traceback)."""
+    from importlib.metadata import entry_points
+
+    import launcher.__main__
+
+    (ep,) = entry_points(group="console_scripts", name="rtdetr-launcher")
+    assert ep.load() is launcher.__main__.entry
+    assert "launcher.__main__ import entry" in installed_script().read_text()
+
+
+@pytest.mark.parametrize("delay", [0.15, 1.0])
+def test_ctrl_c_early_in_the_installed_script_ends_with_the_launchers_own_lines(tmp_path, delay):
+    """The script's own code, run as the script runs (its file as __main__), Ctrl-C'd as above."""
+    runs = f"import runpy; sys.argv[0] = {str(installed_script())!r}; runpy.run_path(sys.argv[0], run_name='__main__')"
+    assert_the_launchers_own_lines(ctrl_c_after_start(tmp_path, runs, delay))
 
 
 def test_the_childs_report_after_a_torn_torch_import_does_not_import_torch_again():
