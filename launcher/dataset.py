@@ -74,9 +74,7 @@ def write_resolved(ds: Dataset, dest: Path) -> Path:
     from .runlog import write_text_atomic
 
     data = yaml.safe_load(ds.yaml.read_text(encoding="utf-8"))
-    data["path"] = str(ds.root)
-    data["train"] = [str(p) for p in ds.train] if len(ds.train) > 1 else str(ds.train[0])
-    data["val"] = [str(p) for p in ds.val] if len(ds.val) > 1 else str(ds.val[0])
+    data.update(resolution(ds))
     for key in ("test", "minival"):
         if isinstance(data.get(key), str) and (ds.root / data[key]).exists():
             data[key] = str((ds.root / data[key]).resolve())
@@ -84,6 +82,23 @@ def write_resolved(ds: Dataset, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(dest, f"{RESOLVED_HEADER}{ds.yaml}\n" + yaml.safe_dump(data, sort_keys=False))
     return dest
+
+
+def resolution(ds: Dataset) -> dict:
+    """Where the dataset's 'path', 'train' and 'val' lead, absolute, as the resolved copy holds them."""
+    return {"path": str(ds.root), "train": [str(p) for p in ds.train] if len(ds.train) > 1 else str(ds.train[0]),
+            "val": [str(p) for p in ds.val] if len(ds.val) > 1 else str(ds.val[0])}
+
+
+def read_resolution(copy: Path) -> dict | None:
+    """The resolution a run's resolved copy holds (write_resolved), or None when there is none to read."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(copy.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return {k: data.get(k) for k in ("path", "train", "val")} if isinstance(data, dict) else None
 
 
 def _root(path_value, yaml_path: Path) -> Path:

@@ -11,8 +11,11 @@ import os
 import signal
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import psutil
+
+from .contract import SPEC_NAME
 
 WALKS = 3  # rounds of signalling: a parent still alive may start children while we signal
 POLL_S = 0.05
@@ -61,6 +64,26 @@ def reap(records: list[dict], grace: float = 5.0) -> list[int]:
     signalled, sorted."""
     # identified zombies come along too: if they are ours (we are a subreaper), waiting reaps them
     return _stop([p for _, p in _same(records)], grace, signal.SIGTERM)
+
+
+def reap_run(records: list[dict], folder: Path, grace: float = 5.0) -> tuple[list[int], list[int]]:
+    """`reap` for a run record's process list, limited to what is provably this run's: a recorded
+    process is ended only when its own command line names a spec of this run folder (the child,
+    `python -m launcher.child <folder>/attempt-N/spec.json`, and its forked workers); its
+    descendants (torchrun's ranks) go with it. A list copied from another run's record names
+    that run's processes, which must live (docs/design.md, "The run record"). Returns (the pids
+    signalled, the recorded pids still running that were left alone), each sorted."""
+    signalled = _stop([p for _, p in _same(records) if _names_spec(p, folder)], grace, signal.SIGTERM)
+    return signalled, sorted(r["pid"] for r in alive(records) if r["pid"] not in signalled)
+
+
+def _names_spec(p: psutil.Process, folder: Path) -> bool:
+    try:
+        argv = p.cmdline()
+    except psutil.Error:  # gone, a zombie, or not ours to read: not provably this run's
+        return False
+    return any(Path(a).name == SPEC_NAME and Path(a).parent.parent == folder and
+               Path(a).parent.name.startswith("attempt-") for a in argv)
 
 
 def _same(records: list[dict]) -> list[tuple[dict, psutil.Process]]:

@@ -226,10 +226,15 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
     plan = result.plan
     state = RunState.load(paths.state)
     events = Events(paths.events)
-    if state is None:
+    if state is not None:
+        adopt(state, paths, events, say)
+    else:
         state = rebuild(ladder, paths, req.epochs, plan.device, events, say, req.args)
     learned = None if req.inject else result.experience  # a fire drill teaches nothing about the rungs
     prepared = Prepared(ladder, plan.rungs, 0, plan.device, paths, state, lock, req, child_env, learned)
+    if state:  # finished or stopped, a run refuses a request it would not train
+        check_continuation(state, ladder, paths, req.epochs, req.args if req.overrides else None)
+        check_dataset(result.dataset, paths, ladder.job.name)
     if state and state.status == Ev.COMPLETE:
         d = state.delivered or {}
         say(f"run {ladder.job.name!r} is already finished; nothing to train (--fresh starts a new run beside it).\n"
@@ -238,8 +243,7 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
         prepared.finished = True
         return prepared
     if state:
-        prepared.start = continue_run(state, ladder, paths, events, req.epochs, say,
-                                      req.args if req.overrides else None)
+        prepared.start = continue_run(state, ladder, paths, events, say)
         if req.epochs is None and state.epochs_override:  # a rehearsal stays a rehearsal
             prepared.rungs = plan_mod.override_epochs(replace(ladder, rungs=plan.rungs), state.epochs_override).rungs
         if not req.overrides and state.overrides:  # the run's own key=value arguments
@@ -251,8 +255,7 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
         prepared.start = ladder.index(plan.start.name)
         prepared.state = RunState(run=ladder.job.name, ladder=str(ladder.path), data=str(ladder.job.dataset),
                                   device=plan.device, rung=plan.start.name, epochs_override=req.epochs,
-                                  overrides=req.args,
-                                  started=now_iso())
+                                  overrides=req.args, folder=str(paths.root), started=now_iso())
         events.append(Ev.PROBE, **result.snap.to_json())
         events.append(Ev.START, rung=plan.start.name, device=plan.device, reasons=list(plan.reasons),
                       cache=plan.cache.to_json(), ladder=str(ladder.path), data=str(ladder.job.dataset),
@@ -296,6 +299,12 @@ def rebuild(ladder: Ladder, paths: RunPaths, epochs: int | None, device: str, ev
             say(f"warning: {last} cannot be read; the record is rebuilt without it")
             continue
         own, epoch = facts["train_args"], facts["epoch"]
+        for key, value in (args or {}).items():  # Ultralytics resumes with the checkpoint's own
+            if key in own and own[key] != value:
+                raise BadInput(str(last), f"run {ladder.job.name!r} has no state.json, and this checkpoint was "
+                               f"trained with {key}={own[key]} (its own training arguments); this run asks "
+                               f"{key}={value}", "run again without key=value arguments to continue, or start "
+                               "afresh with --fresh")
         source = _source_of(save_dir, ladder, paths, str(own.get("model")))
         training = source
         trained.add(int(own.get("epochs", 0)))
@@ -318,7 +327,8 @@ def rebuild(ladder: Ladder, paths: RunPaths, epochs: int | None, device: str, ev
         (r.name for r in ladder.rungs if r.model.source == training), ladder.rungs[0].name)
     state = RunState(run=ladder.job.name, ladder=str(ladder.path), data=str(ladder.job.dataset), device=device,
                      rung=rung, epochs_override=override, attempts=max(numbers, default=0), models=models,
-                     training_model=training, started=now_iso(), overrides=_arguments_of(newest, ladder, args))
+                     training_model=training, started=now_iso(), overrides=_arguments_of(newest, ladder, args),
+                     folder=str(paths.root))
     events.append(Ev.REBUILT, attempts=state.attempts, models={s: m.epochs_done for s, m in models.items()},
                   epochs_override=override)
     say(f"rebuilt the record of run {ladder.job.name!r} from its checkpoints (state.json was missing): "
@@ -389,10 +399,11 @@ def fresh_name(name: str) -> str:
     return ladder_mod.run_name(name[:ladder_mod.RUN_NAME_MAX - len(stamp)] + stamp)
 
 
-def check_continuation(state: RunState, ladder: Ladder, state_path: Path, epochs: int | None,
+def check_continuation(state: RunState, ladder: Ladder, paths: RunPaths, epochs: int | None,
                        args: dict | None = None) -> None:
-    """A second `run` of the same name continues it; settings Ultralytics would silently ignore
-    on resume must not differ."""
+    """A second `run` of the same name continues it, or says it is finished; settings Ultralytics
+    would silently ignore on resume must not differ, or the run would not do what was asked."""
+    state_path = paths.state
     if args is not None and args != state.overrides:
         given = " ".join(f"{k}={v}" for k, v in args.items()) or "none"
         had = " ".join(f"{k}={v}" for k, v in state.overrides.items()) or "none"
@@ -400,10 +411,18 @@ def check_continuation(state: RunState, ladder: Ladder, state_path: Path, epochs
                        f"{had}, this run asks {given} (a resumed checkpoint keeps its own)",
                        "run again without key=value arguments to continue, or start afresh with --fresh")
     if epochs is not None and epochs != state.epochs_override:
+        had = f"--epochs {state.epochs_override}" if state.epochs_override else "the ladder's epochs"
         raise BadInput(f"{state_path}, key 'epochs_override'",
-                       f"run {ladder.job.name!r} was started with --epochs {state.epochs_override}, this run "
-                       f"asks {epochs} (a resumed checkpoint keeps its own)",
+                       f"run {ladder.job.name!r} was started with {had}, this run asks {epochs} "
+                       "(a resumed checkpoint keeps its own)",
                        "run again without --epochs to continue, or start afresh with --fresh")
+    for rung in ladder.rungs:  # a ladder edited since: Ultralytics' resume ignores a new `epochs`
+        m, asked = state.model(rung.model.source), state.epochs_override or rung.epochs
+        if m and m.epochs != asked:
+            raise BadInput(f"{ladder.path}: rung {rung.name!r}, epochs", f"asks {asked}, but run {ladder.job.name!r} "
+                           f"trains {Path(rung.model.source).name} for {m.epochs} ({m.epochs_done} done; a resumed "
+                           "checkpoint keeps its own)", f"set epochs = {m.epochs} again to continue, or start afresh "
+                           "with --fresh")
     folders: dict[str, str] = {}
     for source, m in state.models.items():
         other = folders.setdefault(str(Path(m.save_dir).resolve()), source)
@@ -418,20 +437,82 @@ def check_continuation(state: RunState, ladder: Ladder, state_path: Path, epochs
                        f"pass --data {state.data} to continue, or start afresh with --fresh")
 
 
-def continue_run(state: RunState, ladder: Ladder, paths: RunPaths, events: Events, epochs: int | None,
-                 say: Callable[[str], None], args: dict | None = None) -> int:
-    """A second `run` of a run that stopped: same rung, resumed from its checkpoint, events
-    appended; first end any process a SIGKILLed launcher left behind."""
-    check_continuation(state, ladder, paths.state, epochs, args)
+def adopt(state: RunState, paths: RunPaths, events: Events, say: Callable[[str], None]) -> None:
+    """A record written in another folder (`cp -r logs/A logs/B`, or logs/ moved) becomes this
+    folder's own: its run name, and every path it names under the old folder rewritten into this
+    one, so that the run writes only inside its own folder and never touches the original. Adopted,
+    not refused: a person who copies a run folder means to go on from the copy (the original kept
+    as it was), and the copy holds everything that is needed (Ultralytics resumes into the
+    save_dir it is given: docs/design.md, "Resume with a new batch"). The old record's process
+    list is the original's, left alone. A path outside both folders is refused."""
+    old = _written_in(state, paths)
+    state.folder = str(paths.root)
+    if old != paths.root:
+        for source, m in state.models.items():
+            m.save_dir = str(_moved(Path(m.save_dir), old, paths, f"{paths.state}, key 'models' / {source!r}"))
+        for key, where in (state.delivered or {}).items():
+            if key != "model" and isinstance(where, str):
+                state.delivered[key] = str(_moved(Path(where), old, paths, f"{paths.state}, key 'delivered'"))
+        events.append(Ev.ADOPTED, was=str(old), run_was=state.run, tree_left=[r.get("pid") for r in state.tree])
+        say(f"{paths.root} holds the record of {old} (a copied or moved run folder): continuing it as run "
+            f"{paths.root.name!r} in its own folder; {old} is not touched")
+        state.run, state.tree = paths.root.name, []
+        state.save(paths.state)  # status and report name this folder's files from now on
+
+
+def _written_in(state: RunState, paths: RunPaths) -> Path:
+    """The run folder a record was written in: its own `folder`; for a record older than that
+    field, the folder above its models/ (else this one, when the run names match)."""
+    if state.folder:
+        return Path(state.folder)
+    for m in state.models.values():
+        if Path(m.save_dir).parent.name == "models":
+            return Path(m.save_dir).parent.parent
+    return paths.root if state.run == paths.root.name else paths.root.parent / state.run
+
+
+def _moved(path: Path, old: Path, paths: RunPaths, where: str) -> Path:
+    if path.is_relative_to(paths.root):
+        return path
+    if path.is_relative_to(old):
+        return paths.root / path.relative_to(old)
+    raise BadInput(where, f"{path} is outside this run's folder {paths.root} (the record was written in {old})",
+                   "start afresh with --fresh; a run writes only inside its own folder")
+
+
+def check_dataset(ds: dataset_mod.Dataset, paths: RunPaths, name: str) -> None:
+    """A continued run trains on the images its first `run` resolved (its dataset.yaml): a
+    relative 'path:' resolves against the folder `run` starts in, and from another folder may
+    name other images."""
+    had, now = dataset_mod.read_resolution(paths.dataset), dataset_mod.resolution(ds)
+    if had is None or had == now:
+        return
+    key = next(k for k in now if had.get(k) != now[k])
+    raise BadInput(f"{ds.yaml}, key {key!r}", f"run {name!r} trained on {had.get(key)}; from {Path.cwd()} it "
+                   f"resolves to {now[key]} (a relative path resolves against the folder `run` starts in)",
+                   f"make it resolve as before (run from the folder the run started in, or set path: "
+                   f"{had.get('path')}), or start afresh with --fresh")
+
+
+def continue_run(state: RunState, ladder: Ladder, paths: RunPaths, events: Events,
+                 say: Callable[[str], None]) -> int:
+    """A second `run` of a run that stopped (its request checked: check_continuation): same rung,
+    resumed from its checkpoint, events appended; first end any process a SIGKILLed launcher left
+    behind."""
     names = [r.name for r in ladder.rungs]
     if state.rung not in names:
         raise BadInput(str(paths.state), f"run {ladder.job.name!r} stopped on rung {state.rung!r}, which "
                        f"{ladder.path} no longer has", "restore that rung, or start afresh with --fresh")
-    reaped = proctree.reap(state.tree)
+    # the record is this folder's own (adopt) and this launcher holds its lock; still, only
+    # processes that name this run's spec are ended (docs/design.md, "The run record")
+    reaped, spared = proctree.reap_run(state.tree, paths.root)
     state.tree = []
     if reaped:
         events.append(Ev.REAPED, pids=reaped)
         say(f"ended {len(reaped)} process(es) left by the previous launcher: {reaped}")
+    if spared:
+        say(f"left {len(spared)} process(es) of the record running, as their command line names no spec of "
+            f"{paths.root}: {spared}")
     start = names.index(state.rung)
     if not ladder.rungs[start].available:
         below = plan_mod.next_rung(ladder.rungs, start)

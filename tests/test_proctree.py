@@ -197,6 +197,23 @@ def test_reap_ends_the_orphans_of_a_sigkilled_launcher(spawn):
     assert proctree.alive(records) == []
 
 
+def test_a_run_record_ends_only_processes_that_name_its_own_spec(spawn, tmp_path):
+    """A record's process list may be another run's (a folder copied while that run trains): only a
+    process whose command line names a spec of this run folder is ended, with its descendants."""
+    mine, other = tmp_path / "logs" / "B", tmp_path / "logs" / "A"
+    child = spawn([sys.executable, "-c", PARENT, str(mine / "attempt-2" / "spec.json")], stdout=subprocess.PIPE,
+                  text=True, start_new_session=True)
+    a, b = map(int, child.stdout.readline().split())  # its workers: in its session and in a new one
+    stranger = spawn([sys.executable, "-c", PARENT, str(other / "attempt-1" / "spec.json")],
+                     stdout=subprocess.PIPE, text=True, start_new_session=True)
+    c, d = map(int, stranger.stdout.readline().split())
+    records = json.loads(json.dumps(proctree.snapshot(child.pid) + proctree.snapshot(stranger.pid)))
+    signalled, spared = proctree.reap_run(records, mine, grace=2)
+    assert signalled == sorted([child.pid, a, b]) and not any(map(running, (child.pid, a, b)))
+    assert spared == sorted([stranger.pid, c, d]) and all(map(running, (stranger.pid, c, d)))
+    assert proctree.reap_run(records, tmp_path / "logs" / "B-copy", grace=2) == ([], sorted([stranger.pid, c, d]))
+
+
 # ------------------------------------------------------------------------------- real torchrun
 
 def free_port() -> int:

@@ -1,0 +1,243 @@
+"""A run record trusted only as far as it is this run's (issue 17, items 10-13): a copied run folder,
+another run's process list, a dataset resolved from another folder, a request a run would not train."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import psutil
+import pytest
+
+from launcher import dataset as dataset_mod, proctree, setup
+from launcher.errors import BadInput
+from launcher.runlog import RunLock, RunPaths
+
+from conftest import make_image_tree
+from test_cli import a_record, cpu_machine, online, prepare, run  # noqa: F401  (fixtures and helpers)
+from test_e2e import events, launch, model_dir, of, shapes, tiny_ladder, trained_epochs  # noqa: F401
+
+SLEEPER = "import sys, time; print('ready', flush=True); time.sleep(120)"
+NOT_REFUSED = 99  # what `run` answers here once past its checks: no test of this file trains
+
+
+@pytest.fixture(autouse=True)
+def no_night(monkeypatch):
+    monkeypatch.setattr(setup, "supervise", lambda prepared: NOT_REFUSED)
+
+
+@pytest.fixture
+def spawn():
+    """Start a process whose argv names a spec; whatever is left is SIGKILLed at teardown."""
+    started: list[subprocess.Popen] = []
+
+    def start(spec: Path) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-c", SLEEPER, str(spec)], stdout=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        started.append(proc)
+        assert proc.stdout.readline().strip() == "ready"
+        return proc
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait()
+
+
+def running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def checkpoint(path: Path, epoch: int, epochs: int, **args) -> Path:
+    """A zip like torch.save's holding what Ultralytics keeps: the epoch and its training arguments."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("last/data.pkl", pickle.dumps({"epoch": epoch, "train_args": {"epochs": epochs,
+                                                                                  "model": "rtdetr-l.pt", **args}}))
+    return path
+
+
+def run_a(tmp_path: Path, folder: bool = True, **fields) -> Path:
+    """Run A, stopped after 1 of 100 epochs of rtdetr-l.pt, its record and checkpoint in logs/A
+    (without `folder`: as a launcher wrote it before records named their folder)."""
+    paths = RunPaths((tmp_path / "logs" / "A").resolve())
+    save_dir = paths.save_dir("rtdetr-l.pt")
+    checkpoint(save_dir / "weights" / "last.pt", 0, 100)
+    a_record(paths.root, models={"rtdetr-l.pt": {"save_dir": str(save_dir), "epochs": 100, "epochs_done": 1}},
+             training_model="rtdetr-l.pt", **({"folder": str(paths.root)} if folder else {}), **fields)
+    return paths.root
+
+
+# ---- item 10: a copied run folder --------------------------------------------------------------
+
+@pytest.mark.parametrize("folder", [True, False], ids=["record-names-its-folder", "older-record"])
+def test_a_copied_run_folder_is_adopted_and_never_writes_into_the_original(capsys, cpu_machine, tmp_path, folder):
+    a = run_a(tmp_path, folder)
+    b = a.parent / "B"
+    shutil.copytree(a, b)
+    before = files(a)
+    p = prepare(name="B")
+    out = capsys.readouterr().out
+    assert f"{b} holds the record of {a} (a copied or moved run folder)" in out and f"{a} is not touched" in out
+    model = p.state.models["rtdetr-l.pt"]
+    assert model.save_dir == str(p.paths.save_dir("rtdetr-l.pt")) and model.epochs_done == 1
+    assert p.state.run == "B" and p.state.folder == str(b)
+    saved = json.loads((b / "state.json").read_text())
+    assert str(a) not in json.dumps(saved)  # B's record names only B's files
+    assert json.loads((b / "events.jsonl").read_text().splitlines()[-2])["event"] == "adopted"
+    assert files(a) == before  # never touched
+
+
+def test_a_copied_record_naming_a_folder_outside_both_is_refused(capsys, cpu_machine, tmp_path):
+    a = run_a(tmp_path)
+    state = json.loads((a / "state.json").read_text())
+    state["models"]["rtdetr-l.pt"]["save_dir"] = str(tmp_path / "elsewhere" / "models" / "x")
+    (a / "state.json").write_text(json.dumps(state))
+    shutil.copytree(a, a.parent / "B")
+    code, _, err = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu", "--name", "B")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert str(tmp_path / "elsewhere") in err and f"outside this run's folder {a.parent / 'B'}" in err
+    assert "--fresh" in err
+
+
+# ---- item 11: another run's process list -------------------------------------------------------
+
+def test_a_copied_record_never_ends_the_original_runs_child(capsys, cpu_machine, tmp_path, spawn):
+    """Run A trains (its launcher holds its lock); its folder is copied to B meanwhile, and `run
+    --name B` must not end A's child, which the copied record lists."""
+    root = (tmp_path / "logs" / "A").resolve()
+    child = spawn(root / "attempt-3" / "spec.json")
+    a = run_a(tmp_path, status="running", tree=proctree.snapshot(child.pid))
+    held = RunLock(a / ".lock")
+    assert held.acquire()  # A's launcher
+    try:
+        shutil.copytree(a, a.parent / "B")
+        p = prepare(name="B")
+        assert running(child.pid) and p.state.tree == []
+        assert "ended" not in capsys.readouterr().out
+    finally:
+        held.release()
+
+
+def test_an_own_record_ends_only_the_processes_naming_its_own_spec(capsys, cpu_machine, tmp_path, spawn):
+    """A record of this folder whose list also names another run's child (restored from the wrong
+    place): this run's child is ended, the other run's lives."""
+    root = (tmp_path / "logs" / "coco_indoor").resolve()
+    mine, other = spawn(root / "attempt-3" / "spec.json"), spawn(tmp_path / "logs" / "A" / "attempt-1" / "spec.json")
+    a_record(root, folder=str(root), tree=proctree.snapshot(mine.pid) + proctree.snapshot(other.pid))
+    prepare()
+    out = capsys.readouterr().out
+    assert f"ended 1 process(es) left by the previous launcher: [{mine.pid}]" in out
+    assert f"left 1 process(es) of the record running, as their command line names no spec of {root}" in out
+    assert not running(mine.pid) and running(other.pid)
+
+
+# ---- item 12: a relative dataset path resolved from another folder -------------------------------
+
+def test_a_run_continued_from_another_folder_keeps_its_dataset(capsys, cpu_machine, tmp_path, monkeypatch):
+    """`path: sets/ds` resolves against the folder `run` starts in: 48 images from one, 38 from
+    the other. The run continued from the second must not train on the second's images."""
+    yaml = tmp_path / "shared" / "data.yaml"
+    yaml.parent.mkdir()
+    yaml.write_text("path: sets/ds\ntrain: images/train\nval: images/val\nnames: ['box']\n")
+    first, second = tmp_path / "first", tmp_path / "second"
+    make_image_tree(first / "sets" / "ds", 40, 8)
+    make_image_tree(second / "sets" / "ds", 30, 8)
+    monkeypatch.setenv("RTDETR_LOGS", str(tmp_path / "logs"))
+    monkeypatch.chdir(first)
+    p = setup.prepare(setup.Request(data=str(yaml), device="cpu", name="night"), say=print)
+    p.state.save(p.paths.state)  # as the supervisor does before its first child
+    p.lock.release()
+    resolved = p.paths.dataset.read_text()
+    assert str(first / "sets" / "ds") in resolved
+    monkeypatch.chdir(second)
+    code, _, err = run(capsys, "run", "--data", str(yaml), "--device", "cpu", "--name", "night")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{yaml}, key 'path': run 'night' trained on {first / 'sets' / 'ds'}" in err
+    assert f"resolves to {second / 'sets' / 'ds'}" in err and f"set path: {first / 'sets' / 'ds'})" in err
+    assert p.paths.dataset.read_text() == resolved  # the first resolution kept
+    monkeypatch.chdir(first)
+    again = setup.prepare(setup.Request(data=str(yaml), device="cpu", name="night"), say=print)
+    assert again.state.attempts == 0 and "continuing run 'night'" in capsys.readouterr().out
+
+
+# ---- item 13: a request a continued or finished run would not train ------------------------------
+
+@pytest.mark.parametrize("asked, names", [
+    (["--epochs", "300"], ["key 'epochs_override'", "the ladder's epochs", "asks 300"]),
+    (["lr0=0.01"], ["key 'overrides'", "asks lr0=0.01"]),
+    (["--data", "other/data.yaml"], ["key 'data'", "pass --data"]),
+])
+def test_a_finished_run_refuses_what_it_would_not_train(capsys, cpu_machine, tmp_path, asked, names):
+    make_image_tree(tmp_path / "other", 4, 2)
+    a_record(tmp_path / "logs" / "coco_indoor", status="complete", delivered={"best": "b.pt", "last": "l.pt"})
+    code, out, err = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu", "--name",
+                         "coco_indoor", *asked)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "already finished" not in out, out + err
+    for n in names + ["--fresh"]:
+        assert n in err
+    code, out, _ = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
+    assert code == 0 and "already finished; nothing to train" in out
+
+
+def test_a_stopped_run_whose_ladder_asks_more_epochs_refuses(capsys, cpu_machine, tmp_path):
+    lad = tmp_path / "l.toml"
+    text = '[job]\nname = "t"\ndataset = "coco_indoor/data.yaml"\nimgsz = 64\n\n[[rung]]\nname = "a"\n' \
+           'model = "rtdetr-l.yaml"\nepochs = {}\nbatch = 2\n'
+    lad.write_text(text.format(3))
+    root = (tmp_path / "logs" / "t").resolve()
+    save_dir = RunPaths(root).save_dir("rtdetr-l.yaml")
+    a_record(root, ladder=str(lad), rung="a", models={"rtdetr-l.yaml": {"save_dir": str(save_dir), "epochs": 3,
+                                                                        "epochs_done": 1}})
+    lad.write_text(text.format(5))  # raised since: Ultralytics' resume would train to 3 all the same
+    code, out, err = run(capsys, "run", "--ladder", str(lad), "--device", "cpu")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "continuing" not in out, out + err
+    assert f"{lad}: rung 'a', epochs: asks 5, but run 't' trains rtdetr-l.yaml for 3 (1 done" in err
+    assert "set epochs = 3 again to continue, or start afresh with --fresh" in err
+    lad.write_text(text.format(3))
+    assert setup.prepare(setup.Request(ladder=str(lad), device="cpu"), say=print).state.models["rtdetr-l.yaml"]
+
+
+def test_a_rebuilt_record_refuses_arguments_its_checkpoint_was_not_trained_with(capsys, cpu_machine, tmp_path):
+    """state.json gone: a key=value argument is compared with the checkpoint's own, as Ultralytics
+    resumes with those."""
+    paths = RunPaths((tmp_path / "logs" / "coco_indoor").resolve())
+    paths.attempt(1).mkdir(parents=True)
+    dataset_mod.write_resolved(dataset_mod.inspect((tmp_path / "coco_indoor" / "data.yaml").resolve()),
+                               paths.dataset)
+    last = checkpoint(paths.save_dir("rtdetr-l.pt") / "weights" / "last.pt", 0, 100, lr0=0.002, patience=20)
+    with pytest.raises(BadInput, match=r"trained with lr0=0.002 \(its own training arguments\); this run asks "
+                                       r"lr0=0.01.*--fresh") as e:
+        prepare(overrides=("lr0=0.01",))
+    assert e.value.args and str(last) in str(e.value)
+    p = prepare(overrides=("lr0=0.002", "patience=20"))
+    assert p.state.overrides == {"lr0": 0.002, "patience": 20} and p.state.models["rtdetr-l.pt"].epochs_done == 1
+
+
+@pytest.mark.slow
+def test_a_copied_run_trains_on_in_the_copy_with_the_original_untouched(tmp_path, shapes):
+    """For real: run e2e stops after epoch 1, its folder is copied, and `run --name copy` trains the
+    copy's checkpoint to the end while not one byte of the original changes."""
+    lad = tiny_ladder(tmp_path, shapes)
+    assert launch(tmp_path, "--ladder", str(lad), "--inject", "crash:optimal:2").returncode == 4  # epoch 1 saved
+    original = tmp_path / "logs" / "e2e"
+    shutil.copytree(original, tmp_path / "logs" / "copy")
+    before = files(original)
+    again = launch(tmp_path, "--ladder", str(lad), "--name", "copy")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert files(original) == before
+    assert of(events(tmp_path, "copy"), "resume")[-1]["checkpoint"] == str(model_dir(tmp_path, "copy") / "weights" /
+                                                                          "last.pt")
+    assert trained_epochs(model_dir(tmp_path, "copy")) == [1, 2]
