@@ -100,6 +100,15 @@ def test_a_copied_run_folder_is_adopted_and_never_writes_into_the_original(capsy
     assert files(a) == before  # never touched
 
 
+def test_a_copied_finished_run_names_the_copys_files(capsys, cpu_machine, tmp_path):
+    a = run_a(tmp_path, status="complete", delivered={"model": "rtdetr-l.pt", "best": str(tmp_path / "logs" / "A" /
+                                                      "models" / "m" / "weights" / "best.pt")})
+    shutil.copytree(a, a.parent / "B")
+    code, out, _ = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu", "--name", "B")
+    assert code == 0 and f"best: {a.parent / 'B' / 'models' / 'm' / 'weights' / 'best.pt'}" in out
+    assert json.loads((a / "state.json").read_text())["run"] == "A"
+
+
 def test_a_copied_record_naming_a_folder_outside_both_is_refused(capsys, cpu_machine, tmp_path):
     a = run_a(tmp_path)
     state = json.loads((a / "state.json").read_text())
