@@ -175,9 +175,15 @@ class Supervisor:
             released = probe.wait_gpu_released(self.gpus, pids, before)
             self.events.append(Ev.GPU_RELEASE, result=released)
             self.say(f"GPU memory: {released}")
+
+        def not_started() -> Outcome:
+            """The launcher's signal came first: an attempt that starts no child never was (not
+            counted, no events, no log line), whichever look below saw the signal."""
+            end = ChildEnd(-self.signals.received)
+            return Outcome(state.attempts, rung.name, mode, end, None, None,
+                           failures.judge(end, None, "", None, self.signals.received))
         if self.signals.received is not None:  # a signal during that wait: start nothing more
-            return Outcome(state.attempts, rung.name, mode, ChildEnd(-self.signals.received), None, None,
-                           failures.judge(ChildEnd(-self.signals.received), None, "", None, self.signals.received))
+            return not_started()
         n = state.attempts = state.attempts + 1
         state.rung, state.mode = rung.name, mode
         self.paths.attempt(n).mkdir(parents=True, exist_ok=True)
@@ -187,6 +193,18 @@ class Supervisor:
         self._save_state()
         model = spec["train_args"]["model"]
         resume_from = self._resume_point(spec)
+        before = {g: free for g, (free, _) in (probe.gpu_usage(self.gpus) or {}).items()} if self.gpus else None
+        watchdog = Watchdog(self.ladder.job, n, rung.name, self.paths.heartbeat(n), self.gpus, self.ram,
+                            self.telemetry, on_tree=self._on_tree)
+        if self.signals.received is not None:  # noted while the attempt was written: take it back
+            state.attempts = n - 1
+            self.paths.spec(n).unlink(missing_ok=True)
+            try:
+                self.paths.attempt(n).rmdir()  # only when empty: nothing but the spec is ever removed
+            except OSError:
+                pass
+            self._save_state()
+            return not_started()
         if resume_from:
             done = state.models[model].epochs_done if model in state.models else None
             self.events.append(Ev.RESUME, attempt=n, rung=rung.name, checkpoint=resume_from, epochs_done=done)
@@ -194,13 +212,8 @@ class Supervisor:
                            workers=rung.workers, cache=rung.cache, resume_from=resume_from, t=time.time())
         self.say(f"attempt {n}: rung {rung.name} ({mode}), model {Path(model).name}, batch {rung.batch}; "
                  f"log {self.paths.train_log(n)}")
-        before = {g: free for g, (free, _) in (probe.gpu_usage(self.gpus) or {}).items()} if self.gpus else None
-        watchdog = Watchdog(self.ladder.job, n, rung.name, self.paths.heartbeat(n), self.gpus, self.ram,
-                            self.telemetry, on_tree=self._on_tree)
-        if self.signals.received is not None:  # noted while the attempt was written: no child starts
-            end = ChildEnd(-self.signals.received)
-        else:  # ChildProcess looks once more as it starts the child
-            end = self.launch(spec_mod.command(self.paths.spec(n)), env, self.paths.train_log(n), watchdog)
+        # ChildProcess looks once more as it starts the child (docs/design.md, "The attempt loop and the launch seam")
+        end = self.launch(spec_mod.command(self.paths.spec(n)), env, self.paths.train_log(n), watchdog)
         self.signals.child_gone()
         report, heartbeat = read_json(self.paths.report(n)), read_json(self.paths.heartbeat(n))
         failure = failures.judge(end, report, log_tail(self.paths.train_log(n)), heartbeat, self.signals.received)

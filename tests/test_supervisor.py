@@ -276,9 +276,21 @@ def test_a_signal_while_the_attempt_is_written_starts_no_child(default, tmp_path
         if Path(path).name == "spec.json":
             os.kill(os.getpid(), signal.SIGINT)
     monkeypatch.setattr(supervisor_mod, "write_json_atomic", written_then_interrupted)
-    code, child, _, lines, evs, state = supervise(default, tmp_path, [ok()])
+    ladder = with_job(max_attempts=1)
+    code, child, _, lines, evs, state = supervise(ladder, tmp_path, [ok()])
     assert code == 130 and child.calls == [] and state.status == "interrupted"
-    assert [e["kind"] for e in evs if e["event"] == "attempt_end"] == ["interrupted"]
+    # an attempt that started no child never was (issue 17 item 15, review): not counted, no events, no
+    # "attempt 1: ... log" line for a log that never exists, nothing left in its folder
+    assert state.attempts == 0 and RunState.load(tmp_path / "run" / "state.json").attempts == 0
+    assert not any(e["event"] in ("attempt_start", "attempt_end", "resume") for e in evs), evs
+    assert not any(line.startswith("attempt 1") for line in lines), lines
+    assert not (tmp_path / "run" / "attempt-1").exists()
+    # so the next run still has its whole budget (max_attempts = 1)
+    monkeypatch.setattr(supervisor_mod, "write_json_atomic", real)
+    child = FakeChild([ok()])
+    sup = Supervisor(ladder=ladder, rungs=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+                     launch=child, sleep=lambda s: None, say=lambda line: None)
+    assert sup.run(state) == EXIT_OK and len(child.calls) == 1 and state.attempts == 1
 
 
 def test_a_child_interrupted_by_someone_else_is_retried_not_the_end(default, tmp_path):
