@@ -43,18 +43,21 @@ def defaults() -> dict[str, Any]:
 
 
 def value_of(text: str) -> Any:
-    """A value as Ultralytics' CLI reads it: none, true/false, numbers, else the text."""
-    low = text.strip().lower()
-    if low in ("none", "null"):
+    """A value as Ultralytics' CLI reads it (`parse_key_value_pair` strips it, `smart_value` reads
+    it): none/true/false in any case, a Python literal (`[0,2]`, `(0.5,1.5)`, `1e-3`), else the text
+    as given. A list must reach train() as a list: `classes='[0,2]'` as text keeps no labels at all.
+    smart_value's last resort, a `module.CONSTANT` of a module that Ultralytics' CLI has imported, is
+    not copied: train() gets no such reading either. tests/test_parity.py holds the two equal."""
+    text = text.strip()
+    low = text.lower()
+    if low == "none":
         return None
     if low in ("true", "false"):
         return low == "true"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text.strip().strip("'\"")
+    try:
+        return ast.literal_eval(text)
+    except Exception:  # noqa: BLE001 - as smart_value: whatever literal_eval raises, the text it is
+        return text
 
 
 def parse(pairs: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -79,7 +82,19 @@ def check(key: str, value: Any, where: str, *, job_keys: bool = False) -> Any:
         raise BadInput(where, *wrong)
     if key in rules().get("CFG_INT_KEYS", ()) and isinstance(value, float):
         return int(value)  # epochs=1e2
-    return value
+    return json_form(value)
+
+
+def json_form(value: Any) -> Any:
+    """The value as the child's spec.json carries it to train(): a tuple as a list (`scale=(0.5,1.5)`;
+    a tuple `freeze` Ultralytics would ignore); ValueError naming the type JSON cannot carry."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [json_form(v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: json_form(v) for k, v in value.items()}
+    raise ValueError(type(value).__name__)
 
 
 def refusal(key: str, value: Any, *, job_keys: bool = False) -> tuple[str, str] | None:
@@ -117,6 +132,11 @@ def refusal(key: str, value: Any, *, job_keys: bool = False) -> tuple[str, str] 
         return ("the launcher resumes from the checkpoints Ultralytics saves each epoch; with save=False it "
                 "writes last.pt only after the final epoch, so an OOM would lose the night's training",
                 "leave save out")
+    try:
+        json_form(value)
+    except ValueError as e:
+        return (f"'{key}' reads as a {e} ({value!r}), which the launcher cannot pass on to Ultralytics",
+                "write a list, e.g. [0, 2], a number or a word")
     if isinstance(value, float) and not math.isfinite(value):
         return f"'{key}' takes a finite number, not {value!r}", like
     if key == "imgsz" and (isinstance(value, bool) or not isinstance(value, int) or value < 32 or value % 32):

@@ -111,6 +111,20 @@ def test_values_ultralytics_takes_still_pass(capsys, cpu_machine, command):
             p.lock.release()
 
 
+def test_lists_and_tuples_reach_train_as_ultralytics_reads_them(capsys, cpu_machine):
+    """Review of items 5-9: `classes=[0,2]` reached train() as the text '[0,2]' (an RTDETRDataset
+    with it keeps no labels, and the night "succeeds" on nothing), `scale=(0.5,1.5)` was refused.
+    Read as Ultralytics' CLI reads them, they reach the child's spec as lists."""
+    lad = write(cpu_machine / "l.toml", ladder_text())
+    argv = ["classes=[0,2]", "freeze=[0, 1]", "fraction=[0.8,0.2]", "scale=(0.5,1.5)"]
+    code = cli.main(["dry-run", "--ladder", str(lad), "--device", "cpu", "--json", *argv])
+    spec = json.loads(capsys.readouterr().out)["child"]["spec"]
+    assert code == 0 and spec["extra_args"] == {"classes": [0, 2], "freeze": [0, 1], "fraction": [0.8, 0.2],
+                                                "scale": [0.5, 1.5]}
+    code, err = run(capsys, "dry-run", "--ladder", str(lad), "--device", "cpu", "classes={0,2}")
+    assert_refused(code, err, "argument 'classes={0,2}'", ["'classes' reads as a set", "write a list"])
+
+
 # ---- item 18: dry-run --demo ------------------------------------------------------------------------
 
 @pytest.fixture

@@ -405,3 +405,25 @@ def test_what_ultralytics_raises_from_an_argument_in_every_child_is_fatal(tmp_pa
         else:
             raise AssertionError("Ultralytics took it")
         assert failures.classify(log, exit_code=1).kind == FATAL, log
+
+
+KEY_VALUE_TEXTS = ["[0,2]", "[0, 2]", "(0.5,1.5)", "(0.5, 1.5)", "[0.8,0.2]", "[0.8, 0.2, 0]", "0", "1", "-1", "+1",
+                   "3 ", " 3", "1e2", "1e-3", "1E2", ".5", "5.", "0x10", "1_000", "0.0", "1e999", "True", "true",
+                   "TRUE", "False", "false", "None", "none", "NONE", "null", "nan", "inf", "-inf", "abc", "SGD",
+                   "'quoted'", '"quoted"', "'unterminated", '"unterminated', "a b", "w.pt", "/data/w.pt",
+                   "max-autotune", "fp16", "[1,[2]]", "()", "[]", "{}", "{'a': 1}", "{1: 2}", "{0,1}", "b'x'", "1j",
+                   "...", "23.cv2", "['23.cv2', 0]", "[0,", "0,2", "[0 2]", "1/2", "2**3", "lambda: 0", "os.SEP",
+                   "x" * 300, "9" * 5000]
+
+
+def test_key_value_reads_as_ultralytics_cli_reads_it():
+    """overrides.value_of against ultralytics.cfg.smart_value (what `yolo train key=value` reads,
+    after parse_key_value_pair strips it): the same value and the same type for every text; a
+    list given as [0,2] must reach train() as a list (issue 17 review: classes='[0,2]' kept no
+    labels and the night "trained")."""
+    from ultralytics.cfg import smart_value
+
+    differ = [f"{t!r}: Ultralytics {smart_value(t.strip())!r}, launcher {overrides.value_of(t)!r}"
+              for t in KEY_VALUE_TEXTS if repr(smart_value(t.strip())) != repr(overrides.value_of(t))]
+    assert not differ, "\n".join(differ)
+    assert overrides.value_of("[0,2]") == [0, 2] and overrides.value_of("(0.5,1.5)") == (0.5, 1.5)
