@@ -75,18 +75,31 @@ class Prepared:
 
 
 def demo_ladder(req: Request) -> Request:
-    """--demo trains ladders/demo.toml unless a ladder is given."""
-    return replace(req, ladder=req.ladder or str(DEMO_LADDER)) if req.demo else req
+    """--demo trains ladders/demo.toml unless a ladder is given. The demo's own ladder, without
+    --data, trains on the demo's own dataset (`demo_data`), not where the ladder's path points."""
+    if not req.demo:
+        return req
+    req = replace(req, ladder=req.ladder or str(DEMO_LADDER))
+    own = ladder_mod.resolve_ladder_path(req.ladder).resolve() == DEMO_LADDER.resolve()
+    return replace(req, data=str(demo_data())) if own and not req.data else req
+
+
+def demo_data() -> Path:
+    """Where --demo makes its synthetic dataset: demo-data/ of the logs folder in use ($RTDETR_LOGS,
+    else ./logs), beside the run records, and nowhere else (docs/usage.md, "Ladder files")."""
+    from .runlog import DEMO_DATA_NAME, logs_dir
+    return logs_dir() / DEMO_DATA_NAME / "shapes.yaml"
 
 
 def for_demo(req: Request, ladder: Ladder, machine: probe.Snapshot) -> Request:
-    """What --demo means past its ladder, for dry-run as for run: its synthetic dataset made (unless
-    --data names one; a made one is reused), and GPU 0 when there is one, else the CPU."""
+    """What --demo means past its ladder, for dry-run as for run: its synthetic dataset made at its
+    own place (a made one is reused; with another --ladder or --data nothing is made: a ladder's
+    dataset folder may be a user's own), and GPU 0 when there is one, else the CPU."""
     if not req.demo:
         return req
-    if not req.data:
+    if req.data == str(demo_data()):
         from .demo import make_dataset
-        make_dataset(ladder.job.dataset.parent)
+        make_dataset(demo_data().parent)
     if not (req.device or ladder.job.device):
         req = replace(req, device="0" if machine.gpus else "cpu")
     return req

@@ -154,3 +154,44 @@ def test_dry_run_demo_shows_what_run_demo_would_start(capsys, cpu_machine, demo_
 def test_dry_run_demo_refuses_what_run_demo_refuses(capsys, cpu_machine, demo_here):
     code, err = run(capsys, "dry-run", "--demo", "optimizer=NoSuchOpt")
     assert code == 2 and "Optimizer 'NoSuchOpt' not found" in err and len(err.strip().splitlines()) == 1
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("command", ["dry-run", "run"])
+def test_demo_never_writes_into_a_users_dataset(capsys, cpu_machine, demo_here, command):
+    """Review: `--demo --ladder mine.toml` made the demo's dataset in the folder of mine.toml's
+    dataset, overwriting the user's labels/train/00000.txt. The demo's dataset is made only at its
+    own place, and never into a folder holding files the launcher did not make."""
+    ds = cpu_machine / "ds"
+    write(ds / "labels" / "train" / "00000.txt", "0 0.5 0.5 0.2 0.2\n")  # the user's own label
+    before = snapshot(ds)
+    lad = write(cpu_machine / "mine.toml", ladder_text())
+    run(capsys, command, "--demo", "--ladder", str(lad), "--device", "0")  # set up, then refused: no GPU
+    assert snapshot(ds) == before
+    # the demo's own place, holding a user's files: refused, untouched
+    own = write(cpu_machine / "logs" / "demo-data" / "labels" / "train" / "00000.txt", "1 0.5 0.5 0.1 0.1\n")
+    code, err = run(capsys, command, "--demo")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{own.parents[2]}: holds files the launcher did not make" in err, err
+    assert own.read_text() == "1 0.5 0.5 0.1 0.1\n" and sorted(p.name for p in own.parents[2].rglob("*")) == \
+        ["00000.txt", "labels", "train"]
+
+
+@pytest.mark.parametrize("command", ["dry-run", "run"])
+def test_demo_dataset_that_cannot_be_written_is_one_line(capsys, cpu_machine, demo_here, command):
+    write(cpu_machine / "logs" / "demo-data", "a file where the demo's folder goes\n")
+    code, err = run(capsys, command, "--demo")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert str(cpu_machine / "logs" / "demo-data") in err and "is a file" in err, err
+
+
+def test_demo_dataset_goes_into_the_logs_folder_in_use(capsys, cpu_machine, demo_here, monkeypatch):
+    logs = cpu_machine / "elsewhere" / "logs"
+    monkeypatch.setenv("RTDETR_LOGS", str(logs))
+    code = cli.main(["dry-run", "--demo", "--json"])
+    d = json.loads(capsys.readouterr().out)
+    assert code == 0 and d["dataset"]["yaml"] == str(logs / "demo-data" / "shapes.yaml")
+    assert not (demo_here / "logs").exists()
