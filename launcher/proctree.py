@@ -2,7 +2,8 @@
 
 torchrun starts its ranks in sessions of their own, so a process-group kill misses them; the tree
 is walked with psutil instead, by parent pid. Records carry each process's start time, so a pid
-that the kernel has since given to another process is never signalled.
+that the kernel has since given to another process is never signalled. Every child's environment
+names its spec (SPEC_ENV), and its whole tree inherits it: how a later run knows its own orphans.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ WALKS = 3  # rounds of signalling: a parent still alive may start children while
 POLL_S = 0.05
 AFTER_KILL_S = 5.0  # SIGKILL cannot be refused, but a process in the driver (D state) dies slowly
 SAME_START_S = 0.01  # psutil's create_time resolution (one clock tick)
+SPEC_ENV = "RTDETR_SPEC"  # the absolute spec path a child was started for (spec.env); its descendants inherit it
 
 
 def snapshot(pid: int) -> list[dict]:
@@ -68,22 +70,26 @@ def reap(records: list[dict], grace: float = 5.0) -> list[int]:
 
 def reap_run(records: list[dict], folder: Path, grace: float = 5.0) -> tuple[list[int], list[int]]:
     """`reap` for a run record's process list, limited to what is provably this run's: a recorded
-    process is ended only when its own command line names a spec of this run folder (the child,
-    `python -m launcher.child <folder>/attempt-N/spec.json`, and its forked workers); its
-    descendants (torchrun's ranks) go with it. A list copied from another run's record names
-    that run's processes, which must live (docs/design.md, "The run record"). Returns (the pids
-    signalled, the recorded pids still running that were left alone), each sorted."""
+    process is ended only when its command line names a spec of this run folder (the child,
+    `python -m launcher.child <folder>/attempt-N/spec.json`, and its forked workers) or its
+    environment does (SPEC_ENV: torchrun's ranks, whose command lines name Ultralytics' DDP temp
+    file, and which outlive a killed child under init); its descendants go with it. A list copied
+    from another run's record names that run's processes, which must live (docs/design.md, "The
+    run record"). Returns (the pids signalled, the recorded pids still running that were left
+    alone), each sorted."""
     signalled = _stop([p for _, p in _same(records) if _names_spec(p, folder)], grace, signal.SIGTERM)
     return signalled, sorted(r["pid"] for r in alive(records) if r["pid"] not in signalled)
 
 
 def _names_spec(p: psutil.Process, folder: Path) -> bool:
-    try:
-        argv = p.cmdline()
-    except psutil.Error:  # gone, a zombie, or not ours to read: not provably this run's
-        return False
+    named: list[str] = []
+    for read in (p.cmdline, lambda: [p.environ().get(SPEC_ENV, "")]):
+        try:
+            named += read()
+        except psutil.Error:  # gone, a zombie, or not ours to read: not provably this run's
+            continue
     return any(Path(a).name == SPEC_NAME and Path(a).parent.parent == folder and
-               Path(a).parent.name.startswith("attempt-") for a in argv)
+               Path(a).parent.name.startswith("attempt-") for a in named)
 
 
 def _same(records: list[dict]) -> list[tuple[dict, psutil.Process]]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from . import models
 from .contract import CHILD_MODULE, ENV_ALLOC_CONF, ENV_DEVICE_ORDER, GIB, THREAD_ENV_VARS
 from .ladder import Job, Rung
+from .proctree import SPEC_ENV
 from .runlog import RunPaths
 
 ULTRALYTICS_CACHE = {"ram": "ram", "disk": "disk", "off": False}
@@ -55,8 +56,10 @@ def build(job: Job, rung: Rung, device: str, paths: RunPaths, attempt: int, vram
     }
 
 
-def env(rung: Rung) -> dict[str, str]:
-    """Variables set for the child before torch loads (on top of the launcher's environment)."""
+def env(rung: Rung, spec_path: Path | None = None) -> dict[str, str]:
+    """Variables set for the child before torch loads (on top of the launcher's environment);
+    with `spec_path`, the spec it is started for, which its whole tree inherits: a later run ends
+    this run's orphans by it, and no other run's (proctree.reap_run)."""
     # no pip installs mid-night: Ultralytics would `pip install` a module a checkpoint names but
     # cannot import (for `launcher`, an unrelated PyPI package)
     out = {ENV_DEVICE_ORDER: "PCI_BUS_ID", "YOLO_AUTOINSTALL": "False"}
@@ -65,6 +68,8 @@ def env(rung: Rung) -> dict[str, str]:
     if rung.threads:
         out.update({name: str(rung.threads) for name in THREAD_ENV_VARS})
     out.update(models.child_env(rung.model, rung.pretrained))
+    if spec_path is not None:
+        out[SPEC_ENV] = str(spec_path)
     return out
 
 

@@ -189,7 +189,7 @@ class Supervisor:
         self.paths.attempt(n).mkdir(parents=True, exist_ok=True)
         spec = self._spec(rung, n, mode, self.rungs[self._model_rung(i)] if mode == "validate" else rung)
         write_json_atomic(self.paths.spec(n), spec)
-        env = {**os.environ, **self.child_env, **spec_mod.env(rung)}
+        env = {**os.environ, **self.child_env, **spec_mod.env(rung, self.paths.spec(n))}
         self._save_state()
         model = spec["train_args"]["model"]
         resume_from = self._resume_point(spec)

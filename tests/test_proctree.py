@@ -214,6 +214,64 @@ def test_a_run_record_ends_only_processes_that_name_its_own_spec(spawn, tmp_path
     assert proctree.reap_run(records, tmp_path / "logs" / "B-copy", grace=2) == ([], sorted([stranger.pid, c, d]))
 
 
+# Dies first, as a child killed with its launcher does; its grandchild, in a session of its own
+# (a torchrun rank), carries only the environment it inherited, no spec in its command line.
+ORPHANING = """
+import subprocess, sys, time
+b = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+print(b.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_run_record_ends_orphans_that_carry_its_spec_only_in_their_environment(spawn, tmp_path):
+    """The launcher SIGKILLed, its child dies and leaves torchrun's ranks to init: their command
+    lines name Ultralytics' DDP file, not the spec, but their environment names it (SPEC_ENV).
+    The next run ends them; a process whose environment names another run's spec lives."""
+    mine, other = tmp_path / "logs" / "B", tmp_path / "logs" / "A"
+    root = spawn([sys.executable, "-c", ORPHANING, str(mine / "attempt-2" / "spec.json")], stdout=subprocess.PIPE,
+                 text=True, env={**os.environ, proctree.SPEC_ENV: str(mine / "attempt-2" / "spec.json")})
+    rank = int(root.stdout.readline())
+    stranger = spawn([sys.executable, "-c", SLEEPER], stdout=subprocess.PIPE, text=True,
+                     env={**os.environ, proctree.SPEC_ENV: str(other / "attempt-1" / "spec.json")})
+    assert stranger.stdout.readline().strip() == "ready"
+    try:
+        records = proctree.snapshot(root.pid) + proctree.snapshot(stranger.pid)
+        assert {r["pid"] for r in records} == {root.pid, rank, stranger.pid}
+        root.kill()
+        root.wait()
+        assert running(rank) and psutil.Process(rank).ppid() != root.pid  # an orphan now
+        signalled, spared = proctree.reap_run(records, mine, grace=2)
+        assert signalled == [rank] and not running(rank)
+        assert spared == [stranger.pid] and running(stranger.pid)
+    finally:
+        for pid in (rank, stranger.pid):
+            try:
+                psutil.Process(pid).kill()
+            except psutil.Error:
+                pass
+
+
+def test_every_child_is_started_with_its_spec_in_its_environment(tmp_path):
+    from test_supervisor import FakeChild, new_state, ok
+    from conftest import ROOT, all_available
+    from launcher import ladder as ladder_mod
+    from launcher.runlog import RunPaths
+    from launcher.supervisor import Supervisor
+    lad = all_available(ladder_mod.load(ROOT / "ladders" / "default.toml"))
+    fake, seen = FakeChild([ok()]), []
+
+    def launch(cmd, env, log_path, watchdog):
+        seen.append((cmd, env))
+        return fake(cmd, env, log_path, watchdog)
+
+    paths = RunPaths(tmp_path / "run")
+    Supervisor(ladder=lad, rungs=lad.rungs, start=0, device="0", paths=paths, launch=launch, sleep=lambda s: None,
+               say=lambda line: None).run(new_state(lad))
+    (cmd, env), = seen
+    assert env[proctree.SPEC_ENV] == cmd[-1] == str(paths.spec(1))
+
+
 # ------------------------------------------------------------------------------- real torchrun
 
 def free_port() -> int:
