@@ -103,7 +103,11 @@ class Experience:
         under a lock, or one run's replace would drop the notes another wrote since its read."""
         now = datetime.now(timezone.utc)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with exclusive(self.path):
+        with exclusive(self.path) as locked:
+            if not locked and not getattr(self, "_warned_lock", False):
+                self._warned_lock = True  # advice, noted all the same: a lost note is the worst case
+                console.say(f"warning: the lock beside {self.path} cannot be opened; learned rungs are noted "
+                            "without it (a run noting at the same moment may lose a note)")
             keep = [e for e in self._entries() if self._fresh(e, now)][-(MAX_ENTRIES - 1):]
             keep.append({"ts": now_iso(), "rung": rung, "verdict": verdict, "run": run, "key": self.key})
             write_json_atomic(self.path, {"about": "learned rungs of rtdetr-launcher; safe to delete",

@@ -52,15 +52,25 @@ def read_json(path: Path) -> dict | None:
 
 
 @contextmanager
-def exclusive(path: Path) -> Iterator[None]:
+def exclusive(path: Path) -> Iterator[bool]:
     """Hold an flock on the side file `.<name>.lock` beside `path` for the block: a file that
     several launchers read, change and replace (experience.json) loses none of their changes.
     Readers need no lock (the file is replaced atomically); the kernel drops the lock however
-    the holder dies."""
-    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    the holder dies. Yields whether the lock is held: it is advisory, and a lock file this user
+    cannot open (another user's, in a shared $RTDETR_LOGS) yields False rather than raising."""
     try:
+        # flock needs no write access: read-only, so another user's lock file serves as well
+        fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            os.fchmod(fd, 0o644)  # readable by the other users of these logs whatever the umask
+        except OSError:  # not ours to change: it was readable enough to open
+            pass
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        yield True
     finally:
         os.close(fd)
 

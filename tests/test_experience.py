@@ -112,3 +112,47 @@ def test_two_processes_noting_at_once_lose_no_note(tmp_path):
         assert p.wait(timeout=60) == 0
     entries = json.loads(path.read_text())["entries"]
     assert len(entries) == 80 and {e["rung"] for e in entries} == {f"{n}-{i}" for n in "ab" for i in range(40)}
+
+
+def test_a_lock_file_this_user_cannot_open_still_notes_with_one_warning(tmp_path, capsys, monkeypatch):
+    """Another user's lock file in a shared $RTDETR_LOGS: the lock is advisory, so the note is
+    made without it, with one warning, never a traceback that ends the night."""
+    import os
+    path = tmp_path / "experience.json"
+    lock, real_open = str(tmp_path / ".experience.json.lock"), os.open
+
+    def refusing(name, flags, *args, **kw):
+        if str(name) == lock:
+            raise PermissionError(13, "Permission denied", str(name))
+        return real_open(name, flags, *args, **kw)
+
+    monkeypatch.setattr(os, "open", refusing)
+    learned = Experience(path, {"job": "t"})
+    learned.note("optimal", OOM_EARLY, "night")
+    learned.note("optimal-b4", HELD, "night")
+    assert [e["rung"] for e in json.loads(path.read_text())["entries"]] == ["optimal", "optimal-b4"]
+    out = capsys.readouterr().out
+    assert out.count("warning:") == 1 and f"the lock beside {path} cannot be opened" in out
+
+
+def test_the_lock_file_is_opened_read_only_and_readable_by_others(tmp_path, monkeypatch):
+    """flock needs no write access: another user of the same logs/ opens it read-only, which the
+    mode must allow whatever this user's umask."""
+    import os
+    import stat
+    opened = []
+    real_open = os.open
+
+    def watching(name, flags, *args, **kw):
+        if str(name).endswith(".lock"):
+            opened.append(flags & os.O_ACCMODE)
+        return real_open(name, flags, *args, **kw)
+
+    monkeypatch.setattr(os, "open", watching)
+    old = os.umask(0o077)
+    try:
+        Experience(tmp_path / "experience.json", {"job": "t"}).note("optimal", HELD, "night")
+    finally:
+        os.umask(old)
+    assert opened == [os.O_RDONLY]
+    assert stat.S_IMODE((tmp_path / ".experience.json.lock").stat().st_mode) == 0o644
