@@ -439,7 +439,7 @@ def check_continuation(state: RunState, ladder: Ladder, paths: RunPaths, epochs:
     folders: dict[str, str] = {}
     for source, m in state.models.items():
         other = folders.setdefault(str(Path(m.save_dir).resolve()), source)
-        if other != source:
+        if other != source and state.status != Ev.COMPLETE:  # a finished run writes no checkpoint again
             raise BadInput(f"{state_path}, key 'models'", f"{m.save_dir} holds the checkpoints of both {other} and "
                            f"{source} (a run started before models had folders of their own)",
                            "start afresh with --fresh; the old run stays as it is")

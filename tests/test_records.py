@@ -201,6 +201,17 @@ def test_a_finished_run_refuses_what_it_would_not_train(capsys, cpu_machine, tmp
     assert code == 0 and "already finished; nothing to train" in out
 
 
+def test_a_finished_run_from_before_model_folders_is_still_finished(capsys, cpu_machine, tmp_path):
+    """One folder for two models refuses a run that would write checkpoints; a finished one writes
+    none, and answers as finished runs do."""
+    shared = str(tmp_path / "logs" / "coco_indoor" / "models" / "rtdetr-l")
+    a_record(tmp_path / "logs" / "coco_indoor", status="complete", delivered={"best": f"{shared}/weights/best.pt"},
+             models={"rtdetr-l.yaml": {"save_dir": shared, "epochs": 3, "epochs_done": 3},
+                     "/data/rtdetr-l.pt": {"save_dir": shared, "epochs": 3, "epochs_done": 1}})
+    code, out, err = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
+    assert code == 0 and "already finished; nothing to train" in out and f"best: {shared}/weights/best.pt" in out, err
+
+
 def test_a_stopped_run_whose_ladder_asks_more_epochs_refuses(capsys, cpu_machine, tmp_path):
     lad = tmp_path / "l.toml"
     text = '[job]\nname = "t"\ndataset = "coco_indoor/data.yaml"\nimgsz = 64\n\n[[rung]]\nname = "a"\n' \
