@@ -7,6 +7,7 @@ and dispatches, and the supervisor only runs the loop.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -457,20 +458,22 @@ def adopt(state: RunState, paths: RunPaths, events: Events, say: Callable[[str],
     not refused: a person who copies a run folder means to go on from the copy (the original kept
     as it was), and the copy holds everything that is needed (Ultralytics resumes into the
     save_dir it is given: docs/design.md, "Resume with a new batch"). The old record's process
-    list is the original's, left alone. A path outside both folders is refused."""
+    list is the original's, left alone. Every path is checked, every time (a record restored by
+    hand may name another run's folder): one outside both folders is refused."""
     old = _written_in(state, paths)
     state.folder = str(paths.root)
-    if old != paths.root:
-        for source, m in state.models.items():
-            m.save_dir = str(_moved(Path(m.save_dir), old, paths, f"{paths.state}, key 'models' / {source!r}"))
-        for key, where in (state.delivered or {}).items():
-            if key != "model" and isinstance(where, str):
-                state.delivered[key] = str(_moved(Path(where), old, paths, f"{paths.state}, key 'delivered'"))
-        events.append(Ev.ADOPTED, was=str(old), run_was=state.run, tree_left=[r.get("pid") for r in state.tree])
-        say(f"{paths.root} holds the record of {old} (a copied or moved run folder): continuing it as run "
-            f"{paths.root.name!r} in its own folder; {old} is not touched")
-        state.run, state.tree = paths.root.name, []
-        state.save(paths.state)  # status and report name this folder's files from now on
+    for source, m in state.models.items():
+        m.save_dir = str(_moved(Path(m.save_dir), old, paths, f"{paths.state}, key 'models' / {source!r}"))
+    for key, where in (state.delivered or {}).items():
+        if key != "model" and isinstance(where, str):
+            state.delivered[key] = str(_moved(Path(where), old, paths, f"{paths.state}, key 'delivered'"))
+    if old == paths.root:
+        return
+    events.append(Ev.ADOPTED, was=str(old), run_was=state.run, tree_left=[r.get("pid") for r in state.tree])
+    say(f"{paths.root} holds the record of {old} (a copied or moved run folder): continuing it as run "
+        f"{paths.root.name!r} in its own folder; {old} is not touched")
+    state.run, state.tree = paths.root.name, []
+    state.save(paths.state)  # status and report name this folder's files from now on
 
 
 def _written_in(state: RunState, paths: RunPaths) -> Path:
@@ -485,6 +488,7 @@ def _written_in(state: RunState, paths: RunPaths) -> Path:
 
 
 def _moved(path: Path, old: Path, paths: RunPaths, where: str) -> Path:
+    path = Path(os.path.normpath(paths.root / path))  # no `..` out of a folder; a relative path is the folder's
     if path.is_relative_to(paths.root):
         return path
     if path.is_relative_to(old):

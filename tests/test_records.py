@@ -153,6 +153,21 @@ def test_an_own_record_ends_only_the_processes_naming_its_own_spec(capsys, cpu_m
     assert not running(mine.pid) and running(other.pid)
 
 
+def test_a_record_of_this_folder_naming_another_runs_folder_is_refused(capsys, cpu_machine, tmp_path):
+    """A record restored by hand: its `folder` is this one, its model folder is run A's. Checked
+    though nothing needs rewriting, or the run would train into A."""
+    a = run_a(tmp_path)
+    b = a.parent / "B"
+    b.mkdir()
+    state = json.loads((a / "state.json").read_text())
+    (b / "state.json").write_text(json.dumps({**state, "run": "B", "folder": str(b)}))
+    before = files(a)
+    code, _, err = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu", "--name", "B")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert f"{b / 'state.json'}, key 'models' / 'rtdetr-l.pt'" in err and f"{a / 'models'}" in err
+    assert f"outside this run's folder {b}" in err and files(a) == before
+
+
 # ---- item 12: a relative dataset path resolved from another folder -------------------------------
 
 def test_a_run_continued_from_another_folder_keeps_its_dataset(capsys, cpu_machine, tmp_path, monkeypatch):
