@@ -457,9 +457,10 @@ def adopt(state: RunState, paths: RunPaths, events: Events, say: Callable[[str],
     one, so that the run writes only inside its own folder and never touches the original. Adopted,
     not refused: a person who copies a run folder means to go on from the copy (the original kept
     as it was), and the copy holds everything that is needed (Ultralytics resumes into the
-    save_dir it is given: docs/design.md, "Resume with a new batch"). The old record's process
-    list is the original's, left alone. Every path is checked, every time (a record restored by
-    hand may name another run's folder): one outside both folders is refused."""
+    save_dir it is given: docs/design.md, "Resume with a new batch"). A copy's process list is the
+    original's, left alone; a moved folder's is this run's own (the old folder went with it), and
+    its processes, which name the old folder's specs, are ended. Every path is checked, every time
+    (a record restored by hand may name another run's folder): one outside is refused."""
     old = _written_in(state, paths)
     state.folder = str(paths.root)
     for source, m in state.models.items():
@@ -469,9 +470,16 @@ def adopt(state: RunState, paths: RunPaths, events: Events, say: Callable[[str],
             state.delivered[key] = str(_moved(Path(where), old, paths, f"{paths.state}, key 'delivered'"))
     if old == paths.root:
         return
-    events.append(Ev.ADOPTED, was=str(old), run_was=state.run, tree_left=[r.get("pid") for r in state.tree])
-    say(f"{paths.root} holds the record of {old} (a copied or moved run folder): continuing it as run "
-        f"{paths.root.name!r} in its own folder; {old} is not touched")
+    moved = not old.exists()
+    events.append(Ev.ADOPTED, was=str(old), run_was=state.run, moved=moved,
+                  tree_left=[] if moved else [r.get("pid") for r in state.tree])
+    if moved:
+        say(f"{paths.root} holds the record of {old}, which is no longer there (a moved run folder): continuing it "
+            f"as run {paths.root.name!r} in its own folder")
+        reap(state, old, events, say)  # the moved run's own: the lock that came with it is ours
+    else:
+        say(f"{paths.root} holds the record of {old} (a copied run folder): continuing it as run "
+            f"{paths.root.name!r} in its own folder; {old} is not touched")
     state.run, state.tree = paths.root.name, []
     state.save(paths.state)  # status and report name this folder's files from now on
 
@@ -520,16 +528,8 @@ def continue_run(state: RunState, ladder: Ladder, paths: RunPaths, events: Event
     if state.rung not in names:
         raise BadInput(str(paths.state), f"run {ladder.job.name!r} stopped on rung {state.rung!r}, which "
                        f"{ladder.path} no longer has", "restore that rung, or start afresh with --fresh")
-    # the record is this folder's own (adopt) and this launcher holds its lock; still, only
-    # processes that name this run's spec are ended (docs/design.md, "The run record")
-    reaped, spared = proctree.reap_run(state.tree, paths.root)
-    state.tree = []
-    if reaped:
-        events.append(Ev.REAPED, pids=reaped)
-        say(f"ended {len(reaped)} process(es) left by the previous launcher: {reaped}")
-    if spared:
-        say(f"left {len(spared)} process(es) of the record running, as their command line names no spec of "
-            f"{paths.root}: {spared}")
+    # the record is this folder's own (adopt) and this launcher holds its lock
+    reap(state, paths.root, events, say)
     start = names.index(state.rung)
     if not ladder.rungs[start].available:
         below = plan_mod.next_rung(ladder.rungs, start)
@@ -543,6 +543,19 @@ def continue_run(state: RunState, ladder: Ladder, paths: RunPaths, events: Event
     say(f"continuing run {ladder.job.name!r} at rung {ladder.rungs[start].name} (attempt {state.attempts + 1})")
     state.status, state.reason, state.rung = "running", None, ladder.rungs[start].name
     return start
+
+
+def reap(state: RunState, folder: Path, events: Events, say: Callable[[str], None]) -> None:
+    """End what a SIGKILLed launcher of this run left running: of the record's processes, only
+    those that name a spec of `folder` (docs/design.md, "The run record"); the list is then done."""
+    reaped, spared = proctree.reap_run(state.tree, folder)
+    state.tree = []
+    if reaped:
+        events.append(Ev.REAPED, pids=reaped)
+        say(f"ended {len(reaped)} process(es) left by the previous launcher: {reaped}")
+    if spared:
+        say(f"left {len(spared)} process(es) of the record running, as neither their command line nor their "
+            f"environment names a spec of {folder}: {spared}")
 
 
 def supervise(p: Prepared) -> int:

@@ -90,7 +90,7 @@ def test_a_copied_run_folder_is_adopted_and_never_writes_into_the_original(capsy
     before = files(a)
     p = prepare(name="B")
     out = capsys.readouterr().out
-    assert f"{b} holds the record of {a} (a copied or moved run folder)" in out and f"{a} is not touched" in out
+    assert f"{b} holds the record of {a} (a copied run folder)" in out and f"{a} is not touched" in out
     model = p.state.models["rtdetr-l.pt"]
     assert model.save_dir == str(p.paths.save_dir("rtdetr-l.pt")) and model.epochs_done == 1
     assert p.state.run == "B" and p.state.folder == str(b)
@@ -149,8 +149,26 @@ def test_an_own_record_ends_only_the_processes_naming_its_own_spec(capsys, cpu_m
     prepare()
     out = capsys.readouterr().out
     assert f"ended 1 process(es) left by the previous launcher: [{mine.pid}]" in out
-    assert f"left 1 process(es) of the record running, as their command line names no spec of {root}" in out
+    assert f"left 1 process(es) of the record running, as neither their command line nor their environment " \
+           f"names a spec of {root}" in out
     assert not running(mine.pid) and running(other.pid)
+
+
+def test_a_moved_run_folder_ends_the_processes_its_killed_launcher_left(capsys, cpu_machine, tmp_path, spawn):
+    """`mv logs/A logs/B` after A's launcher was SIGKILLed: the record's processes are this very
+    run's (they name A's specs, and A is gone), so they are ended, not left beside the new attempt."""
+    a = run_a(tmp_path)
+    child = spawn(a / "attempt-3" / "spec.json")
+    state = json.loads((a / "state.json").read_text())
+    (a / "state.json").write_text(json.dumps({**state, "status": "running", "tree": proctree.snapshot(child.pid)}))
+    b = a.parent / "B"
+    a.rename(b)
+    p = prepare(name="B")
+    out = capsys.readouterr().out
+    assert f"{b} holds the record of {a}, which is no longer there (a moved run folder)" in out
+    assert "not touched" not in out and f"ended 1 process(es) left by the previous launcher: [{child.pid}]" in out
+    assert not running(child.pid) and p.state.tree == [] and not a.exists()
+    assert p.state.models["rtdetr-l.pt"].save_dir == str(p.paths.save_dir("rtdetr-l.pt"))
 
 
 def test_a_record_of_this_folder_naming_another_runs_folder_is_refused(capsys, cpu_machine, tmp_path):
