@@ -154,6 +154,17 @@ def test_an_own_record_ends_only_the_processes_naming_its_own_spec(capsys, cpu_m
     assert not running(mine.pid) and running(other.pid)
 
 
+def test_a_copied_record_drops_its_process_list_whatever_the_processes_name(capsys, cpu_machine, tmp_path, spawn):
+    """The copy's list is the original's, even where a process on it names the copy's own spec
+    (which reap_run alone would end): adopt drops it, so nothing on it is ended."""
+    b = (tmp_path / "logs" / "B").resolve()
+    child = spawn(b / "attempt-1" / "spec.json")
+    a = run_a(tmp_path, tree=proctree.snapshot(child.pid))
+    shutil.copytree(a, b)
+    p = prepare(name="B")
+    assert running(child.pid) and p.state.tree == [] and "ended" not in capsys.readouterr().out
+
+
 def test_a_moved_run_folder_ends_the_processes_its_killed_launcher_left(capsys, cpu_machine, tmp_path, spawn):
     """`mv logs/A logs/B` after A's launcher was SIGKILLed: the record's processes are this very
     run's (they name A's specs, and A is gone), so they are ended, not left beside the new attempt."""
