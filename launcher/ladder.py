@@ -29,7 +29,8 @@ ALLOC_KEYS = frozenset({
     "per_process_memory_fraction", "graph_capture_record_stream_reuse", "pinned_reserve_segment_size_mb",
 })
 RUN_NAME_MAX = 64
-RUN_NAME = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{RUN_NAME_MAX - 1}}}$")
+# \Z, not $: `$` also matches before a trailing newline, and a name ends up in #SBATCH lines and paths
+RUN_NAME = re.compile(rf"\A[A-Za-z0-9][A-Za-z0-9._-]{{0,{RUN_NAME_MAX - 1}}}\Z")
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def _imgsz(v: Any) -> int:
 def run_name(v: Any) -> str:
     """A run name as --name and [job] name take it (a folder under logs/)."""
     v = _str(v)
-    if not RUN_NAME.match(v):
+    if not RUN_NAME.fullmatch(v):
         raise ValueError(f"letters, digits, '.', '_' or '-' (a folder name under logs/), at most {RUN_NAME_MAX}")
     if v in NOT_RUN_NAMES:
         raise ValueError(f"'{v}' is the launcher's own entry in logs/; pick another name")

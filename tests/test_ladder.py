@@ -202,3 +202,16 @@ def test_job_args_pass_through_known_ultralytics_arguments(ladder_file):
     assert job.args == {"lr0": 0.0005, "patience": 20, "plots": False}
     assert (job.max_attempts, job.retries) == (5, 1)
     assert {"lr0", "patience", "plots", "mosaic"} <= set(overrides.defaults())
+
+
+@pytest.mark.parametrize("name", ["night\n", "night\r", "a\nb", "\nnight"])
+def test_a_run_name_with_a_newline_never_matches(name):
+    """A run name goes into #SBATCH lines and paths: the pattern refuses a newline anywhere, a
+    trailing one too (`$` would match before it), however it is applied; run_name() itself strips
+    surrounding whitespace, as every string in the ladder, and refuses one inside."""
+    assert ladder.RUN_NAME.match(name) is None and ladder.RUN_NAME.search(name) is None
+    if name.strip() == "night":
+        assert ladder.run_name(name) == "night"
+    else:
+        with pytest.raises(ValueError, match="letters, digits"):
+            ladder.run_name(name)
