@@ -257,6 +257,14 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
         prepared.finished = True
         return prepared
     if state:
+        for key, value in (state.overrides or {}).items():  # a record from before a check (docs/design.md,
+            wrong = overrides.refusal(key, value, job_keys=True)  # "Bad input before the night"): as if asked now
+            if wrong:
+                where = f"{paths.state}, key 'overrides'" if paths.state.exists() else \
+                    f"{paths.root}: its newest attempt's spec.json, key 'extra_args'"  # a rebuilt record
+                raise BadInput(where, f"run {ladder.job.name!r} trains with "
+                               f"{key}={value!r}, which is refused now: {wrong[0]}", "start afresh with --fresh "
+                               "(the run stays as it is)")
         prepared.start = continue_run(state, ladder, paths, events, say)
         if req.epochs is None and state.epochs_override:  # a rehearsal stays a rehearsal
             prepared.rungs = plan_mod.override_epochs(replace(ladder, rungs=plan.rungs), state.epochs_override).rungs

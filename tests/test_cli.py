@@ -463,3 +463,32 @@ def test_a_record_rebuilt_after_a_resume_names_the_ladders_model_and_rung(capsys
     p = prepare(overrides=("lr0=0.002",))
     assert set(p.state.models) == {"rtdetr-l.pt"} and p.state.models["rtdetr-l.pt"].epochs_done == 4
     assert p.ladder.rungs[p.start].name == "optimal-b4" and p.state.overrides == {"lr0": 0.002}
+
+
+@pytest.mark.parametrize("stored", [{"save": False}, {"time": 8}, {"optimizer": "NoSuchOpt"}, {"lr0": 1.5}])
+def test_a_continued_run_checks_the_arguments_its_record_holds(capsys, cpu_machine, stored):
+    """Issue 17 review: a record written before the argument check (save=False, time=8, an unknown
+    optimizer) continued unchecked, and every child would fail or lose the night. Continuing it is
+    refused as asking it now would be, naming state.json and --fresh."""
+    p = prepare()
+    p.state.overrides = stored
+    p.state.save(p.paths.state)
+    p.lock.release()
+    (key, value), = stored.items()
+    with pytest.raises(BadInput) as e:
+        prepare().lock.release()
+    err = str(e.value)
+    assert e.value.exit_code == 2 and len(err.splitlines()) == 1, err
+    assert f"{p.paths.state}, key 'overrides': run 'coco_indoor' trains with {key}={value!r}, which is refused" in err
+    assert err.endswith("fix: start afresh with --fresh (the run stays as it is)")
+    assert json.loads(p.paths.state.read_text())["overrides"] == stored  # the record stays as it is
+
+
+def test_a_rebuilt_record_checks_the_arguments_its_newest_attempt_trained_with(capsys, cpu_machine, tmp_path):
+    from launcher.runlog import RunPaths
+    paths = RunPaths((tmp_path / "logs" / "coco_indoor").resolve())
+    a_run_without_state(tmp_path, epoch=1, epochs=3)
+    paths.spec(2).write_text(json.dumps({"attempt": 2, "rung": "optimal", "extra_args": {"optimizer": "NoSuchOpt"}}))
+    with pytest.raises(BadInput, match=r"newest attempt's spec.json, key 'extra_args': run 'coco_indoor' trains "
+                                       r"with optimizer='NoSuchOpt', which is refused now: Ultralytics refuses it"):
+        prepare()
