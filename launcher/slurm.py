@@ -130,7 +130,7 @@ def _at_limit(shown: dict[str, str], now: float) -> bool:
 
 # ---- no progress: cuts that saved no epoch -----------------------------------------------------------
 
-STALLED_CUTS = 2  # this many cuts in a row that saved no new epoch end the night (exhausted)
+STALLED_CUTS = 2  # this many time-limit cuts in a row that saved no new epoch end the night (exhausted)
 
 
 def started() -> float:
@@ -176,8 +176,8 @@ def stalled(runs: list[float], paths: RunPaths, lead_s: int | None) -> str:
     else:
         need = math.ceil((lead_s + startup + epoch) / 60)
         fix = f"--time of at least {need} min (lead {lead_s} s + start-up + an epoch)"
-    return (f"no progress: {len(runs)} SLURM runs in a row were cut without saving a new epoch (run time each: "
-            f"{got}; {seen}): submit it again with {fix}; the night continues where it stopped")
+    return (f"no progress: {len(runs)} SLURM runs in a row reached the time limit without saving a new epoch (run "
+            f"time each: {got}; {seen}): submit it again with {fix}; the night continues where it stopped")
 
 
 # ---- submitting: `python -m launcher sbatch` ---------------------------------------------------------

@@ -99,12 +99,14 @@ class Supervisor:
     def run(self, state: RunState) -> int:
         self.state = state
         self._epochs_before = self._epochs_done()  # a cut that saves none is no progress
+        if self.slurm_job is not None and not self.slurm_job.restarts:
+            state.stalls = []  # a job submitted anew (its own --time) is judged on its own runs
         self.signals.install()
         try:
             if self.slurm_job is not None and state.requeues > self.ladder.job.max_requeues:
                 return self._requeues_spent(f"SLURM job {self.slurm_job.id} ran again")  # preempted past it
             if self.slurm_job is not None and self.slurm_job.restarts and len(state.stalls) >= slurm.STALLED_CUTS:
-                return self._stalled()  # SLURM requeued a preemption the night had already ended on
+                return self._stalled()  # SLURM ran again a job whose night had already ended stalled
             return self._loop(self.start, state.mode)
         except OSError as e:
             if e.errno not in RECORD_ERRORS:
@@ -324,9 +326,14 @@ class Supervisor:
                                 "continue", signal_t=self.signals.received_at)
         last = self.outcomes[-1].failure if self.outcomes else None
         state.cut += 1 if last is not None and last.kind == INTERRUPTED else 0  # the attempt SLURM cut
+        # Only a time limit that saved no new epoch counts toward the no-progress rule: it says the
+        # job's --time is too short, which a longer one fixes. A preemption says nothing about the
+        # time limit (SLURM runs the job again later; max_requeues bounds it), so one without a new
+        # epoch neither counts nor breaks a streak of time limits; any new epoch is progress and
+        # starts the count again (docs/design.md, "On a SLURM cluster").
         if self._epochs_done() > self._epochs_before:
             state.stalls = []
-        else:  # no new epoch in this run of the job: how long it ran, for the line that ends the night
+        elif kind == slurm.TIME_LIMIT:  # how long this run of the job ran, for the line that ends the night
             state.stalls = [*state.stalls, round((self.signals.received_at or time.time()) - slurm.started(), 1)]
         if state.requeues >= self.ladder.job.max_requeues:
             return self._requeues_spent(f"{kind.replace('_', ' ')} of SLURM job {job.id}")

@@ -297,15 +297,22 @@ def test_a_cancelled_job_is_interrupted_and_never_requeued(tmp_path, what, sig):
 
 # ---- issue 17: requeues without progress stop ----------------------------------------------------
 
-def sessions(tmp_path, monkeypatch, saves: list[int], ran_s: float = 90.0):
+def sessions(tmp_path, monkeypatch, saves: list[int], ran_s: float = 90.0, cuts: str = "",
+             restarts: list[int] | None = None):
     """One SLURM run of the job per item of `saves` (the epoch the cut attempt had saved, 0 for
-    none), each cut by its time limit and started again as SLURM would; (exit codes, state)."""
+    none), each cut by its time limit ("t" in `cuts`, the default) or a preemption ("p": SIGTERM,
+    SLURM already requeueing it) and started again as SLURM would, with SLURM_RESTART_COUNT
+    `restarts[k]` (default k); (exit codes, state, requeues the launcher asked for)."""
     from launcher.supervisor import Supervisor
     from test_supervisor import new_state
     monkeypatch.setattr(slurm, "started", lambda: time.time() - ran_s)
     state, codes, asked = None, [], 0
     for k, saved in enumerate(saves):
-        ladder, child, ref, rq = cut_night(tmp_path, signal.SIGUSR1, saved=saved, restarts=k)
+        n = k if restarts is None else restarts[k]
+        preempted = cuts[k:k + 1] == "p"
+        ladder, child, ref, rq = cut_night(tmp_path, signal.SIGTERM if preempted else signal.SIGUSR1, saved=saved,
+                                           restarts=n, shown="preempt" if preempted else None)
+        Requeue.line = re.sub(r"Restarts=\d+", f"Restarts={n + 1 if preempted else n}", Requeue.line)
         state = state or new_state(ladder)
         state.status = "running"
         sup = Supervisor(ladder=ladder, rungs=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
@@ -321,7 +328,7 @@ def test_two_cuts_in_a_row_without_a_new_epoch_end_the_night(tmp_path, monkeypat
     assert codes == [EXIT_REQUEUED, EXIT_EXHAUSTED] and asked == 1 and state.status == "exhausted"
     assert state.stalls == [90.0, 90.0]
     why = state.reason
-    assert "no progress: 2 SLURM runs in a row" in why and "run time each: 90 s, 90 s" in why
+    assert "no progress: 2 SLURM runs in a row reached the time limit" in why and "run time each: 90 s, 90 s" in why
     # measured from the record: attempt start -> first batch 40 s, an epoch 50 batches at 0.5 it/s
     assert "start-up 40 s" in why and "an epoch about 100 s" in why
     assert "--time of at least 3 min" in why  # 30 s lead + 40 s + 100 s = 170 s
@@ -333,7 +340,27 @@ def test_a_cut_that_saved_an_epoch_starts_the_count_again(tmp_path, monkeypatch)
     assert codes == [EXIT_REQUEUED] * 4 and asked == 4 and state.stalls == []
 
 
-def test_a_preempted_job_slurm_runs_again_after_that_ending_ends_at_once(tmp_path, monkeypatch):
+def test_preemptions_neither_count_nor_break_a_streak_of_time_limits(tmp_path, monkeypatch):
+    """A busy cluster preempting the night is no reason to end it (SLURM runs it again; max_requeues
+    bounds it), and a longer --time would not help it; two time limits without a new epoch, with
+    preemptions between them, still end it."""
+    codes, state, asked = sessions(tmp_path, monkeypatch, [0, 0, 0, 0], cuts="pppp")
+    assert codes == [EXIT_REQUEUED] * 4 and asked == 0 and state.stalls == [] and state.status == "preempted"
+    codes, state, asked = sessions(tmp_path, monkeypatch, [0, 0, 0, 0], cuts="tppt")
+    assert codes == [EXIT_REQUEUED] * 3 + [EXIT_EXHAUSTED] and state.stalls == [90.0, 90.0]
+    assert "no progress: 2 SLURM runs in a row reached the time limit" in state.reason
+    codes, state, _ = sessions(tmp_path, monkeypatch, [0, 1, 0], cuts="tpt")  # a preemption that saved one: progress
+    assert codes == [EXIT_REQUEUED] * 3 and state.stalls == [90.0]
+
+
+def test_a_new_submission_counts_its_own_time_limits(tmp_path, monkeypatch):
+    """After a night ended for want of progress, the job submitted again (SLURM_RESTART_COUNT 0,
+    perhaps another --time) is judged on its own runs, not its predecessor's."""
+    codes, state, _ = sessions(tmp_path, monkeypatch, [0, 0, 0, 0], restarts=[0, 1, 0, 1])
+    assert codes == [EXIT_REQUEUED, EXIT_EXHAUSTED] * 2 and state.stalls == [90.0, 90.0]
+
+
+def test_a_stalled_job_slurm_runs_again_after_that_ending_ends_at_once(tmp_path, monkeypatch):
     from launcher.supervisor import Supervisor
     codes, state, _ = sessions(tmp_path, monkeypatch, [0, 0])
     ladder, child, ref, rq = cut_night(tmp_path, signal.SIGUSR1, restarts=2)
