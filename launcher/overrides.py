@@ -17,6 +17,7 @@ import ast
 import difflib
 import functools
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -157,9 +158,16 @@ def checked_keys() -> frozenset[str]:
 
 
 def type_problem(key: str, value: Any, default: Any) -> str | None:
-    """What is wrong with a value for a key whose default is `default` (None: nothing)."""
+    """What is wrong with a value for a key whose default is `default` (None: nothing). A value of a
+    type default.yaml's comment declares for the key passes whatever the default's type
+    (`pretrained: True # (bool | str)`: a weights path)."""
     if value is None or default is None:
         return None
+    kinds = declared_types().get(key, ())
+    if any(TYPE_TESTS.get(kind, lambda v: False)(value) for kind in kinds):
+        return None
+    if len(kinds) > 1:
+        return f"'{key}' takes a {' or '.join(kinds)} (Ultralytics' default.yaml), not {value!r}"
     if isinstance(default, bool):
         return None if isinstance(value, bool) else f"'{key}' takes true or false, not {value!r}"
     if isinstance(value, bool):
@@ -173,6 +181,25 @@ def type_problem(key: str, value: Any, default: Any) -> str | None:
             return None
         return f"'{key}' takes a number, not {value!r}"
     return None
+
+
+TYPE_TESTS = {"bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str),
+              "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+              "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+              "list": lambda v: isinstance(v, (list, tuple)), "tuple": lambda v: isinstance(v, (list, tuple))}
+
+
+@functools.lru_cache(maxsize=1)
+def declared_types() -> dict[str, tuple[str, ...]]:
+    """The types default.yaml's comment declares for each key: `pretrained: True # (bool | str) ...`
+    gives ('bool', 'str'), `(list[int], optional)` gives ('list',). Empty without Ultralytics."""
+    root = models.ultralytics_package_dir()
+    try:
+        text = (root / "cfg" / "default.yaml").read_text(encoding="utf-8") if root else ""
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    return {m[1]: tuple(k.strip().split("[")[0] for k in m[2].split(",")[0].split("|"))
+            for m in re.finditer(r"^(\w+):[^#\n]*#\s*\(([^)]*)\)", text, re.M)}
 
 
 # ---- Ultralytics' own rules, read from its source --------------------------------------------------

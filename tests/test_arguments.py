@@ -94,15 +94,16 @@ def test_a_rung_model_ultralytics_would_not_train_is_refused_before_the_night(ca
 @pytest.mark.parametrize("command", ["dry-run", "run"])
 def test_values_ultralytics_takes_still_pass(capsys, cpu_machine, command):
     """The checks refuse what Ultralytics refuses, not more: its own spellings and ranges pass."""
-    lad = write(cpu_machine / "l.toml", ladder_text(job_extra="[job.args]\noptimizer = \"adamw\"\nconf = 0.5\n"))
+    lad = write(cpu_machine / "l.toml", ladder_text(job_extra="[job.args]\noptimizer = \"adamw\"\nconf = 0.5\n"
+                                                            "pretrained = \"w.pt\"\n"))
     argv = ["--ladder", str(lad), "--device", "cpu", "optimizer=SGD", "lr0=1", "save=true", "amp=fp16",
             "fraction=0.5", "epochs=1e1"]
     if command == "dry-run":
         code, out = cli.main(["dry-run", *argv, "--json"]), capsys.readouterr().out
         spec = json.loads(out)["child"]["spec"]
         assert code == 0 and spec["train_args"]["epochs"] == 10
-        assert spec["extra_args"] == {"optimizer": "SGD", "conf": 0.5, "lr0": 1, "save": True, "amp": "fp16",
-                                      "fraction": 0.5}
+        assert spec["extra_args"] == {"optimizer": "SGD", "conf": 0.5, "pretrained": "w.pt", "lr0": 1, "save": True,
+                                      "amp": "fp16", "fraction": 0.5}
     else:
         p = setup.prepare(setup.Request(ladder=str(lad), device="cpu", overrides=tuple(argv[4:])), say=print)
         try:

@@ -427,3 +427,34 @@ def test_key_value_reads_as_ultralytics_cli_reads_it():
               for t in KEY_VALUE_TEXTS if repr(smart_value(t.strip())) != repr(overrides.value_of(t))]
     assert not differ, "\n".join(differ)
     assert overrides.value_of("[0,2]") == [0, 2] and overrides.value_of("(0.5,1.5)") == (0.5, 1.5)
+
+
+def test_declared_types_are_read_from_default_yaml():
+    """overrides.declared_types reads every key's comment in default.yaml, and each default is of a
+    type its comment declares (so the reader reads the comments, not something else)."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    declared = overrides.declared_types()
+    assert set(declared) == set(DEFAULT_CFG_DICT)
+    for key, default in DEFAULT_CFG_DICT.items():
+        assert default is None or any(overrides.TYPE_TESTS[k](default) for k in declared[key]), (key, declared[key])
+    assert declared["pretrained"] == ("bool", "str")
+
+
+SAMPLES = {"bool": True, "str": "w.pt", "int": 3, "float": 0.5, "list": [0, 2], "tuple": (0.5, 1.5)}
+
+
+def test_a_value_of_a_type_ultralytics_declares_for_a_key_it_does_not_check_is_taken():
+    """Issue 17 review: `pretrained = "w.pt"` (default.yaml: `(bool | str)`) was refused, judged by
+    its default's type. For every key check_cfg leaves alone, a value of each declared type that
+    Ultralytics' get_cfg takes, the launcher takes."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
+    own = overrides.RUNG_KEYS | overrides.LAUNCHER_KEYS | overrides.JOB_KEYS | {"time"}
+    refused = []
+    for key in sorted(set(DEFAULT_CFG_DICT) - own - overrides.checked_keys()):
+        for kind in overrides.declared_types()[key]:
+            value = SAMPLES[kind]
+            get_cfg(overrides={key: value})  # Ultralytics takes it
+            if overrides.refusal(key, value):
+                refused.append((key, value, overrides.refusal(key, value)))
+    assert not refused, refused
+    assert overrides.refusal("pretrained", "w.pt") is None and overrides.refusal("pretrained", 5)
