@@ -247,7 +247,7 @@ def parse(raw: dict, path: Path, *, data: str | Path | None = None) -> Ladder:
     if not isinstance(job_raw, dict):
         raise BadInput(f"{path}: [job]", "missing", "add a [job] table with name and dataset")
     job = _fields(job_raw, JOB_FIELDS, f"{path}: [job]")
-    job["args"] = {k: overrides.check(k, v, f"{path}: [job.args], key '{k}'") for k, v in job.get("args", {}).items()}
+    job["args"] = {k: overrides.check(k, v, f"{path}: [job.args], key {k!r}") for k, v in job.get("args", {}).items()}
     base = path.resolve().parent
     dataset = Path(data).expanduser().resolve() if data else _dataset_path(base, job["dataset"])
     job = Job(dataset=dataset, **{k: v for k, v in job.items() if k != "dataset"})

@@ -18,6 +18,7 @@ import difflib
 import functools
 import math
 import re
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,8 @@ def json_form(value: Any) -> Any:
 def refusal(key: str, value: Any, *, job_keys: bool = False) -> tuple[str, str] | None:
     """(what is wrong, the fix) for `key = value` as a train argument; None when it may go to every
     rung's model.train(). Ultralytics' own verdicts come with its own words."""
+    if _breaks_line(key) or _breaks_line(value):  # first: the words below hold the raw value, on one line
+        return f"{key!r}={value!r} holds a control character (a line break, a tab, ...)", "remove it"
     if key in RUNG_KEYS:
         return (f"'{key}' is set by each rung of the ladder", f"change '{key}' in the ladder's [[rung]] tables "
                 "(--ladder FILE); the ladder is the one authority on it")
@@ -147,6 +150,15 @@ def refusal(key: str, value: Any, *, job_keys: bool = False) -> tuple[str, str] 
         if problem:
             return problem, like
     return None
+
+
+def _breaks_line(value: Any) -> bool:
+    """Whether a text, or one inside a list or table, holds a control character or a line separator."""
+    if isinstance(value, str):
+        return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value)
+    if isinstance(value, dict):
+        return any(_breaks_line(k) or _breaks_line(v) for k, v in value.items())
+    return isinstance(value, (list, tuple, set, frozenset)) and any(_breaks_line(v) for v in value)
 
 
 def checked_keys() -> frozenset[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import cli, probe, setup
+from launcher import cli, overrides, probe, setup
 from launcher.contract import GIB
 from launcher.probe import Snapshot
 
@@ -196,3 +196,20 @@ def test_demo_dataset_goes_into_the_logs_folder_in_use(capsys, cpu_machine, demo
     d = json.loads(capsys.readouterr().out)
     assert code == 0 and d["dataset"]["yaml"] == str(logs / "demo-data" / "shapes.yaml")
     assert not (demo_here / "logs").exists()
+
+
+LINE_BREAKERS = ["lr0=a\nb", "optimizer=S\rGD", "lr\n0=0.01", "classes=['a\\nb']", "plots=x\u2028y", "conf=0.5\t1"]
+
+
+@pytest.mark.parametrize("pair", LINE_BREAKERS, ids=[repr(p) for p in LINE_BREAKERS])
+def test_a_value_with_a_line_break_is_refused_on_one_line(capsys, cpu_machine, pair):
+    """Review: Ultralytics' words hold the raw value (`lr0=$'a\\nb'`), so a refusal spanned lines.
+    A control character in a key or value is refused first, the value shown as repr."""
+    lad = write(cpu_machine / "l.toml", ladder_text())
+    code, err = run(capsys, "dry-run", "--ladder", str(lad), "--device", "cpu", pair)
+    assert_refused(code, err, f"argument {pair!r}", ["holds a control character"])
+    key, _, value = pair.partition("=")
+    toml = write(cpu_machine / "j.toml", ladder_text(
+        job_extra=f"[job.args]\n{json.dumps(key)} = {json.dumps(overrides.value_of(value))}\n"))
+    code, err = run(capsys, "dry-run", "--ladder", str(toml), "--device", "cpu")
+    assert_refused(code, err, f"{toml}: [job.args], key {key!r}", ["holds a control character"])
