@@ -66,14 +66,16 @@ class Job:
 
     def cut(self, sig: int, now: float | None = None) -> str:
         """What a signal to the launcher means, asked of SLURM now (right before any requeue, so a
-        job being cancelled is never requeued): TIME_LIMIT, PREEMPTED or CANCELLED."""
+        job being cancelled is never requeued): TIME_LIMIT, PREEMPTED or CANCELLED. `now`: when
+        the signal came (the child may have taken a while to stop since)."""
         return judge(sig == self.signal, self.show(), self.restarts, time.time() if now is None else now,
                      self.end_time)
 
     def show(self) -> dict[str, str] | None:
         """`scontrol show job -o` of this job as a dict; None when scontrol does not answer."""
         try:
-            p = subprocess.run(["scontrol", "show", "job", "-o", self.id], capture_output=True, text=True, timeout=10)
+            p = subprocess.run(["scontrol", "show", "job", "-o", self.id], capture_output=True, text=True, timeout=10,
+                               env={**os.environ, "SLURM_TIME_FORMAT": "standard"})  # StartTime as _at_limit reads it
         except (OSError, subprocess.SubprocessError):
             return None
         return fields(p.stdout) if p.returncode == 0 and p.stdout.strip() else None
@@ -97,8 +99,8 @@ def judge(limit_signal: bool, shown: dict[str, str] | None, restarts: int, now: 
           end_time: float | None = None) -> str:
     """What a cut is, from the job as scontrol shows it at that moment (SLURM 22.05, measured on
     tests/slurm.py's cluster): a requeue or preemption has already raised `Restarts` past this
-    run's SLURM_RESTART_COUNT; a time limit shows `Reason=TimeLimit` once StartTime + TimeLimit is
-    reached; a cancel shows the job COMPLETING (then CANCELLED) with neither, and EndTime moved to
+    run's SLURM_RESTART_COUNT; a time limit shows `Reason=TimeLimit` once the job has run its
+    TimeLimit (`_at_limit`); a cancel shows the job COMPLETING (then CANCELLED) with neither, and EndTime moved to
     the cancel. A job still RUNNING was only signalled (the time-limit signal, a preemption's
     grace time). Without scontrol's answer: the time-limit signal, or the end time SLURM exported."""
     if shown is None:
@@ -119,13 +121,27 @@ def _int(text: str | None) -> int:
 
 
 def _at_limit(shown: dict[str, str], now: float) -> bool:
-    """The job has run its time limit: now ≥ StartTime + TimeLimit."""
+    """The job has run its time limit: RunTime ≥ TimeLimit, else (no RunTime) now ≥ StartTime +
+    TimeLimit. RunTime first: it stops at a cancel's moment (a cancel judged late, after the child
+    stopped, is still no time limit), leaves out a suspension as SLURM's limit does, and needs no
+    clock or time format."""
     try:
-        start = time.mktime(time.strptime(shown.get("StartTime", ""), "%Y-%m-%dT%H:%M:%S"))
         limit = minutes(shown.get("TimeLimit", ""))
     except ValueError:
         return False
-    return limit is not None and now >= start + limit * 60 - LIMIT_MARGIN_S
+    if limit is None:  # UNLIMITED: no time limit to reach
+        return False
+    try:
+        ran = minutes(shown.get("RunTime", ""))  # [D-]HH:MM:SS, as --time
+    except ValueError:
+        ran = None
+    if ran is not None:
+        return ran * 60 >= limit * 60 - LIMIT_MARGIN_S
+    try:
+        start = time.mktime(time.strptime(shown.get("StartTime", ""), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return False
+    return now >= start + limit * 60 - LIMIT_MARGIN_S
 
 
 # ---- no progress: cuts that saved no epoch -----------------------------------------------------------

@@ -317,7 +317,7 @@ class Supervisor:
         job (its last act); a preemption SLURM requeues itself; a cancel ends the night. The cut
         attempt is not a failure; cuts in a row that saved no epoch end the night too."""
         job, state = self.slurm_job, self.state
-        kind = job.cut(sig)  # asked of SLURM now, before any requeue: a cancelled job stays cancelled
+        kind = job.cut(sig, self.signals.received_at)  # asked of SLURM now, before any requeue: a cancel stays one
         saved = any(m.epochs_done for m in state.models.values())
         kept = "the checkpoint stays resumable" if saved else "no epoch saved yet"
         if kind == slurm.CANCELLED:  # a person's scancel ends the night (docs/design.md, "On a SLURM cluster")

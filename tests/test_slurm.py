@@ -150,6 +150,28 @@ def test_what_a_cut_is_comes_from_what_scontrol_shows(what, term, usr1):
     assert job.cut(signal.SIGTERM, now=_t(now)) == term and job.cut(signal.SIGUSR1, now=_t(now)) == usr1
 
 
+def test_a_cancel_judged_late_is_a_cancel_and_a_time_limit_needs_no_time_format(tmp_path, monkeypatch):
+    """RunTime, not the clock: a scancel 25 s before the limit, judged after the child took 30 s to
+    stop, was read as the time limit (StartTime + TimeLimit passed) and requeued; and a StartTime
+    in another SLURM_TIME_FORMAT lost a time limit. scontrol is asked in the standard format."""
+    line, _ = AT["scancel after the signal"]
+    late = _t("2026-12-04T17:02:05")  # StartTime 17:00:00 + TimeLimit 2 min, passed; RunTime 1:35 at the cancel
+    assert slurm.judge(False, slurm.fields(line), 0, late) == "cancelled"
+    assert slurm.judge(True, slurm.fields(line), 0, late) == "cancelled"
+    other = AT["at the limit"][0].replace("StartTime=2026-12-04T17:00:00", "StartTime=Fri 17:00")
+    assert slurm.judge(False, slurm.fields(other), 0, _t("2026-12-04T17:02:00")) == "time_limit"
+    no_run = AT["at the limit"][0].replace("RunTime=00:02:00 ", "")  # an older scontrol: StartTime decides
+    assert slurm.judge(False, slurm.fields(no_run), 0, _t("2026-12-04T17:02:00")) == "time_limit"
+    assert slurm.judge(False, slurm.fields(no_run), 0, _t("2026-12-04T17:01:00")) == "cancelled"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake_exe(bin_dir, "scontrol", 'echo "JobId=$4 JobState=RUNNING TimeFormat=$SLURM_TIME_FORMAT"\n')
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setenv("SLURM_TIME_FORMAT", "relative")
+    assert slurm.Job("7", 0, None, signal.SIGUSR1).show() == {"JobId": "7", "JobState": "RUNNING",
+                                                              "TimeFormat": "standard"}
+
+
 def test_without_scontrol_the_signal_and_the_exported_end_time_decide():
     assert slurm.judge(True, None, 0, 1_000.0) == "time_limit"
     assert slurm.judge(False, None, 0, 1_000.0, end_time=10_000.0) == "preempted"
