@@ -29,6 +29,10 @@ RUNG_KEYS = frozenset({"model", "batch", "workers", "cache", "device"})  # the l
 LAUNCHER_KEYS = frozenset({"data", "save_dir", "resume", "project", "name", "exist_ok", "mode", "task", "cfg",
                            "rect"})
 JOB_KEYS = frozenset({"epochs", "imgsz"})
+# keys Ultralytics' _handle_deprecation still rewrites (with a warning) or drops; tests/test_parity.py holds them
+DEPRECATED = {"half": "quantize=16", "int8": "quantize=8", "end2end": "nms=False", "boxes": "show_boxes",
+              "hide_labels": "show_labels=False", "hide_conf": "show_conf=False", "line_thickness": "line_width"}
+REMOVED = frozenset({"label_smoothing", "save_hybrid", "crop_fraction", "keras"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -113,13 +117,17 @@ def refusal(key: str, value: Any, *, job_keys: bool = False) -> tuple[str, str] 
     if key in JOB_KEYS and not job_keys:
         return (f"'{key}' is the ladder's own", "set [job] imgsz" if key == "imgsz" else "set each rung's epochs "
                 f"(or give {key}=N on the command line)")
+    if key in DEPRECATED:
+        return f"'{key}' is a deprecated Ultralytics argument", f"use {DEPRECATED[key]} instead"
+    if key in REMOVED:
+        return f"'{key}' was removed from Ultralytics (it ignores it)", "leave it out"
     known = defaults()
     if known and key not in known:
         near = difflib.get_close_matches(key, list(known), n=2)
         return (f"'{key}' is not an Ultralytics training argument",
                 "did you mean " + " or ".join(f"'{k}'" for k in near) + "?" if near else
                 "see ultralytics/cfg/default.yaml for the keys")
-    if key == "time":  # Ultralytics' time= is hours per process: a resumed child would get it afresh
+    if key == "time" and value is not None:  # hours per process: a resumed child would get it afresh
         return ("Ultralytics' time= counts hours in each training process: a child resumed after an OOM or a "
                 "requeue would start its clock again, and a short one stops training early and strips the checkpoint",
                 "leave it out; a deadline for the whole night is a separate feature (issue 22)")

@@ -213,3 +213,19 @@ def test_a_value_with_a_line_break_is_refused_on_one_line(capsys, cpu_machine, p
         job_extra=f"[job.args]\n{json.dumps(key)} = {json.dumps(overrides.value_of(value))}\n"))
     code, err = run(capsys, "dry-run", "--ladder", str(toml), "--device", "cpu")
     assert_refused(code, err, f"{toml}: [job.args], key {key!r}", ["holds a control character"])
+
+
+def test_time_none_is_ultralytics_default_and_passes(capsys, cpu_machine):
+    """Review: `time=None` (Ultralytics' default: no time limit) was refused with the time= rule."""
+    lad = write(cpu_machine / "l.toml", ladder_text())
+    code = cli.main(["dry-run", "--ladder", str(lad), "--device", "cpu", "--json", "time=None"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["child"]["spec"]["extra_args"] == {"time": None}
+
+
+@pytest.mark.parametrize("pair, says", [("half=True", "use quantize=16 instead"), ("int8=true", "use quantize=8 instead"),
+                                        ("end2end=True", "use nms=False instead"),
+                                        ("label_smoothing=0.1", "was removed from Ultralytics")])
+def test_a_deprecated_argument_points_to_its_replacement(capsys, cpu_machine, pair, says):
+    lad = write(cpu_machine / "l.toml", ladder_text())
+    code, err = run(capsys, "dry-run", "--ladder", str(lad), "--device", "cpu", pair)
+    assert_refused(code, err, f"argument {pair!r}", [says])

@@ -458,3 +458,25 @@ def test_a_value_of_a_type_ultralytics_declares_for_a_key_it_does_not_check_is_t
                 refused.append((key, value, overrides.refusal(key, value)))
     assert not refused, refused
     assert overrides.refusal("pretrained", "w.pt") is None and overrides.refusal("pretrained", 5)
+
+
+def test_deprecated_arguments_point_to_ultralytics_replacement():
+    """Issue 17 review: half=True was refused as no training argument ("did you mean"), though
+    Ultralytics' _handle_deprecation turns it into quantize=16. The launcher's pointers are
+    Ultralytics' own rewrites, and every key that function rewrites or drops has one."""
+    import ast as ast_mod
+    import inspect
+
+    from ultralytics.cfg import DEFAULT_CFG_DICT, _handle_deprecation
+
+    for old, new in overrides.DEPRECATED.items():
+        key, _, value = new.partition("=")
+        out = _handle_deprecation({old: True})
+        assert old not in out and key in out and (not value or out[key] == overrides.value_of(value)), (old, out)
+        assert overrides.refusal(old, True) == (f"'{old}' is a deprecated Ultralytics argument", f"use {new} instead")
+    for old in overrides.REMOVED:
+        assert _handle_deprecation({old: True}) == {} and "removed" in overrides.refusal(old, True)[0]
+    named = {n.value for n in ast_mod.walk(ast_mod.parse(inspect.getsource(_handle_deprecation)))
+             if isinstance(n, ast_mod.Constant) and isinstance(n.value, str) and n.value.isidentifier()}
+    rewritten = {k for k in named - set(DEFAULT_CFG_DICT) if _handle_deprecation({k: True}) != {k: True}}
+    assert rewritten == set(overrides.DEPRECATED) | overrides.REMOVED
