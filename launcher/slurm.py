@@ -220,15 +220,16 @@ def minutes(text: str) -> float | None:
 
 
 def time_option(sbatch_args: list[str]) -> str | None:
-    """The --time/-t value among the user's sbatch options, if any."""
+    """The --time/-t value among the user's sbatch options, if any: the last one, as sbatch takes it."""
+    found = None
     for i, a in enumerate(sbatch_args):
         if a in ("-t", "--time") and i + 1 < len(sbatch_args):
-            return sbatch_args[i + 1]
-        if a.startswith("--time="):
-            return a.split("=", 1)[1]
-        if a.startswith("-t") and len(a) > 2:
-            return a[2:]
-    return None
+            found = sbatch_args[i + 1]
+        elif a.startswith("--time="):
+            found = a.split("=", 1)[1]
+        elif a.startswith("-t") and len(a) > 2:
+            found = a[2:]
+    return found
 
 
 def signal_option(sbatch_args: list[str]) -> tuple[list[str], tuple[str, int] | None]:

@@ -67,6 +67,7 @@ def test_the_script_asks_for_requeue_the_signal_and_the_gpus(tmp_path, monkeypat
     (["--time=5"], ["--time 5", "(5 min) is not longer than the signal's lead (300 s)"]),
     (["-t", "4:00"], ["(4 min)"]),
     (["--time=soon"], ["not a SLURM time"]),
+    (["--time=60", "-t", "2"], ["--time 2", "(2 min)"]),  # sbatch takes the last one
 ])
 def test_a_time_limit_within_the_signal_lead_is_refused(tmp_path, monkeypatch, capsys, sbatch_args, names):
     monkeypatch.chdir(tmp_path)
