@@ -206,6 +206,8 @@ def load(root: Path) -> Record:
     resumes: dict[int, dict] = {}  # attempt -> its `resume` event (logged just before its start)
     for e in events:
         kind, t = e.get("event"), event_time(e)
+        if kind == Ev.REFUSED:  # a later `run` that was refused: no launcher ran this run then
+            continue
         if kind in Ev.SESSION_STARTS and t is not None:
             sessions.append([t, t])
         elif t is not None and sessions:  # every event is a sign the launcher was running

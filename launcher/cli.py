@@ -31,7 +31,17 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D102
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} — see {self.prog} --help\n")
+        line = f"{self.prog}: {message} — see {self.prog} --help"
+        self._print_message(line + "\n", sys.stderr)
+        raise UsageError(line)
+
+
+class UsageError(SystemExit):
+    """argparse's exit 2, with its line: a refused `run` is written down (refusals.py)."""
+
+    def __init__(self, line: str):
+        super().__init__(EXIT_BAD_INPUT)
+        self.line = line
 
 
 def _gib(text: str) -> float:
@@ -256,16 +266,44 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["sbatch"] and "--" in argv:
         cut = argv.index("--")
         argv, passed = argv[:cut], argv[cut + 1:]
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        if argv[:1] == ["run"]:
+            note_refusal(None, argv, [e.line])
+        raise
     args.sbatch_args, args.argv = passed, argv
     try:
         return args.func(args)
     except LauncherError as e:
-        try:
-            print(f"error: {e}", file=sys.stderr, flush=True)
-        except (OSError, ValueError):
+        errors = [f"error: {e}"]
+        try:  # the error line first; why the rungs are out follows it
+            print(errors[0], file=sys.stderr, flush=True)
+        except (OSError, ValueError, AttributeError):
             pass
+        for reason in getattr(e, "reasons", ()):
+            console.say(reason)
+        if args.command == "run" and e.exit_code == EXIT_BAD_INPUT:
+            note_refusal(args, argv, errors)
         return e.exit_code
+
+
+def note_refusal(args, argv: list[str], errors: list[str]) -> None:
+    """Write a refused `run` down (docs/design.md, "Dry-run, status, report"): in its run's
+    events.jsonl when the command names a run that has a record (not a --fresh one), else in
+    the logs folder's launcher-errors.log."""
+    from . import refusals
+
+    logs, events = runlog.logs_dir(), None
+    if args is not None and not args.fresh:
+        try:
+            req = setup.settle(setup.demo_ladder(request(args)))
+            name = setup.given_name(req) or ladder_mod.load(req.ladder, data=req.data).job.name
+            path = runlog.RunPaths.for_run(name, logs).events
+            events = path if path.is_file() else None
+        except Exception:  # the refusal may be about this very ladder or name: then it has no run
+            events = None
+    refusals.note(shlex.join([*PROG.split(), *argv]), errors, logs, events)
 
 
 # ---- dry-run and run ---------------------------------------------------------------------------
@@ -381,7 +419,7 @@ def sbatch_run_argv(argv: list[str], name: str) -> list[str]:
 def cmd_status(args) -> int:
     from . import status
 
-    d = status.collect(status.find_run(args.run))
+    d = status.look(args.run)
     console.write(json.dumps(d, indent=2) + "\n" if args.json else status.text(d))
     return EXIT_OK
 

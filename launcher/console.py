@@ -14,7 +14,15 @@ import sys
 
 
 def harden() -> None:
-    """Characters the terminal's encoding lacks are escaped, not raised (PYTHONIOENCODING=ascii)."""
+    """Characters the terminal's encoding lacks are escaped, not raised (PYTHONIOENCODING=ascii). A
+    stream that was closed before the launcher started (`>&-`: Python then has None) writes to
+    /dev/null, so every write succeeds."""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            try:
+                setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+            except OSError:
+                pass
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.reconfigure(errors="backslashreplace")

@@ -174,7 +174,7 @@ def pick_start(rungs: tuple[Rung, ...], gpus: tuple[Gpu, ...]) -> tuple[Rung | N
     """The first available rung whose min_free_vram_gib is at most the smallest free VRAM."""
     available = [r for r in rungs if r.available]
     if not available:
-        return None, "no rung is available (see the reasons above)"
+        return None, "no rung is available (the reasons say why each rung is out)"
     if not gpus:
         return available[0], f"start rung {available[0].name}: the first available rung (no GPU thresholds on the CPU)"
     unknown = [g.index for g in gpus if g.free is None]

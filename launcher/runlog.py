@@ -254,6 +254,7 @@ class Ev:
     ADOPTED = "adopted"  # a record written in another folder (a copied or moved run) taken as this folder's
     REAPED = "reaped"  # processes a killed launcher left behind, ended
     ALREADY_COMPLETE = "already_complete"
+    REFUSED = "refused"  # a `run` of this run refused (exit 2): its command line and error lines (refusals.py)
     RESUME = "resume"  # an attempt starts from a checkpoint
     ATTEMPT_START = "attempt_start"
     ATTEMPT_END = "attempt_end"

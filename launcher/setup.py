@@ -32,8 +32,8 @@ class Refused(LauncherError):
 
     exit_code = EXIT_BAD_INPUT
 
-    def __init__(self, problems: tuple[str, ...]):
-        self.problems = problems
+    def __init__(self, problems: tuple[str, ...], reasons: tuple[str, ...] = ()):
+        self.problems, self.reasons = problems, reasons  # reasons: why rungs are out, said after the errors
         super().__init__("\nerror: ".join(problems))
 
 
@@ -106,6 +106,12 @@ def for_demo(req: Request, ladder: Ladder, machine: probe.Snapshot) -> Request:
     return req
 
 
+def extra_env(req: Request) -> dict[str, str]:
+    """What every child of this request gets on top of the launcher's environment, before its
+    rung's own (supervisor.Supervisor.child_env); dry-run shows the two together, as run starts them."""
+    return {"YOLO_OFFLINE": "1"} if req.demo else {}  # the demo needs no network: YAML models, local data
+
+
 def settle(req: Request) -> Request:
     """The request with its key=value arguments parsed and checked (once) into `args`, and
     `epochs=N` folded into its epochs."""
@@ -136,11 +142,16 @@ def default_name(data: str) -> str:
     return name if name not in NOT_RUN_NAMES else f"{name}-run"
 
 
+def given_name(req: Request) -> str | None:
+    """The run's name when the command gives it: --name, else the --data dataset's (not --demo's)."""
+    return req.name or (default_name(req.data) if req.data and not req.demo else None)
+
+
 def load_job(req: Request) -> Ladder:
     req = settle(req)
     ladder = plan_mod.override_epochs(ladder_mod.load(req.ladder, data=req.data), req.epochs)
     ladder = with_args(ladder, req.args)
-    name = req.name or (default_name(req.data) if req.data and not req.demo else None)
+    name = given_name(req)
     if name:
         ladder = replace(ladder, job=replace(ladder.job, name=name))
     # weights that would be downloaded on a machine that is offline: that rung is unavailable
@@ -188,30 +199,28 @@ def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapsho
         return DryRun(snap, ladder, plan, data, None, None, {}, [], learned)
     paths = RunPaths.for_run(ladder.job.name)
     spec = spec_mod.build(ladder.job, plan.start, plan.device, paths, attempt=1, vram_gib=req.vram)
-    return DryRun(snap, ladder, plan, data, spec, paths.spec(1), spec_mod.env(plan.start),
+    return DryRun(snap, ladder, plan, data, spec, paths.spec(1), {**extra_env(req), **spec_mod.env(plan.start, paths.spec(1))},
                   spec_mod.command(paths.spec(1)), learned)
 
 
 def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
     """Everything `run` does before the first child: plan, lock, record (new or continued)."""
-    child_env: dict[str, str] = {}
     req = settle(demo_ladder(req))
     ladder = load_job(req)
     machine = probe.take()
     req = for_demo(req, ladder, machine)
-    if req.demo:
-        child_env["YOLO_OFFLINE"] = "1"  # the demo needs no network: YAML models, local data
+    child_env = extra_env(req)
     check_injections(req.inject, ladder)
     result = make_plan(req, ladder, machine)
     plan = result.plan
     if plan.device != "cpu" and not machine.gpus:
         raise BadInput(f"--device {plan.device}", f"this machine has no NVIDIA GPU ({machine.nvml}); --vram only "
                        "pretends for dry-run", "pass --device cpu to train on the CPU")
-    if plan.problems:
-        for reason in plan.reasons:  # what dry-run would say: why rungs are out
-            say(reason)
-        raise Refused(plan.problems)
+    if plan.problems:  # the errors first, then what dry-run would say: why rungs are out (cli.main)
+        raise Refused(plan.problems, tuple(plan.reasons))
     paths = RunPaths.for_run(ladder.job.name)
+    if not req.fresh and not has_run(paths):  # run "again" from another folder (docs/design.md, "The run record")
+        check_elsewhere(ladder, named=req.name is not None, say=say)
     if req.fresh and has_run(paths):
         name = fresh_name(ladder.job.name)
         say(f"--fresh: starting run {name!r} beside {ladder.job.name!r} (which stays as it is)")
@@ -413,6 +422,46 @@ def check_injections(injections: tuple[dict, ...], ladder: Ladder) -> None:
 def has_run(paths: RunPaths) -> bool:
     """Whether a run of this name exists: its record, or attempts and checkpoints without one."""
     return paths.state.exists() or any(paths.root.glob("attempt-*")) or any(paths.root.glob("models/*"))
+
+
+def runs_elsewhere(name: str | None, dataset: Path) -> list[tuple[RunPaths, RunState]]:
+    """The run records on this dataset in the other places `status` looks (status.places), newest
+    first in each: named `name`, or of any name when None (a run the command does not name is
+    found by its dataset). A new run must not begin at epoch 0 beside one that would go on where it
+    stopped (docs/design.md, "The run record"). A record that cannot be read is not this one."""
+    from .status import places  # the one list of where records are looked for
+    found = []
+    for folder in places()[1:]:
+        for path in sorted(folder.glob(f"{name or '*'}/state.json"), key=lambda p: -p.stat().st_mtime):
+            try:
+                state = RunState.load(path)
+            except BadInput:
+                continue
+            if state is not None and state.data == str(dataset):
+                found.append((RunPaths(path.parent), state))
+    return found
+
+
+def check_elsewhere(ladder: Ladder, named: bool, say: Callable[[str], None]) -> None:
+    """A new run whose name (when `named`) and dataset have an unfinished record in another place
+    is refused, naming that folder and the ways on; a finished one there is only noted."""
+    from .runlog import LOGS_ENV, RUNNING, logs_dir
+    found = runs_elsewhere(ladder.job.name if named else None, ladder.job.dataset)
+    other = next(((p, s) for p, s in found if s.status != Ev.COMPLETE), None)
+    here, name = logs_dir(), ladder.job.name
+    if other is None:
+        for p, _ in found[:1]:
+            say(f"note: run {p.root.name!r} on this dataset finished in {p.root.parent}; run {name!r} starts anew "
+                f"in {here}")
+        return
+    paths, state = other
+    folder, how = paths.root.parent, "running" if RunLock(paths.lock).is_held() else "stopped" + (
+        "" if state.status == RUNNING else f" ({state.status})")
+    again = "" if paths.root.name == name else f" with --name {paths.root.name}"
+    there = f"{LOGS_ENV}={folder}" if os.environ.get(LOGS_ENV) else f"cd {folder.parent}, or set {LOGS_ENV}={folder}"
+    raise BadInput(f"run {name!r}", f"no record in {here}, but run {paths.root.name!r} on {ladder.job.dataset} is "
+                   f"{how} in {folder} (a new run here would start at epoch 0)", f"continue it there ({there}; "
+                   f"then the same command{again}), or pass --fresh to start a new run here")
 
 
 def fresh_name(name: str) -> str:

@@ -6,8 +6,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from . import fmt
-from .accounting import slurm_summary
+from . import fmt, refusals
+from .accounting import event_time, slurm_summary
 from .errors import BadInput
 from .runlog import CHECKOUT_LOGS, LOGS_ENV, RUNNING, logs_dir, Events, Ev, JsonLines, RunLock, RunPaths, RunState, read_json
 
@@ -16,9 +16,10 @@ FRESH_S = 30.0  # a heartbeat older than this, while the launcher holds the run,
 
 def places(logs: Path | None = None) -> list[Path]:
     """Where run records are looked for: the rule's folder (runlog.logs_dir), then the project's
-    own logs/ when the command runs from elsewhere."""
+    own logs/ when the command runs from elsewhere, and the current folder's with $RTDETR_LOGS set."""
     first = (logs or logs_dir()).resolve()
-    return [first] + ([CHECKOUT_LOGS] if logs is None and CHECKOUT_LOGS != first and CHECKOUT_LOGS.is_dir() else [])
+    more = [] if logs is not None else [CHECKOUT_LOGS, Path("logs").resolve()]
+    return list(dict.fromkeys([first] + [p for p in more if p != first and p.is_dir()]))
 
 
 def find_run(name: str | None, logs: Path | None = None) -> RunPaths:
@@ -38,6 +39,24 @@ def find_run(name: str | None, logs: Path | None = None) -> RunPaths:
                        f"run this from the folder where `run` was started, or set {LOGS_ENV}=that/folder/logs")
     raise BadInput(looked, "no run record here", f"start one with `python -m launcher run`, run this from the folder "
                    f"where `run` was started, or set {LOGS_ENV}=that/folder/logs")
+
+
+def look(name: str | None, logs: Path | None = None, now: float | None = None) -> dict:
+    """What `status` shows. Without a run named, the newest run-less refusal (launcher-errors.log)
+    comes with the newest run when nothing of that run happened after it, or alone when there is
+    no run (docs/design.md, "Dry-run, status, report")."""
+    try:
+        paths = find_run(name, logs)
+    except BadInput:
+        refusal = None if name else refusals.newest(places(logs))
+        if refusal is None:
+            raise
+        return {"run": None, "refusal": refusal}
+    d = collect(paths, now)
+    refusal = None if name else refusals.newest(places(logs))
+    if refusal is not None and (d["last_event_t"] is None or refusals.when(refusal) > d["last_event_t"]):
+        d["refusal"] = refusal
+    return d
 
 
 def collect(paths: RunPaths, now: float | None = None) -> dict:
@@ -82,6 +101,8 @@ def collect(paths: RunPaths, now: float | None = None) -> dict:
         "history": history, "models": {k: asdict(m) for k, m in state.models.items()} if state else {},
         "delivered": state.delivered if state and isinstance(state.delivered, dict) else None,
         "record": str(paths.root),
+        "last_event_t": event_time(events[-1]) if events else None,
+        "refusal": refusals.in_run(events, paths.events),
     }
 
 
@@ -103,7 +124,14 @@ def now_and_peak(samples: list[dict], key: str) -> dict:
     return {"now": values[-1] if values else None, "peak": max(values) if values else None}
 
 
+def refusal_text(r: dict) -> list[str]:
+    return [f"last refusal, {r['ts']} (nothing ran after it): {r['command']}"] + [
+        f"  {e}" for e in r["errors"]] + [f"  from {r['folder']}; recorded in {r['where']}"]
+
+
 def text(d: dict) -> str:
+    if d["run"] is None:
+        return "\n".join(refusal_text(d["refusal"])) + "\n"
     head = {RUNNING: "training", Ev.COMPLETE: "finished"}.get(d["status"], d["status"])
     out = [f"run {d['run']!r}: {head}" + (f" — {d['reason']}" if d.get("reason") and d["status"] != Ev.COMPLETE
                                          else "")]
@@ -136,4 +164,6 @@ def text(d: dict) -> str:
         out.append(f"  model {Path(source).name}: {m['epochs_done']}/{m['epochs']} epochs"
                    + (" (set aside)" if m.get("set_aside") else ""))
     out.append(f"  record: {d['record']}")
+    if d.get("refusal"):
+        out += refusal_text(d["refusal"])
     return "\n".join(out) + "\n"

@@ -76,3 +76,8 @@ def all_available(ladder):
 
 def env_without(*names: str) -> dict:
     return {k: v for k, v in os.environ.items() if k not in names}
+
+
+def nothing_started(logs: Path) -> bool:
+    """No run record in `logs`: at most the refusal log a refused `run` leaves (launcher/refusals.py)."""
+    return sorted(p.name for p in logs.glob("*")) in ([], ["launcher-errors.log"])

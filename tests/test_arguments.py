@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from launcher import cli, overrides, probe, setup
+from launcher import spec as spec_mod
 from launcher.contract import GIB
 from launcher.probe import Snapshot
 
-from conftest import ROOT, ladder_text, make_image_tree, write
+from conftest import ROOT, ladder_text, make_image_tree, nothing_started, write
 
 # (item, key=value, the same in [job.args], what the line must say besides the key)
 REFUSED = [
@@ -58,7 +59,7 @@ def assert_refused(code: int, err: str, where: str, says: list[str]) -> None:
     assert where in err, err
     for part in says:
         assert part in err, err
-    assert not Path("logs").exists()  # nothing started, no record written
+    assert nothing_started(Path("logs"))  # no record written
 
 
 @pytest.mark.parametrize("command", ["dry-run", "run"])
@@ -148,6 +149,8 @@ def test_dry_run_demo_shows_what_run_demo_would_start(capsys, cpu_machine, demo_
     p = setup.prepare(setup.Request(demo=True), say=print)  # and run --demo starts the same
     try:
         assert p.device == "cpu" and p.ladder.path == setup.DEMO_LADDER and p.child_env["YOLO_OFFLINE"] == "1"
+        started = {**p.child_env, **spec_mod.env(p.rungs[p.start], p.paths.spec(1))}  # as supervisor.py starts it
+        assert d["child"]["env"] == started and d["child"]["env"]["YOLO_OFFLINE"] == "1"
     finally:
         p.lock.release()
 

@@ -14,7 +14,7 @@ from launcher.errors import BadInput
 from launcher.contract import GIB
 from launcher.probe import Gpu, Snapshot
 
-from conftest import FIXTURES, ROOT, RUNG, ladder_text, make_image_tree
+from conftest import FIXTURES, ROOT, RUNG, ladder_text, make_image_tree, nothing_started
 
 GOLDEN = FIXTURES / "golden"
 FIXED = Snapshot(gpus=(Gpu(0, "NVIDIA GeForce RTX 4090", int(23.99 * GIB), int(23.41 * GIB)),),
@@ -128,7 +128,7 @@ def test_run_refuses_a_machine_without_gpu_unless_told_cpu(capsys, cpu_machine, 
     assert code == 2 and "no NVIDIA GPU found" in err and "--device cpu" in err
     code, _, err = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--vram", "12")
     assert code == 2 and "--vram only pretends" in err
-    assert not (tmp_path / "logs").exists()  # nothing started
+    assert nothing_started(tmp_path / "logs")
 
 
 def test_dry_run_demo_ladder_marks_dataset_missing(capsys, monkeypatch, tmp_path):
@@ -395,7 +395,7 @@ def test_bad_key_value_arguments_are_one_line(capsys, cpu_machine, command, pair
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     for n in names:
         assert n in err
-    assert not Path("logs").exists()  # nothing started
+    assert nothing_started(Path("logs"))
 
 
 def test_key_value_arguments_reach_every_rungs_training(capsys, cpu_machine):

@@ -18,7 +18,7 @@ from launcher.failures import ChildEnd
 from launcher.runlog import RunPaths, RunState
 from launcher.supervisor import Supervisor
 
-from conftest import FIXTURES, ROOT, RUNG, all_available, env_without, ladder_text, make_image_tree, write
+from conftest import FIXTURES, ROOT, RUNG, all_available, env_without, ladder_text, make_image_tree, nothing_started, write
 from test_supervisor import FakeChild, crash, new_state, ok
 
 
@@ -182,4 +182,4 @@ def test_a_rung_model_that_is_not_a_checkpoint_is_refused_before_the_night(capsy
     for command in ("dry-run", "run"):
         err = one_line_exit_2(capsys, [command, "--ladder", str(lad), "--device", "cpu"])
         assert f"rung 'ft', model: {weights} is not a readable checkpoint" in err and "complete copy" in err
-    assert not (tmp_path / "logs").exists()  # nothing started
+    assert nothing_started(tmp_path / "logs")

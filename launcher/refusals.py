@@ -1,0 +1,80 @@
+"""A refused `run` is written down where the person will look in the morning (docs/design.md,
+"Dry-run, status, report"): a `tmux new '… run …'` window that closes with the error takes the
+error with it otherwise.
+
+A run that has a record gets a `refused` event in its events.jsonl; any other refusal is an entry
+of launcher-errors.log in the logs folder. `status` shows the newest one when nothing ran after it.
+Writing it down never fails the command, nor adds to its one line: a folder that cannot be
+written (often what the refusal itself is about) is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+
+from .runlog import Events, Ev, now_iso
+
+LOG_NAME = "launcher-errors.log"  # run-less refusals, beside the run records (logs/)
+FOLDER, ERROR = "  folder: ", "  "  # an entry's lines after its "TIME COMMAND" line
+
+
+def note(command: str, errors: list[str], logs: Path, events: Path | None = None) -> Path | None:
+    """Record one refusal: in the run's events when `events` (an existing events.jsonl) is given,
+    else in `logs`/launcher-errors.log. Returns where it went; None when it could not be written."""
+    where = events if events is not None else logs / LOG_NAME
+    try:
+        if events is not None:
+            Events(events).append(Ev.REFUSED, command=command, folder=os.getcwd(), errors=errors)
+        else:
+            logs.mkdir(parents=True, exist_ok=True)
+            text = f"{now_iso()} {command}\n{FOLDER}{os.getcwd()}\n" + "".join(
+                f"{ERROR}{line}\n" for e in errors for line in e.splitlines())
+            with open(where, "a", encoding="utf-8") as f:
+                f.write(text)
+        return where
+    except (OSError, ValueError):
+        return None
+
+
+def read_log(path: Path) -> list[dict]:
+    """The entries of a launcher-errors.log, oldest first: {ts, command, folder, errors, where}."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    entries: list[dict] = []
+    for line in text.splitlines():
+        if line.startswith(FOLDER) and entries:
+            entries[-1]["folder"] = line[len(FOLDER):]
+        elif line.startswith(ERROR) and entries:
+            entries[-1]["errors"].append(line[len(ERROR):])
+        elif line.strip():
+            ts, _, command = line.partition(" ")
+            entries.append({"ts": ts, "command": command, "folder": None, "errors": [], "where": str(path)})
+    return [e for e in entries if when(e) is not None]
+
+
+def newest(folders: list[Path]) -> dict | None:
+    """The newest run-less refusal in these logs folders."""
+    entries = [e for f in folders for e in read_log(f / LOG_NAME)]
+    return max(reversed(entries), key=when) if entries else None  # of two in one second, the later
+
+
+def in_run(events: list[dict], path: Path) -> dict | None:
+    """The run's refusal when its last event is one (nothing ran after it)."""
+    last = events[-1] if events else None
+    if last is None or last.get("event") != Ev.REFUSED:
+        return None
+    errors = last.get("errors")
+    return {"ts": last.get("ts"), "command": last.get("command"), "folder": last.get("folder"),
+            "errors": [str(x) for x in errors] if isinstance(errors, list) else [], "where": str(path)}
+
+
+def when(entry: dict) -> float | None:
+    """An entry's unix time (None for a line that is not an entry's head)."""
+    try:
+        return datetime.fromisoformat(str(entry.get("ts"))).timestamp()
+    except ValueError:
+        return None

@@ -1,0 +1,121 @@
+"""A refused `run` is written down where the person will look, and `status` shows it (issue 18,
+item 2; docs/design.md, "Dry-run, status, report")."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+
+from launcher import accounting, cli, refusals, status
+from launcher.runlog import Events, Ev, RunPaths, write_json_atomic
+
+from conftest import ROOT, env_without, write
+
+NOTHING = "nothing/data.yaml"  # a mistake any machine refuses: a dataset that is not there
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+
+
+def test_a_refusal_under_a_closed_terminal_is_in_the_log_and_in_status(tmp_path):
+    """The README's night in a tmux window that closes with the error: no terminal, stdin, stdout
+    and stderr closed. The error is found afterwards in logs/launcher-errors.log and by `status`."""
+    env = {**env_without("RTDETR_LOGS"), "PYTHONPATH": str(ROOT)}
+    night = subprocess.run(["sh", "-c", f"exec {sys.executable} -m launcher run --data {NOTHING} --device cpu "
+                            "epochs=3 <&- >&- 2>&-"], cwd=tmp_path, env=env, start_new_session=True, timeout=120)
+    assert night.returncode == 2  # a refusal, not a crash on the closed streams
+    log = (tmp_path / "logs" / refusals.LOG_NAME).read_text()
+    assert f"python -m launcher run --data {NOTHING} --device cpu epochs=3\n" in log
+    assert f"  folder: {tmp_path}\n" in log and f"  error: {tmp_path / NOTHING}" in log
+    morning = subprocess.run([sys.executable, "-m", "launcher", "status"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert morning.returncode == 0, morning.stderr
+    lines = morning.stdout.splitlines()
+    assert lines[0].startswith("last refusal, ") and lines[0].endswith(
+        f"(nothing ran after it): python -m launcher run --data {NOTHING} --device cpu epochs=3")
+    assert lines[1].startswith(f"  error: {tmp_path / NOTHING}")
+
+
+def test_the_error_line_comes_first_and_the_reasons_follow(tmp_path):
+    env = {**env_without("RTDETR_LOGS"), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "launcher", "run", "--data", NOTHING, "--device", "cpu"],
+                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         timeout=120)
+    lines = out.stdout.splitlines()
+    assert out.returncode == 2 and lines[0].startswith(f"error: {tmp_path / NOTHING}")
+    assert "launcher: device cpu: VRAM thresholds do not apply" in lines[1:]  # a reason, after the errors
+
+
+def test_an_argument_error_of_run_is_recorded_and_of_dry_run_not(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for command in ("dry-run", "run"):
+        try:
+            cli.main([command, "--epochs", "0"])
+        except SystemExit as e:
+            assert e.code == 2
+    entries = refusals.read_log(tmp_path / "logs" / refusals.LOG_NAME)
+    assert [e["command"] for e in entries] == ["python -m launcher run --epochs 0"]
+    assert entries[0]["errors"] == ["python -m launcher run: argument --epochs: 0: give a whole number ≥ 1 (e.g. 3) "
+                                    "— see python -m launcher run --help"]
+    assert capsys.readouterr().err.count("argument --epochs") == 2  # both still said on the terminal
+
+
+def test_a_logs_folder_that_cannot_be_written_leaves_the_refusal_as_it_was(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RTDETR_LOGS", str(write(tmp_path / "a-file", "not a folder\n")))
+    assert refusals.note("python -m launcher run", ["error: x"], tmp_path / "a-file") is None
+    assert cli.main(["run", "--data", NOTHING, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / NOTHING}"), err
+    assert all(line.startswith("error: ") for line in err.splitlines()), err  # nothing added to them
+    assert (tmp_path / "a-file").read_text() == "not a folder\n"
+
+
+def record(tmp_path, monkeypatch, last_event_t: float) -> RunPaths:
+    """A stopped run 'night' of one attempt, its last event at `last_event_t`."""
+    monkeypatch.chdir(tmp_path)
+    paths = RunPaths.for_run("night")
+    paths.root.mkdir(parents=True)
+    ev = Events(paths.events)
+    ev.add({"ts": iso(last_event_t - 60), "event": Ev.START, "rung": "a"})
+    ev.add({"ts": iso(last_event_t - 50), "event": Ev.ATTEMPT_START, "attempt": 1, "rung": "a"})
+    ev.add({"ts": iso(last_event_t), "event": Ev.INTERRUPTED, "reason": "SIGINT"})
+    write_json_atomic(paths.state, {"run": "night", "ladder": "/l.toml", "data": "/d.yaml", "device": "cpu",
+                                    "rung": "a", "status": "interrupted", "attempts": 1})
+    return paths
+
+
+def test_a_refusal_of_a_run_with_a_record_is_its_event_and_status_shows_it(tmp_path, monkeypatch, capsys):
+    paths = record(tmp_path, monkeypatch, time.time() - 3600)
+    wall = accounting.load(paths.root).wall_s
+    assert cli.main(["run", "--name", "night", "--data", NOTHING, "--device", "cpu"]) == 2
+    last = json.loads(paths.events.read_text().splitlines()[-1])
+    assert last["event"] == Ev.REFUSED and last["command"].endswith(f"--data {NOTHING} --device cpu")
+    assert last["errors"][0].startswith(f"error: {tmp_path / NOTHING}")
+    assert not (tmp_path / "logs" / refusals.LOG_NAME).exists()
+    assert accounting.load(paths.root).wall_s == wall  # the morning's refusal is no launcher time
+    capsys.readouterr()
+    for argv in (["status", "night"], ["status"]):
+        assert cli.main(argv) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("run 'night': interrupted") and "\nlast refusal, " in out
+        assert f"  error: {tmp_path / NOTHING}" in out and f"recorded in {paths.events}" in out
+
+
+def test_status_shows_a_run_less_refusal_only_when_nothing_ran_after_it(tmp_path, monkeypatch):
+    now = time.time()
+    record(tmp_path, monkeypatch, now - 100)
+    log = tmp_path / "logs" / refusals.LOG_NAME
+    log.write_text(f"{iso(now - 200)} python -m launcher run --bogus\n  folder: /x\n  error: old\n")
+    assert status.look(None)["refusal"] is None  # the run went on after it
+    with open(log, "a") as f:
+        f.write(f"{iso(now - 10)} python -m launcher run --data x.yaml\n  folder: /x\n  error: new\n")
+    d = status.look(None)
+    assert d["run"] == "night" and d["refusal"]["errors"] == ["error: new"]
+    assert status.look("night")["refusal"] is None  # not this run's: run-less
+    assert os.path.basename(d["refusal"]["where"]) == refusals.LOG_NAME
