@@ -199,8 +199,8 @@ def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapsho
         return DryRun(snap, ladder, plan, data, None, None, {}, [], learned)
     paths = RunPaths.for_run(ladder.job.name)
     spec = spec_mod.build(ladder.job, plan.start, plan.device, paths, attempt=1, vram_gib=req.vram)
-    return DryRun(snap, ladder, plan, data, spec, paths.spec(1), {**extra_env(req), **spec_mod.env(plan.start, paths.spec(1))},
-                  spec_mod.command(paths.spec(1)), learned)
+    env = {**extra_env(req), **spec_mod.env(plan.start, paths.spec(1))}  # as the supervisor starts attempt 1
+    return DryRun(snap, ladder, plan, data, spec, paths.spec(1), env, spec_mod.command(paths.spec(1)), learned)
 
 
 def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:

@@ -225,8 +225,8 @@ def test_time_none_is_ultralytics_default_and_passes(capsys, cpu_machine):
     assert code == 0 and json.loads(capsys.readouterr().out)["child"]["spec"]["extra_args"] == {"time": None}
 
 
-@pytest.mark.parametrize("pair, says", [("half=True", "use quantize=16 instead"), ("int8=true", "use quantize=8 instead"),
-                                        ("end2end=True", "use nms=False instead"),
+@pytest.mark.parametrize("pair, says", [("half=True", "use quantize=16 instead"),
+                                        ("int8=true", "use quantize=8 instead"), ("end2end=True", "use nms=False instead"),
                                         ("label_smoothing=0.1", "was removed from Ultralytics")])
 def test_a_deprecated_argument_points_to_its_replacement(capsys, cpu_machine, pair, says):
     lad = write(cpu_machine / "l.toml", ladder_text())
