@@ -60,6 +60,16 @@ def checkpoint_state(last: Path) -> tuple[str, dict]:
     return RESUMABLE, facts
 
 
+def checkpoint_line(last: Path, state: str, facts: dict) -> str:
+    """The attempt's first line about its checkpoint, in the one epoch convention of what the
+    launcher prints: epochs done k/N, never Ultralytics' 0-based `epoch` (docs/design.md,
+    "Dry-run, status, report")."""
+    if "epochs_done" in facts:
+        return f"launcher: checkpoint {last}: {state.replace('_', ' ')}, epochs done {facts['epochs_done']}/" \
+               f"{facts['epochs']}"
+    return f"launcher: checkpoint {last}: {state}" + (f" ({facts['error']})" if facts.get("error") else "")
+
+
 def restore_verified(verified: Path, last: Path, state: str, facts: dict) -> None:
     """Put the verified copy back as last.pt; a torn last.pt is kept beside it, never deleted."""
     why = f"will not load ({facts['error']})" if state == UNLOADABLE else "is missing"
@@ -106,7 +116,7 @@ def train(spec: dict, watch) -> dict:
     save_dir = Path(args["save_dir"])
     last = save_dir / "weights" / "last.pt"
     state, facts = checkpoint_state(last)
-    print(f"launcher: checkpoint {last}: {state} {json.dumps(facts) if facts else ''}".rstrip(), flush=True)
+    print(checkpoint_line(last, state, facts), flush=True)
     watch.checkpoint = str(last) if state != NONE else None
     verified = Path(spec["verified"])
     if state in (UNLOADABLE, NONE) and verified.exists():

@@ -44,7 +44,7 @@ def markdown(rec: Record) -> str:
     else:
         out.append("- **Delivered:** nothing yet")
     for key, e in rec.set_aside.items():
-        out.append(f"- **Set aside:** `{e.get('model')}` after {e.get('epochs_done')}/{e.get('of')} epochs "
+        out.append(f"- **Set aside:** `{e.get('model')}`, epochs done {e.get('epochs_done')}/{e.get('of')} "
                    f"(kept in `{e.get('save_dir')}`; its epochs do not count as kept)")
     end = rec.sessions[-1][1] if rec.sessions else None
     z = datetime.fromtimestamp(rec.start or 0).astimezone().strftime("%z")

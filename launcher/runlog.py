@@ -405,6 +405,6 @@ class RunState:
             current = source == self.training_model
             what = ("delivered" if current and status == Ev.COMPLETE else "set aside" if m.set_aside
                     else "complete" if m.complete else "in progress: run again to continue" if current else "")
-            lines.append(f"  model {Path(source).name}: {m.epochs_done}/{m.epochs} epochs {what} "
-                         f"({m.save_dir})".rstrip())
+            lines.append(f"  model {Path(source).name}: epochs done {m.epochs_done}/{m.epochs}"
+                         + (f", {what}" if what else "") + f" ({m.save_dir})")
         return lines

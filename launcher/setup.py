@@ -196,11 +196,12 @@ def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapsho
                            dataset_images=data.images if data else None, dataset_problem=problem,
                            avoid=learned.avoid() if learned else None)
     if plan.start is None:
-        return DryRun(snap, ladder, plan, data, None, None, {}, [], learned)
+        return DryRun(snap, ladder, plan, data, None, None, {}, [], learned, overrides.unread())
     paths = RunPaths.for_run(ladder.job.name)
     spec = spec_mod.build(ladder.job, plan.start, plan.device, paths, attempt=1, vram_gib=req.vram)
     env = {**extra_env(req), **spec_mod.env(plan.start, paths.spec(1))}  # as the supervisor starts attempt 1
-    return DryRun(snap, ladder, plan, data, spec, paths.spec(1), env, spec_mod.command(paths.spec(1)), learned)
+    return DryRun(snap, ladder, plan, data, spec, paths.spec(1), env, spec_mod.command(paths.spec(1)), learned,
+                  overrides.unread())
 
 
 def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
@@ -212,6 +213,8 @@ def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
     child_env = extra_env(req)
     check_injections(req.inject, ladder)
     result = make_plan(req, ladder, machine)
+    if result.warning:
+        say(f"warning: {result.warning}")
     plan = result.plan
     if plan.device != "cpu" and not machine.gpus:
         raise BadInput(f"--device {plan.device}", f"this machine has no NVIDIA GPU ({machine.nvml}); --vram only "
@@ -363,7 +366,7 @@ def rebuild(ladder: Ladder, paths: RunPaths, epochs: int | None, device: str, ev
     events.append(Ev.REBUILT, attempts=state.attempts, models={s: m.epochs_done for s, m in models.items()},
                   epochs_override=override)
     say(f"rebuilt the record of run {ladder.job.name!r} from its checkpoints (state.json was missing): "
-        f"{state.attempts} attempt(s) so far, " + ", ".join(f"{Path(s).name} {m.epochs_done}/{m.epochs} epochs"
+        f"{state.attempts} attempt(s) so far, " + ", ".join(f"{Path(s).name} epochs done {m.epochs_done}/{m.epochs}"
                                                             for s, m in models.items()))
     return state
 

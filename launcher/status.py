@@ -151,7 +151,8 @@ def text(d: dict) -> str:
                    + (f" in {f['phase']}" if f.get("phase") else "") + f" at {f['ts']}: {f['evidence']}")
     mem = {k: f"{fmt.gib(d[k]['now'], 1, '-')} (peak {fmt.gib(d[k]['peak'], 1, '-')})"
            for k in ("vram", "ram_used", "rss")}
-    out.append(f"  VRAM now {mem['vram']}; RAM used now {mem['ram_used']}; child RSS now {mem['rss']}")
+    when = "now" if d["active"] else "at the end"  # a finished or stopped run's last sample is not now
+    out.append(f"  VRAM {when} {mem['vram']}; RAM used {when} {mem['ram_used']}; child RSS {when} {mem['rss']}")
     if d.get("slurm"):
         sl = d["slurm"]
         out.append(f"  SLURM job{'s' if len(sl['jobs']) > 1 else ''} {', '.join(sl['jobs'])}: {sl['requeues']} "
@@ -161,7 +162,7 @@ def text(d: dict) -> str:
             f"{h['rung']} (attempt{'s' if len(h['attempts']) > 1 else ''} "
             f"{', '.join(map(str, h['attempts']))})" for h in d["history"]))
     for source, m in d["models"].items():
-        out.append(f"  model {Path(source).name}: {m['epochs_done']}/{m['epochs']} epochs"
+        out.append(f"  model {Path(source).name}: epochs done {m['epochs_done']}/{m['epochs']}"
                    + (" (set aside)" if m.get("set_aside") else ""))
     out.append(f"  record: {d['record']}")
     if d.get("refusal"):

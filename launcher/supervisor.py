@@ -287,7 +287,7 @@ class Supervisor:
             m.set_aside = True
             self.events.append(Ev.MODEL_SET_ASIDE, model=old.model.spec, source=old.model.source, epochs_done=m.epochs_done, of=m.epochs,
                                save_dir=m.save_dir, next_model=new.model.spec)
-            self.say(f"setting aside {old.model.spec} after {m.epochs_done}/{m.epochs} epochs (kept in "
+            self.say(f"setting aside {old.model.spec}, epochs done {m.epochs_done}/{m.epochs} (kept in "
                      f"{m.save_dir}); continuing with {new.model.spec}")
 
     # ---- endings --------------------------------------------------------------------------------

@@ -355,7 +355,7 @@ def test_a_finished_run_without_its_record_refuses_other_epochs(capsys, cpu_mach
     assert str(last) in err and "trained for 2 epochs" in err and "--epochs 3" in err
     p = prepare()
     out = capsys.readouterr().out
-    assert "rebuilt the record of run 'coco_indoor' from its checkpoints" in out and "rtdetr-l.pt 2/2 epochs" in out
+    assert "rebuilt the record of run 'coco_indoor' from its checkpoints" in out and "rtdetr-l.pt epochs done 2/2" in out
     assert p.state.epochs_override == 2 and {r.epochs for r in p.rungs} == {2}  # the checkpoint's, not 100
     assert p.state.attempts == 2 and p.state.models["rtdetr-l.pt"].complete  # the next attempt is number 3
     assert (tmp_path / "logs" / "coco_indoor" / "attempt-1" / "spec.json").read_text() == '{"attempt": 1}'

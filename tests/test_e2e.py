@@ -195,4 +195,4 @@ def test_walk_across_models_resumes_each_models_own_checkpoint(tmp_path, shapes)
     assert aside[0]["model"] == str(TINY) and aside[0]["epochs_done"] == 1 and aside[0]["next_model"] == "rtdetr-mnv4"
     assert of(evs, "complete")[0]["model"] == str(TINY)
     assert trained_epochs(model_dir(tmp_path, "walk")) == [1, 2]
-    assert "model rtdetr-tiny.yaml: 2/2 epochs delivered" in p.stdout
+    assert "model rtdetr-tiny.yaml: epochs done 2/2, delivered" in p.stdout

@@ -209,7 +209,7 @@ def test_goodput_time_lost_and_metrics(night):
     assert "| wall time (launcher running) | 6 h 30 min | 100.0 % |" in md
     assert "last row (epoch 10/10)" in md
     assert "- mAP50-95: **0.4**" in md and "- mAP50: 0.6" in md  # 0.1 + 0.03 × 10
-    assert "Set aside:** `rtdetr-mnv4` after 2/150 epochs" in md
+    assert "Set aside:** `rtdetr-mnv4`, epochs done 2/150 " in md
     assert "Set aside:** `rtdetr-l.yaml`" not in md  # taken up again by safe
 
 

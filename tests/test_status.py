@@ -174,3 +174,29 @@ def test_status_shows_slurm_jobs_requeues_and_their_cost(record, capsys):
     d = status.collect(record)
     assert d["slurm"] == {"jobs": ["4242"], "requeues": 1, "waiting_s": 150.0}
     assert "  SLURM job 4242: 1 requeue, 2 min 30 s waiting to run again" in status.text(d)
+
+
+def test_a_run_no_launcher_holds_shows_its_memory_at_the_end(record):
+    """Issue 18, item 6: the last sample of a finished or stopped run is not "now"."""
+    out = status.text(status.collect(record))
+    assert "VRAM at the end 11.0 GiB (peak 13.0 GiB); RAM used at the end 21.0 GiB (peak 22.0 GiB)" in out
+    assert " now " not in out
+
+
+def test_a_checkpoints_epochs_are_said_one_way_everywhere(record):
+    """Issue 18, item 6: epochs done k/N, never Ultralytics' 0-based `epoch` beside it."""
+    from pathlib import Path
+
+    from launcher.child import FINAL_VAL_OWED, RESUMABLE, UNLOADABLE, checkpoint_line
+    from launcher.runlog import RunState
+
+    last = Path("m/weights/last.pt")
+    assert checkpoint_line(last, RESUMABLE, {"epoch": 0, "epochs": 2, "epochs_done": 1}) == \
+        "launcher: checkpoint m/weights/last.pt: resumable, epochs done 1/2"
+    assert checkpoint_line(last, FINAL_VAL_OWED, {"epoch": 1, "epochs": 2, "epochs_done": 2}) == \
+        "launcher: checkpoint m/weights/last.pt: final val owed, epochs done 2/2"
+    assert checkpoint_line(last, UNLOADABLE, {"error": "EOFError: x"}) == \
+        "launcher: checkpoint m/weights/last.pt: unloadable (EOFError: x)"
+    assert "  model rtdetr-l.pt: epochs done 4/100\n" in status.text(status.collect(record))
+    state = RunState.load(record.state)
+    assert state.summary("stopped") == [f"  model rtdetr-l.pt: epochs done 4/100 ({record.save_dir('rtdetr-l.pt')})"]
