@@ -247,6 +247,23 @@ def rules() -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def unread() -> str | None:
+    """One line when Ultralytics is installed but something the checks read from its source is not
+    there (its source changed shape, or a version without it): which checks are off, and why. Said
+    by dry-run and run, so that a check silently off is never taken for a check passed."""
+    root = models.ultralytics_package_dir()
+    if root is None:
+        return None
+    r = rules()
+    missing = ([] if defaults() else ["its keys (cfg/default.yaml)"]) + \
+        [f"cfg/__init__.py's {n}" for n in RULE_NAMES if n not in r] + \
+        ([] if r.get("optimizers") else ["the optimizer names (engine/trainer.py, build_optimizer)"])
+    if not missing:
+        return None
+    return (f"the argument check is off for {', '.join(missing)}: not found in the installed Ultralytics' source "
+            f"({root}); a value Ultralytics refuses there fails only in the child")
+
+
 def _source(path: Path, inside: str | None = None) -> list[ast.stmt]:
     """A module's top-level statements, or those of its function `inside` (at any depth)."""
     try:

@@ -232,3 +232,55 @@ def test_a_deprecated_argument_points_to_its_replacement(capsys, cpu_machine, pa
     lad = write(cpu_machine / "l.toml", ladder_text())
     code, err = run(capsys, "dry-run", "--ladder", str(lad), "--device", "cpu", pair)
     assert_refused(code, err, f"argument {pair!r}", [says])
+
+
+@pytest.fixture
+def doctored_ultralytics(tmp_path, monkeypatch):
+    """The argument checks pointed at a copy of Ultralytics' source whose CFG_INT_MIN table and
+    optimizer list have other names (a version that changed shape)."""
+    from launcher import models
+    real = models.ultralytics_package_dir()
+    copy = tmp_path / "site" / "ultralytics"
+    shutil.copytree(real / "cfg", copy / "cfg")  # its models too: the ladder's YAML models are named there
+    (copy / "engine").mkdir()
+    shutil.copy(real / "engine" / "trainer.py", copy / "engine" / "trainer.py")
+    cfg = copy / "cfg" / "__init__.py"
+    assert "\nCFG_INT_MIN = " in cfg.read_text()
+    cfg.write_text(cfg.read_text().replace("\nCFG_INT_MIN = ", "\nCFG_INT_MINIMUM = "))
+    trainer = copy / "engine" / "trainer.py"
+    assert "optimizers = " in trainer.read_text()
+    trainer.write_text(trainer.read_text().replace("optimizers = ", "names = "))
+    caches = (overrides.rules, overrides.defaults, overrides.declared_types)
+    monkeypatch.setattr(models, "ultralytics_package_dir", lambda: copy)
+    for c in caches:
+        c.cache_clear()
+    try:
+        yield copy
+    finally:
+        monkeypatch.undo()
+        for c in caches:
+            c.cache_clear()
+
+
+def test_a_check_that_cannot_be_read_is_said_by_dry_run_and_run(capsys, cpu_machine, doctored_ultralytics):
+    """Review: a rule table that can no longer be read turned its check off in silence. Dry-run and
+    run say so in one line: which checks, and why."""
+    lad = write(cpu_machine / "l.toml", ladder_text())
+    assert cli.main(["dry-run", "--ladder", str(lad), "--device", "cpu", "patience=-3", "optimizer=NoSuchOpt"]) == 0
+    out = capsys.readouterr().out
+    warned = [line for line in out.splitlines() if line.startswith("warning:")]
+    assert len(warned) == 1, out
+    for part in ("the argument check is off for cfg/__init__.py's CFG_INT_MIN, the optimizer names",
+                 f"not found in the installed Ultralytics' source ({doctored_ultralytics})"):
+        assert part in warned[0], warned
+    said: list[str] = []
+    p = setup.prepare(setup.Request(ladder=str(lad), device="cpu"), say=said.append)
+    p.lock.release()
+    assert said[0] == warned[0], said
+
+
+def test_no_warning_when_every_check_is_read(capsys, cpu_machine):
+    lad = write(cpu_machine / "l.toml", ladder_text())
+    assert overrides.unread() is None
+    assert cli.main(["dry-run", "--ladder", str(lad), "--device", "cpu"]) == 0
+    assert "warning:" not in capsys.readouterr().out
