@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .accounting import TRAIN, VALIDATE, Record
 from .contract import GIB
-from .fmt import duration, gib, percent
+from .fmt import gib, percent
 
 TIMELINE_NAME = "timeline.png"
 PLOT_POINTS = 20_000  # telemetry points drawn at most (a 100-hour run has ~70k samples)
@@ -37,6 +37,11 @@ def _unit(span_s: float) -> tuple[float, str]:
     if span_s >= 180:
         return 60.0, "minutes"
     return 1.0, "seconds"
+
+
+def _amount(seconds: float, scale: float, unit: str) -> str:
+    """A time in the x axis's own unit, so the title reads against the axis."""
+    return f"{seconds / scale:.{0 if unit == 'seconds' else 1}f} {unit}"
 
 
 def _number(v: object) -> bool:
@@ -143,7 +148,7 @@ def figure(rec: Record):
     first, last = axes[0], axes[-1]
     first.set_xlim(0, x_max)  # before any label is placed: placing measures them where they land
     renderer = fig.canvas.get_renderer()
-    placed: list = []  # the display boxes of the labels inside the panels, so far
+    placed: list = []  # [label, its display box] of the labels inside the panels, so far
 
     def place(ax, x: float, text: str, where, fits=None, **style):
         """`text` at data x in `ax`, at the first of `where` ((y in the panel's height, ha, va,
@@ -152,11 +157,28 @@ def figure(rec: Record):
             t = ax.text(x, y, text, transform=blend(ax.transData, ax.transAxes), ha=ha, va=va, rotation=rotation,
                         clip_on=True, zorder=6, **style)
             box = t.get_window_extent(renderer).padded(3)
-            if (fits is None or fits(box)) and not any(box.overlaps(b) for b in placed):
-                placed.append(box)
+            if (fits is None or fits(box)) and not any(box.overlaps(b) for _, b in placed):
+                placed.append([t, box])
                 return t
             t.remove()
         return None
+
+    def grow(t, text: str, fits=None) -> bool:
+        """A placed label's text made longer, where the longer one still touches no other label
+        (and `fits`); else it stays as it was."""
+        old = t.get_text()
+        t.set_text(text)
+        box = t.get_window_extent(renderer).padded(3)
+        if (fits is None or fits(box)) and not any(box.overlaps(b) for o, b in placed if o is not t):
+            next(p for p in placed if p[0] is t)[1] = box
+            return True
+        t.set_text(old)
+        return False
+
+    def inside(ax):
+        """Whether a label's box stays within the panel's height (clipped, it would be cut short)."""
+        panel = ax.get_window_extent(renderer)
+        return lambda box: panel.y0 <= box.y0 and box.y1 <= panel.y1
 
     colours = colormaps["Set2"].colors  # light bands, so the dark memory lines stay readable
     rungs: dict[str, tuple] = {}
@@ -251,14 +273,15 @@ def figure(rec: Record):
                    zorder=7)
         epoch = a.resumed_at
         t = place(first, x, f" resumes at epoch {epoch} " if epoch is not None else " resumes ",
-                  [(0.03, "left", "bottom", 90), (0.03, "right", "bottom", 90)], fontsize=8, color=RESUME_TEAL,
-                  gid=GID_RESUME, bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
+                  [(0.03, "left", "bottom", 90), (0.03, "right", "bottom", 90)], inside(first), fontsize=8,
+                  color=RESUME_TEAL, gid=GID_RESUME,
+                  bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
         if t is not None:
             named.append((t, [epoch] if epoch is not None else []))
         elif named and epoch is not None and epoch not in named[-1][1][-1:]:
-            label, epochs = named[-1]
-            epochs.append(epoch)
-            label.set_text(f" resumes at epoch {', then '.join(str(e) for e in epochs)} ")
+            label, epochs = named[-1]  # named there while it fits; else only the mark (the table names it)
+            if grow(label, f" resumes at epoch {', then '.join(str(e) for e in [*epochs, epoch])} ", inside(first)):
+                epochs.append(epoch)
 
     # failures: a red line where each failed attempt ended, its kind named (grey where the launcher
     # was interrupted: stopped, not failed) at the top of the last panel, beside the line (before it,
@@ -279,9 +302,8 @@ def figure(rec: Record):
                   bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
         if t is not None:
             told = [t, a.kind, 1]
-        elif told and told[1] == a.kind:
+        elif told and told[1] == a.kind and grow(told[0], f" {a.kind} ×{told[2] + 1} "):
             told[2] += 1
-            told[0].set_text(f" {a.kind} ×{told[2]} ")
 
     last.set_xlabel(f"time since the run started ({unit})")
     for ax in axes:
@@ -306,7 +328,9 @@ def figure(rec: Record):
     title = f"{rec.name} — {rec.status}"
     if rec.delivered and rec.delivered.get("model"):
         title += f": {Path(rec.delivered['model']).name} delivered"
-    fig.suptitle(f"{title}   (wall {duration(rec.wall_s)}, goodput {percent(rec.goodput)})", fontsize=12, y=0.975)
+    shown, wall = _amount(span, scale, unit), _amount(rec.wall_s, scale, unit)  # the axis's unit (docs/design.md,
+    when = f"wall {wall}" if wall == shown else f"{shown} shown, wall {wall}"  # "Dry-run, status, report")
+    fig.suptitle(f"{title}   ({when}, goodput {percent(rec.goodput)})", fontsize=12, y=0.975)
     return fig
 
 

@@ -534,3 +534,68 @@ def test_a_long_record_has_few_epoch_labels_none_touching(tmp_path):
     peak, total = ram_data(rec)
     assert peak <= fig.axes[1].get_ylim()[1] <= 1.5 * peak < total
     assert rec.interrupted_s > 0 and rec.lost_s > 0
+
+
+def build_flurry_record(root: Path, resumes: int = 14, cpu: bool = True) -> Path:
+    """Three hours of epoch 1, then `resumes` short attempts a few pixels apart, each resuming at
+    the next epoch, saving it and dying of OOM: many "resumes at epoch k" labels with no room."""
+    root.mkdir(parents=True, exist_ok=True)
+    lines = [event("start", T0, rung="optimal", device="cpu" if cpu else "0")]
+    samples, start, end = [], 0, 0
+    for n in range(1, resumes + 2):
+        length = 10800 if n == 1 else 40
+        resume = "models/rtdetr-l/weights/last.pt" if n > 1 else None
+        if resume:
+            lines.append(event("resume", T0 + start, attempt=n, rung="optimal", checkpoint=resume, epochs_done=n - 1))
+        lines.append(event("attempt_start", T0 + start, attempt=n, rung="optimal", mode="train", model=L, batch=6,
+                           resume_from=resume, t=T0 + start))
+        end = start + length
+        lines.append(event("attempt_end", T0 + end, attempt=n, rung="optimal", kind="cuda_oom", exit_code=1,
+                           phase="train", epochs_saved=1, last_saved_epoch=n, t=T0 + end))
+        lines.append(event("retry", T0 + end, rung="optimal", wait_s=1.0))
+        for t in range(start + 5, end, 10 if n == 1 else 5):
+            samples.append({"t": T0 + t, "attempt": n, "vram": None if cpu else 8 * GIB, "ram_used": 3 * GIB,
+                            "ram_available": 20 * GIB, "rss": 2 * GIB, "epoch": n})
+        start = end + 2
+    (root / "events.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "telemetry.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    return root
+
+
+@pytest.mark.parametrize("cpu", [True, False])
+def test_resume_labels_never_overlap_however_many(tmp_path, cpu):
+    """Issue 18, item 6: each label's box, read after the figure is drawn, touches no other label
+    and stays inside its panel; a resume with no room is named on the label before only where the
+    longer label still fits."""
+    rec = accounting.load(build_flurry_record(tmp_path / "flurry", cpu=cpu))
+    fig = timeline.figure(rec)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    resumes = texts(fig, timeline.GID_RESUME)
+    assert resumes and len(resume_marks(fig)) == 14
+    named = [int(e) for t in resumes for e in re.findall(r"\d+", t.get_text())]
+    assert named[0] == 2 and named == sorted(set(named))  # in order, none twice
+    labels = [t for g in (timeline.GID_RESUME, timeline.GID_FAILURE, timeline.GID_RUNG) for t in texts(fig, g)]
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert not any(overlaps(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    panel = fig.axes[0].get_window_extent(renderer)
+    for t in resumes:
+        box = t.get_window_extent(renderer)
+        assert panel.y0 <= box.y0 and box.y1 <= panel.y1, t.get_text()
+
+
+def test_the_title_time_matches_the_time_axis(tmp_path):
+    """Issue 18, item 6: the title gives the time in the axis's own unit, and where launcher
+    sessions leave a gap, both the span the axis shows and the wall time within it."""
+    rec = accounting.load(build_long_record(tmp_path / "long"))
+    fig = timeline.figure(rec)
+    unit = re.search(r"\((\w+)\)$", fig.axes[-1].get_xlabel()).group(1)
+    span = fig.axes[0].get_xlim()[1] / 1.01
+    title = fig._suptitle.get_text()
+    assert unit == "hours" and f"{span:.1f} hours shown" in title, title
+    assert f"wall {rec.wall_s / 3600:.1f} hours" in title and rec.wall_s / 3600 < span - 1, title
+    rec = accounting.load(shutil.copytree(FIXTURE, tmp_path / "rehearsal"))  # one session: the two agree
+    fig = timeline.figure(rec)
+    unit = re.search(r"\((\w+)\)$", fig.axes[-1].get_xlabel()).group(1)
+    title = fig._suptitle.get_text()
+    assert f"(wall {fig.axes[0].get_xlim()[1] / 1.01:.1f} {unit}, goodput " in title, title
