@@ -142,10 +142,9 @@ def _alloc_conf(v: Any) -> str:
 
 
 def _imgsz(v: Any) -> int:
-    v = _int(32)(v)
-    if v % 32:
-        raise ValueError("a multiple of 32 (RT-DETR's largest stride), ≥ 32")
-    return v
+    """≥ 32; one that is not a multiple of 32 Ultralytics rounds up, and dry-run and run say so
+    (overrides.warnings)."""
+    return _int(32)(v)
 
 
 def run_name(v: Any) -> str:

@@ -151,8 +151,8 @@ def refusal(key: str, value: Any, *, job_keys: bool = False) -> tuple[str, str] 
                 "write a list, e.g. [0, 2], a number or a word")
     if isinstance(value, float) and not math.isfinite(value):
         return f"'{key}' takes a finite number, not {value!r}", like
-    if key == "imgsz" and (isinstance(value, bool) or not isinstance(value, int) or value < 32 or value % 32):
-        return "RT-DETR needs a multiple of 32, ≥ 32", "e.g. imgsz=640"
+    if key == "imgsz" and (isinstance(value, bool) or not isinstance(value, int) or value < 32):
+        return "RT-DETR needs a whole number of pixels, ≥ 32", "e.g. imgsz=640"
     if key not in checked_keys():
         problem = type_problem(key, value, default)  # a key check_cfg leaves alone: its default's type
         if problem:
@@ -245,6 +245,26 @@ def rules() -> dict[str, Any]:
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "optimizers":
             out["optimizers"] = frozenset(_literal(node.value) or ())
     return {k: v for k, v in out.items() if v is not None}
+
+
+STRIDE = 32  # RT-DETR's largest stride: the trainer's check_imgsz(imgsz, stride=32, floor=32)
+
+
+def trained_imgsz(imgsz: int) -> int:
+    """The image size Ultralytics trains RT-DETR at: rounded up to a multiple of the stride, as
+    BaseTrainer's check_imgsz does (with a warning in train.log); tests/test_parity.py holds it."""
+    return max(math.ceil(imgsz / STRIDE) * STRIDE, STRIDE)
+
+
+def warnings(imgsz: int) -> tuple[str, ...]:
+    """The lines dry-run and run say before the plan: a check that is off (`unread`), an image size
+    Ultralytics will round up (not refused: it trains, at the next multiple of 32)."""
+    out = [unread()]
+    rounded = trained_imgsz(imgsz)
+    if rounded != imgsz:
+        out.append(f"imgsz {imgsz} is not a multiple of {STRIDE} (RT-DETR's largest stride): Ultralytics trains at "
+                   f"{rounded}; give imgsz={rounded} to say so")
+    return tuple(w for w in out if w)
 
 
 def unread() -> str | None:

@@ -196,12 +196,12 @@ def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapsho
                            dataset_images=data.images if data else None, dataset_problem=problem,
                            avoid=learned.avoid() if learned else None)
     if plan.start is None:
-        return DryRun(snap, ladder, plan, data, None, None, {}, [], learned, overrides.unread())
+        return DryRun(snap, ladder, plan, data, None, None, {}, [], learned, overrides.warnings(ladder.job.imgsz))
     paths = RunPaths.for_run(ladder.job.name)
     spec = spec_mod.build(ladder.job, plan.start, plan.device, paths, attempt=1, vram_gib=req.vram)
     env = {**extra_env(req), **spec_mod.env(plan.start, paths.spec(1))}  # as the supervisor starts attempt 1
     return DryRun(snap, ladder, plan, data, spec, paths.spec(1), env, spec_mod.command(paths.spec(1)), learned,
-                  overrides.unread())
+                  overrides.warnings(ladder.job.imgsz))
 
 
 def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
@@ -213,8 +213,8 @@ def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
     child_env = extra_env(req)
     check_injections(req.inject, ladder)
     result = make_plan(req, ladder, machine)
-    if result.warning:
-        say(f"warning: {result.warning}")
+    for line in result.warnings:
+        say(f"warning: {line}")
     plan = result.plan
     if plan.device != "cpu" and not machine.gpus:
         raise BadInput(f"--device {plan.device}", f"this machine has no NVIDIA GPU ({machine.nvml}); --vram only "

@@ -27,7 +27,7 @@ class DryRun:
     env: dict[str, str]
     command: list[str]
     experience: Experience | None = None  # what earlier nights learned (None with --no-memory)
-    warning: str | None = None  # a check that is off (overrides.unread), said first
+    warnings: tuple[str, ...] = ()  # one line each, said first (setup.warnings_for)
 
 
 def rel(p: str | Path, cwd: Path | None = None) -> str:
@@ -73,7 +73,7 @@ def ladder_rows(ladder: Ladder, plan: Plan) -> list[str]:
 
 def dry_run_text(d: DryRun, cwd: Path | None = None) -> str:
     snap, plan = d.snap, d.plan
-    out = ([f"warning: {d.warning}", ""] if d.warning else []) + ["Probe"]
+    out = [f"warning: {w}" for w in d.warnings] + ([""] if d.warnings else []) + ["Probe"]
     if not snap.gpus:
         out.append(f"  GPUs   none ({snap.nvml})")
     for g in snap.gpus:
@@ -128,7 +128,7 @@ def dry_run_json(d: DryRun) -> dict:
         "cache": plan.cache.to_json(),
         "reasons": list(plan.reasons),
         "problems": list(plan.problems),
-        "warning": d.warning,
+        "warnings": list(d.warnings),
         "dataset": None if d.dataset is None else {
             "yaml": str(d.dataset.yaml), "train_images": d.dataset.train_images,
             "val_images": d.dataset.val_images, "classes": d.dataset.names},

@@ -284,3 +284,21 @@ def test_no_warning_when_every_check_is_read(capsys, cpu_machine):
     assert overrides.unread() is None
     assert cli.main(["dry-run", "--ladder", str(lad), "--device", "cpu"]) == 0
     assert "warning:" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("how", ["key=value", "[job] imgsz"])
+def test_an_image_size_ultralytics_rounds_up_is_a_warning_not_a_refusal(capsys, cpu_machine, how):
+    """Review, item 8: imgsz=500 was refused ("multiple of 32"), though Ultralytics' trainer rounds
+    it up to 512 (check_imgsz) and trains. Dry-run and run take it and say so in one line."""
+    text = ladder_text()
+    lad = write(cpu_machine / "l.toml", text.replace("imgsz = 64", "imgsz = 500") if how != "key=value" else text)
+    pairs = ["imgsz=500"] if how == "key=value" else []
+    assert cli.main(["dry-run", "--ladder", str(lad), "--device", "cpu", *pairs]) == 0
+    out = capsys.readouterr().out
+    line = "warning: imgsz 500 is not a multiple of 32 (RT-DETR's largest stride): Ultralytics trains at 512; " \
+           "give imgsz=512 to say so"
+    assert [w for w in out.splitlines() if w.startswith("warning:")] == [line], out
+    said: list[str] = []
+    p = setup.prepare(setup.Request(ladder=str(lad), device="cpu", overrides=tuple(pairs)), say=said.append)
+    p.lock.release()
+    assert said[0] == line and p.ladder.job.imgsz == 500  # Ultralytics rounds it, as it would anyway

@@ -386,7 +386,7 @@ def test_a_record_rebuilt_refuses_another_dataset(capsys, cpu_machine, tmp_path)
     ("workers=2", ["'workers' is set by each rung"]),
     ("device=1", ["'device' is set by each rung"]),
     ("data=x.yaml", ["'data' is the launcher's to set", "--data PATH"]),
-    ("imgsz=500", ["multiple of 32"]),
+    ("imgsz=16", ["≥ 32"]),
     ("lr0", ["not in Ultralytics' key=value form"]),
 ])
 @pytest.mark.parametrize("command", ["dry-run", "run"])

@@ -87,7 +87,7 @@ BAD = {
     "cleanup negative": (ladder_text(rungs=rung(cleanup_every="-5")), ["key 'cleanup_every'"]),
     "min free negative": (ladder_text(rungs=rung(min_free_vram_gib="-1")), ["key 'min_free_vram_gib'"]),
     "pretrained string": (ladder_text(rungs=rung(pretrained='"yes"')), ["key 'pretrained'", "true or false"]),
-    "imgsz not multiple of 32": (ladder_text().replace("imgsz = 64", "imgsz = 100"), ["key 'imgsz'", "32"]),
+    "imgsz below 32": (ladder_text().replace("imgsz = 64", "imgsz = 16"), ["key 'imgsz'", "32"]),
     "bad run name": (ladder_text().replace('name = "t"', 'name = "../up"'), ["key 'name'", "folder name"]),
     "bad device": (ladder_text(job_extra='device = "cuda:0"'), ["key 'device'", "'0,1'"]),
     "empty ladder": (ladder_text(rungs=""), ["no rungs"]),

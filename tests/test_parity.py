@@ -480,3 +480,12 @@ def test_deprecated_arguments_point_to_ultralytics_replacement():
              if isinstance(n, ast_mod.Constant) and isinstance(n.value, str) and n.value.isidentifier()}
     rewritten = {k for k in named - set(DEFAULT_CFG_DICT) if _handle_deprecation({k: True}) != {k: True}}
     assert rewritten == set(overrides.DEPRECATED) | overrides.REMOVED
+
+
+def test_the_image_size_ultralytics_trains_at_is_check_imgszs():
+    """overrides.trained_imgsz against the trainer's check_imgsz(imgsz, stride=32, floor=32, max_dim=1)
+    for RT-DETR (its largest stride 32, BaseTrainer._setup_train)."""
+    from ultralytics.utils.checks import check_imgsz
+
+    for size in [32, 33, 63, 64, 100, 500, 511, 512, 513, 640, 1000, 1279, 1280]:
+        assert overrides.trained_imgsz(size) == check_imgsz(size, stride=32, floor=32, max_dim=1), size
