@@ -125,7 +125,7 @@ def now_and_peak(samples: list[dict], key: str) -> dict:
 
 
 def refusal_text(r: dict) -> list[str]:
-    return [f"last refusal, {r['ts']} (nothing ran after it): {r['command']}"] + [
+    return [f"last refusal, {r['ts']}: {r['command']}"] + [
         f"  {e}" for e in r["errors"]] + [f"  from {r['folder']}; recorded in {r['where']}"]
 
 

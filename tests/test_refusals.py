@@ -37,7 +37,7 @@ def test_a_refusal_under_a_closed_terminal_is_in_the_log_and_in_status(tmp_path)
     assert morning.returncode == 0, morning.stderr
     lines = morning.stdout.splitlines()
     assert lines[0].startswith("last refusal, ") and lines[0].endswith(
-        f"(nothing ran after it): python -m launcher run --data {NOTHING} --device cpu epochs=3")
+        f": python -m launcher run --data {NOTHING} --device cpu epochs=3")
     assert lines[1].startswith(f"  error: {tmp_path / NOTHING}")
 
 
