@@ -119,3 +119,22 @@ def test_status_shows_a_run_less_refusal_only_when_nothing_ran_after_it(tmp_path
     assert d["run"] == "night" and d["refusal"]["errors"] == ["error: new"]
     assert status.look("night")["refusal"] is None  # not this run's: run-less
     assert os.path.basename(d["refusal"]["where"]) == refusals.LOG_NAME
+
+
+def test_the_readmes_night_runs_dry_run_first_and_keeps_the_pane(tmp_path):
+    """The README's tmux recipe, its command run as tmux would run it (`exec bash` standing for the
+    shell that keeps the pane open): a mistake stops it at dry-run, whose error stays on screen."""
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    block = readme[readme.index("\nA='--data"):]
+    setting, recipe = block.strip().splitlines()[:2]
+    assert recipe.startswith('tmux new -s night "') and recipe.endswith('; exec bash"')
+    command = recipe[len('tmux new -s night "'):-1].replace("; exec bash", "; echo pane stays open")
+    assert command.index(" dry-run $A && ") < command.index(" run $A;")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python").symlink_to(sys.executable)
+    env = {**env_without("RTDETR_LOGS"), "PYTHONPATH": str(ROOT), "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    out = subprocess.run(["sh", "-c", f"{setting}\n{command}"], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert "Problems (run would refuse)" in out.stdout and "/data/coco_indoor/data.yaml" in out.stdout
+    assert out.stdout.rstrip().endswith("pane stays open") and not (tmp_path / "logs").exists()  # run never ran
