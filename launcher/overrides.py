@@ -109,12 +109,14 @@ def refusal(key: str, value: Any, *, job_keys: bool = False) -> tuple[str, str] 
     rung's model.train(). Ultralytics' own verdicts come with its own words."""
     if _breaks_line(key) or _breaks_line(value):  # first: the words below hold the raw value, on one line
         return f"{key!r}={value!r} holds a control character (a line break, a tab, ...)", "remove it"
+    if key == "device":  # the job's, not a rung's: a [[rung]] refuses the key
+        return "'device' is the launcher's option", "use --device, e.g. --device 0,1 or --device cpu"
     if key in RUNG_KEYS:
         return (f"'{key}' is set by each rung of the ladder", f"change '{key}' in the ladder's [[rung]] tables "
                 "(--ladder FILE); the ladder is the one authority on it")
     if key in LAUNCHER_KEYS:
-        return f"'{key}' is the launcher's to set", "use --data PATH" if key == "data" else \
-            "leave it out: the launcher sets it"
+        return f"'{key}' is the launcher's to set", {"data": "use --data PATH", "name": "use --name NAME"}.get(
+            key, "leave it out: the launcher sets it")
     if key in JOB_KEYS and not job_keys:
         return (f"'{key}' is the ladder's own", "set [job] imgsz" if key == "imgsz" else "set each rung's epochs "
                 f"(or give {key}=N on the command line)")
@@ -257,15 +259,40 @@ def trained_imgsz(imgsz: int) -> int:
     return max(math.ceil(imgsz / STRIDE) * STRIDE, STRIDE)
 
 
-def warnings(imgsz: int) -> tuple[str, ...]:
+def warnings(imgsz: int, args: dict[str, Any] | None = None, device: str | None = None) -> tuple[str, ...]:
     """The lines dry-run and run say before the plan: a check that is off (`unread`), an image size
-    Ultralytics will round up (not refused: it trains, at the next multiple of 32)."""
+    Ultralytics will round up (not refused: it trains, at the next multiple of 32), and each train
+    argument Ultralytics will not use (`unused`)."""
     out = [unread()]
     rounded = trained_imgsz(imgsz)
     if rounded != imgsz:
         out.append(f"imgsz {imgsz} is not a multiple of {STRIDE} (RT-DETR's largest stride): Ultralytics trains at "
                    f"{rounded}; give imgsz={rounded} to say so")
-    return tuple(w for w in out if w)
+    return tuple(w for w in out if w) + unused(args or {}, device)
+
+
+# what BaseTrainer.build_optimizer decides itself under optimizer=auto, whatever was given; tests/test_parity.py
+# runs it and holds this table to what it does
+AUTO_DECIDES = {
+    "lr0": "picks lr0 itself (with AdamW or MuSGD, by the number of iterations)",
+    "momentum": "builds AdamW or MuSGD with momentum 0.9 (AdamW keeps 0.9; MuSGD reaches the given one only when "
+                "warmup ends)",
+    "warmup_bias_lr": "sets warmup_bias_lr to 0.0",
+}
+
+
+def unused(args: dict[str, Any], device: str | None) -> tuple[str, ...]:
+    """One line per given train argument that Ultralytics' trainer overrides (docs/design.md, "Bad
+    input before the night"): accepted, since Ultralytics takes it, but said before the night, so
+    that a value that does nothing is not taken for one that trains."""
+    out = []
+    if str(args.get("optimizer", defaults().get("optimizer", "auto"))).lower() == "auto":
+        out += [f"{key}={args[key]!r} is overridden: under optimizer=auto Ultralytics {does}; name an optimizer "
+                f"(e.g. optimizer=AdamW) to train with it" for key, does in AUTO_DECIDES.items() if key in args]
+    amp = args.get("amp")
+    if device == "cpu" and amp is not None and amp is not False and amp not in ("fp32", "bf16"):  # as _setup_train
+        out.append(f"amp={amp!r} is overridden: on the CPU Ultralytics' check_amp turns AMP off; leave it out")
+    return tuple(out)
 
 
 def unread() -> str | None:

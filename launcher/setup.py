@@ -196,12 +196,13 @@ def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapsho
                            dataset_images=data.images if data else None, dataset_problem=problem,
                            avoid=learned.avoid() if learned else None)
     if plan.start is None:
-        return DryRun(snap, ladder, plan, data, None, None, {}, [], learned, overrides.warnings(ladder.job.imgsz))
+        return DryRun(snap, ladder, plan, data, None, None, {}, [], learned,
+                      overrides.warnings(ladder.job.imgsz, ladder.job.args, plan.device))
     paths = RunPaths.for_run(ladder.job.name)
     spec = spec_mod.build(ladder.job, plan.start, plan.device, paths, attempt=1, vram_gib=req.vram)
     env = {**extra_env(req), **spec_mod.env(plan.start, paths.spec(1))}  # as the supervisor starts attempt 1
     return DryRun(snap, ladder, plan, data, spec, paths.spec(1), env, spec_mod.command(paths.spec(1)), learned,
-                  overrides.warnings(ladder.job.imgsz))
+                  overrides.warnings(ladder.job.imgsz, ladder.job.args, plan.device))
 
 
 def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
@@ -348,7 +349,8 @@ def rebuild(ladder: Ladder, paths: RunPaths, epochs: int | None, device: str, ev
         if epochs is not None and epochs != int(own.get("epochs", 0)):
             raise BadInput(str(last), f"run {ladder.job.name!r} has no state.json, and this checkpoint was trained "
                            f"for {own.get('epochs')} epochs (its own training arguments); this run asks "
-                           f"--epochs {epochs}", "run again without --epochs to continue, or start afresh with --fresh")
+                           f"{epochs} epochs", "run again without --epochs or epochs=N to continue, or start afresh "
+                           "with --fresh")
     data = _dataset_read(paths)
     if data is not None and data != str(ladder.job.dataset):
         raise BadInput(str(paths.dataset), f"run {ladder.job.name!r} has no state.json, and it trained on {data}; this "
@@ -485,11 +487,11 @@ def check_continuation(state: RunState, ladder: Ladder, paths: RunPaths, epochs:
                        f"{had}, this run asks {given} (a resumed checkpoint keeps its own)",
                        "run again without key=value arguments to continue, or start afresh with --fresh")
     if epochs is not None and epochs != state.epochs_override:
-        had = f"--epochs {state.epochs_override}" if state.epochs_override else "the ladder's epochs"
+        had = f"{state.epochs_override} epochs" if state.epochs_override else "the ladder's epochs"
         raise BadInput(f"{state_path}, key 'epochs_override'",
-                       f"run {ladder.job.name!r} was started with {had}, this run asks {epochs} "
+                       f"run {ladder.job.name!r} was started with {had}, this run asks {epochs} epochs "
                        "(a resumed checkpoint keeps its own)",
-                       "run again without --epochs to continue, or start afresh with --fresh")
+                       "run again without --epochs or epochs=N to continue, or start afresh with --fresh")
     for rung in ladder.rungs:  # a ladder edited since: Ultralytics' resume ignores a new `epochs`
         m, asked = state.model(rung.model.source), state.epochs_override or rung.epochs
         if m and m.epochs != asked:

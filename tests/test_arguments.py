@@ -302,3 +302,37 @@ def test_an_image_size_ultralytics_rounds_up_is_a_warning_not_a_refusal(capsys, 
     p = setup.prepare(setup.Request(ladder=str(lad), device="cpu", overrides=tuple(pairs)), say=said.append)
     p.lock.release()
     assert said[0] == line and p.ladder.job.imgsz == 500  # Ultralytics rounds it, as it would anyway
+
+
+# (key=value arguments, --device, the warning lines dry-run and run must say, in order)
+UNUSED = [
+    (["lr0=0.001"], "cpu", ["lr0=0.001 is overridden: under optimizer=auto Ultralytics picks lr0 itself"]),
+    (["optimizer=auto", "momentum=0.8", "warmup_bias_lr=0.05"], "cpu",
+     ["momentum=0.8 is overridden: under optimizer=auto Ultralytics builds AdamW or MuSGD with momentum 0.9",
+      "warmup_bias_lr=0.05 is overridden: under optimizer=auto Ultralytics sets warmup_bias_lr to 0.0"]),
+    (["optimizer=SGD", "lr0=0.001", "momentum=0.8"], "cpu", []),  # a named optimizer takes them
+    (["amp=True"], "cpu", ["amp=True is overridden: on the CPU Ultralytics' check_amp turns AMP off; leave it out"]),
+    (["amp=bf16"], "cpu", []),
+]
+
+
+@pytest.mark.parametrize("pairs, device, lines", UNUSED, ids=[" ".join(u[0]) for u in UNUSED])
+def test_an_argument_ultralytics_overrides_is_said_by_dry_run_and_run(capsys, cpu_machine, pairs, device, lines):
+    """Issue 18, item 3: lr0=0.001 was taken in silence, and Ultralytics ignored it under
+    optimizer=auto. Dry-run and run say each such argument in one line (AUTO_DECIDES is held to
+    build_optimizer in tests/test_parity.py); a named optimizer takes them, and nothing is said."""
+    lad = write(cpu_machine / "l.toml", ladder_text())
+    assert cli.main(["dry-run", "--ladder", str(lad), "--device", device, *pairs]) == 0
+    warned = [w for w in capsys.readouterr().out.splitlines() if w.startswith("warning:")]
+    assert len(warned) == len(lines) and all(w.startswith(f"warning: {line}") for w, line in zip(warned, lines)), warned
+    said: list[str] = []
+    p = setup.prepare(setup.Request(ladder=str(lad), device=device, overrides=tuple(pairs)), say=said.append)
+    p.lock.release()
+    assert said[:len(warned)] == warned and not any(s.startswith("warning:") for s in said[len(warned):]), said
+
+
+def test_an_overridden_argument_in_the_ladders_job_args_is_said_too(capsys, cpu_machine):
+    lad = write(cpu_machine / "l.toml", ladder_text(job_extra="[job.args]\nlr0 = 0.002\n"))
+    assert cli.main(["dry-run", "--ladder", str(lad), "--device", "cpu", "--json"]) == 0
+    warned = json.loads(capsys.readouterr().out)["warnings"]
+    assert len(warned) == 1 and warned[0].startswith("lr0=0.002 is overridden: under optimizer=auto"), warned

@@ -489,3 +489,37 @@ def test_the_image_size_ultralytics_trains_at_is_check_imgszs():
 
     for size in [32, 33, 63, 64, 100, 500, 511, 512, 513, 640, 1000, 1279, 1280]:
         assert overrides.trained_imgsz(size) == check_imgsz(size, stride=32, floor=32, max_dim=1), size
+
+
+@pytest.mark.parametrize("iterations", [100, 100_000], ids=["AdamW", "MuSGD"])
+def test_what_optimizer_auto_overrides_is_what_build_optimizer_overrides(iterations):
+    """Issue 18, item 3: overrides.AUTO_DECIDES (the arguments dry-run says optimizer=auto
+    overrides) is what BaseTrainer.build_optimizer does: under optimizer=auto each given value is
+    replaced, whichever optimizer it picks; under a named optimizer each is kept."""
+    import torch.nn as nn
+
+    from ultralytics.engine.trainer import BaseTrainer
+    from ultralytics.utils import IterableSimpleNamespace
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.Linear(4, 2))
+
+    given = {"lr0": 0.0123, "momentum": 0.55, "warmup_bias_lr": 0.077}
+
+    def build(name: str) -> tuple[dict, dict]:
+        me = SimpleNamespace(args=IterableSimpleNamespace(optimizer=name, **given), data={"nc": 3})
+        opt = BaseTrainer.build_optimizer(me, Model(), name=name, lr=given["lr0"], momentum=given["momentum"],
+                                          iterations=iterations)
+        group = opt.param_groups[-1]
+        used = {"lr0": group["lr"], "momentum": group.get("momentum", group.get("betas", (None,))[0]),
+                "warmup_bias_lr": me.args.warmup_bias_lr}
+        return used, dict(vars(me.args))
+
+    used, args = build("auto")
+    overridden = {k for k in given if used[k] != given[k]}
+    assert overridden == set(overrides.AUTO_DECIDES), (used, args)
+    assert args["optimizer"] in {"AdamW", "MuSGD"}
+    used, _ = build("SGD" if iterations > 10_000 else "AdamW")
+    assert used == given  # a named optimizer trains with them
