@@ -247,6 +247,9 @@ def rules() -> dict[str, Any]:
     for node in _source(root / "engine" / "trainer.py", inside="build_optimizer"):
         if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "optimizers":
             out["optimizers"] = frozenset(_literal(node.value) or ())
+    for node in _source(root / "engine" / "trainer.py", inside="check_resume"):
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "allowed":
+            out["resume_allowed"] = frozenset(_literal(node.value) or ())  # the rest: "Resume ignores [...]"
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -281,6 +284,13 @@ AUTO_DECIDES = {
 }
 
 
+def resume_ignores(key: str) -> bool:
+    """Whether Ultralytics' resume keeps the checkpoint's value of `key` whatever is given
+    (BaseTrainer.check_resume: only its `allowed` keys may change; tests/test_parity.py runs it)."""
+    allowed = rules().get("resume_allowed")
+    return allowed is not None and key not in allowed
+
+
 def unused(args: dict[str, Any], device: str | None) -> tuple[str, ...]:
     """One line per given train argument that Ultralytics' trainer overrides (docs/design.md, "Bad
     input before the night"): accepted, since Ultralytics takes it, but said before the night, so
@@ -305,7 +315,8 @@ def unread() -> str | None:
     r = rules()
     missing = ([] if defaults() else ["its keys (cfg/default.yaml)"]) + \
         [f"cfg/__init__.py's {n}" for n in RULE_NAMES if n not in r] + \
-        ([] if r.get("optimizers") else ["the optimizer names (engine/trainer.py, build_optimizer)"])
+        ([] if r.get("optimizers") else ["the optimizer names (engine/trainer.py, build_optimizer)"]) + \
+        ([] if r.get("resume_allowed") else ["what a resume takes (engine/trainer.py, check_resume)"])
     if not missing:
         return None
     return (f"the argument check is off for {', '.join(missing)}: not found in the installed Ultralytics' source "

@@ -281,7 +281,10 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
         prepared.start = continue_run(state, ladder, paths, events, say)
         if req.epochs is None and state.epochs_override:  # a rehearsal stays a rehearsal
             prepared.rungs = plan_mod.override_epochs(replace(ladder, rungs=plan.rungs), state.epochs_override).rungs
-        if not req.overrides and state.overrides:  # the run's own key=value arguments
+        kept = {k: v for k, v in (state.overrides or {}).items() if k not in (req.args or {})}
+        if kept:  # the run's own key=value arguments, left out this time (check_continuation)
+            say("continuing with the run's own " + " ".join(f"{k}={v}" for k, v in kept.items()) +
+                " (left out this time: it goes on as it was started)")
             prepared.ladder = with_args(ladder, state.overrides)
             if prepared.experience is not None:  # learned under the arguments the run trains with
                 prepared.experience = experience.Experience(prepared.experience.path, experience.job_key(
@@ -478,14 +481,19 @@ def fresh_name(name: str) -> str:
 def check_continuation(state: RunState, ladder: Ladder, paths: RunPaths, epochs: int | None,
                        args: dict | None = None) -> None:
     """A second `run` of the same name continues it, or says it is finished; settings Ultralytics
-    would silently ignore on resume must not differ, or the run would not do what was asked."""
+    would silently ignore on resume must not differ, or the run would not do what was asked. A
+    key=value left out continues as the run was started (_take_up says so): a resume would not
+    take a new one anyway (docs/design.md, "Bad input before the night")."""
     state_path = paths.state
-    if args is not None and args != state.overrides:
-        given = " ".join(f"{k}={v}" for k, v in args.items()) or "none"
-        had = " ".join(f"{k}={v}" for k, v in state.overrides.items()) or "none"
-        raise BadInput(f"{state_path}, key 'overrides'", f"run {ladder.job.name!r} was started with the arguments "
-                       f"{had}, this run asks {given} (a resumed checkpoint keeps its own)",
-                       "run again without key=value arguments to continue, or start afresh with --fresh")
+    changed = {k: v for k, v in (args or {}).items() if k not in state.overrides or state.overrides[k] != v}
+    if changed:
+        given = " ".join(f"{k}={v}" for k, v in changed.items())
+        had = " ".join(f"{k}={state.overrides.get(k, 'unset')}" for k in changed)
+        ignored = [k for k in changed if overrides.resume_ignores(k)]
+        why = f"Ultralytics' resume ignores {', '.join(ignored)} and keeps the checkpoint's" if ignored else \
+            "the launcher continues a run with the arguments it was started with"
+        raise BadInput(f"{state_path}, key 'overrides'", f"run {ladder.job.name!r} was started with {had}, this run "
+                       f"asks {given} ({why})", "leave them out to continue as started, or start afresh with --fresh")
     if epochs is not None and epochs != state.epochs_override:
         had = f"{state.epochs_override} epochs" if state.epochs_override else "the ladder's epochs"
         raise BadInput(f"{state_path}, key 'epochs_override'",

@@ -336,3 +336,38 @@ def test_an_overridden_argument_in_the_ladders_job_args_is_said_too(capsys, cpu_
     assert cli.main(["dry-run", "--ladder", str(lad), "--device", "cpu", "--json"]) == 0
     warned = json.loads(capsys.readouterr().out)["warnings"]
     assert len(warned) == 1 and warned[0].startswith("lr0=0.002 is overridden: under optimizer=auto"), warned
+
+
+def stopped_run(lad: Path, *pairs: str) -> None:
+    """A run started with these key=value arguments and stopped (its record saved, its lock free)."""
+    p = setup.prepare(setup.Request(ladder=str(lad), device="cpu", overrides=pairs), say=lambda line: None)
+    p.state.save(p.paths.state)  # as the supervisor does before its first child
+    p.lock.release()
+
+
+def test_a_continued_run_does_not_demand_the_arguments_a_resume_ignores(capsys, cpu_machine):
+    """Issue 18, item 3: on a continued run the launcher insisted on lr0=0.002 again, while
+    Ultralytics' resume ignores it. Left out, the run goes on with its own, said in one line."""
+    lad = write(cpu_machine / "l.toml", ladder_text())
+    stopped_run(lad, "lr0=0.002", "patience=20")
+    said: list[str] = []
+    p = setup.prepare(setup.Request(ladder=str(lad), device="cpu", overrides=("patience=20",)), say=said.append)
+    p.lock.release()
+    assert p.ladder.job.args["lr0"] == 0.002 and p.ladder.job.args["patience"] == 20
+    assert [s for s in said if "run's own" in s] == \
+        ["continuing with the run's own lr0=0.002 (left out this time: it goes on as it was started)"], said
+
+
+@pytest.mark.parametrize("pairs, why", [
+    (("lr0=0.01",), "Ultralytics' resume ignores lr0 and keeps the checkpoint's"),
+    (("lr0=0.002", "momentum=0.8"), "Ultralytics' resume ignores momentum and keeps the checkpoint's"),
+    (("patience=5",), "the launcher continues a run with the arguments it was started with"),
+])
+def test_a_continued_run_refuses_a_changed_argument_naming_what_resume_ignores(capsys, cpu_machine, pairs, why):
+    """A changed value would not take effect (Ultralytics' resume keeps the checkpoint's; the
+    keys it ignores are held to check_resume in tests/test_parity.py): one line, exit 2."""
+    lad = write(cpu_machine / "l.toml", ladder_text())
+    stopped_run(lad, "lr0=0.002", "patience=20")
+    code, err = run(capsys, "run", "--ladder", str(lad), "--device", "cpu", *pairs)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err and why in err, err
+    assert "leave them out to continue as started, or start afresh with --fresh" in err, err

@@ -523,3 +523,33 @@ def test_what_optimizer_auto_overrides_is_what_build_optimizer_overrides(iterati
     assert args["optimizer"] in {"AdamW", "MuSGD"}
     used, _ = build("SGD" if iterations > 10_000 else "AdamW")
     assert used == given  # a named optimizer trains with them
+
+
+def test_what_a_resume_ignores_is_what_check_resume_ignores(tmp_path, monkeypatch):
+    """Issue 18, item 3: overrides.resume_ignores (which a continued run refuses to change, and
+    lets be left out) is BaseTrainer.check_resume's verdict, run on every training key with a
+    changed value: a key it takes is not said to be ignored, and one it ignores is."""
+    import ultralytics.engine.trainer as trainer
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+    from ultralytics.utils import LOGGER
+
+    last = write(tmp_path / "last.pt", "")
+    monkeypatch.setattr(trainer, "load_checkpoint", lambda path: (SimpleNamespace(args=dict(DEFAULT_CFG_DICT)), None))
+    said: list[str] = []
+    monkeypatch.setattr(LOGGER, "warning", lambda msg, *a, **k: said.append(str(msg)))
+
+    def changed(value):
+        return (not value) if isinstance(value, bool) else value + 1 if isinstance(value, (int, float)) else "other"
+
+    keys = [k for k in DEFAULT_CFG_DICT if k not in {"model", "data", "mode", "resume", "pretrained", "task"}]
+    for key in keys:
+        me = SimpleNamespace(args=SimpleNamespace(resume=str(last), data=None))
+        said.clear()
+        trainer.BaseTrainer.check_resume(me, {key: changed(DEFAULT_CFG_DICT[key])})
+        ignored = any(f"Resume ignores ['{key}']" in s for s in said)
+        taken = getattr(me.args, key) == changed(DEFAULT_CFG_DICT[key])
+        assert ignored != taken, (key, said)
+        assert overrides.resume_ignores(key) == ignored, key
+    me = SimpleNamespace(args=SimpleNamespace(resume=str(last), data=None))
+    trainer.BaseTrainer.check_resume(me, {"pretrained": "other.pt"})  # not taken, though not said either
+    assert me.args.pretrained != "other.pt" and overrides.resume_ignores("pretrained")
