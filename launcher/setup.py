@@ -176,8 +176,10 @@ def check_weights(ladder: Ladder) -> None:
                            "again), or point the rung at another model")
 
 
-def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapshot | None = None) -> DryRun:
-    """What dry-run shows and run starts from: the probe, the plan, the first attempt's spec."""
+def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapshot | None = None,
+              dry: bool = True) -> DryRun:
+    """What dry-run shows and run starts from: the probe, the plan, the first attempt's spec. `dry`:
+    its warnings also say what run would say of the stopped run it would continue."""
     req = settle(demo_ladder(req))
     ladder = ladder or load_job(req)
     machine = machine or probe.take()
@@ -195,14 +197,15 @@ def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapsho
     plan = plan_mod.choose(ladder, snap, device=req.device, start_rung=req.start_rung,
                            dataset_images=data.images if data else None, dataset_problem=problem,
                            avoid=learned.avoid() if learned else None)
+    warnings = overrides.warnings(ladder.job.imgsz, ladder.job.args, plan.device) + \
+        (continuation_warnings(req, ladder) if dry else ())
     if plan.start is None:
-        return DryRun(snap, ladder, plan, data, None, None, {}, [], learned,
-                      overrides.warnings(ladder.job.imgsz, ladder.job.args, plan.device))
+        return DryRun(snap, ladder, plan, data, None, None, {}, [], learned, warnings)
     paths = RunPaths.for_run(ladder.job.name)
     spec = spec_mod.build(ladder.job, plan.start, plan.device, paths, attempt=1, vram_gib=req.vram)
     env = {**extra_env(req), **spec_mod.env(plan.start, paths.spec(1))}  # as the supervisor starts attempt 1
     return DryRun(snap, ladder, plan, data, spec, paths.spec(1), env, spec_mod.command(paths.spec(1)), learned,
-                  overrides.warnings(ladder.job.imgsz, ladder.job.args, plan.device))
+                  warnings)
 
 
 def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
@@ -213,7 +216,7 @@ def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
     req = for_demo(req, ladder, machine)
     child_env = extra_env(req)
     check_injections(req.inject, ladder)
-    result = make_plan(req, ladder, machine)
+    result = make_plan(req, ladder, machine, dry=False)  # run says the continuation's words itself
     for line in result.warnings:
         say(f"warning: {line}")
     plan = result.plan
@@ -281,10 +284,9 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
         prepared.start = continue_run(state, ladder, paths, events, say)
         if req.epochs is None and state.epochs_override:  # a rehearsal stays a rehearsal
             prepared.rungs = plan_mod.override_epochs(replace(ladder, rungs=plan.rungs), state.epochs_override).rungs
-        kept = {k: v for k, v in (state.overrides or {}).items() if k not in (req.args or {})}
+        kept = kept_arguments(state, req.args)
         if kept:  # the run's own key=value arguments, left out this time (check_continuation)
-            say("continuing with the run's own " + " ".join(f"{k}={v}" for k, v in kept.items()) +
-                " (left out this time: it goes on as it was started)")
+            say(kept)
             prepared.ladder = with_args(ladder, state.overrides)
             if prepared.experience is not None:  # learned under the arguments the run trains with
                 prepared.experience = experience.Experience(prepared.experience.path, experience.job_key(
@@ -485,15 +487,7 @@ def check_continuation(state: RunState, ladder: Ladder, paths: RunPaths, epochs:
     key=value left out continues as the run was started (_take_up says so): a resume would not
     take a new one anyway (docs/design.md, "Bad input before the night")."""
     state_path = paths.state
-    changed = {k: v for k, v in (args or {}).items() if k not in state.overrides or state.overrides[k] != v}
-    if changed:
-        given = " ".join(f"{k}={v}" for k, v in changed.items())
-        had = " ".join(f"{k}={state.overrides.get(k, 'unset')}" for k in changed)
-        ignored = [k for k in changed if overrides.resume_ignores(k)]
-        why = f"Ultralytics' resume ignores {', '.join(ignored)} and keeps the checkpoint's" if ignored else \
-            "the launcher continues a run with the arguments it was started with"
-        raise BadInput(f"{state_path}, key 'overrides'", f"run {ladder.job.name!r} was started with {had}, this run "
-                       f"asks {given} ({why})", "leave them out to continue as started, or start afresh with --fresh")
+    check_arguments(state, ladder, paths, args)
     if epochs is not None and epochs != state.epochs_override:
         had = f"{state.epochs_override} epochs" if state.epochs_override else "the ladder's epochs"
         raise BadInput(f"{state_path}, key 'epochs_override'",
@@ -519,6 +513,41 @@ def check_continuation(state: RunState, ladder: Ladder, paths: RunPaths, epochs:
                        f"run {ladder.job.name!r} trains on {state.data}, this run asks {ladder.job.dataset} "
                        "(a resumed checkpoint keeps its own)",
                        f"pass --data {state.data} to continue, or start afresh with --fresh")
+
+
+def check_arguments(state: RunState, ladder: Ladder, paths: RunPaths, args: dict | None) -> None:
+    """check_continuation's rule for key=value arguments: one given again must be the run's own."""
+    changed = {k: v for k, v in (args or {}).items() if k not in state.overrides or state.overrides[k] != v}
+    if changed:
+        given = " ".join(f"{k}={v}" for k, v in changed.items())
+        had = " ".join(f"{k}={state.overrides.get(k, 'unset')}" for k in changed)
+        ignored = [k for k in changed if overrides.resume_ignores(k)]
+        why = f"Ultralytics' resume ignores {', '.join(ignored)} and keeps the checkpoint's" if ignored else \
+            "the launcher continues a run with the arguments it was started with"
+        raise BadInput(f"{paths.state}, key 'overrides'", f"run {ladder.job.name!r} was started with {had}, this run "
+                       f"asks {given} ({why})", "leave them out to continue as started, or start afresh with --fresh")
+
+
+def kept_arguments(state: RunState, args: dict | None) -> str | None:
+    """The line `run` says of the run's own key=value arguments left out this time; None: none."""
+    kept = {k: v for k, v in (state.overrides or {}).items() if k not in (args or {})}
+    return ("continuing with the run's own " + " ".join(f"{k}={v}" for k, v in kept.items()) +
+            " (left out this time: it goes on as it was started)") if kept else None
+
+
+def continuation_warnings(req: Request, ladder: Ladder) -> tuple[str, ...]:
+    """What `run` would say first of the key=value arguments of the stopped run it would continue,
+    for dry-run to say before the night: the refusal of a changed one, or the kept ones' line."""
+    paths = RunPaths.for_run(ladder.job.name)
+    try:
+        state = None if req.fresh else RunState.load(paths.state)
+        if state is None or state.status == Ev.COMPLETE:
+            return ()
+        check_arguments(state, ladder, paths, req.args if req.overrides else None)
+    except BadInput as e:
+        return (f"run would refuse: {e}",)
+    kept = kept_arguments(state, req.args)
+    return (f"run {ladder.job.name!r} exists: {kept}",) if kept else ()
 
 
 def adopt(state: RunState, paths: RunPaths, events: Events, say: Callable[[str], None]) -> None:

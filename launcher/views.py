@@ -27,7 +27,7 @@ class DryRun:
     env: dict[str, str]
     command: list[str]
     experience: Experience | None = None  # what earlier nights learned (None with --no-memory)
-    warnings: tuple[str, ...] = ()  # one line each, said first (setup.warnings_for)
+    warnings: tuple[str, ...] = ()  # one line each, said first (overrides.warnings, setup.continuation_warnings)
 
 
 def rel(p: str | Path, cwd: Path | None = None) -> str:

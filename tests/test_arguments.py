@@ -371,3 +371,19 @@ def test_a_continued_run_refuses_a_changed_argument_naming_what_resume_ignores(c
     code, err = run(capsys, "run", "--ladder", str(lad), "--device", "cpu", *pairs)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err and why in err, err
     assert "leave them out to continue as started, or start afresh with --fresh" in err, err
+
+
+@pytest.mark.parametrize("pairs, line", [
+    ((), "warning: run 't' exists: continuing with the run's own lr0=0.002 patience=20 (left out this time"),
+    (("lr0=0.01",), "warning: run would refuse: "),
+])
+def test_dry_run_says_what_run_would_say_of_a_stopped_runs_arguments(capsys, cpu_machine, pairs, line):
+    """Dry-run says it before the night too: the arguments a continued run keeps, or that run would
+    refuse a changed one (Ultralytics' resume would ignore it)."""
+    lad = write(cpu_machine / "l.toml", ladder_text())
+    stopped_run(lad, "lr0=0.002", "patience=20")
+    assert cli.main(["dry-run", "--ladder", str(lad), "--device", "cpu", *pairs]) == 0
+    warned = [w for w in capsys.readouterr().out.splitlines() if w.startswith("warning: run")]
+    assert len(warned) == 1 and warned[0].startswith(line), warned
+    if pairs:
+        assert "(Ultralytics' resume ignores lr0 and keeps the checkpoint's)" in warned[0], warned
