@@ -134,7 +134,8 @@ def job_options() -> argparse.ArgumentParser:
                    help="pretend the machine has this much available RAM; e.g. --ram 16")
     g.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="Ultralytics training arguments in its own form, for every rung: imgsz=512 epochs=80 "
-                        "lr0=0.002 patience=20 (checked against Ultralytics' keys before anything starts; batch, "
+                        "optimizer=AdamW lr0=0.002 patience=20 (checked against Ultralytics' keys before anything "
+                        "starts; lr0 needs a named optimizer: optimizer=auto picks its own; batch, "
                         "workers, cache, model and device are the ladder's)")
     g.add_argument("--no-memory", action="store_true",
                    help="ignore what earlier runs on this machine and job learned (logs/experience.json: rungs "
