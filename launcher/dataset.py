@@ -37,7 +37,8 @@ def inspect(yaml_path: Path) -> Dataset:
 
     where = str(yaml_path)
     if not yaml_path.is_file():
-        raise BadInput(where, "dataset YAML not found", "set [job] dataset in the ladder or pass --data PATH")
+        raise BadInput(where, "dataset YAML not found", "correct the path: --data PATH (relative to the folder you "
+                       "run in), else the ladder's [job] dataset (relative to the ladder's folder)")
     try:
         data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:

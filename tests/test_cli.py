@@ -363,7 +363,7 @@ def test_a_finished_run_without_its_record_refuses_other_epochs(capsys, cpu_mach
 
 def test_a_stopped_run_without_its_record_refuses_more_epochs(capsys, cpu_machine, tmp_path):
     a_run_without_state(tmp_path, epoch=0, epochs=3, attempts=1)  # 1 of 3 epochs saved
-    with pytest.raises(BadInput, match=r"trained for 3 epochs .* asks --epochs 5"):
+    with pytest.raises(BadInput, match=r"trained for 3 epochs .* asks 5 epochs"):
         prepare(epochs=5)
     p = prepare(epochs=3)
     assert p.state.models["rtdetr-l.pt"].epochs_done == 1 and p.state.attempts == 1
@@ -384,7 +384,7 @@ def test_a_record_rebuilt_refuses_another_dataset(capsys, cpu_machine, tmp_path)
     ("amp=maybe", ["Ultralytics refuses it: 'amp=maybe' is invalid. Valid 'amp' values are True, False"]),
     ("batch=8", ["'batch' is set by each rung of the ladder", "[[rung]]"]),
     ("workers=2", ["'workers' is set by each rung"]),
-    ("device=1", ["'device' is set by each rung"]),
+    ("device=1", ["'device' is the launcher's option", "use --device"]),
     ("data=x.yaml", ["'data' is the launcher's to set", "--data PATH"]),
     ("imgsz=16", ["≥ 32"]),
     ("lr0", ["not in Ultralytics' key=value form"]),

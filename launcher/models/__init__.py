@@ -131,8 +131,8 @@ def check_download(ref: ModelRef) -> ModelRef:
     else:
         return ref
     return replace(ref, available=False, weights=(
-        f"needs {ref.download}, but {why} — download it once on a connected machine (see README), or use a "
-        "random-init model (pretrained = false, or the .yaml)"))
+        f"needs {ref.download}, but {why} — download it once on a connected machine (see README, 'Weights "
+        "offline'), or use a random-init model (pretrained = false, or the .yaml)"))
 
 
 @functools.lru_cache(maxsize=None)
