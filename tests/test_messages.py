@@ -222,3 +222,33 @@ def test_a_relative_dataset_path_resolves_as_usage_md_says(monkeypatch, tmp_path
     assert dataset_mod.inspect(yaml_file).root == tmp_path / "here" / "imgs"
     monkeypatch.chdir(tmp_path)
     assert dataset_mod.inspect(yaml_file).root == tmp_path / "sets" / "imgs"
+
+
+def test_a_deprecated_key_names_a_replacement_ultralytics_takes():
+    for old, new in overrides.DEPRECATED.items():
+        problem, fix = overrides.refusal(old, True)
+        assert fix == f"use {new} instead"
+        key, _, value = new.partition("=")
+        assert key in overrides.defaults() and overrides.refusal(key, overrides.value_of(value or "true")) is None
+
+
+def test_a_damaged_run_record_names_fresh_and_fresh_starts_beside_it(capsys, cpu_machine, tmp_path):
+    state = tmp_path / "logs" / "coco_indoor" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text("{cut")
+    code, _, err = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
+    assert code == 2 and "not JSON" in err and "start afresh with --fresh" in err
+    p = setup.prepare(setup.Request(data="coco_indoor/data.yaml", device="cpu", fresh=True), say=print)
+    try:
+        assert p.paths.root.name.startswith("coco_indoor-") and p.state.attempts == 0
+    finally:
+        p.lock.release()
+    assert state.read_text() == "{cut"  # the old run stays as it is
+
+
+def test_the_readmes_set_up_is_two_commands_and_names_the_slurm_opt_out_the_tests_read():
+    block = README.split("## Set up", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    assert block.splitlines() == ['pip install -e ".[dev]" && python -m launcher run --demo', "python -m pytest"]
+    assert "RTDETR_SLURM_INSTALL=0` opts out" in README
+    assert 'os.environ.get("RTDETR_SLURM_INSTALL", "").strip() != "0"' in (ROOT / "tests" / "slurm.py").read_text()
+    assert len(README.splitlines()) <= 150
