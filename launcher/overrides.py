@@ -7,7 +7,7 @@ itself depends on.
 
 `epochs` and `imgsz` given as key=value become the job's (every rung's epochs, the job's image
 size); the rest goes to every rung's `model.train()`, over the ladder's [job.args]. Keys a rung owns
-(model, batch, workers, cache, device) and keys the launcher sets (data, save_dir, resume, ...) are
+(model, batch, workers, cache), device (--device's) and keys the launcher sets (data, save_dir, resume, ...) are
 refused, and so are `save=False`, a `time=` other than None and deprecated keys (with their
 replacement). A key=value is read as Ultralytics' CLI reads it (`value_of`: `[0,2]` is a list).
 """
