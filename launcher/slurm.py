@@ -6,7 +6,7 @@ and SIGTERM as cuts, not failures: the child is stopped before Ultralytics' fina
 strip the optimizer from last.pt, the record says `time_limit` or `preempted`, and for a time
 limit the launcher requeues its own job (`scontrol requeue`) as its last act. What a signal means
 is read from what scontrol shows of the job at that moment (`judge`): a SIGTERM is a time limit
-only once the job has run its time limit (StartTime + TimeLimit; EndTime is the moment of a
+only once the job has run its time limit (RunTime reaches TimeLimit; EndTime is the moment of a
 cancel), a preemption when SLURM has requeued the job, and a person's cancel when the job is
 ending otherwise; a cancelled job is never requeued. Outside a job nothing here runs; no SLURM
 command is called unless the launcher is inside a job or asked to submit one.
