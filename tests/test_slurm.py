@@ -23,6 +23,28 @@ from launcher.runlog import RunPaths
 
 from test_supervisor import FakeChild, ok, with_job
 
+SIGS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@pytest.fixture(autouse=True)
+def dispositions_restored():
+    """A night that requeues its job leaves SIGTERM ignored on purpose (Signals.ignore: SLURM's
+    SIGTERM to the job it requeued must not end the launcher before its exit status). In pytest's
+    process that would outlive the test, and every later subprocess would inherit SIG_IGN (exec keeps
+    it): a SIGTERM to a launcher started by a later test would do nothing. Put back; any other
+    disposition a test changed is a leak: fail."""
+    before = [signal.getsignal(s) for s in SIGS]
+    try:
+        yield
+        after = [signal.getsignal(s) for s in SIGS]
+        if after[1] == signal.SIG_IGN:
+            after[1] = before[1]
+        assert after == before, "a test left a signal disposition changed"
+    finally:
+        for s, handler in zip(SIGS, before):
+            signal.signal(s, handler)
+
+
 HOSTILE = ["$(touch pwned)", "`touch pwned`", "a b", "it's", 'say "hi"', "x;touch pwned", "\\n", "*"]
 
 
