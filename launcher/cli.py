@@ -349,7 +349,7 @@ def cmd_sbatch(args) -> int:
     minutes = None
     if limit is not None:
         try:
-            minutes = slurm.minutes(limit)
+            minutes = slurm.minutes(limit) or None  # --time=0: "no time limit be imposed" (sbatch)
         except ValueError as e:
             raise BadInput(f"--time {limit}", str(e), "give a SLURM time, e.g. --time=12:00:00") from None
         if minutes is not None and minutes * 60 <= lead:

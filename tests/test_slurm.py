@@ -83,6 +83,8 @@ def test_the_script_asks_for_requeue_the_signal_and_the_gpus(tmp_path, monkeypat
     assert "--dry-run: not submitted" in out and not (tmp_path / "logs" / "demo" / "sbatch.sh").exists()
     cli.main(["sbatch", "--demo", "--dry-run", "--", "--gres=gpu:a100:1"])
     assert "#SBATCH --gres=gpu:1" not in capsys.readouterr().out  # the user's own GPU request stands
+    assert cli.main(["sbatch", "--demo", "--dry-run", "--", "--time=0"]) == 0  # SLURM: no time limit
+    assert "would submit it" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("sbatch_args, names", [
