@@ -15,12 +15,24 @@ import sys
 
 def harden() -> None:
     """Characters the terminal's encoding lacks are escaped, not raised (PYTHONIOENCODING=ascii). A
-    stream that was closed before the launcher started (`>&-`: Python then has None) writes to
-    /dev/null, so every write succeeds."""
-    for name in ("stdout", "stderr"):
+    stream that was closed before the launcher started (`<&- >&- 2>&-`: Python then has None) is
+    /dev/null, on its own descriptor: opened anywhere else, the next file opened (the run's lock,
+    events.jsonl) would become fd 2 and take C-level stderr writes (the child inherits 0-2 too)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:  # closed: /dev/null takes its place
+            try:
+                null = os.open(os.devnull, os.O_RDWR)
+                if null != fd:
+                    os.dup2(null, fd)
+                    os.close(null)
+            except OSError:
+                pass
+    for fd, name in ((1, "stdout"), (2, "stderr")):
         if getattr(sys, name) is None:
             try:
-                setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))
+                setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))
             except OSError:
                 pass
     for stream in (sys.stdout, sys.stderr):

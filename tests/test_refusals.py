@@ -41,6 +41,22 @@ def test_a_refusal_under_a_closed_terminal_is_in_the_log_and_in_status(tmp_path)
     assert lines[1].startswith(f"  error: {tmp_path / NOTHING}")
 
 
+def test_with_every_stream_closed_the_next_file_opened_is_not_fd_2(tmp_path):
+    """`<&- >&- 2>&-`: /dev/null takes fds 0, 1 and 2 themselves, so the first file the launcher
+    opens (a lock, events.jsonl) is fd 3 or above, and a C-level write to fd 2 goes nowhere."""
+    out = tmp_path / "first-file"
+    code = ("import os, sys; from launcher import console; console.harden(); "
+            "fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT); os.write(2, b'C-level stderr\\n'); "
+            "print('stdout'); print('stderr', file=sys.stderr); null = os.stat(os.devnull).st_rdev; "
+            "os.write(fd, f'{fd} {[os.fstat(i).st_rdev == null for i in (0, 1, 2)]}'.encode())")
+    env = {**env_without("RTDETR_LOGS"), "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(["sh", "-c", f'exec {sys.executable} -c "{code}" {out} <&- >&- 2>&-'], env=env,
+                         timeout=120)
+    assert run.returncode == 0
+    fd, nulls = out.read_text().split(" ", 1)
+    assert int(fd) >= 3 and nulls == "[True, True, True]"
+
+
 def test_the_error_line_comes_first_and_the_reasons_follow(tmp_path):
     env = {**env_without("RTDETR_LOGS"), "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-m", "launcher", "run", "--data", NOTHING, "--device", "cpu"],
