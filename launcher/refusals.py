@@ -2,8 +2,10 @@
 "Dry-run, status, report"): a `tmux new '… run …'` window that closes with the error takes the
 error with it otherwise.
 
-A run that has a record gets a `refused` event in its events.jsonl; any other refusal is an entry
-of launcher-errors.log in the logs folder. `status` shows the newest one when nothing ran after it.
+A run that has a record gets a `refused` event in its events.jsonl, unless a launcher holds that
+run now ("already running"): a live run's record is the live run's alone. Any other refusal is an
+entry of launcher-errors.log in the logs folder. `status` shows the newest one when nothing ran
+after it, and never one under a run a launcher holds.
 Writing it down never fails the command, nor adds to its one line: a folder that cannot be
 written (often what the refusal itself is about) is skipped.
 """
@@ -14,15 +16,18 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from .runlog import Events, Ev, now_iso
+from .runlog import Events, Ev, RunLock, RunPaths, now_iso
 
 LOG_NAME = "launcher-errors.log"  # run-less refusals, beside the run records (logs/)
 FOLDER, ERROR = "  folder: ", "  "  # an entry's lines after its "TIME COMMAND" line
 
 
 def note(command: str, errors: list[str], logs: Path, events: Path | None = None) -> Path | None:
-    """Record one refusal: in the run's events when `events` (an existing events.jsonl) is given,
-    else in `logs`/launcher-errors.log. Returns where it went; None when it could not be written."""
+    """Record one refusal: in the run's events when `events` (an existing events.jsonl) is given and
+    no launcher holds that run now, else in `logs`/launcher-errors.log. Returns where it went; None
+    when it could not be written."""
+    if events is not None and RunLock(RunPaths(events.parent).lock).is_held():
+        events = None  # a second `run` of a live run: not the live run's event
     where = events if events is not None else logs / LOG_NAME
     try:
         if events is not None:

@@ -43,8 +43,9 @@ def find_run(name: str | None, logs: Path | None = None) -> RunPaths:
 
 def look(name: str | None, logs: Path | None = None, now: float | None = None) -> dict:
     """What `status` shows. Without a run named, the newest run-less refusal (launcher-errors.log)
-    comes with the newest run when nothing of that run happened after it, or alone when there is
-    no run (docs/design.md, "Dry-run, status, report")."""
+    comes with the newest run when nothing of that run happened after it (in the same second
+    counts: `ts` has whole seconds) and no launcher holds it now, or alone when there is no run
+    (docs/design.md, "Dry-run, status, report")."""
     try:
         paths = find_run(name, logs)
     except BadInput:
@@ -54,7 +55,8 @@ def look(name: str | None, logs: Path | None = None, now: float | None = None) -
         return {"run": None, "refusal": refusal}
     d = collect(paths, now)
     refusal = None if name else refusals.newest(places(logs))
-    if refusal is not None and (d["last_event_t"] is None or refusals.when(refusal) > d["last_event_t"]):
+    if refusal is not None and not d["active"] and (d["last_event_t"] is None
+                                                    or refusals.when(refusal) >= d["last_event_t"]):
         d["refusal"] = refusal
     return d
 
@@ -102,7 +104,7 @@ def collect(paths: RunPaths, now: float | None = None) -> dict:
         "delivered": state.delivered if state and isinstance(state.delivered, dict) else None,
         "record": str(paths.root),
         "last_event_t": event_time(events[-1]) if events else None,
-        "refusal": refusals.in_run(events, paths.events),
+        "refusal": None if active else refusals.in_run(events, paths.events),  # a live run went on after it
     }
 
 

@@ -11,7 +11,7 @@ import time
 from datetime import datetime, timezone
 
 from launcher import accounting, cli, refusals, status
-from launcher.runlog import Events, Ev, RunPaths, write_json_atomic
+from launcher.runlog import Events, Ev, RunLock, RunPaths, write_json_atomic
 
 from conftest import ROOT, env_without, write
 
@@ -135,6 +135,42 @@ def test_status_shows_a_run_less_refusal_only_when_nothing_ran_after_it(tmp_path
     assert d["run"] == "night" and d["refusal"]["errors"] == ["error: new"]
     assert status.look("night")["refusal"] is None  # not this run's: run-less
     assert os.path.basename(d["refusal"]["where"]) == refusals.LOG_NAME
+
+
+def test_a_refusal_in_the_same_second_as_the_runs_last_event_is_shown(tmp_path, monkeypatch):
+    """`ts` has whole seconds: a refusal in the second the run stopped is after it, not hidden."""
+    last = float(int(time.time()) - 100)
+    record(tmp_path, monkeypatch, last)
+    (tmp_path / "logs" / refusals.LOG_NAME).write_text(
+        f"{iso(last)} python -m launcher run --data x.yaml\n  folder: /x\n  error: same second\n")
+    assert status.look(None)["refusal"]["errors"] == ["error: same second"]
+
+
+def test_a_run_a_launcher_holds_shows_no_refusal_and_gets_none_in_its_events(tmp_path, monkeypatch, capsys):
+    """A second `run` of a live run ("already running") goes to launcher-errors.log, not into the
+    live run's events; and `status` of a live run shows no refusal, its own or run-less."""
+    paths = record(tmp_path, monkeypatch, time.time() - 100)
+    state = json.loads(paths.state.read_text())
+    write_json_atomic(paths.state, {**state, "status": "running"})
+    Events(paths.events).append(Ev.REFUSED, command="python -m launcher run --bogus", folder="/x",
+                                errors=["error: from before this launcher took it up"])
+    held = RunLock(paths.lock)
+    assert held.acquire()
+    try:
+        before = paths.events.read_text()
+        errors = ["error: run 'night': already running (pid 1 since then)"]
+        where = refusals.note("python -m launcher run --name night", errors, paths.root.parent, paths.events)
+        assert where == paths.root.parent / refusals.LOG_NAME and paths.events.read_text() == before
+        assert refusals.read_log(where)[0]["errors"] == errors
+        for name in (None, "night"):
+            d = status.look(name)
+            assert d["active"] and d["status"] == "running" and d["refusal"] is None
+        assert cli.main(["status"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith("run 'night': training") and "refusal" not in out
+    finally:
+        held.release()
+    assert status.look(None)["refusal"]["errors"] == errors  # the launcher gone: nothing ran after it
 
 
 def test_the_readmes_night_runs_dry_run_first_and_keeps_the_pane(tmp_path):
