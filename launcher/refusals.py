@@ -20,6 +20,7 @@ from .runlog import Events, Ev, RunLock, RunPaths, now_iso
 
 LOG_NAME = "launcher-errors.log"  # run-less refusals, beside the run records (logs/)
 FOLDER, ERROR = "  folder: ", "  "  # an entry's lines after its "TIME COMMAND" line
+MAX_BYTES = 1 << 20  # about 1 MB: the log is then moved to launcher-errors.log.1 (one kept) and begun anew
 
 
 def note(command: str, errors: list[str], logs: Path, events: Path | None = None) -> Path | None:
@@ -34,13 +35,21 @@ def note(command: str, errors: list[str], logs: Path, events: Path | None = None
             Events(events).append(Ev.REFUSED, command=command, folder=os.getcwd(), errors=errors)
         else:
             logs.mkdir(parents=True, exist_ok=True)
-            text = f"{now_iso()} {command}\n{FOLDER}{os.getcwd()}\n" + "".join(
+            if where.is_file() and where.stat().st_size >= MAX_BYTES:
+                os.replace(where, where.with_name(LOG_NAME + ".1"))
+            text = f"{now_iso()} {one_line(command)}\n{FOLDER}{one_line(os.getcwd())}\n" + "".join(
                 f"{ERROR}{line}\n" for e in errors for line in e.splitlines())
             with open(where, "a", encoding="utf-8") as f:
                 f.write(text)
         return where
     except (OSError, ValueError):
         return None
+
+
+def one_line(text: str) -> str:
+    """`text` as it is when it is all printable, else as its repr: a newline in a command's argument
+    or a folder's name must not end the entry's line (ast.literal_eval gives it back)."""
+    return text if text.isprintable() else repr(text)
 
 
 def read_log(path: Path) -> list[dict]:

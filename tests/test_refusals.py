@@ -3,8 +3,10 @@ item 2; docs/design.md, "Dry-run, status, report")."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -90,6 +92,32 @@ def test_a_logs_folder_that_cannot_be_written_leaves_the_refusal_as_it_was(tmp_p
     assert err.startswith(f"error: {tmp_path / NOTHING}"), err
     assert all(line.startswith("error: ") for line in err.splitlines()), err  # nothing added to them
     assert (tmp_path / "a-file").read_text() == "not a folder\n"
+
+
+def test_a_newline_in_the_command_keeps_the_entry_one_entry(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    command = shlex.join(["python", "-m", "launcher", "run", "--name", "a\nb", "epochs=3"])
+    for errors in (["error: first"], ["error: second"]):
+        assert refusals.note(command, errors, tmp_path / "logs") == tmp_path / "logs" / refusals.LOG_NAME
+    entries = refusals.read_log(tmp_path / "logs" / refusals.LOG_NAME)
+    assert [(ast.literal_eval(e["command"]), e["folder"], e["errors"]) for e in entries] == [
+        (command, str(tmp_path), ["error: first"]), (command, str(tmp_path), ["error: second"])]
+
+
+def test_the_log_is_moved_aside_at_about_1_mb_and_one_old_one_is_kept(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    logs = tmp_path / "logs"
+    log, old = logs / refusals.LOG_NAME, logs / (refusals.LOG_NAME + ".1")
+    entry = f"{iso(time.time() - 60)} python -m launcher run\n  folder: /x\n  error: {'x' * 100}\n"
+    big = entry * (refusals.MAX_BYTES // len(entry) + 1)
+    write(log, big)
+    write(old, "the oldest\n")
+    refusals.note("python -m launcher run --new", ["error: new"], logs)
+    assert old.read_text() == big and [e["command"] for e in refusals.read_log(log)] == [
+        "python -m launcher run --new"]
+    refusals.note("python -m launcher run --newer", ["error: newer"], logs)  # small: appended, not moved
+    assert old.read_text() == big and len(refusals.read_log(log)) == 2
+    assert status.look(None)["refusal"]["errors"] == ["error: newer"]
 
 
 def record(tmp_path, monkeypatch, last_event_t: float) -> RunPaths:
