@@ -21,20 +21,20 @@ from . import spec as spec_mod
 from .contract import EXIT_BAD_INPUT
 from .errors import BadInput, LauncherError
 from .ladder import Ladder, gpu_indices
-from .runlog import NOT_RUN_NAMES, Ev, Events, ModelRecord, RunLock, RunPaths, RunState, now_iso
+from .runlog import NOT_RUN_NAMES, RUNNING, Ev, Events, ModelRecord, RunLock, RunPaths, RunState, now_iso
 from .views import DryRun
 
 DEMO_LADDER = ladder_mod.PROJECT_ROOT / "ladders" / "demo.toml"
 
 
-class Refused(LauncherError):
-    """The plan has problems that make `run` refuse (each one a line)."""
+class Refused(BadInput):
+    """The plan has problems that make `run` refuse (each one a line; a BadInput's among them)."""
 
     exit_code = EXIT_BAD_INPUT
 
     def __init__(self, problems: tuple[str, ...], reasons: tuple[str, ...] = ()):
         self.problems, self.reasons = problems, reasons  # reasons: why rungs are out, said after the errors
-        super().__init__("\nerror: ".join(problems))
+        LauncherError.__init__(self, "\nerror: ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -178,12 +178,14 @@ def check_weights(ladder: Ladder) -> None:
 
 def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapshot | None = None,
               dry: bool = True) -> DryRun:
-    """What dry-run shows and run starts from: the probe, the plan, the first attempt's spec. `dry`:
-    its warnings also say what run would say of the stopped run it would continue."""
+    """What dry-run shows and run starts from: the probe, the plan, the first attempt's spec. Its
+    problems are all that run would refuse before it starts (records_met); `dry`: its warnings also
+    say the arguments of the stopped run it would continue (run says that line itself)."""
     req = settle(demo_ladder(req))
     ladder = ladder or load_job(req)
     machine = machine or probe.take()
     req = for_demo(req, ladder, machine)
+    refused, said, ladder = records_met(req, ladder, dry)
     device = req.device or ladder.job.device
     snap = probe.pretend(machine, req.vram, req.ram, gpu_indices(device) or (0,))
     try:
@@ -197,8 +199,8 @@ def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapsho
     plan = plan_mod.choose(ladder, snap, device=req.device, start_rung=req.start_rung,
                            dataset_images=data.images if data else None, dataset_problem=problem,
                            avoid=learned.avoid() if learned else None)
-    warnings = overrides.warnings(ladder.job.imgsz, ladder.job.args, plan.device) + \
-        (continuation_warnings(req, ladder) if dry else ())
+    plan = replace(plan, problems=plan.problems + refused)  # dry-run exits 2 where run would refuse
+    warnings = overrides.warnings(ladder.job.imgsz, ladder.job.args, plan.device) + said
     if plan.start is None:
         return DryRun(snap, ladder, plan, data, None, None, {}, [], learned, warnings)
     paths = RunPaths.for_run(ladder.job.name)
@@ -217,8 +219,29 @@ def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
     child_env = extra_env(req)
     check_injections(req.inject, ladder)
     result = make_plan(req, ladder, machine, dry=False)  # run says the continuation's words itself
-    for line in result.warnings:
-        say(f"warning: {line}")
+    held = [f"warning: {line}" for line in result.warnings]
+    try:
+        prepared = _prepare(req, ladder, machine, child_env, result, _after(held, say))
+    except LauncherError as e:  # a refusal's error line first, its warnings after it (issue 18, item 6)
+        e.reasons = (*held, *getattr(e, "reasons", ()))
+        raise
+    for line in held:  # none said yet: the run said nothing of its own
+        say(line)
+    return prepared
+
+
+def _after(held: list[str], say: Callable[[str], None]) -> Callable[[str], None]:
+    """`say` that first says the held warning lines: they wait until the checks before the run's
+    first own line have passed, so that a refusal says its error first (cli.main)."""
+    def said(line: str) -> None:
+        while held:
+            say(held.pop(0))
+        say(line)
+    return said
+
+
+def _prepare(req: Request, ladder: Ladder, machine: probe.Snapshot, child_env: dict[str, str], result: DryRun,
+             say: Callable[[str], None]) -> Prepared:
     plan = result.plan
     if plan.device != "cpu" and not machine.gpus:
         raise BadInput(f"--device {plan.device}", f"this machine has no NVIDIA GPU ({machine.nvml}); --vram only "
@@ -226,8 +249,6 @@ def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
     if plan.problems:  # the errors first, then what dry-run would say: why rungs are out (cli.main)
         raise Refused(plan.problems, tuple(plan.reasons))
     paths = RunPaths.for_run(ladder.job.name)
-    if not req.fresh and not has_run(paths):  # run "again" from another folder (docs/design.md, "The run record")
-        check_elsewhere(ladder, named=req.name is not None, say=say)
     if req.fresh and has_run(paths):
         name = fresh_name(ladder.job.name)
         say(f"--fresh: starting run {name!r} beside {ladder.job.name!r} (which stays as it is)")
@@ -434,15 +455,19 @@ def has_run(paths: RunPaths) -> bool:
     return paths.state.exists() or any(paths.root.glob("attempt-*")) or any(paths.root.glob("models/*"))
 
 
-def runs_elsewhere(name: str | None, dataset: Path) -> list[tuple[RunPaths, RunState]]:
+def runs_elsewhere(name: str, dataset: Path, chosen: bool) -> list[tuple[RunPaths, RunState]]:
     """The run records on this dataset in the other places `status` looks (status.places), newest
-    first in each: named `name`, or of any name when None (a run the command does not name is
-    found by its dataset). A new run must not begin at epoch 0 beside one that would go on where it
-    stopped (docs/design.md, "The run record"). A record that cannot be read is not this one."""
+    first in each: named `name`; and, when this run's name is not `chosen` by --name, those whose
+    own name no one chose either (the one the launcher gives a run on its dataset, default_name),
+    found by their dataset. A run someone named is found by its name only. A new run must not begin
+    at epoch 0 beside one that would go on where it stopped (docs/design.md, "The run record"). A
+    record that cannot be read is not this one."""
     from .status import places  # the one list of where records are looked for
     found = []
     for folder in places()[1:]:
-        for path in sorted(folder.glob(f"{name or '*'}/state.json"), key=lambda p: -p.stat().st_mtime):
+        for path in sorted(folder.glob("*/state.json"), key=lambda p: -p.stat().st_mtime):
+            if path.parent.name != name and (chosen or path.parent.name != default_name(str(dataset))):
+                continue
             try:
                 state = RunState.load(path)
             except BadInput:
@@ -452,26 +477,35 @@ def runs_elsewhere(name: str | None, dataset: Path) -> list[tuple[RunPaths, RunS
     return found
 
 
-def check_elsewhere(ladder: Ladder, named: bool, say: Callable[[str], None]) -> None:
-    """A new run whose name (when `named`) and dataset have an unfinished record in another place
-    is refused, naming that folder and the ways on; a finished one there is only noted."""
-    from .runlog import LOGS_ENV, RUNNING, logs_dir
-    found = runs_elsewhere(ladder.job.name if named else None, ladder.job.dataset)
-    other = next(((p, s) for p, s in found if s.status != Ev.COMPLETE), None)
+RESUMABLE = (RUNNING, Ev.INTERRUPTED, Ev.TIME_LIMIT, Ev.PREEMPTED)  # a run that stopped and goes on
+
+
+def elsewhere(ladder: Ladder, chosen: bool) -> tuple[BadInput | None, RunPaths | None, str | None]:
+    """Whether a new run here would begin again what another place holds: (the refusal, the run it
+    names; or a note). Refused: a run of it that is running there (its lock held), or one that
+    stopped with epochs to resume; one with nothing to resume (finished, failed, no epoch yet) is
+    only noted (docs/design.md, "The run record")."""
+    from .runlog import LOGS_ENV, logs_dir
+    found = runs_elsewhere(ladder.job.name, ladder.job.dataset, chosen)
     here, name = logs_dir(), ladder.job.name
-    if other is None:
-        for p, _ in found[:1]:
-            say(f"note: run {p.root.name!r} on this dataset finished in {p.root.parent}; run {name!r} starts anew "
-                f"in {here}")
-        return
-    paths, state = other
-    folder, how = paths.root.parent, "running" if RunLock(paths.lock).is_held() else "stopped" + (
-        "" if state.status == RUNNING else f" ({state.status})")
-    again = "" if paths.root.name == name else f" with --name {paths.root.name}"
-    there = f"{LOGS_ENV}={folder}" if os.environ.get(LOGS_ENV) else f"cd {folder.parent}, or set {LOGS_ENV}={folder}"
-    raise BadInput(f"run {name!r}", f"no record in {here}, but run {paths.root.name!r} on {ladder.job.dataset} is "
-                   f"{how} in {folder} (a new run here would start at epoch 0)", f"continue it there ({there}; "
-                   f"then the same command{again}), or pass --fresh to start a new run here")
+    for paths, state in found:
+        folder, again = paths.root.parent, "" if paths.root.name == name else f" with --name {paths.root.name}"
+        there = f"{LOGS_ENV}={folder}" if os.environ.get(LOGS_ENV) else f"cd {folder.parent}, or set {LOGS_ENV}={folder}"
+        if RunLock(paths.lock).is_held():
+            return BadInput(f"run {name!r}", f"no record in {here}, but run {paths.root.name!r} on "
+                            f"{ladder.job.dataset} is running in {folder}", f"it is running there (watch it: {there}, "
+                            "then status); use --name to start another run here"), paths, None
+        if state.status in RESUMABLE and any(m.epochs_done > 0 for m in state.models.values()):
+            how = "stopped" + ("" if state.status == RUNNING else f" ({state.status})")
+            return BadInput(f"run {name!r}", f"no record in {here}, but run {paths.root.name!r} on "
+                            f"{ladder.job.dataset} is {how} in {folder} (a new run here would start at epoch 0)",
+                            f"continue it there ({there}; then the same command{again}), or pass --fresh to start "
+                            "a new run here"), paths, None
+    for paths, state in found[:1]:
+        how = "finished" if state.status == Ev.COMPLETE else f"ended ({state.status}, no epoch to resume)"
+        return None, None, (f"run {paths.root.name!r} on this dataset {how} in {paths.root.parent}; run {name!r} "
+                            f"starts anew in {here}")
+    return None, None, None
 
 
 def fresh_name(name: str) -> str:
@@ -535,19 +569,27 @@ def kept_arguments(state: RunState, args: dict | None) -> str | None:
             " (left out this time: it goes on as it was started)") if kept else None
 
 
-def continuation_warnings(req: Request, ladder: Ladder) -> tuple[str, ...]:
-    """What `run` would say first of the key=value arguments of the stopped run it would continue,
-    for dry-run to say before the night: the refusal of a changed one, or the kept ones' line."""
+def records_met(req: Request, ladder: Ladder, dry: bool) -> tuple[tuple[str, ...], tuple[str, ...], Ladder]:
+    """What run would refuse, and say, of the run records it meets, before anything starts; dry-run
+    says the same (docs/design.md, "Dry-run, status, report"): (problems, lines, the ladder it would
+    train). A new run: one elsewhere it would begin again (elsewhere). A stopped run here: a changed
+    key=value argument (check_arguments); else the arguments it keeps, applied to the ladder."""
     paths = RunPaths.for_run(ladder.job.name)
+    if req.fresh:
+        return (), (), ladder
+    if not has_run(paths):  # run "again" from another folder (docs/design.md, "The run record")
+        refusal, _, note = elsewhere(ladder, chosen=req.name is not None)
+        return ((str(refusal),) if refusal else ()), ((note,) if note else ()), ladder
     try:
-        state = None if req.fresh else RunState.load(paths.state)
+        state = RunState.load(paths.state)
         if state is None or state.status == Ev.COMPLETE:
-            return ()
-        check_arguments(state, ladder, paths, req.args if req.overrides else None)
+            return (), (), ladder
+        check_arguments(state, ladder, paths, req.args)
     except BadInput as e:
-        return (f"run would refuse: {e}",)
+        return (str(e),), (), ladder
     kept = kept_arguments(state, req.args)
-    return (f"run {ladder.job.name!r} exists: {kept}",) if kept else ()
+    said = (f"run {ladder.job.name!r} exists: {kept}",) if kept and dry else ()
+    return (), said, with_args(ladder, state.overrides or {})
 
 
 def adopt(state: RunState, paths: RunPaths, events: Events, say: Callable[[str], None]) -> None:

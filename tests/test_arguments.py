@@ -308,7 +308,8 @@ def test_an_image_size_ultralytics_rounds_up_is_a_warning_not_a_refusal(capsys, 
 UNUSED = [
     (["lr0=0.001"], "cpu", ["lr0=0.001 is overridden: under optimizer=auto Ultralytics picks lr0 itself"]),
     (["optimizer=auto", "momentum=0.8", "warmup_bias_lr=0.05"], "cpu",
-     ["momentum=0.8 is overridden: under optimizer=auto Ultralytics builds AdamW or MuSGD with momentum 0.9",
+     ["momentum=0.8 is ignored when Ultralytics picks AdamW: under optimizer=auto it picks AdamW (momentum 0.9) "
+      "for runs of up to 10000 iterations, MuSGD (which uses it after warmup) for longer ones",
       "warmup_bias_lr=0.05 is overridden: under optimizer=auto Ultralytics sets warmup_bias_lr to 0.0"]),
     (["optimizer=SGD", "lr0=0.001", "momentum=0.8"], "cpu", []),  # a named optimizer takes them
     (["amp=True"], "cpu", ["amp=True is overridden: on the CPU Ultralytics' check_amp turns AMP off; leave it out"]),
@@ -373,17 +374,42 @@ def test_a_continued_run_refuses_a_changed_argument_naming_what_resume_ignores(c
     assert "leave them out to continue as started, or start afresh with --fresh" in err, err
 
 
-@pytest.mark.parametrize("pairs, line", [
-    ((), "warning: run 't' exists: continuing with the run's own lr0=0.002 patience=20 (left out this time"),
-    (("lr0=0.01",), "warning: run would refuse: "),
-])
-def test_dry_run_says_what_run_would_say_of_a_stopped_runs_arguments(capsys, cpu_machine, pairs, line):
-    """Dry-run says it before the night too: the arguments a continued run keeps, or that run would
-    refuse a changed one (Ultralytics' resume would ignore it)."""
+def test_dry_run_says_what_run_would_say_of_a_stopped_runs_arguments(capsys, cpu_machine):
+    """Dry-run says it before the night too: the arguments a continued run keeps, and its spec is
+    the one run starts, with the run's own lr0 (review of issue 18, item 7: it was missing)."""
     lad = write(cpu_machine / "l.toml", ladder_text())
     stopped_run(lad, "lr0=0.002", "patience=20")
-    assert cli.main(["dry-run", "--ladder", str(lad), "--device", "cpu", *pairs]) == 0
-    warned = [w for w in capsys.readouterr().out.splitlines() if w.startswith("warning: run")]
-    assert len(warned) == 1 and warned[0].startswith(line), warned
-    if pairs:
-        assert "(Ultralytics' resume ignores lr0 and keeps the checkpoint's)" in warned[0], warned
+    assert cli.main(["dry-run", "--ladder", str(lad), "--device", "cpu", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert [w for w in d["warnings"] if w.startswith("run 't'")] == \
+        ["run 't' exists: continuing with the run's own lr0=0.002 patience=20 (left out this time: it goes on as "
+         "it was started)"], d["warnings"]
+    spec = setup.make_plan(setup.Request(ladder=str(lad), device="cpu", overrides=("patience=20",))).spec
+    assert spec["extra_args"] == {"lr0": 0.002, "patience": 20}, spec  # what run's first attempt trains with
+
+
+def test_dry_run_exits_2_where_run_would_refuse_a_changed_argument(capsys, cpu_machine):
+    """Review of issue 18, item 1: dry-run said run's refusal as a warning and exited 0, so that
+    the README's `dry-run … && run …` went on into the refusal. It is a problem now: exit 2."""
+    lad = write(cpu_machine / "l.toml", ladder_text())
+    stopped_run(lad, "lr0=0.002", "patience=20")
+    assert cli.main(["dry-run", "--ladder", str(lad), "--device", "cpu", "lr0=0.01"]) == 2
+    out = capsys.readouterr().out
+    problems = out[out.index("Problems (run would refuse)"):].splitlines()[1:]
+    assert len(problems) == 1 and "(Ultralytics' resume ignores lr0 and keeps the checkpoint's)" in problems[0], out
+    assert "warning: run would refuse" not in out, out
+
+
+def test_a_refusal_says_its_error_line_before_its_warnings(capsys, cpu_machine):
+    """Issue 18, item 6: a refused run printed its warnings (lr0 overridden under optimizer=auto)
+    first and the error line last; the error line comes first now, the warnings after it."""
+    lad = write(cpu_machine / "l.toml", ladder_text())
+    stopped_run(lad, "lr0=0.002", "patience=20")
+    said: list[str] = []
+    with pytest.raises(setup.LauncherError) as e:  # the check that runs under the lock (check_continuation)
+        setup.prepare(setup.Request(ladder=str(lad), device="cpu", epochs=7, overrides=("lr0=0.002",)),
+                      say=said.append)
+    assert said == [] and any(r.startswith("warning: lr0=0.002 is overridden") for r in e.value.reasons), said
+    cli.main(["run", "--ladder", str(lad), "--device", "cpu", "lr0=0.01"])
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and "warning: lr0=0.01 is overridden" in out, out + err

@@ -9,6 +9,7 @@ import pytest
 
 from launcher import cli, setup
 
+from conftest import ladder_text
 from test_cli import a_record, cpu_machine, online, run  # noqa: F401  (fixtures and helpers)
 
 NOT_REFUSED = 99  # what `run` answers here once past its checks: no test of this file trains
@@ -28,14 +29,22 @@ def project(cpu_machine, tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
+def stopped(root: Path, status: str = "interrupted", done: int = 2, **fields) -> Path:
+    """A record of coco_indoor that stopped with `done` epochs of its model trained."""
+    models = {"rtdetr-l.pt": {"save_dir": str(root / "models" / "rtdetr-l"), "epochs": 100, "epochs_done": done}}
+    return a_record(root, status=status, models=models if done else {}, **fields)
+
+
 def again(capsys, tmp_path, *more):
     """The night's command, from the other folder."""
     return run(capsys, "run", "--data", str(tmp_path / "coco_indoor" / "data.yaml"), "--device", "cpu", *more)
 
 
 def test_the_same_command_from_another_folder_is_refused_naming_the_stopped_run(capsys, project, monkeypatch):
-    a_record(project / "logs" / "coco_indoor")  # stopped (interrupted) after 3 attempts
+    stopped(project / "logs" / "coco_indoor")  # stopped (interrupted) after 3 attempts, 2 epochs done
     monkeypatch.chdir(project / "other")
+    code, out, _ = run(capsys, "dry-run", "--data", str(project / "coco_indoor" / "data.yaml"), "--device", "cpu")
+    assert code == 2 and f"is stopped (interrupted) in {project / 'logs'}" in out, out  # dry-run says it first
     code, out, err = again(capsys, project)
     assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, out + err
     assert f"is stopped (interrupted) in {project / 'logs'}" in err and f"no record in {project / 'other' / 'logs'}" in err
@@ -44,11 +53,11 @@ def test_the_same_command_from_another_folder_is_refused_naming_the_stopped_run(
     assert cli.main(["status"]) == 0 and "run 'coco_indoor'" in capsys.readouterr().out  # status sees it from here
     monkeypatch.chdir(project)  # the way on it names: the run continues
     code, out, _ = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
-    assert code == NOT_REFUSED and "continuing run 'coco_indoor'" in out
+    assert code == NOT_REFUSED and "continuing run 'coco_indoor'" in out, out + _
 
 
 def test_fresh_starts_a_new_run_here(capsys, project, monkeypatch):
-    a_record(project / "logs" / "coco_indoor")
+    stopped(project / "logs" / "coco_indoor")
     monkeypatch.chdir(project / "other")
     p = setup.prepare(setup.Request(data=str(project / "coco_indoor" / "data.yaml"), device="cpu", fresh=True),
                       say=print)
@@ -56,12 +65,35 @@ def test_fresh_starts_a_new_run_here(capsys, project, monkeypatch):
     assert p.state.status == "running" and not p.finished
 
 
-def test_a_finished_run_elsewhere_is_only_noted(capsys, project, monkeypatch):
-    a_record(project / "logs" / "coco_indoor", status="complete", delivered={"best": "b.pt", "last": "l.pt"})
+@pytest.mark.parametrize("status, done, how", [
+    ("complete", 100, "finished"),
+    ("fatal", 2, "ended (fatal, no epoch to resume)"),
+    ("exhausted", 2, "ended (exhausted, no epoch to resume)"),
+    ("interrupted", 0, "ended (interrupted, no epoch to resume)"),
+    ("running", 0, "ended (running, no epoch to resume)"),  # a launcher killed before its first epoch
+])
+def test_a_run_elsewhere_with_nothing_to_resume_is_only_noted(capsys, project, monkeypatch, status, done, how):
+    """Review of issue 18, item 1: any status but complete refused, though a failed run or one
+    without an epoch has nothing a new run would begin again."""
+    stopped(project / "logs" / "coco_indoor", status=status, done=done)
     monkeypatch.chdir(project / "other")
     code, out, err = again(capsys, project)
     assert code == NOT_REFUSED and err == "", err
-    assert f"note: run 'coco_indoor' on this dataset finished in {project / 'logs'}" in out
+    assert f"warning: run 'coco_indoor' on this dataset {how} in {project / 'logs'}" in out, out
+
+
+def test_a_run_running_elsewhere_is_refused_whatever_it_has_done(capsys, project, monkeypatch):
+    from launcher.runlog import RunLock
+    stopped(project / "logs" / "coco_indoor", status="running", done=0)
+    held = RunLock(project / "logs" / "coco_indoor" / ".lock")
+    assert held.acquire()
+    try:
+        monkeypatch.chdir(project / "other")
+        code, _, err = again(capsys, project)
+    finally:
+        held.release()
+    assert code == 2 and f"is running in {project / 'logs'}" in err, err
+    assert "it is running there" in err and "use --name to start another run here" in err, err
 
 
 def test_a_run_on_another_dataset_elsewhere_does_not_block(capsys, project, monkeypatch):
@@ -71,19 +103,33 @@ def test_a_run_on_another_dataset_elsewhere_does_not_block(capsys, project, monk
     assert code == NOT_REFUSED and err == "" and "note:" not in out, out + err
 
 
-def test_a_run_the_command_does_not_name_is_found_by_its_dataset(capsys, project, monkeypatch):
-    a_record(project / "logs" / "night")  # started with --name night
+def test_a_run_someone_named_is_not_found_by_its_dataset(capsys, project, monkeypatch):
+    """Review of issue 18, item 1: a run started with --name night blocked every later run on its
+    dataset; a run someone named is another run, found by its name only."""
+    stopped(project / "logs" / "night")  # started with --name night
     monkeypatch.chdir(project / "other")
-    code, _, err = again(capsys, project)
+    code, out, err = again(capsys, project)
+    assert code == NOT_REFUSED and err == "" and "night" not in out, out + err
+    code, _, err = again(capsys, project, "--name", "night")  # the same name: that run
     assert code == 2 and f"run 'night' on {project / 'coco_indoor' / 'data.yaml'} is stopped" in err, err
-    assert "then the same command with --name night" in err
-    code, _, err = again(capsys, project, "--name", "day")  # named: another run, not this one
+
+
+def test_a_run_no_one_named_is_found_by_its_dataset(capsys, project, monkeypatch):
+    """A run named after its dataset (run --data, no --name) is found by a command that names its
+    run otherwise without choosing (the ladder's [job] name); an explicit --name never is."""
+    stopped(project / "logs" / "coco_indoor")
+    lad = project / "l.toml"
+    lad.write_text(ladder_text(dataset=str(project / "coco_indoor" / "data.yaml")))  # [job] name = "t"
+    monkeypatch.chdir(project / "other")
+    code, _, err = run(capsys, "run", "--ladder", str(lad), "--device", "cpu")
+    assert code == 2 and "run 'coco_indoor' on" in err and "then the same command with --name coco_indoor" in err, err
+    code, _, err = run(capsys, "run", "--ladder", str(lad), "--device", "cpu", "--name", "day")
     assert code == NOT_REFUSED and err == "", err
 
 
 def test_the_current_folders_logs_are_looked_in_when_rtdetr_logs_points_elsewhere(capsys, project, monkeypatch):
     monkeypatch.setattr("launcher.status.CHECKOUT_LOGS", project / "no-checkout-logs")
-    a_record(project / "other" / "logs" / "coco_indoor", status="running")  # its launcher was killed
+    stopped(project / "other" / "logs" / "coco_indoor", status="running")  # its launcher was killed
     monkeypatch.chdir(project / "other")
     monkeypatch.setenv("RTDETR_LOGS", str(project / "shared-logs"))
     code, _, err = again(capsys, project)
