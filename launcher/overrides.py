@@ -274,13 +274,18 @@ def warnings(imgsz: int, args: dict[str, Any] | None = None, device: str | None 
     return tuple(w for w in out if w) + unused(args or {}, device)
 
 
-# what BaseTrainer.build_optimizer decides itself under optimizer=auto, whatever was given; tests/test_parity.py
-# runs it and holds this table to what it does
-AUTO_DECIDES = {
-    "lr0": "picks lr0 itself (with AdamW or MuSGD, by the number of iterations)",
-    "momentum": "builds AdamW or MuSGD with momentum 0.9 (AdamW keeps 0.9; MuSGD reaches the given one only when "
-                "warmup ends)",
-    "warmup_bias_lr": "sets warmup_bias_lr to 0.0",
+# what BaseTrainer.build_optimizer decides itself under optimizer=auto, whatever was given: the key, the
+# optimizers auto may pick under which the given value is not what trains, and what is said;
+# tests/test_parity.py runs it (and the warmup's momentum step) and holds this table to what it does
+AUTO_PICKS = frozenset({"AdamW", "MuSGD"})
+AUTO_DECIDES: dict[str, tuple[frozenset[str], str]] = {
+    "lr0": (AUTO_PICKS, "is overridden: under optimizer=auto Ultralytics picks lr0 itself (with AdamW or MuSGD, "
+                        "by the number of iterations)"),
+    # MuSGD (over 10000 iterations) is built with 0.9, but the warmup moves it to the given momentum
+    "momentum": (frozenset({"AdamW"}), "is ignored when Ultralytics picks AdamW: under optimizer=auto it picks "
+                                       "AdamW (momentum 0.9) for runs of up to 10000 iterations, MuSGD (which uses "
+                                       "it after warmup) for longer ones"),
+    "warmup_bias_lr": (AUTO_PICKS, "is overridden: under optimizer=auto Ultralytics sets warmup_bias_lr to 0.0"),
 }
 
 
@@ -297,8 +302,8 @@ def unused(args: dict[str, Any], device: str | None) -> tuple[str, ...]:
     that a value that does nothing is not taken for one that trains."""
     out = []
     if str(args.get("optimizer", defaults().get("optimizer", "auto"))).lower() == "auto":
-        out += [f"{key}={args[key]!r} is overridden: under optimizer=auto Ultralytics {does}; name an optimizer "
-                f"(e.g. optimizer=AdamW) to train with it" for key, does in AUTO_DECIDES.items() if key in args]
+        out += [f"{key}={args[key]!r} {said}; name an optimizer (e.g. optimizer=AdamW) to train with it"
+                for key, (_, said) in AUTO_DECIDES.items() if key in args]
     amp = args.get("amp")
     if device == "cpu" and amp is not None and amp is not False and amp not in ("fp32", "bf16"):  # as _setup_train
         out.append(f"amp={amp!r} is overridden: on the CPU Ultralytics' check_amp turns AMP off; leave it out")

@@ -491,15 +491,21 @@ def test_the_image_size_ultralytics_trains_at_is_check_imgszs():
         assert overrides.trained_imgsz(size) == check_imgsz(size, stride=32, floor=32, max_dim=1), size
 
 
-@pytest.mark.parametrize("iterations", [100, 100_000], ids=["AdamW", "MuSGD"])
-def test_what_optimizer_auto_overrides_is_what_build_optimizer_overrides(iterations):
+@pytest.mark.parametrize("iterations, picked", [(10_000, "AdamW"), (10_001, "MuSGD")], ids=["AdamW", "MuSGD"])
+def test_what_optimizer_auto_overrides_is_what_build_optimizer_overrides(iterations, picked):
     """Issue 18, item 3: overrides.AUTO_DECIDES (the arguments dry-run says optimizer=auto
-    overrides) is what BaseTrainer.build_optimizer does: under optimizer=auto each given value is
-    replaced, whichever optimizer it picks; under a named optimizer each is kept."""
+    overrides, and under which optimizer it picks) is what BaseTrainer.build_optimizer does, with
+    the warmup's momentum step after it (its last step leaves each group that has a momentum at
+    args.momentum: MuSGD's, not AdamW's betas); under a named optimizer each is kept."""
+    import inspect
+
     import torch.nn as nn
 
     from ultralytics.engine.trainer import BaseTrainer
     from ultralytics.utils import IterableSimpleNamespace
+
+    warmup = 'x["momentum"] = float(np.interp(ni, xi, [self.args.warmup_momentum, self.args.momentum]))'
+    assert warmup in inspect.getsource(BaseTrainer._do_train)  # else this test's warmup step below is not its
 
     class Model(nn.Module):
         def __init__(self):
@@ -513,14 +519,15 @@ def test_what_optimizer_auto_overrides_is_what_build_optimizer_overrides(iterati
         opt = BaseTrainer.build_optimizer(me, Model(), name=name, lr=given["lr0"], momentum=given["momentum"],
                                           iterations=iterations)
         group = opt.param_groups[-1]
-        used = {"lr0": group["lr"], "momentum": group.get("momentum", group.get("betas", (None,))[0]),
-                "warmup_bias_lr": me.args.warmup_bias_lr}
+        momentum = me.args.momentum if "momentum" in group else group["betas"][0]  # after the warmup
+        used = {"lr0": group["lr"], "momentum": momentum, "warmup_bias_lr": me.args.warmup_bias_lr}
         return used, dict(vars(me.args))
 
     used, args = build("auto")
     overridden = {k for k in given if used[k] != given[k]}
-    assert overridden == set(overrides.AUTO_DECIDES), (used, args)
-    assert args["optimizer"] in {"AdamW", "MuSGD"}
+    assert args["optimizer"] == picked
+    assert overridden == {k for k, (under, _) in overrides.AUTO_DECIDES.items() if picked in under}, (used, args)
+    assert {o for under, _ in overrides.AUTO_DECIDES.values() for o in under} <= overrides.AUTO_PICKS
     used, _ = build("SGD" if iterations > 10_000 else "AdamW")
     assert used == given  # a named optimizer trains with them
 
