@@ -355,10 +355,8 @@ def cmd_sbatch(args) -> int:
         if minutes is not None and minutes * 60 <= lead:
             raise BadInput(f"--time {limit}", f"the time limit ({minutes:g} min) is not longer than the signal's lead "
                            f"({lead} s)", "give a longer --time, or a shorter --signal-lead")
-    name = ladder.job.name
+    name = setup.submitted_name(req, ladder)  # checked as run checks it, --fresh applied
     logs = runlog.logs_dir()
-    if args.fresh and setup.has_run(runlog.RunPaths.for_run(name, logs)):
-        name = setup.fresh_name(name)
     need = slurm.needed_s(runlog.RunPaths.for_run(name, logs), lead)
     if minutes is not None and need is not None and minutes * 60 < need:  # docs/design.md, "On a SLURM cluster"
         startup, epoch = slurm.measured(runlog.RunPaths.for_run(name, logs))

@@ -508,6 +508,20 @@ def elsewhere(ladder: Ladder, chosen: bool) -> tuple[BadInput | None, RunPaths |
     return None, None, None
 
 
+def submitted_name(req: Request, ladder: Ladder) -> str:
+    """The run an sbatch script names (docs/design.md, "On a SLURM cluster"), checked now as `run`
+    would check it, not after the queue wait. The job's `run` continues that name at every requeue,
+    so --fresh is applied here: a new name beside a run of this name here, or beside one of this
+    name elsewhere that would refuse the job's `run` (elsewhere)."""
+    name = ladder.job.name
+    if has_run(RunPaths.for_run(name)):
+        return fresh_name(name) if req.fresh else name
+    refusal, other, _ = elsewhere(ladder, chosen=req.name is not None)
+    if refusal is not None and not req.fresh:
+        raise refusal
+    return fresh_name(name) if other is not None and other.root.name == name else name
+
+
 def fresh_name(name: str) -> str:
     """`--fresh`'s new run name: the old one and a timestamp, within the length a run name may have."""
     stamp = time.strftime("-%Y%m%d-%H%M%S")

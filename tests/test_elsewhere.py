@@ -137,3 +137,24 @@ def test_the_current_folders_logs_are_looked_in_when_rtdetr_logs_points_elsewher
     assert f"(RTDETR_LOGS={project / 'other' / 'logs'};" in err and "cd " not in err
     code, _, err = again(capsys, project, "--fresh")
     assert code == NOT_REFUSED and err == "" and (project / "shared-logs" / "coco_indoor").is_dir(), err
+
+
+def test_sbatch_checks_elsewhere_before_the_queue_and_its_fresh_job_is_not_refused(capsys, project, monkeypatch):
+    """Review of issue 18, item 1: sbatch submitted a job whose `run` was refused after the queue
+    wait (a stopped run elsewhere), and --fresh did not help: the script drops it (a requeue must
+    continue the run). sbatch refuses as run does; with --fresh its script names a new run, which
+    the job's `run` starts."""
+    import shlex
+    stopped(project / "logs" / "coco_indoor")
+    monkeypatch.chdir(project / "other")
+    data = str(project / "coco_indoor" / "data.yaml")
+    code, _, err = run(capsys, "sbatch", "--data", data, "--dry-run")
+    assert code == 2 and f"is stopped (interrupted) in {project / 'logs'}" in err and "--fresh" in err, err
+    code, out, err = run(capsys, "sbatch", "--data", data, "--fresh", "--dry-run")
+    assert code == 0, err
+    argv = shlex.split(next(line for line in out.splitlines() if line.startswith("exec ")))
+    job = argv[argv.index("run") + 1:]
+    name = job[job.index("--name") + 1]
+    assert name.startswith("coco_indoor-") and "--fresh" not in job, job
+    code, _, err = run(capsys, "run", *job, "--device", "cpu")  # the job's run, on this CPU machine
+    assert code == NOT_REFUSED and err == "" and (project / "other" / "logs" / name).is_dir(), err
