@@ -286,9 +286,11 @@ def figure(rec: Record):
     # failures: a red line where each failed attempt ended, its kind named (grey where the launcher
     # was interrupted: stopped, not failed) at the top of the last panel, beside the line (before it,
     # else after it), else at its foot; where every place is taken, the label before counts it if it
-    # names the same kind ("cuda_oom ×2"), else the line goes unnamed (the table names it)
+    # names the same kind ("cuda_oom ×2"), else the line goes unnamed (the table names it). A count
+    # is never below the truth: where the true one does not fit, "×2+", else "cuda_oom+", else no
+    # count at all (shorter than what was there, so it fits)
     upper = 0.97 if len(axes) > 1 else 0.9  # one panel: below the rung names
-    told: list = []  # [label, kind, how many] of the last failure label placed
+    told: list = []  # [label, kind, failures it stands for, the count its text shows] of the last one placed
     for a in rec.attempts:
         if not a.failed or a.end is None:
             continue
@@ -301,9 +303,15 @@ def figure(rec: Record):
                   fontsize=9, color=colour, fontweight="bold", gid=GID_FAILURE,
                   bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
         if t is not None:
-            told = [t, a.kind, 1]
-        elif told and told[1] == a.kind and grow(told[0], f" {a.kind} ×{told[2] + 1} "):
+            told = [t, a.kind, 1, 1]
+        elif told and told[1] == a.kind:
             told[2] += 1
+            label, n, shown = told[0], told[2], told[3]
+            fallbacks = ([f" {a.kind} ×{shown}+ "] if shown > 1 else []) + [f" {a.kind}+ "]
+            if grow(label, f" {a.kind} ×{n} "):
+                told[3] = n
+            elif not any(grow(label, text) for text in fallbacks):
+                label.set_text(f" {a.kind} ")  # no count rather than a low one
 
     last.set_xlabel(f"time since the run started ({unit})")
     for ax in axes:

@@ -599,3 +599,41 @@ def test_the_title_time_matches_the_time_axis(tmp_path):
     unit = re.search(r"\((\w+)\)$", fig.axes[-1].get_xlabel()).group(1)
     title = fig._suptitle.get_text()
     assert f"(wall {fig.axes[0].get_xlim()[1] / 1.01:.1f} {unit}, goodput " in title, title
+
+
+SHORTER = ["cuda_oom ×3", "cuda_oom ×2+", "cuda_oom+", "cuda_oom"]  # what the label may say, best first
+
+
+@pytest.mark.parametrize("room", SHORTER)
+def test_a_failure_label_never_counts_fewer_than_it_stands_for(tmp_path, monkeypatch, room):
+    """Three OOMs a second apart, one label: the 2nd and 3rd have no place of their own (made so
+    here). Where "cuda_oom ×3" does not fit (here: a text longer than `room` touches every label),
+    it says "×2+", else "cuda_oom+", else no count: never "cuda_oom ×2" for three."""
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    root = tmp_path / "oom"
+    root.mkdir()
+    lines = [event("start", T0, rung="optimal")]
+    for n in (1, 2, 3):
+        start, end = T0 + 5000 + n, T0 + 5001 + n
+        lines += [event("attempt_start", start, attempt=n, rung="optimal", mode="train", model=L, t=start),
+                  event("attempt_end", end, attempt=n, rung="optimal", kind="cuda_oom", evidence="CUDA out of memory",
+                        phase="train", t=end)]
+    lines += [event("attempt_start", T0 + 5010, attempt=4, rung="optimal", mode="train", model=L, t=T0 + 5010),
+              event("attempt_end", T0 + 9000, attempt=4, rung="optimal", kind=None, t=T0 + 9000)]
+    (root / "events.jsonl").write_text("\n".join(lines) + "\n")
+    too_long, extent, first = SHORTER[:SHORTER.index(room)], Text.get_window_extent, []
+
+    def crowded(self, renderer=None, dpi=None):  # a text that does not fit touches every label
+        text = self.get_text().strip()
+        if text.startswith("cuda_oom"):
+            first[:] = first or [self]
+            if self is not first[0] or text in too_long:
+                return Bbox([[-1e6, -1e6], [1e6, 1e6]])
+        return extent(self, renderer, dpi)
+
+    monkeypatch.setattr(Text, "get_window_extent", crowded)
+    fig = timeline.figure(accounting.load(root))
+    monkeypatch.undo()
+    assert [t.get_text().strip() for t in texts(fig, timeline.GID_FAILURE)] == [room]
