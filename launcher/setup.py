@@ -305,10 +305,11 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
         prepared.start = continue_run(state, ladder, paths, events, say)
         if req.epochs is None and state.epochs_override:  # a rehearsal stays a rehearsal
             prepared.rungs = plan_mod.override_epochs(replace(ladder, rungs=plan.rungs), state.epochs_override).rungs
-        kept = kept_arguments(state, req.args)
-        if kept:  # the run's own key=value arguments, left out this time (check_continuation)
+        own = own_arguments(state, ladder, paths)
+        kept = kept_arguments(own, req.args)
+        if kept:  # the run's own arguments, left out this time (check_continuation)
             say(kept)
-            prepared.ladder = with_args(ladder, state.overrides)
+            prepared.ladder = with_args(ladder, own)
             if prepared.experience is not None:  # learned under the arguments the run trains with
                 prepared.experience = experience.Experience(prepared.experience.path, experience.job_key(
                     prepared.ladder, plan.gpus, result.snap))
@@ -564,21 +565,51 @@ def check_continuation(state: RunState, ladder: Ladder, paths: RunPaths, epochs:
 
 
 def check_arguments(state: RunState, ladder: Ladder, paths: RunPaths, args: dict | None) -> None:
-    """check_continuation's rule for key=value arguments: one given again must be the run's own."""
+    """check_continuation's rule for the run's training arguments: a key=value given again must be
+    the run's own, and so must a key of the ladder's [job.args] (its newest attempt's, started_args);
+    one left out continues as the run was started (own_arguments)."""
     changed = {k: v for k, v in (args or {}).items() if k not in state.overrides or state.overrides[k] != v}
     if changed:
         given = " ".join(f"{k}={v}" for k, v in changed.items())
         had = " ".join(f"{k}={state.overrides.get(k, 'unset')}" for k in changed)
-        ignored = [k for k in changed if overrides.resume_ignores(k)]
-        why = f"Ultralytics' resume ignores {', '.join(ignored)} and keeps the checkpoint's" if ignored else \
-            "the launcher continues a run with the arguments it was started with"
         raise BadInput(f"{paths.state}, key 'overrides'", f"run {ladder.job.name!r} was started with {had}, this run "
-                       f"asks {given} ({why})", "leave them out to continue as started, or start afresh with --fresh")
+                       f"asks {given} ({_why(changed)})", "leave them out to continue as started, or start afresh "
+                       "with --fresh")
+    old = started_args(state, paths)
+    for k, v in ladder.job.args.items():
+        if old is None or k in (args or {}) or k in state.overrides or (k in old and old[k] == v):
+            continue
+        back = f"set {k} = {old[k]!r} again" if k in old else f"remove {k}"
+        raise BadInput(f"{ladder.path}: [job.args], key {k!r}", f"run {ladder.job.name!r} was started with "
+                       f"{k}={old.get(k, 'unset')} (its newest attempt's spec.json), the ladder now asks {k}={v!r} "
+                       f"({_why({k: v})})", f"{back} to continue as started, or start afresh with --fresh")
 
 
-def kept_arguments(state: RunState, args: dict | None) -> str | None:
-    """The line `run` says of the run's own key=value arguments left out this time; None: none."""
-    kept = {k: v for k, v in (state.overrides or {}).items() if k not in (args or {})}
+def _why(changed: dict) -> str:
+    ignored = [k for k in changed if overrides.resume_ignores(k)]
+    return f"Ultralytics' resume ignores {', '.join(ignored)} and keeps the checkpoint's" if ignored else \
+        "the launcher continues a run with the arguments it was started with"
+
+
+def started_args(state: RunState, paths: RunPaths) -> dict | None:
+    """The ladder's [job.args] the run trains with: its newest attempt's spec.json extra_args beyond
+    its key=value arguments; None when no attempt has a spec."""
+    numbers = [int(p.name.removeprefix("attempt-")) for p in paths.root.glob("attempt-*")
+               if p.name.removeprefix("attempt-").isdigit()]
+    extra = _newest_spec(paths, numbers).get("extra_args")
+    return {k: v for k, v in extra.items() if k not in state.overrides} if isinstance(extra, dict) else None
+
+
+def own_arguments(state: RunState, ladder: Ladder, paths: RunPaths) -> dict:
+    """The arguments a continued run keeps: its key=value ones, and those of the [job.args] it was
+    started with that the ladder leaves out now (a resume would keep the checkpoint's anyway)."""
+    old = started_args(state, paths) or {}
+    return {**{k: v for k, v in old.items() if k not in ladder.job.args}, **(state.overrides or {})}
+
+
+def kept_arguments(own: dict, args: dict | None) -> str | None:
+    """The line `run` says of the run's own arguments left out this time; None: none."""
+    kept = {k: v for k, v in own.items() if k not in (args or {})}
     return ("continuing with the run's own " + " ".join(f"{k}={v}" for k, v in kept.items()) +
             " (left out this time: it goes on as it was started)") if kept else None
 
@@ -601,9 +632,10 @@ def records_met(req: Request, ladder: Ladder, dry: bool) -> tuple[tuple[str, ...
         check_arguments(state, ladder, paths, req.args)
     except BadInput as e:
         return (str(e),), (), ladder
-    kept = kept_arguments(state, req.args)
+    own = own_arguments(state, ladder, paths)
+    kept = kept_arguments(own, req.args)
     said = (f"run {ladder.job.name!r} exists: {kept}",) if kept and dry else ()
-    return (), said, with_args(ladder, state.overrides or {})
+    return (), said, with_args(ladder, own)
 
 
 def adopt(state: RunState, paths: RunPaths, events: Events, say: Callable[[str], None]) -> None:

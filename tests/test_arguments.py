@@ -413,3 +413,42 @@ def test_a_refusal_says_its_error_line_before_its_warnings(capsys, cpu_machine):
     cli.main(["run", "--ladder", str(lad), "--device", "cpu", "lr0=0.01"])
     out, err = capsys.readouterr()
     assert err.startswith("error: ") and "warning: lr0=0.01 is overridden" in out, out + err
+
+
+def stopped_after_an_attempt(lad: Path) -> None:
+    """A run stopped after its first attempt, whose spec.json (as the supervisor writes it) holds
+    the [job.args] it trained with."""
+    p = setup.prepare(setup.Request(ladder=str(lad), device="cpu"), say=lambda line: None)
+    p.state.save(p.paths.state)
+    spec = spec_mod.build(p.ladder.job, p.ladder.rungs[p.start], p.device, p.paths, attempt=1)
+    p.paths.spec(1).parent.mkdir(parents=True, exist_ok=True)
+    p.paths.spec(1).write_text(json.dumps(spec))
+    p.lock.release()
+
+
+@pytest.mark.parametrize("command", ["dry-run", "run"])
+def test_an_edited_job_arg_on_a_continued_run_is_refused_naming_the_ladder(capsys, cpu_machine, command,
+                                                                          monkeypatch):
+    """Review of issue 18, item 3: only key=value arguments were compared, so a [job.args] edited
+    since the run started passed in silence, and Ultralytics' resume kept the checkpoint's value."""
+    lad = write(cpu_machine / "l.toml", ladder_text(job_extra="[job.args]\nlr0 = 0.002\npatience = 20\n"))
+    stopped_after_an_attempt(lad)
+    write(lad, ladder_text(job_extra="[job.args]\nlr0 = 0.01\npatience = 20\n"))
+    monkeypatch.setattr(setup, "supervise", lambda prepared: 99)  # not refused: no night trained here
+    code = cli.main([command, "--ladder", str(lad), "--device", "cpu"])
+    said = "".join(capsys.readouterr())  # dry-run: under Problems; run: its error line
+    assert code == 2 and f"{lad}: [job.args], key 'lr0': run 't' was started with lr0=0.002" in said, said
+    assert "(Ultralytics' resume ignores lr0 and keeps the checkpoint's)" in said, said
+    assert "set lr0 = 0.002 again to continue as started, or start afresh with --fresh" in said, said
+
+
+def test_a_job_arg_left_out_of_the_ladder_continues_as_started(capsys, cpu_machine):
+    lad = write(cpu_machine / "l.toml", ladder_text(job_extra="[job.args]\nlr0 = 0.002\npatience = 20\n"))
+    stopped_after_an_attempt(lad)
+    write(lad, ladder_text(job_extra="[job.args]\npatience = 20\n"))
+    said: list[str] = []
+    p = setup.prepare(setup.Request(ladder=str(lad), device="cpu"), say=said.append)
+    p.lock.release()
+    assert p.ladder.job.args == {"lr0": 0.002, "patience": 20}, p.ladder.job.args
+    assert [s for s in said if "run's own" in s] == \
+        ["continuing with the run's own lr0=0.002 (left out this time: it goes on as it was started)"], said
