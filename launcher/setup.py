@@ -305,6 +305,8 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
         prepared.start = continue_run(state, ladder, paths, events, say)
         if req.epochs is None and state.epochs_override:  # a rehearsal stays a rehearsal
             prepared.rungs = plan_mod.override_epochs(replace(ladder, rungs=plan.rungs), state.epochs_override).rungs
+        taken = taken_arguments(state, ladder, paths, req.args)  # said by records_met
+        state.overrides.update({k: now for k, (_, now) in taken.items() if k in req.args})  # from now on its own
         own = own_arguments(state, ladder, paths)
         kept = kept_arguments(own, req.args)
         if kept:  # the run's own arguments, left out this time (check_continuation)
@@ -568,7 +570,8 @@ def check_arguments(state: RunState, ladder: Ladder, paths: RunPaths, args: dict
     """check_continuation's rule for the run's training arguments: a key=value given again must be
     the run's own, and so must a key of the ladder's [job.args] (its newest attempt's, started_args);
     one left out continues as the run was started (own_arguments)."""
-    changed = {k: v for k, v in (args or {}).items() if k not in state.overrides or state.overrides[k] != v}
+    changed = {k: v for k, v in (args or {}).items() if k not in state.overrides or state.overrides[k] != v
+               and not resume_takes(k)}
     if changed:
         given = " ".join(f"{k}={v}" for k, v in changed.items())
         had = " ".join(f"{k}={state.overrides.get(k, 'unset')}" for k in changed)
@@ -577,12 +580,36 @@ def check_arguments(state: RunState, ladder: Ladder, paths: RunPaths, args: dict
                        "with --fresh")
     old = started_args(state, paths)
     for k, v in ladder.job.args.items():
-        if old is None or k in (args or {}) or k in state.overrides or (k in old and old[k] == v):
+        if old is None or k in (args or {}) or k in state.overrides or (k in old and old[k] == v) or resume_takes(k):
             continue
         back = f"set {k} = {old[k]!r} again" if k in old else f"remove {k}"
         raise BadInput(f"{ladder.path}: [job.args], key {k!r}", f"run {ladder.job.name!r} was started with "
                        f"{k}={old.get(k, 'unset')} (its newest attempt's spec.json), the ladder now asks {k}={v!r} "
                        f"({_why({k: v})})", f"{back} to continue as started, or start afresh with --fresh")
+
+
+def resume_takes(key: str) -> bool:
+    """Whether Ultralytics' resume trains with a new value of `key` (check_resume's `allowed`; the
+    child passes the run's arguments to the resume): a continued run may change it. False when
+    that list cannot be read: then every change is refused."""
+    return key in (overrides.rules().get("resume_allowed") or ())
+
+
+def taken_arguments(state: RunState, ladder: Ladder, paths: RunPaths, args: dict | None) -> dict:
+    """The run's arguments changed now that Ultralytics' resume takes (resume_takes): {key: (was, now)}."""
+    old = started_args(state, paths)
+    given = {k: (state.overrides.get(k, "unset"), v) for k, v in (args or {}).items()
+             if resume_takes(k) and (k not in state.overrides or state.overrides[k] != v)}
+    edited = {k: (old.get(k, "unset"), v) for k, v in ladder.job.args.items() if old is not None and resume_takes(k)
+              and k not in (args or {}) and k not in state.overrides and (k not in old or old[k] != v)}
+    return {**edited, **given}
+
+
+def taken_line(name: str, taken: dict) -> str | None:
+    """The line said of taken_arguments; None: none."""
+    return (" ".join(f"{k}={now}" for k, (_, now) in taken.items()) + f" is used from this attempt on (run {name!r} "
+            "was started with " + " ".join(f"{k}={was}" for k, (was, _) in taken.items()) + "; Ultralytics' resume "
+            "takes it)") if taken else None
 
 
 def _why(changed: dict) -> str:
@@ -601,8 +628,9 @@ def started_args(state: RunState, paths: RunPaths) -> dict | None:
 
 
 def own_arguments(state: RunState, ladder: Ladder, paths: RunPaths) -> dict:
-    """The arguments a continued run keeps: its key=value ones, and those of the [job.args] it was
-    started with that the ladder leaves out now (a resume would keep the checkpoint's anyway)."""
+    """The arguments a continued run keeps: its key=value ones (state.overrides, with those changed
+    now that a resume takes: _take_up), and those of the [job.args] it was started with that the
+    ladder leaves out now (a resume would keep the checkpoint's anyway)."""
     old = started_args(state, paths) or {}
     return {**{k: v for k, v in old.items() if k not in ladder.job.args}, **(state.overrides or {})}
 
@@ -618,7 +646,8 @@ def records_met(req: Request, ladder: Ladder, dry: bool) -> tuple[tuple[str, ...
     """What run would refuse, and say, of the run records it meets, before anything starts; dry-run
     says the same (docs/design.md, "Dry-run, status, report"): (problems, lines, the ladder it would
     train). A new run: one elsewhere it would begin again (elsewhere). A stopped run here: a changed
-    key=value argument (check_arguments); else the arguments it keeps, applied to the ladder."""
+    argument its resume would not take (check_arguments); else the arguments it keeps and those it
+    takes anew (taken_arguments), applied to the ladder."""
     paths = RunPaths.for_run(ladder.job.name)
     if req.fresh:
         return (), (), ladder
@@ -632,10 +661,12 @@ def records_met(req: Request, ladder: Ladder, dry: bool) -> tuple[tuple[str, ...
         check_arguments(state, ladder, paths, req.args)
     except BadInput as e:
         return (str(e),), (), ladder
+    taken = taken_arguments(state, ladder, paths, req.args)
     own = own_arguments(state, ladder, paths)
     kept = kept_arguments(own, req.args)
-    said = (f"run {ladder.job.name!r} exists: {kept}",) if kept and dry else ()
-    return (), said, with_args(ladder, own)
+    said = ((f"run {ladder.job.name!r} exists: {kept}",) if kept and dry else ()) + \
+        tuple(line for line in [taken_line(ladder.job.name, taken)] if line)
+    return (), said, with_args(ladder, {**own, **{k: now for k, (_, now) in taken.items()}})
 
 
 def adopt(state: RunState, paths: RunPaths, events: Events, say: Callable[[str], None]) -> None:

@@ -362,7 +362,6 @@ def test_a_continued_run_does_not_demand_the_arguments_a_resume_ignores(capsys, 
 @pytest.mark.parametrize("pairs, why", [
     (("lr0=0.01",), "Ultralytics' resume ignores lr0 and keeps the checkpoint's"),
     (("lr0=0.002", "momentum=0.8"), "Ultralytics' resume ignores momentum and keeps the checkpoint's"),
-    (("patience=5",), "the launcher continues a run with the arguments it was started with"),
 ])
 def test_a_continued_run_refuses_a_changed_argument_naming_what_resume_ignores(capsys, cpu_machine, pairs, why):
     """A changed value would not take effect (Ultralytics' resume keeps the checkpoint's; the
@@ -452,3 +451,33 @@ def test_a_job_arg_left_out_of_the_ladder_continues_as_started(capsys, cpu_machi
     assert p.ladder.job.args == {"lr0": 0.002, "patience": 20}, p.ladder.job.args
     assert [s for s in said if "run's own" in s] == \
         ["continuing with the run's own lr0=0.002 (left out this time: it goes on as it was started)"], said
+
+
+def test_a_changed_argument_a_resume_takes_is_used_from_this_attempt_on(capsys, cpu_machine, monkeypatch):
+    """Review of issue 18, item 3: patience=5 on a continued run was refused, though Ultralytics'
+    resume takes it (check_resume's `allowed`, held to its source in tests/test_parity.py) and the
+    child passes the run's arguments to the resume. It is taken, said in one line, and kept."""
+    lad = write(cpu_machine / "l.toml", ladder_text(job_extra="[job.args]\nplots = true\n"))
+    stopped_run(lad, "lr0=0.002", "patience=20")
+    assert overrides.resume_ignores("lr0") and not overrides.resume_ignores("patience")
+    write(lad, ladder_text(job_extra="[job.args]\nplots = false\n"))
+    line = "patience=5 is used from this attempt on (run 't' was started with patience=20; Ultralytics' resume takes it)"
+    assert cli.main(["dry-run", "--ladder", str(lad), "--device", "cpu", "--json", "patience=5"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert line in d["warnings"] and d["child"]["spec"]["extra_args"]["patience"] == 5, d["warnings"]
+    said: list[str] = []
+    p = setup.prepare(setup.Request(ladder=str(lad), device="cpu", overrides=("patience=5",)), say=said.append)
+    p.lock.release()
+    assert f"warning: {line}" in said and p.state.overrides == {"lr0": 0.002, "patience": 5}, said
+    assert p.ladder.job.args == {"lr0": 0.002, "patience": 5, "plots": False}, p.ladder.job.args
+
+
+def test_an_edited_job_arg_a_resume_takes_is_used_from_this_attempt_on(capsys, cpu_machine):
+    lad = write(cpu_machine / "l.toml", ladder_text(job_extra="[job.args]\nplots = true\n"))
+    stopped_after_an_attempt(lad)
+    write(lad, ladder_text(job_extra="[job.args]\nplots = false\n"))
+    said: list[str] = []
+    p = setup.prepare(setup.Request(ladder=str(lad), device="cpu"), say=said.append)
+    p.lock.release()
+    assert "warning: plots=False is used from this attempt on (run 't' was started with plots=True; Ultralytics' " \
+           "resume takes it)" in said and p.ladder.job.args == {"plots": False}, said
