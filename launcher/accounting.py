@@ -33,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .contract import INTERRUPTED
-from .runlog import RUNNING, Ev, RunPaths, RunState, read_jsonl
+from .runlog import RUNNING, Ev, RunPaths, RunState, model_folder, read_jsonl
 
 NOT_STARTED = "not started"  # the status of a record with no attempt and no state.json
 # an attempt's mode (RunState.mode, attempt_start's `mode`): training, or only the final validation
@@ -56,9 +56,21 @@ def event_time(event: dict) -> float | None:
 
 
 def model_key(source: object) -> str:
-    """Models are named by source in attempts and state, by ladder spec in `model_set_aside`; the
-    stem is what both share (and what names the model's save_dir)."""
-    return Path(str(source)).stem if source else ""
+    """A model's key in the report: its folder's name (runlog.model_folder: its file's stem and a
+    hash of its source), so two models whose files share a stem (v1/best.pt, v2/best.pt) are two."""
+    return model_folder(str(source)) if source else ""
+
+
+def _aside_key(e: dict, sources: set[str]) -> str:
+    """The key of the model a `model_set_aside` event names: by its `source`, or, in an event an
+    earlier launcher wrote with only the ladder's spec, the known source of that stem (that
+    launcher kept each model in models/<stem>)."""
+    if e.get("source"):
+        return model_key(e["source"])
+    spec = e.get("model")
+    stem = Path(str(spec)).stem if spec else ""
+    same = sorted(s for s in sources if Path(s).stem == stem)
+    return model_key(same[0] if same else spec)
 
 
 def read_results(path: Path) -> dict[int, dict[str, float]]:
@@ -174,6 +186,13 @@ class Record:
     def goodput(self) -> float | None:
         return self.kept_s / self.wall_s if self.wall_s > 0 else None
 
+    def label(self, source: object) -> str:
+        """A model's name in report.md: its file's name, with its key (its folder) where another
+        model of the run has a file of that name too (v1/best.pt and v2/best.pt)."""
+        name = Path(str(source)).name
+        twins = {k for k, m in self.models.items() if Path(m.source).name == name}
+        return f"{name} ({model_key(source)})" if len(twins) > 1 else name
+
 
 def _next_step(e: dict) -> str:
     """What followed a failed attempt, in a few words."""
@@ -243,7 +262,7 @@ def load(root: Path) -> Record:
         elif kind in Ev.NEXT_STEPS and last_attempt is not None and not last_attempt.then:
             last_attempt.then = _next_step(e)
         elif kind == Ev.MODEL_SET_ASIDE:
-            set_aside[model_key(e.get("source") or e.get("model"))] = e
+            set_aside[_aside_key(e, {a.model for a in order} | set(state.models if state else ()))] = e
         elif kind in Ev.ENDINGS:
             status, reason = kind, e.get("reason")
             if kind == Ev.COMPLETE:

@@ -70,7 +70,7 @@ def markdown(rec: Record) -> str:
         trained = f"{a.epochs_saved}" + (f" ({a.epochs[0]}–{a.epochs[-1]})" if len(a.epochs) > 1 else
                                          f" ({a.epochs[0]})" if a.epochs else "")
         out.append("| " + " | ".join([
-            str(a.n), cell(a.rung), cell(a.mode), cell(Path(a.model).name), local(a.start),
+            str(a.n), cell(a.rung), cell(a.mode), cell(rec.label(a.model)), local(a.start),
             local(a.end, a.start) if a.ended else f"{local(a.end, a.start)} (last seen)",
             duration(a.seconds), trained, str(a.kept), cell(failure),
             cell(a.evidence, EVIDENCE_CHARS), cell(a.then)]) + " |")
@@ -113,13 +113,14 @@ def markdown(rec: Record) -> str:
 
     key, last, best, what = final_metrics(rec)
     out += ["", "## Final metrics", ""]
+    model = rec.models.get(key)
+    label = rec.label(model.source) if model else key
     if last is None:
-        out.append(f"No results.csv for the {what}" + (f" (`{key}`)." if key else "."))
+        out.append(f"No results.csv for the {what}" + (f" (`{label}`)." if label else "."))
     else:
-        model = rec.models.get(key)
         epochs = model.epochs if model else None
         of = f"/{epochs}" if epochs else ""
-        out.append(f"From the {what} `{key}`'s results.csv, last row (epoch {int(last['epoch'])}{of}):")
+        out.append(f"From the {what} `{label}`'s results.csv, last row (epoch {int(last['epoch'])}{of}):")
         out.append("")
         out.append(f"- mAP50-95: **{_metric(last, MAP50_95)}**")
         out.append(f"- mAP50: {_metric(last, MAP50)}")

@@ -56,9 +56,9 @@ def test_the_real_rehearsal_record(tmp_path):
     assert rec.lost_s == pytest.approx(121.3343 - 85.3696 + 29.3623 + rec.wait_s, abs=1e-3)
     assert rec.goodput == pytest.approx(rec.kept_s / rec.wall_s)
     # state.json names a save_dir on another machine: results.csv is found under the record
-    assert accounting.results_csv(rec.root, rec.models["rtdetr-l"]) == rec.root / "models/rtdetr-l/results.csv"
+    assert accounting.results_csv(rec.root, rec.models[accounting.model_key(L)]) == rec.root / "models/rtdetr-l/results.csv"
     key, last, best, what = accounting.final_metrics(rec)
-    assert (key, last["epoch"], what) == ("rtdetr-l", 2.0, "delivered model") and best is last
+    assert (key, last["epoch"], what) == (accounting.model_key(L), 2.0, "delivered model") and best is last
 
 
 def test_read_results_last_row_of_a_repeated_epoch_wins_and_a_torn_row_is_skipped(tmp_path):
@@ -158,13 +158,13 @@ def test_a_model_set_aside_in_state_only_keeps_nothing_and_a_validation_trains_n
         "rtdetr-mnv4.yaml": {"save_dir": "/gone", "epochs": 1, "epochs_done": 1}}},
         results={"rtdetr-l": HEAD + "1,80,0.2,0.1\n", "rtdetr-mnv4": HEAD + "1,60,0.4,0.3\n"})
     rec = accounting.load(root)
-    assert rec.set_aside == {"rtdetr-l": {"model": L, "epochs_done": 1, "of": 10, "save_dir": "/gone"}}
-    assert rec.counting == {"rtdetr-mnv4"} and rec.status == "running" and rec.delivered is None
+    assert rec.set_aside == {accounting.model_key(L): {"model": L, "epochs_done": 1, "of": 10, "save_dir": "/gone"}}
+    assert rec.counting == {accounting.model_key("rtdetr-mnv4.yaml")} and rec.status == "running" and rec.delivered is None
     assert [(a.mode, a.epochs, a.kept, a.kept_s) for a in rec.attempts] == [
         ("train", (1,), 0, 0.0), ("train", (1,), 1, 60.0), ("validate", (), 0, 0.0)]
     assert rec.attempts[1].then == "validate at safe"
     key, last, _, what = accounting.final_metrics(rec)
-    assert key == "rtdetr-mnv4" and last[accounting.MAP50_95] == 0.3 and what.startswith("model in training")
+    assert key == accounting.model_key("rtdetr-mnv4.yaml") and last[accounting.MAP50_95] == 0.3 and what.startswith("model in training")
 
 
 def test_lines_that_are_not_events_are_skipped(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from launcher import accounting, fmt, report, report_md, timeline
+from launcher.runlog import RunPaths
 
 GIB = 1024 ** 3
 T0 = 1_780_000_000  # the run's start (unix seconds, whole: ISO `ts` has second resolution)
@@ -352,6 +353,41 @@ def test_superseded_epochs_are_not_kept(tmp_path):
     assert [(a.epochs, a.kept) for a in rec.attempts] == [((1, 2, 3), 2), ((3, 4, 5), 3)]
     assert rec.kept_s == pytest.approx(40 + 75)
     assert rec.lost_s == pytest.approx((100 - 40) + 10)
+
+
+def test_two_models_whose_files_share_a_stem_are_two_models(tmp_path):
+    """v1/best.pt trains 2 epochs and is set aside; v2/best.pt trains 3 and is delivered. Each has
+    its own folder (stem plus hash), so the report keeps them apart: v1's epochs are not kept, the
+    final metrics are v2's, and the attempt rows say which best.pt."""
+    v1, v2 = "/w/v1/best.pt", "/w/v2/best.pt"
+    root = tmp_path / "twins"
+    root.mkdir()
+    (root / "events.jsonl").write_text("\n".join([
+        event("start", T0, rung="big"),
+        event("attempt_start", T0, attempt=1, rung="big", mode="train", model=v1, t=T0),
+        event("attempt_end", T0 + 300, attempt=1, rung="big", kind="cuda_oom", epochs_saved=2, last_saved_epoch=2,
+              t=T0 + 300),
+        event("step_down", T0 + 300, rung="big", to="small"),
+        event("model_set_aside", T0 + 300, model="v1/best.pt", source=v1, epochs_done=2, of=5,
+              save_dir=str(RunPaths(root).save_dir(v1)), next_model="v2/best.pt"),
+        event("attempt_start", T0 + 300, attempt=2, rung="small", mode="train", model=v2, t=T0 + 300),
+        event("attempt_end", T0 + 900, attempt=2, rung="small", kind=None, epochs_saved=3, last_saved_epoch=3,
+              t=T0 + 900),
+        event("complete", T0 + 900, model=v2, best="best.pt", last="last.pt"),
+    ]) + "\n")
+    for source, rows in ((v1, [(1, 100, 0.5), (2, 200, 0.6)]), (v2, [(1, 150, 0.1), (2, 300, 0.2), (3, 450, 0.3)])):
+        RunPaths(root).save_dir(source).mkdir(parents=True)
+        (RunPaths(root).save_dir(source) / "results.csv").write_text(results_csv(rows))
+    rec = accounting.load(root)
+    assert set(rec.models) == {RunPaths(root).save_dir(v).name for v in (v1, v2)}  # the key is the folder
+    assert set(rec.set_aside) == {accounting.model_key(v1)} and rec.counting == {accounting.model_key(v2)}
+    assert [(a.epochs, a.kept) for a in rec.attempts] == [((1, 2), 0), ((1, 2, 3), 3)] and rec.kept_s == 450
+    key, last, _, _ = accounting.final_metrics(rec)
+    assert key == accounting.model_key(v2) and last[accounting.MAP50_95] == pytest.approx(0.3)
+    text = report_md.markdown(rec)
+    rows = table_rows(text)
+    assert rows[1][3] == f"best.pt ({accounting.model_key(v1)})" and rows[2][3] == f"best.pt ({accounting.model_key(v2)})"
+    assert f"From the delivered model `best.pt ({key})`'s results.csv, last row (epoch 3)" in text
 
 
 def test_static_fixture_from_a_real_cpu_rehearsal(tmp_path):
