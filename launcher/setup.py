@@ -505,7 +505,8 @@ def elsewhere(ladder: Ladder, chosen: bool) -> tuple[BadInput | None, RunPaths |
                             f"continue it there ({there}; then the same command{again}), or pass --fresh to start "
                             "a new run here"), paths, None
     for paths, state in found[:1]:
-        how = "finished" if state.status == Ev.COMPLETE else f"ended ({state.status}, no epoch to resume)"
+        how = "finished" if state.status == Ev.COMPLETE else "stopped before its first epoch" \
+            if state.status in RESUMABLE else f"ended ({state.status}; nothing to resume)"
         return None, None, (f"run {paths.root.name!r} on this dataset {how} in {paths.root.parent}; run {name!r} "
                             f"starts anew in {here}")
     return None, None, None
@@ -570,8 +571,8 @@ def check_arguments(state: RunState, ladder: Ladder, paths: RunPaths, args: dict
     """check_continuation's rule for the run's training arguments: a key=value given again must be
     the run's own, and so must a key of the ladder's [job.args] (its newest attempt's, started_args);
     one left out continues as the run was started (own_arguments)."""
-    changed = {k: v for k, v in (args or {}).items() if k not in state.overrides or state.overrides[k] != v
-               and not resume_takes(k)}
+    changed = {k: v for k, v in (args or {}).items()
+               if (k not in state.overrides or state.overrides[k] != v) and not resume_takes(k)}
     if changed:
         given = " ".join(f"{k}={v}" for k, v in changed.items())
         had = " ".join(f"{k}={state.overrides.get(k, 'unset')}" for k in changed)

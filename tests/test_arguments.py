@@ -461,15 +461,17 @@ def test_a_changed_argument_a_resume_takes_is_used_from_this_attempt_on(capsys, 
     stopped_run(lad, "lr0=0.002", "patience=20")
     assert overrides.resume_ignores("lr0") and not overrides.resume_ignores("patience")
     write(lad, ladder_text(job_extra="[job.args]\nplots = false\n"))
-    line = "patience=5 is used from this attempt on (run 't' was started with patience=20; Ultralytics' resume takes it)"
-    assert cli.main(["dry-run", "--ladder", str(lad), "--device", "cpu", "--json", "patience=5"]) == 0
+    line = "patience=5 plots=True is used from this attempt on (run 't' was started with patience=20 plots=unset; " \
+           "Ultralytics' resume takes it)"  # plots: a key the run was started without
+    assert cli.main(["dry-run", "--ladder", str(lad), "--device", "cpu", "--json", "patience=5", "plots=True"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert line in d["warnings"] and d["child"]["spec"]["extra_args"]["patience"] == 5, d["warnings"]
     said: list[str] = []
-    p = setup.prepare(setup.Request(ladder=str(lad), device="cpu", overrides=("patience=5",)), say=said.append)
+    p = setup.prepare(setup.Request(ladder=str(lad), device="cpu", overrides=("patience=5", "plots=True")),
+                      say=said.append)
     p.lock.release()
-    assert f"warning: {line}" in said and p.state.overrides == {"lr0": 0.002, "patience": 5}, said
-    assert p.ladder.job.args == {"lr0": 0.002, "patience": 5, "plots": False}, p.ladder.job.args
+    assert f"warning: {line}" in said and p.state.overrides == {"lr0": 0.002, "patience": 5, "plots": True}, said
+    assert p.ladder.job.args == {"lr0": 0.002, "patience": 5, "plots": True}, p.ladder.job.args
 
 
 def test_an_edited_job_arg_a_resume_takes_is_used_from_this_attempt_on(capsys, cpu_machine):

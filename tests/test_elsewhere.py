@@ -67,10 +67,10 @@ def test_fresh_starts_a_new_run_here(capsys, project, monkeypatch):
 
 @pytest.mark.parametrize("status, done, how", [
     ("complete", 100, "finished"),
-    ("fatal", 2, "ended (fatal, no epoch to resume)"),
-    ("exhausted", 2, "ended (exhausted, no epoch to resume)"),
-    ("interrupted", 0, "ended (interrupted, no epoch to resume)"),
-    ("running", 0, "ended (running, no epoch to resume)"),  # a launcher killed before its first epoch
+    ("fatal", 2, "ended (fatal; nothing to resume)"),
+    ("exhausted", 2, "ended (exhausted; nothing to resume)"),
+    ("interrupted", 0, "stopped before its first epoch"),
+    ("running", 0, "stopped before its first epoch"),  # a launcher killed before its first epoch
 ])
 def test_a_run_elsewhere_with_nothing_to_resume_is_only_noted(capsys, project, monkeypatch, status, done, how):
     """Review of issue 18, item 1: any status but complete refused, though a failed run or one
