@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Protocol, runtime_checkable
 
 from . import console, memory, probe, proctree
 from .contract import HANG
@@ -32,6 +32,18 @@ GRACE_S = 30.0  # after SIGINT/SIGTERM or a watchdog kill, how long the child ge
 
 class Launch(Protocol):
     def __call__(self, cmd: list[str], env: dict[str, str], log_path: Path, watchdog: "Watchdog") -> ChildEnd: ...
+
+
+@runtime_checkable
+class Stoppable(Protocol):
+    """The seam's other half, for a launch that runs a process: the launcher's signal passed on, and
+    the whole tree ended after `grace` seconds. `Signals` reaches the child only through these, so a
+    fake launch that carries them records the grace kill (docs/design.md, "The attempt loop and the
+    launch seam")."""
+
+    def signal(self, sig: int) -> None: ...
+
+    def stop(self, grace: float) -> None: ...
 
 
 def become_subreaper() -> None:
@@ -210,10 +222,12 @@ class Signals:
     """The launcher's own SIGINT and SIGTERM (and, in a SLURM job, its time-limit signal): the first
     one is noted, passed on to the child (which takes SIGINT or SIGTERM as Ctrl-C: no final
     validation, the checkpoint stays resumable), the whole tree is killed after GRACE_S, and a
-    retry's wait ends at once (`stopping`). Installed only in the main thread."""
+    retry's wait ends at once (`stopping`). Installed only in the main thread. `grace` is GRACE_S
+    except in tests, which wait a second, not thirty."""
 
-    def __init__(self, child: ChildProcess | None, say: Callable[[str], None], extra: tuple[int, ...] = ()):
-        self.child, self.say, self.extra = child, say, extra
+    def __init__(self, child: Stoppable | None, say: Callable[[str], None], extra: tuple[int, ...] = (),
+                 grace: float = GRACE_S):
+        self.child, self.say, self.extra, self.grace = child, say, extra, grace
         self.received: int | None = None
         self.received_at: float | None = None
         self.stopping = threading.Event()
@@ -245,10 +259,10 @@ class Signals:
         if self.received is not None:
             return
         self.received, self.received_at = sig, time.time()
-        self.say(f"received {signal.Signals(sig).name}: stopping the child (grace {GRACE_S:.0f} s)")
+        self.say(f"received {signal.Signals(sig).name}: stopping the child (grace {self.grace:.0f} s)")
         if self.child:
             self.child.signal(sig if sig in (signal.SIGINT, signal.SIGTERM) else signal.SIGTERM)
-            self._timer = threading.Timer(GRACE_S, self.child.stop, args=(0,))  # then the whole tree
+            self._timer = threading.Timer(self.grace, self.child.stop, args=(0,))  # then the whole tree
             self._timer.daemon = True
             self._timer.start()
         self.stopping.set()

@@ -22,7 +22,7 @@ from .contract import EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_REQUEUED, EXIT_S
 from .experience import Experience
 from .failures import ChildEnd, Failure
 from .ladder import Ladder, Rung, gpu_indices
-from .launch import ChildProcess, Launch, Signals, Watchdog
+from .launch import ChildProcess, Launch, Signals, Stoppable, Watchdog
 from .runlog import Ev, JsonLines, Events, RunPaths, RunState, read_json, write_json_atomic
 
 
@@ -73,7 +73,7 @@ class Supervisor:
     injections: tuple[dict, ...] = ()
     child_env: dict[str, str] = field(default_factory=dict)  # extra environment for every child
     launch: Launch | None = None  # default: a ChildProcess
-    child: ChildProcess | None = None  # where the launcher's own SIGINT/SIGTERM is forwarded
+    child: Stoppable | None = None  # where the launcher's own signal goes; default: launch, if Stoppable
     ram: memory.RamWatch | None = None
     experience: Experience | None = None  # learned rungs: each training attempt's verdict is noted
     sleep: Callable[[float], None] | None = None  # default: a wait that a signal to the launcher ends
@@ -84,6 +84,8 @@ class Supervisor:
         if self.launch is None:
             self.child = self.child or ChildProcess()
             self.launch = self.child
+        elif self.child is None and isinstance(self.launch, Stoppable):
+            self.child = self.launch  # signals and the grace kill go through the seam (a fake records them)
         self.ram = self.ram or memory.RamWatch()
         self.policy = plan.Policy.of(self.ladder.job)
         self.gpus = gpu_indices(self.device)

@@ -13,10 +13,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import psutil
 import pytest
 
 from launcher import ladder as ladder_mod
-from launcher.launch import ChildProcess, Watchdog
+from launcher.launch import ChildProcess, Signals, Watchdog
 from launcher.memory import RamWatch
 from launcher.runlog import read_json, write_json_atomic
 
@@ -121,6 +122,42 @@ def test_a_signal_while_the_child_is_being_started_reaches_it(job, tmp_path, mon
     t0 = time.monotonic()
     end = child(["sleep", "15"], dict(os.environ), tmp_path / "train.log", watch(job, tmp_path, time.monotonic))
     assert end.exit_code == -signal.SIGINT and time.monotonic() - t0 < 10
+
+
+# ---- the grace kill ------------------------------------------------------------------------------
+
+STUBBORN = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # ignored across exec: its own child ignores them too
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+worker = subprocess.Popen(["sleep", "20"])
+print(worker.pid, flush=True)
+time.sleep(20)
+"""
+
+
+def test_a_child_that_ignores_the_signal_is_killed_with_its_tree_after_the_grace(job, tmp_path):
+    """The launcher's SIGTERM reaches a child that ignores it (and so does its worker): once the
+    grace is over, the whole tree is SIGKILLed, through the seam's `stop` (a 0.5 s grace here, 30 s
+    in a run); without it the night waits on the child for good."""
+    child = ChildProcess(tick=0.1)
+    signals = Signals(child, say=lambda line: None, grace=0.5)
+    tree: list[int] = []
+
+    def out(data: bytes) -> None:  # the child is up and its worker started: the launcher is told to stop
+        tree.extend([child.proc.pid, int(data.split()[0])])
+        signals(signal.SIGTERM, None)
+    child.out = out
+    t0 = time.monotonic()
+    try:
+        end = child([sys.executable, "-c", STUBBORN], dict(os.environ), tmp_path / "train.log",
+                    watch(job, tmp_path, time.monotonic))
+    finally:
+        signals.child_gone()
+    took = time.monotonic() - t0
+    # (the exit code is no evidence here: the tree kill reaps the child before Popen.wait sees it)
+    assert signals.received == signal.SIGTERM and len(tree) == 2 and 0.5 <= took < 8, (end, took)
+    assert not any(psutil.pid_exists(pid) for pid in tree), tree
 
 
 # ---- Ctrl-C at any moment ------------------------------------------------------------------------

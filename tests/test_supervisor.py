@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import tomllib
 from pathlib import Path
 
@@ -255,6 +256,42 @@ def test_a_signal_during_an_attempt_is_interrupted_not_a_failure(default, tmp_pa
     state = new_state(default)
     assert sup.run(state) == 130 and state.status == "interrupted" and state.attempts == 1
     assert "no epoch was saved yet" in state.reason  # nothing claims a checkpoint that is not there
+
+
+class StubbornChild(FakeChild):
+    """A launch that carries the seam's `signal` and `stop`: the launcher is signalled mid-attempt,
+    and the child ignores it until the grace kill ends it."""
+
+    def __init__(self, script):
+        super().__init__(script)
+        self.sup: Supervisor | None = None
+        self.told: list[tuple[str, float]] = []
+        self.stopped = threading.Event()
+
+    def __call__(self, cmd, env, log_path: Path, watchdog) -> ChildEnd:
+        self.sup.signals(signal.SIGINT, None)
+        self.stopped.wait(timeout=5)  # it ignores the signal: only the tree kill ends it
+        return super().__call__(cmd, env, log_path, watchdog)
+
+    def signal(self, sig: int) -> None:
+        self.told.append(("signal", sig))
+
+    def stop(self, grace: float) -> None:
+        self.told.append(("stop", grace))
+        self.stopped.set()
+
+
+def test_a_signalled_child_that_goes_on_is_killed_after_the_grace_through_the_seam(default, tmp_path):
+    """The launcher's signal is passed on through the launch seam, and the whole tree is ended
+    after the grace (30 s in a run, 0.2 s here), through the seam's `stop`."""
+    child = StubbornChild([(-signal.SIGKILL, None, 0, "")])
+    sup = Supervisor(ladder=default, rungs=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+                     launch=child, sleep=lambda s: None, say=lambda line: None)
+    assert sup.signals.grace == 30  # a run's grace
+    sup.signals.grace, child.sup = 0.2, sup
+    state = new_state(default)
+    assert sup.run(state) == 130 and state.status == "interrupted" and state.attempts == 1
+    assert child.told == [("signal", signal.SIGINT), ("stop", 0)]
 
 
 @pytest.fixture
