@@ -386,7 +386,7 @@ def test_two_models_whose_files_share_a_stem_are_two_models(tmp_path):
     assert key == accounting.model_key(v2) and last[accounting.MAP50_95] == pytest.approx(0.3)
     text = report_md.markdown(rec)
     rows = table_rows(text)
-    assert rows[1][3] == f"best.pt ({accounting.model_key(v1)})" and rows[2][3] == f"best.pt ({accounting.model_key(v2)})"
+    assert [rows[n][3] for n in (1, 2)] == [f"best.pt ({accounting.model_key(v)})" for v in (v1, v2)]
     assert f"From the delivered model `best.pt ({key})`'s results.csv, last row (epoch 3)" in text
 
 
