@@ -105,8 +105,8 @@ class Supervisor:
             state.stalls = []  # a job submitted anew (its own --time) is judged on its own runs
         self.signals.install()
         try:
-            if self.slurm_job is not None and state.requeues > self.ladder.job.max_requeues:
-                return self._requeues_spent(f"SLURM job {self.slurm_job.id} ran again")  # preempted past it
+            if self.slurm_job is not None and self.slurm_job.restarts and state.requeues > self.ladder.job.max_requeues:
+                return self._requeues_spent(f"SLURM job {self.slurm_job.id} ran again")  # preempted past it: `_cut`
             if self.slurm_job is not None and self.slurm_job.restarts and len(state.stalls) >= slurm.STALLED_CUTS:
                 return self._stalled()  # SLURM ran again a job whose night had already ended stalled
             return self._loop(self.start, state.mode)
@@ -338,6 +338,8 @@ class Supervisor:
         elif kind == slurm.TIME_LIMIT:  # how long this run of the job ran, for the line that ends the night
             state.stalls = [*state.stalls, round((self.signals.received_at or time.time()) - slurm.started(), 1)]
         if state.requeues >= self.ladder.job.max_requeues:
+            if kind == slurm.PREEMPTED:  # SLURM requeues it all the same: counted, so that run ends at once (`run`)
+                state.requeues += 1
             return self._requeues_spent(f"{kind.replace('_', ' ')} of SLURM job {job.id}")
         if len(state.stalls) >= slurm.STALLED_CUTS:
             return self._stalled()

@@ -284,6 +284,38 @@ def test_past_max_requeues_the_run_ends_exhausted(tmp_path):
     assert code == EXIT_EXHAUSTED and Requeue.asked == 0 and "requeue budget spent" in state.reason
 
 
+@pytest.mark.parametrize("cuts", ["t", "p"])
+def test_a_preemption_at_the_requeue_budget_ends_the_night_and_one_within_it_does_not(tmp_path, cuts):
+    """max_requeues = 1 (docs/design.md, "On a SLURM cluster"): the first cut, a time limit or a
+    preemption, is requeued and the job's next run trains; a preemption at the budget ends the night
+    exhausted, and as SLURM requeues a preempted job all the same, that next run ends at once too,
+    training nothing (it used to train and exit 0)."""
+    from launcher.supervisor import Supervisor
+    from test_supervisor import new_state
+
+    def again(root, state, restarts):  # the job's next run, as SLURM starts it
+        ladder, _, _, rq = cut_night(root, signal.SIGUSR1, restarts=restarts, max_requeues=1)
+        child, state.status = FakeChild([ok()]), "running"
+        code = Supervisor(ladder=ladder, rungs=ladder.rungs, start=0, device="0", paths=RunPaths(root / "run"),
+                          launch=child, sleep=lambda s: None, say=lambda line: None, slurm_job=rq).run(state)
+        return code, len(child.calls)
+
+    preempt = {"shown": "preempt"} if cuts == "p" else {}
+    sig = signal.SIGTERM if cuts == "p" else signal.SIGUSR1
+    code, state, _ = run_cut(tmp_path, sig, max_requeues=1, **preempt)
+    assert (code, state.requeues) == (EXIT_REQUEUED, 1)  # within the budget: requeued, and it goes on
+    assert again(tmp_path, state, 1) == (0, 1) and state.status == "complete"
+
+    state = new_state(with_job(max_requeues=1))
+    state.requeues = 1
+    code, state, _ = run_cut(tmp_path / "spent", signal.SIGTERM, state=state, max_requeues=1, shown="preempt")
+    assert code == EXIT_EXHAUSTED and "requeue budget spent" in state.reason
+    code, trained = again(tmp_path / "spent", state, 2)
+    assert (code, trained, state.status) == (EXIT_EXHAUSTED, 0, "exhausted") and "ran again" in state.reason
+    assert state.requeues == 2  # SLURM's requeue of the preempted job, past the budget
+    assert again(tmp_path / "spent", state, 0) == (0, 1)  # submitted anew: judged at its first cut
+
+
 def test_requeues_do_not_spend_the_attempt_budget(tmp_path):
     """max_attempts = 1: the cut attempt does not count, so the requeued run may still train."""
     from launcher.supervisor import Supervisor
