@@ -676,7 +676,7 @@ def adopt(state: RunState, paths: RunPaths, events: Events, say: Callable[[str],
     one, so that the run writes only inside its own folder and never touches the original. Adopted,
     not refused: a person who copies a run folder means to go on from the copy (the original kept
     as it was), and the copy holds everything that is needed (Ultralytics resumes into the
-    save_dir it is given: docs/design.md, "Resume with a new batch"). A copy's process list is the
+    save_dir it is given: docs/design.md, "Ultralytics behaviour relied on"). A copy's process list is the
     original's, left alone; a moved folder's is this run's own (the old folder went with it), and
     its processes, which name the old folder's specs, are ended. Every path is checked, every time
     (a record restored by hand may name another run's folder): one outside is refused."""
