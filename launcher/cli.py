@@ -157,6 +157,15 @@ def versions() -> str:
             f"torch {version('torch')}")
 
 
+class Version(argparse._VersionAction):
+    """--version, as argparse's, with the versions read only when it is given: the metadata scan
+    (importlib.metadata, three packages) would cost every command 10 ms (docs/benchmarks.md)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        self.version = versions()
+        super().__call__(parser, namespace, values, option_string)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -164,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"examples:\n  {PROG} dry-run --vram 11.7\n  {PROG} diagnose logs/night/attempt-2/train.log\n\n"
                "exit codes: 0 ok, 2 bad input, 3 ladder or attempts exhausted, 4 fatal failure, "
                "75 stopped for SLURM to run it again, 130/143 interrupted, 1 a launcher bug")
-    parser.add_argument("--version", action="version", version=versions(),
+    parser.add_argument("--version", action=Version,
                         help="print the launcher's, Ultralytics' and torch's versions, then exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True

@@ -15,7 +15,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from importlib import metadata
 from pathlib import Path
 
 from . import console
@@ -36,6 +35,8 @@ def store_path(logs: Path | None = None) -> Path:
 
 def job_key(ladder: Ladder, gpus: tuple[Gpu, ...], snap: Snapshot) -> dict:
     """What must match for an earlier verdict to apply here."""
+    from importlib import metadata  # here, not at the top: status imports this module and reads no version
+
     try:
         ultralytics = metadata.version("ultralytics")
     except metadata.PackageNotFoundError:

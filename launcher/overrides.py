@@ -38,12 +38,15 @@ REMOVED = frozenset({"label_smoothing", "save_hybrid", "crop_fraction", "keras"}
 
 @functools.lru_cache(maxsize=1)
 def defaults() -> dict[str, Any]:
-    """Ultralytics' default.yaml: every training key and its default (its type is the key's type)."""
+    """Ultralytics' default.yaml: every training key and its default (its type is the key's type).
+    Read with libyaml's loader where PyYAML has it, as Ultralytics' YAML.load reads it (12 ms less
+    than the pure-Python one, on every dry-run)."""
     import yaml
 
     root = models.ultralytics_package_dir()
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.safe_load((root / "cfg" / "default.yaml").read_text(encoding="utf-8")) if root else None
+        data = yaml.load((root / "cfg" / "default.yaml").read_text(encoding="utf-8"), Loader=loader) if root else None
     except (OSError, yaml.YAMLError):
         data = None
     return data if isinstance(data, dict) else {}
@@ -240,7 +243,7 @@ def rules() -> dict[str, Any]:
     out: dict[str, Any] = {}
     if root is None:
         return out
-    for node in _source(root / "cfg" / "__init__.py"):
+    for node in _source(root / "cfg" / "__init__.py", names=RULE_NAMES):
         name = node.targets[0].id if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) else ""
         if name in RULE_NAMES:
             out[name] = _literal(node.value)
@@ -328,15 +331,69 @@ def unread() -> str | None:
             f"({root}); a value Ultralytics refuses there fails only in the child")
 
 
-def _source(path: Path, inside: str | None = None) -> list[ast.stmt]:
-    """A module's top-level statements, or those of its function `inside` (at any depth)."""
+def _source(path: Path, inside: str | None = None, names: tuple[str, ...] = ()) -> list[ast.stmt]:
+    """A module's top-level statements (those up to its last assignment to one of `names`, where
+    given), or those of its function `inside` (at any depth). Only those lines are parsed where they
+    parse alone (`_head`, `_function`): the whole of trainer.py takes 12 ms to parse, cfg/__init__.py
+    6 ms, and every dry-run reads them (docs/benchmarks.md)."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError, UnicodeDecodeError):
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return []
+    own = _function(text, inside) if inside is not None else _head(text, names) if names else None
+    if own is not None:
+        return own
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
         return []
     if inside is None:
         return tree.body
     return next((list(ast.walk(n)) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == inside), [])
+
+
+def _head(text: str, names: tuple[str, ...]) -> list[ast.stmt] | None:
+    """The top-level statements of `text` up to the end of its last line-leading assignment to one
+    of `names` (a top-level assignment leads its line): those the whole file's statements begin
+    with. None where that cut does not parse (inside a string or brackets): the caller parses all."""
+    last = None
+    for last in re.finditer(rf"^(?:{'|'.join(map(re.escape, names))})[ \t]*=", text, re.M):
+        pass
+    if last is None:
+        return None
+    end = _block_end(text, last.end(), 0)
+    try:
+        return ast.parse(text[:end]).body
+    except SyntaxError:
+        return None
+
+
+def _block_end(text: str, start: int, depth: int) -> int:
+    """Where the statement or block that runs on at `start` ends: the first later line of code
+    indented `depth` or less (comments, blank lines and closing brackets do not end it)."""
+    for line in re.finditer(r"^([ \t]*)[^ \t\r\n#)\]}]", text[start:], re.M):
+        if len(line.group(1)) <= depth and line.start() > 0:
+            return start + line.start()
+    return len(text)
+
+
+def _function(text: str, name: str) -> list[ast.AST] | None:
+    """The nodes of the one `def name(` in `text`, parsed from its lines alone: from the def to the
+    first later code line indented no deeper (comments, blank lines and closing brackets do not
+    end it). None where the name is defined more than once (the whole file's first is the
+    shallowest), or that does not parse as the function (a cut inside a string or brackets does
+    not): the caller parses the whole file."""
+    found = list(re.finditer(rf"^([ \t]*)def[ \t]+{re.escape(name)}[ \t]*\(", text, re.M))
+    if len(found) != 1:
+        return None
+    found = found[0]
+    depth = len(found.group(1))
+    try:
+        tree = ast.parse(("if 1:\n" if depth else "") + text[found.start():_block_end(text, found.end(), depth)])
+    except SyntaxError:
+        return None
+    return next((list(ast.walk(n)) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == name),
+                None)
 
 
 def _literal(node: ast.expr) -> Any:

@@ -1,11 +1,13 @@
 """Pure decisions over a frozen probe Snapshot and a Ladder: which rung to start on, whether RAM
-cache stays on, and why. No I/O here; every number that decided something goes into `reasons`."""
+cache stays on, and why. No I/O here; every number that decided something goes into `reasons`.
+
+tenacity (with its logging and concurrent.futures) is imported where a Policy is made or asked,
+which only `run` does: dry-run imports this module without it (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-
-import tenacity
+from typing import TYPE_CHECKING
 
 from .contract import CUDA_OOM, FATAL, GIB, HANG, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN
 from .errors import BadInput
@@ -13,6 +15,9 @@ from .failures import late_oom
 from .fmt import gib
 from .ladder import Job, Ladder, Rung, gpu_indices
 from .probe import Gpu, Snapshot
+
+if TYPE_CHECKING:
+    import tenacity
 
 CACHE_HEADROOM = 2  # RAM cache only when available RAM ≥ this × the estimate
 ROOMY = 2  # a GPU with this many times the top rung's min_free_vram_gib free gets a note
@@ -255,6 +260,8 @@ class Policy:
 
     @classmethod
     def of(cls, job: Job) -> "Policy":
+        import tenacity
+
         first = job.retry_wait_s
         return cls(job.max_attempts, job.retries,
                    tenacity.wait_exponential(multiplier=first, min=first, max=RETRY_WAIT_MAX_S))
@@ -267,6 +274,8 @@ class Policy:
 
     def retries_spent(self, kind: str, streak: int) -> bool:
         """`streak`: transient failures in a row on this rung, this one included."""
+        import tenacity
+
         return tenacity.stop_after_attempt(1 + self.retries_for(kind))(_Tries(streak))
 
     def wait_before(self, retry: int) -> float:

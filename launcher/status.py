@@ -1,4 +1,7 @@
-"""`status`: where a run stands, from its run record alone (no torch, no Ultralytics)."""
+"""`status`: where a run stands, from its run record alone (no torch, no Ultralytics).
+
+accounting is imported by `collect`, where status uses it: dry-run and run import this module for
+`places` alone (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import fmt, refusals
-from .accounting import event_time, slurm_summary
 from .errors import BadInput
 from .runlog import CHECKOUT_LOGS, LOGS_ENV, RUNNING, logs_dir, Events, Ev, JsonLines, RunLock, RunPaths, RunState, read_json
 
@@ -64,6 +66,8 @@ def look(name: str | None, logs: Path | None = None, now: float | None = None) -
 def collect(paths: RunPaths, now: float | None = None) -> dict:
     """Everything `status` shows, as data. A state.json with wrong types or a newer version raises
     runlog's one-line BadInput; events.jsonl lines that are not event objects are skipped."""
+    from .accounting import event_time, slurm_summary
+
     now = time.time() if now is None else now
     state = RunState.load(paths.state)
     events = Events(paths.events).read()

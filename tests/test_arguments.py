@@ -6,6 +6,7 @@ means (item 18). Ultralytics' own verdicts are held equal in tests/test_parity.p
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 from pathlib import Path
@@ -483,3 +484,77 @@ def test_an_edited_job_arg_a_resume_takes_is_used_from_this_attempt_on(capsys, c
     p.lock.release()
     assert "warning: plots=False is used from this attempt on (run 't' was started with plots=True; Ultralytics' " \
            "resume takes it)" in said and p.ladder.job.args == {"plots": False}, said
+
+
+SOURCE = '''"""A module shaped like Ultralytics' cfg/__init__.py and trainer.py."""
+DOC = """
+RULES = "text in a string is no assignment"
+"""
+RULES = frozenset(
+    {"a", "b"}
+)
+OTHER = {  # a comment
+    "x": 1,
+}
+
+
+class Trainer:
+    def check(
+        self,
+        overrides,
+    ):
+        allowed = ["lr0"]
+# a comment at column 0 does not end the method
+        if overrides:
+            return allowed
+
+    def build(self):
+        optimizers = {"SGD", "AdamW"}
+        note = """
+a string line at column 0"""
+        return optimizers, note
+
+    def twice(self):
+        optimizers = {"not the first in the whole file: the function below is shallower"}
+
+
+def twice(x):
+    optimizers = {"SGD"}
+'''
+
+
+def whole_file(path: Path, inside: str | None = None) -> list:
+    """What overrides._source read before it parsed parts alone: the whole file, always."""
+    tree = ast.parse(path.read_text())
+    if inside is None:
+        return tree.body
+    return next(list(ast.walk(n)) for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name == inside)
+
+
+@pytest.mark.parametrize("text", [SOURCE, SOURCE + "RULES = {'late'}\n\n\ndef after():\n    pass\n"],
+                         ids=["once", "assigned again"])
+def test_the_rules_read_from_part_of_a_file_are_what_the_whole_file_says(tmp_path, monkeypatch, text):
+    """Dry-run reads check_cfg's tables and two trainer methods from Ultralytics' source: parsing the
+    whole of trainer.py and cfg/__init__.py cost every dry-run 30 ms (issue 19, "dry-run as fast as it
+    was"). Only their own lines are parsed, and these say what the whole file says: a table over
+    several lines, one assigned again further down (the last one counts), a signature over several
+    lines, a comment at column 0; a method whose cut falls inside a string, or a name defined twice,
+    is read from the whole file."""
+    path = write(tmp_path / "m.py", text)
+    parsed: list[int] = []
+    real = ast.parse
+    monkeypatch.setattr(overrides.ast, "parse", lambda source, *a, **k: parsed.append(len(source)) or real(source))
+    for inside, names, alone in ((None, ("RULES",), True), ("check", (), True), ("build", (), False),
+                                 ("twice", (), False)):
+        parsed.clear()
+        ours, mine = overrides._source(path, inside=inside, names=names), list(parsed)
+        whole = whole_file(path, inside)
+        if inside is None:
+            assert [ast.dump(n) for n in ours] == [ast.dump(n) for n in whole[:len(ours)]]
+            assert all(not (isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "RULES")
+                       for n in whole[len(ours):]), "a later assignment left out"
+        else:
+            assert [ast.dump(n) for n in ours] == [ast.dump(n) for n in whole], inside
+        # parsed alone: once, a part; else from the whole file (after a part that did not parse)
+        tries = 1 if alone else {"build": 2, "twice": 1}[inside]  # build: its part, then the whole file
+        assert len(mine) == tries and (mine[-1] < len(text)) == alone, (inside, mine)

@@ -233,6 +233,33 @@ def test_commands_import_neither_torch_nor_ultralytics(tmp_path):
     assert out.stdout.strip() == "[]", out.stdout
 
 
+def test_dry_run_and_status_import_only_what_they_use(tmp_path):
+    """Issue 19, "dry-run as fast as it was": the commands a person runs by hand answer at once
+    (docs/benchmarks.md). What only `run` uses (tenacity, the supervisor and the child's modules),
+    what only status uses (accounting) and the package metadata that --version and the learned
+    rungs' key read are imported where they are used, not by every command."""
+    run_only = ["tenacity", "launcher.supervisor", "launcher.launch", "launcher.child", "launcher.callbacks",
+                "launcher.timeline", "launcher.report", "launcher.report_md"]
+    probe_script = (
+        "import sys, io, contextlib\n"
+        "from launcher import cli\n"
+        "def loaded(names):\n"
+        "    return sorted(n for n in names if n in sys.modules)\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    cli.main(['dry-run', '--vram', '24', '--ram', '64', '--no-memory'])\n"
+        f"print(loaded({run_only + ['launcher.accounting', 'importlib.metadata']!r}))\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    cli.main(['status', 'r'])\n"
+        f"print(loaded({run_only + ['importlib.metadata']!r}))\n")
+    (tmp_path / "logs" / "r").mkdir(parents=True)
+    (tmp_path / "logs" / "r" / "state.json").write_text(json.dumps({
+        "run": "r", "ladder": "l.toml", "data": "d.yaml", "device": "cpu", "rung": "a", "status": "complete",
+        "attempts": 1}))
+    out = subprocess.run([sys.executable, "-c", probe_script], capture_output=True, text=True, cwd=tmp_path,
+                         check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "[]"], out.stdout
+
+
 def prepare(**asked):
     """`run` up to the supervisor's loop: what setup hands the supervisor."""
     return setup.prepare(setup.Request(data="coco_indoor/data.yaml", device="cpu", **asked), say=print)
