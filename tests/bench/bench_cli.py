@@ -1,7 +1,9 @@
 """Wall time of dry-run, status and diagnose (median of 5 fresh processes) next to `import ultralytics`.
 
 Targets: each under 0.25 s and under a tenth of the Ultralytics import (issue 2); status under 0.5 s
-and a quarter of it (issue 6).
+and a quarter of it (issue 6); dry-run back under a tenth (issue 19). The launcher's bytecode is
+compiled first, as an installed package has it (Ultralytics' is): with PYTHONDONTWRITEBYTECODE set,
+every process would otherwise compile the launcher's source again (about 50 ms).
 Run: python tests/bench/bench_cli.py
 """
 
@@ -39,6 +41,7 @@ def main() -> None:
                 (d / f"{i}.jpg").touch()
         (tmp / "ds" / "data.yaml").write_text(f"path: {tmp / 'ds'}\ntrain: images/train\nval: images/val\nnames: [a]\n")
         py = sys.executable
+        subprocess.run([py, "-m", "compileall", "-q", str(ROOT / "launcher")], check=True)
         record = tmp / "logs" / "bench"  # a finished run's record: 3 attempts, 1000 telemetry lines
         record.mkdir(parents=True)
         (record / "state.json").write_text('{"status": "complete", "attempts": 3, "rung": "optimal-b4", "models": {}}')
@@ -59,8 +62,9 @@ def main() -> None:
             'python -c "import ultralytics"': wall([py, "-c", "import ultralytics"], tmp),
         }
     ul = rows['python -c "import ultralytics"']
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-          f"median of {RUNS} fresh processes")
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, load average "
+          f"{load} at the end; median of {RUNS} fresh processes")
     for name, t in rows.items():
         share = f"{t / ul:6.1%} of the ultralytics import" if "ultralytics" not in name else ""
         print(f"  {name:34s} {t:6.3f} s  {share}")
