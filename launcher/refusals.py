@@ -16,9 +16,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from .runlog import Events, Ev, RunLock, RunPaths, now_iso
-
-LOG_NAME = "launcher-errors.log"  # run-less refusals, beside the run records (logs/)
+from .runlog import ERRORS_LOG_NAME as LOG_NAME, Events, Ev, RunLock, RunPaths, now_iso  # run-less refusals
 FOLDER, ERROR = "  folder: ", "  "  # an entry's lines after its "TIME COMMAND" line
 MAX_BYTES = 1 << 20  # about 1 MB: the log is then moved to launcher-errors.log.1 (one kept) and begun anew
 

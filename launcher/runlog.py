@@ -25,7 +25,9 @@ LOGS_ENV = "RTDETR_LOGS"  # where run records live, when set; else logs/ in the 
 CHECKOUT_LOGS = Path(__file__).resolve().parents[1] / "logs"  # the project's own logs/ (a checkout)
 EXPERIENCE_NAME = "experience.json"  # learned rungs, beside the runs (experience.py)
 DEMO_DATA_NAME = "demo-data"  # the demo's generated dataset (ladders/demo.toml)
-NOT_RUN_NAMES = frozenset({EXPERIENCE_NAME, DEMO_DATA_NAME})  # the launcher's own entries of logs/
+ERRORS_LOG_NAME = "launcher-errors.log"  # run-less refusals, beside the run records (refusals.py)
+NOT_RUN_NAMES = frozenset({EXPERIENCE_NAME, DEMO_DATA_NAME, ERRORS_LOG_NAME,  # the launcher's own entries of logs/
+                           ERRORS_LOG_NAME + ".1"})  # (refusals.MAX_BYTES: the one older log kept)
 
 
 def write_text_atomic(path: Path, text: str, fsync: bool = True) -> None:

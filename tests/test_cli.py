@@ -160,6 +160,8 @@ def test_dry_run_demo_ladder_marks_dataset_missing(capsys, monkeypatch, tmp_path
     (["dry-run", "--ram=-inf"], ["--ram", "not a number"]),
     (["dry-run", "--name", "experience.json"], ["--name", "the launcher's own entry in logs/"]),
     (["run", "--name", "demo-data", "--device", "cpu"], ["--name", "the launcher's own entry in logs/"]),
+    (["run", "--name", "launcher-errors.log", "--device", "cpu"], ["--name", "the launcher's own entry in logs/"]),
+    (["dry-run", "--name", "launcher-errors.log.1"], ["--name", "the launcher's own entry in logs/"]),
     (["run", "--data", "coco_indoor/data.yaml", "--device", "cpu", "--epochs", "3", "--inject", "cuda_oom:safe:4"],
      ["--inject cuda_oom:safe:4", "past rung safe's last epoch (3)", "from 1 to 3"]),
 ])
