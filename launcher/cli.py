@@ -346,8 +346,8 @@ def cmd_sbatch(args) -> int:
     req = setup.settle(setup.demo_ladder(request(args)))
     ladder = setup.load_job(req)
     setup.check_injections(req.inject, ladder)
-    if not req.demo:
-        dataset_mod.inspect(ladder.job.dataset)  # a mistyped --data now, not after the queue wait
+    # a mistyped --data now, not after the queue wait
+    data = None if req.demo else dataset_mod.inspect(ladder.job.dataset)
     device = req.device or ladder.job.device or "0"
     indices = ladder_mod.gpu_indices(device)
     if indices and list(indices) != list(range(len(indices))):
@@ -364,7 +364,7 @@ def cmd_sbatch(args) -> int:
         if minutes is not None and minutes * 60 <= lead:
             raise BadInput(f"--time {limit}", f"the time limit ({minutes:g} min) is not longer than the signal's lead "
                            f"({lead} s)", "give a longer --time, or a shorter --signal-lead")
-    name = setup.submitted_name(req, ladder)  # checked as run checks it, --fresh applied
+    name = setup.submitted_name(req, ladder, data)  # checked as run checks it, --fresh applied
     logs = runlog.logs_dir()
     need = slurm.needed_s(runlog.RunPaths.for_run(name, logs), lead)
     if minutes is not None and need is not None and minutes * 60 < need:  # docs/design.md, "On a SLURM cluster"

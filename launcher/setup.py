@@ -185,13 +185,13 @@ def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapsho
     ladder = ladder or load_job(req)
     machine = machine or probe.take()
     req = for_demo(req, ladder, machine)
-    refused, said, ladder = records_met(req, ladder, dry)
-    device = req.device or ladder.job.device
-    snap = probe.pretend(machine, req.vram, req.ram, gpu_indices(device) or (0,))
     try:
         data, problem = dataset_mod.inspect(ladder.job.dataset), None
     except BadInput as e:
         data, problem = None, str(e)
+    refused, said, ladder, state = records_met(req, ladder, data, dry)
+    device = req.device or ladder.job.device
+    snap = probe.pretend(machine, req.vram, req.ram, gpu_indices(device) or (0,))
     learned = None
     if not req.no_memory:
         _, gpus, _, _ = plan_mod.select_device(device, snap)
@@ -203,11 +203,24 @@ def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapsho
     warnings = overrides.warnings(ladder.job.imgsz, ladder.job.args, plan.device) + said
     if plan.start is None:
         return DryRun(snap, ladder, plan, data, None, None, {}, [], learned, warnings)
-    paths = RunPaths.for_run(ladder.job.name)
-    spec = spec_mod.build(ladder.job, plan.start, plan.device, paths, attempt=1, vram_gib=req.vram)
-    env = {**extra_env(req), **spec_mod.env(plan.start, paths.spec(1))}  # as the supervisor starts attempt 1
-    return DryRun(snap, ladder, plan, data, spec, paths.spec(1), env, spec_mod.command(paths.spec(1)), learned,
-                  warnings)
+    paths, start, attempt = RunPaths.for_run(ladder.job.name), plan.start, 1
+    if req.fresh and has_run(paths):  # the new run beside it (_prepare)
+        ladder = replace(ladder, job=replace(ladder.job, name=fresh_name(ladder.job.name)))
+        paths = RunPaths.for_run(ladder.job.name)
+    elif state is not None and continues(state) and not refused:  # its next attempt, where it stopped
+        start, attempt = continued_rungs(req, state, ladder, plan.rungs)[resume_at(state, ladder)], state.attempts + 1
+    spec = spec_mod.build(ladder.job, start, plan.device, paths, attempt=attempt, vram_gib=req.vram)
+    env = {**extra_env(req), **spec_mod.env(start, paths.spec(attempt))}  # as the supervisor starts it
+    return DryRun(snap, ladder, plan, data, spec, paths.spec(attempt), env, spec_mod.command(paths.spec(attempt)),
+                  learned, warnings)
+
+
+def continued_rungs(req: Request, state: RunState, ladder: Ladder, rungs: tuple) -> tuple:
+    """The rungs a continued run trains: the plan's, at its own epochs when it was a rehearsal
+    (a rehearsal stays a rehearsal) and no --epochs is given now."""
+    if req.epochs is None and state.epochs_override:
+        return plan_mod.override_epochs(replace(ladder, rungs=rungs), state.epochs_override).rungs
+    return rungs
 
 
 def prepare(req: Request, say: Callable[[str], None] = console.say) -> Prepared:
@@ -262,8 +275,7 @@ def _prepare(req: Request, ladder: Ladder, machine: probe.Snapshot, child_env: d
         raise BadInput(str(e.filename or paths.root), f"the run record cannot be written there ({e.strerror})",
                        "make logs/ writable, or run from a folder where it can be") from None
     if not held:
-        raise BadInput(f"run {ladder.job.name!r}", f"already running ({lock.holder()})",
-                       "watch it (tail -f its attempt's train.log), stop it first, or use another --name")
+        raise running(ladder.job.name, lock)
     try:
         return _take_up(req, ladder, result, paths, lock, child_env, say)
     except BaseException:
@@ -275,18 +287,15 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
              child_env: dict[str, str], say: Callable[[str], None]) -> Prepared:
     """The locked run's record: a finished run, a continued one, or a new one."""
     plan = result.plan
-    state = RunState.load(paths.state)
     events = Events(paths.events)
-    if state is not None:
-        adopt(state, paths, events, say)
-    else:
-        state = rebuild(ladder, paths, req.epochs, plan.device, events, say, req.args)
+    state, old = met(req, ladder, result.dataset, paths, plan.device, say) if has_run(paths) else (None, None)
+    if state is not None and old is None:  # checked: now its writes (docs/design.md, "The run record")
+        rebuilt(state, ladder, events, say)
+    elif state is not None:
+        adopt(state, old, paths, events, say)
     learned = None if req.inject else result.experience  # a fire drill teaches nothing about the rungs
     prepared = Prepared(ladder, plan.rungs, 0, plan.device, paths, state, lock, req, child_env, learned)
-    if state:  # finished or stopped, a run refuses a request it would not train
-        check_continuation(state, ladder, paths, req.epochs, req.args if req.overrides else None)
-        check_dataset(result.dataset, paths, ladder.job.name)
-    if state and state.status == Ev.COMPLETE:
+    if state and not continues(state):
         d = state.delivered or {}
         say(f"run {ladder.job.name!r} is already finished; nothing to train (--fresh starts a new run beside it).\n"
             f"launcher: best: {d.get('best')}\nlauncher: last: {d.get('last')}\nlauncher: run record: {paths.root}")
@@ -294,17 +303,8 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
         prepared.finished = True
         return prepared
     if state:
-        for key, value in (state.overrides or {}).items():  # a record from before a check (docs/design.md,
-            wrong = overrides.refusal(key, value, job_keys=True)  # "Bad input before the night"): as if asked now
-            if wrong:
-                where = f"{paths.state}, key 'overrides'" if paths.state.exists() else \
-                    f"{paths.root}: its newest attempt's spec.json, key 'extra_args'"  # a rebuilt record
-                raise BadInput(where, f"run {ladder.job.name!r} trains with "
-                               f"{key}={value!r}, which is refused now: {wrong[0]}", "start afresh with --fresh "
-                               "(the run stays as it is)")
         prepared.start = continue_run(state, ladder, paths, events, say)
-        if req.epochs is None and state.epochs_override:  # a rehearsal stays a rehearsal
-            prepared.rungs = plan_mod.override_epochs(replace(ladder, rungs=plan.rungs), state.epochs_override).rungs
+        prepared.rungs = continued_rungs(req, state, ladder, plan.rungs)
         taken = taken_arguments(state, ladder, paths, req.args)  # said by records_met
         state.overrides.update({k: now for k, (_, now) in taken.items() if k in req.args})  # from now on its own
         own = own_arguments(state, ladder, paths)
@@ -338,11 +338,12 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
     return prepared
 
 
-def rebuild(ladder: Ladder, paths: RunPaths, epochs: int | None, device: str, events: Events,
-            say: Callable[[str], None], args: dict | None = None) -> RunState | None:
+def rebuild(ladder: Ladder, paths: RunPaths, epochs: int | None, device: str, say: Callable[[str], None],
+            args: dict | None = None) -> RunState | None:
     """A run whose state.json is gone but whose attempts or checkpoints are there: its record,
     rebuilt from what the checkpoints say of themselves (their epochs; the dataset the run read),
-    so that a different request is refused and new attempts get new numbers. None for a new run."""
+    so that a different request is refused and new attempts get new numbers. None for a new run.
+    Nothing is written here: `rebuilt` records it once the run's checks have passed (met)."""
     numbers = [int(p.name.removeprefix("attempt-")) for p in paths.root.glob("attempt-*")
                if p.name.removeprefix("attempt-").isdigit()]
     lasts = sorted(paths.root.glob("models/*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
@@ -394,12 +395,16 @@ def rebuild(ladder: Ladder, paths: RunPaths, epochs: int | None, device: str, ev
                      rung=rung, epochs_override=override, attempts=max(numbers, default=0), models=models,
                      training_model=training, started=now_iso(), overrides=_arguments_of(newest, ladder, args),
                      folder=str(paths.root))
-    events.append(Ev.REBUILT, attempts=state.attempts, models={s: m.epochs_done for s, m in models.items()},
-                  epochs_override=override)
+    return state
+
+
+def rebuilt(state: RunState, ladder: Ladder, events: Events, say: Callable[[str], None]) -> None:
+    """A rebuilt record (rebuild), checked: said and recorded (`rebuilt`)."""
+    events.append(Ev.REBUILT, attempts=state.attempts, models={s: m.epochs_done for s, m in state.models.items()},
+                  epochs_override=state.epochs_override)
     say(f"rebuilt the record of run {ladder.job.name!r} from its checkpoints (state.json was missing): "
         f"{state.attempts} attempt(s) so far, " + ", ".join(f"{Path(s).name} epochs done {m.epochs_done}/{m.epochs}"
-                                                            for s, m in models.items()))
-    return state
+                                                            for s, m in state.models.items()))
 
 
 def _source_of(save_dir: Path, ladder: Ladder, paths: RunPaths, fallback: str) -> str:
@@ -480,14 +485,11 @@ def runs_elsewhere(name: str, dataset: Path, chosen: bool) -> list[tuple[RunPath
     return found
 
 
-RESUMABLE = (RUNNING, Ev.INTERRUPTED, Ev.TIME_LIMIT, Ev.PREEMPTED)  # a run that stopped and goes on
-
-
 def elsewhere(ladder: Ladder, chosen: bool) -> tuple[BadInput | None, RunPaths | None, str | None]:
     """Whether a new run here would begin again what another place holds: (the refusal, the run it
     names; or a note). Refused: a run of it that is running there (its lock held), or one that
-    stopped with epochs to resume; one with nothing to resume (finished, failed, no epoch yet) is
-    only noted (docs/design.md, "The run record")."""
+    would go on (continues, as from its own folder) with an epoch to resume; one finished or with
+    no epoch yet is only noted (docs/design.md, "The run record")."""
     from .runlog import LOGS_ENV, logs_dir
     found = runs_elsewhere(ladder.job.name, ladder.job.dataset, chosen)
     here, name = logs_dir(), ladder.job.name
@@ -498,27 +500,29 @@ def elsewhere(ladder: Ladder, chosen: bool) -> tuple[BadInput | None, RunPaths |
             return BadInput(f"run {name!r}", f"no record in {here}, but run {paths.root.name!r} on "
                             f"{ladder.job.dataset} is running in {folder}", f"it is running there (watch it: {there}, "
                             "then status); use --name to start another run here"), paths, None
-        if state.status in RESUMABLE and any(m.epochs_done > 0 for m in state.models.values()):
+        if continues(state) and any(m.epochs_done > 0 for m in state.models.values()):
             how = "stopped" + ("" if state.status == RUNNING else f" ({state.status})")
             return BadInput(f"run {name!r}", f"no record in {here}, but run {paths.root.name!r} on "
                             f"{ladder.job.dataset} is {how} in {folder} (a new run here would start at epoch 0)",
                             f"continue it there ({there}; then the same command{again}), or pass --fresh to start "
                             "a new run here"), paths, None
     for paths, state in found[:1]:
-        how = "finished" if state.status == Ev.COMPLETE else "stopped before its first epoch" \
-            if state.status in RESUMABLE else f"ended ({state.status}; nothing to resume)"
+        how = "stopped before its first epoch" if continues(state) else "finished"
         return None, None, (f"run {paths.root.name!r} on this dataset {how} in {paths.root.parent}; run {name!r} "
                             f"starts anew in {here}")
     return None, None, None
 
 
-def submitted_name(req: Request, ladder: Ladder) -> str:
+def submitted_name(req: Request, ladder: Ladder, data: dataset_mod.Dataset | None) -> str:
     """The run an sbatch script names (docs/design.md, "On a SLURM cluster"), checked now as `run`
     would check it, not after the queue wait. The job's `run` continues that name at every requeue,
     so --fresh is applied here: a new name beside a run of this name here, or beside one of this
-    name elsewhere that would refuse the job's `run` (elsewhere)."""
+    name elsewhere that would refuse the job's `run` (elsewhere). A run here is checked as `run`
+    checks it (met), without the probe: a login node has no GPU."""
     name = ladder.job.name
     if has_run(RunPaths.for_run(name)):
+        if not req.fresh:
+            met(req, ladder, data, RunPaths.for_run(name), req.device or ladder.job.device or "")
         return fresh_name(name) if req.fresh else name
     refusal, other, _ = elsewhere(ladder, chosen=req.name is not None)
     if refusal is not None and not req.fresh:
@@ -571,11 +575,12 @@ def check_arguments(state: RunState, ladder: Ladder, paths: RunPaths, args: dict
     """check_continuation's rule for the run's training arguments: a key=value given again must be
     the run's own, and so must a key of the ladder's [job.args] (its newest attempt's, started_args);
     one left out continues as the run was started (own_arguments)."""
+    started = {**(started_args(state, paths) or {}), **state.overrides}  # [job.args] too: lr0 there, lr0 here
     changed = {k: v for k, v in (args or {}).items()
-               if (k not in state.overrides or state.overrides[k] != v) and not resume_takes(k)}
+               if (k not in started or started[k] != v) and not resume_takes(k)}
     if changed:
         given = " ".join(f"{k}={v}" for k, v in changed.items())
-        had = " ".join(f"{k}={state.overrides.get(k, 'unset')}" for k in changed)
+        had = " ".join(f"{k}={started.get(k, 'unset')}" for k in changed)
         raise BadInput(f"{paths.state}, key 'overrides'", f"run {ladder.job.name!r} was started with {had}, this run "
                        f"asks {given} ({_why(changed)})", "leave them out to continue as started, or start afresh "
                        "with --fresh")
@@ -599,8 +604,9 @@ def resume_takes(key: str) -> bool:
 def taken_arguments(state: RunState, ladder: Ladder, paths: RunPaths, args: dict | None) -> dict:
     """The run's arguments changed now that Ultralytics' resume takes (resume_takes): {key: (was, now)}."""
     old = started_args(state, paths)
-    given = {k: (state.overrides.get(k, "unset"), v) for k, v in (args or {}).items()
-             if resume_takes(k) and (k not in state.overrides or state.overrides[k] != v)}
+    started = {**(old or {}), **state.overrides}
+    given = {k: (started.get(k, "unset"), v) for k, v in (args or {}).items()
+             if resume_takes(k) and (k not in started or started[k] != v)}
     edited = {k: (old.get(k, "unset"), v) for k, v in ladder.job.args.items() if old is not None and resume_takes(k)
               and k not in (args or {}) and k not in state.overrides and (k not in old or old[k] != v)}
     return {**edited, **given}
@@ -643,43 +649,97 @@ def kept_arguments(own: dict, args: dict | None) -> str | None:
             " (left out this time: it goes on as it was started)") if kept else None
 
 
-def records_met(req: Request, ladder: Ladder, dry: bool) -> tuple[tuple[str, ...], tuple[str, ...], Ladder]:
+def records_met(req: Request, ladder: Ladder, data: dataset_mod.Dataset | None,
+                dry: bool) -> tuple[tuple[str, ...], tuple[str, ...], Ladder, RunState | None]:
     """What run would refuse, and say, of the run records it meets, before anything starts; dry-run
     says the same (docs/design.md, "Dry-run, status, report"): (problems, lines, the ladder it would
-    train). A new run: one elsewhere it would begin again (elsewhere). A stopped run here: a changed
-    argument its resume would not take (check_arguments); else the arguments it keeps and those it
-    takes anew (taken_arguments), applied to the ladder."""
+    train, the record it would take up). A new run: one elsewhere it would begin again (elsewhere).
+    A run here: whatever `run` refuses of it (met; and a launcher holding it now); else, stopped,
+    the arguments it keeps and those it takes anew (taken_arguments), applied to the ladder."""
     paths = RunPaths.for_run(ladder.job.name)
     if req.fresh:
-        return (), (), ladder
+        return (), (), ladder, None
     if not has_run(paths):  # run "again" from another folder (docs/design.md, "The run record")
         refusal, _, note = elsewhere(ladder, chosen=req.name is not None)
-        return ((str(refusal),) if refusal else ()), ((note,) if note else ()), ladder
+        return ((str(refusal),) if refusal else ()), ((note,) if note else ()), ladder, None
     try:
-        state = RunState.load(paths.state)
-        if state is None or state.status == Ev.COMPLETE:
-            return (), (), ladder
-        check_arguments(state, ladder, paths, req.args)
+        if RunLock(paths.lock).is_held():  # tested, not taken: run takes it (_prepare)
+            raise running(ladder.job.name, RunLock(paths.lock))
+        state, _ = met(req, ladder, data, paths, req.device or ladder.job.device or "")
     except BadInput as e:
-        return (str(e),), (), ladder
+        return (str(e),), (), ladder, None
+    if state is None or not continues(state):
+        return (), (), ladder, state
     taken = taken_arguments(state, ladder, paths, req.args)
     own = own_arguments(state, ladder, paths)
     kept = kept_arguments(own, req.args)
     said = ((f"run {ladder.job.name!r} exists: {kept}",) if kept and dry else ()) + \
         tuple(line for line in [taken_line(ladder.job.name, taken)] if line)
-    return (), said, with_args(ladder, {**own, **{k: now for k, (_, now) in taken.items()}})
+    return (), said, with_args(ladder, {**own, **{k: now for k, (_, now) in taken.items()}}), state
 
 
-def adopt(state: RunState, paths: RunPaths, events: Events, say: Callable[[str], None]) -> None:
-    """A record written in another folder (`cp -r logs/A logs/B`, or logs/ moved) becomes this
-    folder's own: its run name, and every path it names under the old folder rewritten into this
-    one, so that the run writes only inside its own folder and never touches the original. Adopted,
-    not refused: a person who copies a run folder means to go on from the copy (the original kept
-    as it was), and the copy holds everything that is needed (Ultralytics resumes into the
-    save_dir it is given: docs/design.md, "Ultralytics behaviour relied on"). A copy's process list is the
-    original's, left alone; a moved folder's is this run's own (the old folder went with it), and
-    its processes, which name the old folder's specs, are ended. Every path is checked, every time
-    (a record restored by hand may name another run's folder): one outside is refused."""
+def running(name: str, lock: RunLock) -> BadInput:
+    """The refusal of a run a launcher holds now."""
+    return BadInput(f"run {name!r}", f"already running ({lock.holder()})",
+                    "watch it (tail -f its attempt's train.log), stop it first, or use another --name")
+
+
+def continues(state: RunState) -> bool:
+    """Whether a run of this record goes on when run again: every one not finished (an exhausted
+    or fatal one too: raising max_attempts goes on, as the supervisor's line says). The one rule
+    for a run here (_take_up) and for one elsewhere (elsewhere, with an epoch saved)."""
+    return state.status != Ev.COMPLETE
+
+
+def met(req: Request, ladder: Ladder, data: dataset_mod.Dataset | None, paths: RunPaths, device: str,
+        say: Callable[[str], None] = lambda line: None) -> tuple[RunState | None, Path | None]:
+    """The record a `run` of `paths` takes up, checked as run checks it, writing nothing: dry-run,
+    run and sbatch refuse exactly where this raises (docs/design.md, "The run record"). Returns the
+    record (its paths rewritten into this folder: relocate) and the folder it was written in; None
+    for a rebuilt one (rebuild) or for no record at all ((None, None): a new run)."""
+    state, old = RunState.load(paths.state), None
+    if state is not None:
+        old = relocate(state, paths)
+    else:
+        state = rebuild(ladder, paths, req.epochs, device, say, req.args)
+        if state is None:
+            return None, None
+    check_continuation(state, ladder, paths, req.epochs, req.args if req.overrides else None)
+    if data is not None:
+        check_dataset(data, paths, ladder.job.name)
+    if continues(state):
+        for key, value in (state.overrides or {}).items():  # a record from before a check (docs/design.md,
+            wrong = overrides.refusal(key, value, job_keys=True)  # "Bad input before the night"): as if asked now
+            if wrong:
+                where = f"{paths.state}, key 'overrides'" if old is not None else \
+                    f"{paths.root}: its newest attempt's spec.json, key 'extra_args'"  # a rebuilt record
+                raise BadInput(where, f"run {ladder.job.name!r} trains with "
+                               f"{key}={value!r}, which is refused now: {wrong[0]}", "start afresh with --fresh "
+                               "(the run stays as it is)")
+        resume_at(state, ladder)
+    return state, old
+
+
+def resume_at(state: RunState, ladder: Ladder) -> int:
+    """The rung a stopped run continues at: its own, else the next available one below it."""
+    names = [r.name for r in ladder.rungs]
+    if state.rung not in names:
+        raise BadInput(str(ladder.path), f"run {ladder.job.name!r} stopped on rung {state.rung!r}, which "
+                       f"{ladder.path} no longer has", "restore that rung, or start afresh with --fresh")
+    start = names.index(state.rung)
+    if not ladder.rungs[start].available:
+        below = plan_mod.next_rung(ladder.rungs, start)
+        if below is None:
+            raise BadInput(f"{ladder.path}: rung {state.rung!r}", f"unavailable ({ladder.rungs[start].model.weights})",
+                           "make its model available, or start afresh with --fresh")
+        return below
+    return start
+
+
+def relocate(state: RunState, paths: RunPaths) -> Path:
+    """The record's paths under the folder it was written in rewritten into this one, in memory
+    (adopt writes it once the checks have passed); returns that folder. Every path is checked,
+    every time (a record restored by hand may name another run's folder): one outside is refused."""
     old = _written_in(state, paths)
     state.folder = str(paths.root)
     for source, m in state.models.items():
@@ -687,6 +747,19 @@ def adopt(state: RunState, paths: RunPaths, events: Events, say: Callable[[str],
     for key, where in (state.delivered or {}).items():
         if key != "model" and isinstance(where, str):
             state.delivered[key] = str(_moved(Path(where), old, paths, f"{paths.state}, key 'delivered'"))
+    return old
+
+
+def adopt(state: RunState, old: Path, paths: RunPaths, events: Events, say: Callable[[str], None]) -> None:
+    """A record written in another folder (`cp -r logs/A logs/B`, or logs/ moved) becomes this
+    folder's own: its run name, and every path it names under the old folder rewritten into this
+    one, so that the run writes only inside its own folder and never touches the original. Adopted,
+    not refused: a person who copies a run folder means to go on from the copy (the original kept
+    as it was), and the copy holds everything that is needed (Ultralytics resumes into the
+    save_dir it is given: docs/design.md, "Ultralytics behaviour relied on"). A copy's process list is the
+    original's, left alone; a moved folder's is this run's own (the old folder went with it), and
+    its processes, which name the old folder's specs, are ended. Its paths were rewritten and the
+    request checked before (met, relocate): a refused run writes nothing (docs/design.md, "The run record")."""
     if old == paths.root:
         return
     moved = not old.exists()
@@ -743,21 +816,12 @@ def continue_run(state: RunState, ladder: Ladder, paths: RunPaths, events: Event
     """A second `run` of a run that stopped (its request checked: check_continuation): same rung,
     resumed from its checkpoint, events appended; first end any process a SIGKILLed launcher left
     behind."""
-    names = [r.name for r in ladder.rungs]
-    if state.rung not in names:
-        raise BadInput(str(paths.state), f"run {ladder.job.name!r} stopped on rung {state.rung!r}, which "
-                       f"{ladder.path} no longer has", "restore that rung, or start afresh with --fresh")
+    start = resume_at(state, ladder)  # checked by met
     # the record is this folder's own (adopt) and this launcher holds its lock
     reap(state, paths.root, events, say)
-    start = names.index(state.rung)
-    if not ladder.rungs[start].available:
-        below = plan_mod.next_rung(ladder.rungs, start)
-        if below is None:
-            raise BadInput(f"{ladder.path}: rung {state.rung!r}", f"unavailable ({ladder.rungs[start].model.weights})",
-                           "make its model available, or start afresh with --fresh")
-        say(f"rung {state.rung} is unavailable now ({ladder.rungs[start].model.weights}); continuing at "
-            f"{ladder.rungs[below].name}")
-        start = below
+    if ladder.rungs[start].name != state.rung:
+        say(f"rung {state.rung} is unavailable now ({ladder.rung(state.rung).model.weights}); continuing at "
+            f"{ladder.rungs[start].name}")
     events.append(Ev.CONTINUE, rung=ladder.rungs[start].name, attempts=state.attempts, status_was=state.status)
     say(f"continuing run {ladder.job.name!r} at rung {ladder.rungs[start].name} (attempt {state.attempts + 1})")
     state.status, state.reason, state.rung = "running", None, ladder.rungs[start].name

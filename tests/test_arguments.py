@@ -558,3 +558,26 @@ def test_the_rules_read_from_part_of_a_file_are_what_the_whole_file_says(tmp_pat
         # parsed alone: once, a part; else from the whole file (after a part that did not parse)
         tries = 1 if alone else {"build": 2, "twice": 1}[inside]  # build: its part, then the whole file
         assert len(mine) == tries and (mine[-1] < len(text)) == alone, (inside, mine)
+
+
+def test_an_argument_given_as_the_ladders_job_args_started_it_is_not_a_change(capsys, cpu_machine):
+    """Integration review, item 5: a run started with lr0=0.01 in the ladder's [job.args], then
+    asked lr0=0.01 on the command line, was refused ("was started with lr0=unset"): the check read
+    the run's key=value arguments only, not the [job.args] its attempt trained with."""
+    lad = write(cpu_machine / "l.toml", ladder_text(job_extra="[job.args]\noptimizer = \"SGD\"\nlr0 = 0.01\n"))
+    stopped_run(lad)
+    paths = setup.RunPaths.for_run("t")
+    write(paths.spec(1), json.dumps({"rung": "a", "extra_args": {"optimizer": "SGD", "lr0": 0.01}}))
+    code, out, err = cli_run(capsys, "dry-run", "--ladder", str(lad), "--device", "cpu", "lr0=0.01")
+    assert code == 0 and "lr0=unset" not in out + err, out + err
+    p = setup.prepare(setup.Request(ladder=str(lad), device="cpu", overrides=("lr0=0.01",)), say=lambda line: None)
+    p.lock.release()
+    assert p.ladder.job.args["lr0"] == 0.01 and p.state.attempts == 0
+    code, out, err = cli_run(capsys, "dry-run", "--ladder", str(lad), "--device", "cpu", "lr0=0.02")
+    assert code == 2 and "was started with lr0=0.01" in out + err, out + err  # a change is still one
+
+
+def cli_run(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err

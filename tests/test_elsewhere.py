@@ -67,8 +67,7 @@ def test_fresh_starts_a_new_run_here(capsys, project, monkeypatch):
 
 @pytest.mark.parametrize("status, done, how", [
     ("complete", 100, "finished"),
-    ("fatal", 2, "ended (fatal; nothing to resume)"),
-    ("exhausted", 2, "ended (exhausted; nothing to resume)"),
+    ("fatal", 0, "stopped before its first epoch"),
     ("interrupted", 0, "stopped before its first epoch"),
     ("running", 0, "stopped before its first epoch"),  # a launcher killed before its first epoch
 ])
@@ -80,6 +79,22 @@ def test_a_run_elsewhere_with_nothing_to_resume_is_only_noted(capsys, project, m
     code, out, err = again(capsys, project)
     assert code == NOT_REFUSED and err == "", err
     assert f"warning: run 'coco_indoor' on this dataset {how} in {project / 'logs'}" in out, out
+
+
+@pytest.mark.parametrize("status", ["exhausted", "fatal"])
+def test_an_exhausted_or_fatal_run_elsewhere_is_refused_as_from_its_own_folder_it_goes_on(capsys, project,
+                                                                                          monkeypatch, status):
+    """Integration review, item 2: from its own folder `run` continues any run not finished (raise
+    max_attempts to go on: setup.continues); from another folder the same run, with epochs saved,
+    was only noted and a new run began at epoch 0."""
+    stopped(project / "logs" / "coco_indoor", status=status, done=2)
+    monkeypatch.chdir(project / "other")
+    code, out, err = again(capsys, project)
+    assert code == 2 and f"is stopped ({status}) in {project / 'logs'}" in err and "--fresh" in err, out + err
+    assert not (project / "other" / "logs" / "coco_indoor").exists()
+    monkeypatch.chdir(project)  # from its own folder it goes on
+    code, out, _ = run(capsys, "run", "--data", "coco_indoor/data.yaml", "--device", "cpu")
+    assert code == NOT_REFUSED and "continuing run 'coco_indoor'" in out, out
 
 
 def test_a_run_running_elsewhere_is_refused_whatever_it_has_done(capsys, project, monkeypatch):

@@ -305,3 +305,84 @@ def test_a_copied_run_trains_on_in_the_copy_with_the_original_untouched(tmp_path
     assert of(events(tmp_path, "copy"), "resume")[-1]["checkpoint"] == str(model_dir(tmp_path, "copy") / "weights" /
                                                                           "last.pt")
     assert trained_epochs(model_dir(tmp_path, "copy")) == [1, 2]
+
+
+# ---- integration review: dry-run, run and sbatch refuse alike, and a refusal writes nothing ----
+
+def dry_and_run(capsys, *more) -> tuple[tuple[int, str], tuple[int, str]]:
+    """(dry-run's exit and output, run's exit and error) of run A with `more`."""
+    argv = ["--data", "coco_indoor/data.yaml", "--device", "cpu", "--name", "A", *more]
+    code, out, err = run(capsys, "dry-run", *argv)
+    dry = (code, out + err)
+    code, out, err = run(capsys, "run", *argv)
+    return dry, (code, err)
+
+
+@pytest.mark.parametrize("fields, more, says", [
+    ({"status": "complete"}, ("--epochs", "300"), "this run asks 300 epochs"),
+    ({"status": "complete"}, ("lr0=0.05",), "was started with lr0=unset"),
+    ({}, ("--epochs", "300"), "this run asks 300 epochs"),
+    ({"rung": "gone"}, (), "stopped on rung 'gone'"),
+    ({"overrides": {"save": False}}, (), "trains with save=False, which is refused now"),
+], ids=["finished-epochs", "finished-argument", "stopped-epochs", "rung-gone", "stored-argument"])
+def test_dry_run_exits_2_exactly_where_run_refuses(capsys, cpu_machine, tmp_path, fields, more, says):
+    """Integration review, item 1: dry-run checked only a run elsewhere and changed key=value
+    arguments, so `dry-run --epochs 300` of a finished run exited 0 where run refused (setup.met)."""
+    run_a(tmp_path, **fields)
+    (dry_code, dry_out), (run_code, run_err) = dry_and_run(capsys, *more)
+    assert run_code == 2 and says in run_err, run_err
+    assert dry_code == 2 and says in dry_out, dry_out
+
+
+def test_dry_run_says_a_run_a_launcher_holds_is_already_running(capsys, cpu_machine, tmp_path):
+    """Integration review, item 1: the lock is tested, not taken, by dry-run."""
+    a = run_a(tmp_path)
+    held = RunLock(RunPaths(a).lock)
+    assert held.acquire()
+    try:
+        (dry_code, dry_out), (run_code, run_err) = dry_and_run(capsys)
+        assert not RunLock(RunPaths(a).lock).acquire()  # dry-run left it held
+    finally:
+        held.release()
+    assert run_code == 2 and "already running" in run_err, run_err
+    assert dry_code == 2 and "already running" in dry_out, dry_out
+
+
+def test_sbatch_refuses_a_changed_request_of_the_run_it_would_continue(capsys, cpu_machine, tmp_path):
+    """Integration review, item 3: sbatch checked only a run elsewhere; the job's `run` refused a
+    changed --epochs or lr0 after the queue wait."""
+    run_a(tmp_path)
+    for more in (("--epochs", "300"), ("lr0=0.05",)):
+        code, _, err = run(capsys, "sbatch", "--data", "coco_indoor/data.yaml", "--name", "A", "--dry-run", *more)
+        assert code == 2 and "fix:" in err and "Traceback" not in err, err
+    code, _, err = run(capsys, "sbatch", "--data", "coco_indoor/data.yaml", "--name", "A", "--dry-run")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("state_json", [True, False], ids=["copied", "rebuilt"])
+def test_a_refused_continuation_writes_nothing(capsys, cpu_machine, tmp_path, state_json):
+    """Integration review, item 4: adopt saved the rewritten state.json and appended `adopted`
+    (rebuild: `rebuilt`) before the request was checked, so a refused run changed the record."""
+    a = run_a(tmp_path)
+    b = a.parent / "B"
+    shutil.copytree(a, b)
+    if not state_json:
+        (b / "state.json").unlink()
+    before = {n: (b / n).read_bytes() if (b / n).exists() else None for n in ("state.json", "events.jsonl")}
+    with pytest.raises(BadInput, match="300 epochs"):
+        prepare(name="B", epochs=300)
+    assert {n: (b / n).read_bytes() if (b / n).exists() else None for n in before} == before
+    assert not RunLock(RunPaths(b).lock).is_held()
+
+
+def test_dry_run_shows_the_attempt_and_rung_run_would_start(capsys, cpu_machine, tmp_path):
+    """Integration review, item 6: dry-run showed attempt 1 at the probe's rung for a continued run
+    (run starts attempt 4 on its own rung), and the old name's folder with --fresh."""
+    a = run_a(tmp_path, rung="safe")
+    code, out, err = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--device", "cpu", "--name", "A",
+                         "--json")
+    child = json.loads(out)["child"]
+    assert code == 0 and child["spec_path"] == str(a / "attempt-4" / "spec.json"), child["spec_path"]
+    assert child["env"]["RTDETR_SPEC"] == child["spec_path"] and child["spec"]["rung"] == "safe", child["spec"]
+    fresh = setup.make_plan(setup.Request(data="coco_indoor/data.yaml", device="cpu", name="A", fresh=True))
+    assert fresh.spec_path.parent.name == "attempt-1" and fresh.spec_path.parent.parent.name.startswith("A-")
