@@ -292,11 +292,14 @@ AUTO_DECIDES: dict[str, tuple[frozenset[str], str]] = {
 }
 
 
-def resume_ignores(key: str) -> bool:
-    """Whether Ultralytics' resume keeps the checkpoint's value of `key` whatever is given
-    (BaseTrainer.check_resume: only its `allowed` keys may change; tests/test_parity.py runs it)."""
+def resume_takes(key: str) -> bool | None:
+    """Whether Ultralytics' resume trains with a new value of `key` (BaseTrainer.check_resume: only
+    its `allowed` keys may change; tests/test_parity.py runs it; the child passes the run's
+    arguments to the resume): a continued run may change it. False: the resume keeps the
+    checkpoint's whatever is given. None when that list cannot be read: a continued run then
+    refuses every change, and says of none that a resume ignores it."""
     allowed = rules().get("resume_allowed")
-    return allowed is not None and key not in allowed
+    return None if allowed is None else key in allowed
 
 
 def unused(args: dict[str, Any], device: str | None) -> tuple[str, ...]:

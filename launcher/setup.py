@@ -577,7 +577,7 @@ def check_arguments(state: RunState, ladder: Ladder, paths: RunPaths, args: dict
     one left out continues as the run was started (own_arguments)."""
     started = {**(started_args(state, paths) or {}), **state.overrides}  # [job.args] too: lr0 there, lr0 here
     changed = {k: v for k, v in (args or {}).items()
-               if (k not in started or started[k] != v) and not resume_takes(k)}
+               if (k not in started or started[k] != v) and not overrides.resume_takes(k)}
     if changed:
         given = " ".join(f"{k}={v}" for k, v in changed.items())
         had = " ".join(f"{k}={started.get(k, 'unset')}" for k in changed)
@@ -586,7 +586,8 @@ def check_arguments(state: RunState, ladder: Ladder, paths: RunPaths, args: dict
                        "with --fresh")
     old = started_args(state, paths)
     for k, v in ladder.job.args.items():
-        if old is None or k in (args or {}) or k in state.overrides or (k in old and old[k] == v) or resume_takes(k):
+        if old is None or k in (args or {}) or k in state.overrides or (k in old and old[k] == v) or \
+                overrides.resume_takes(k):
             continue
         back = f"set {k} = {old[k]!r} again" if k in old else f"remove {k}"
         raise BadInput(f"{ladder.path}: [job.args], key {k!r}", f"run {ladder.job.name!r} was started with "
@@ -594,21 +595,15 @@ def check_arguments(state: RunState, ladder: Ladder, paths: RunPaths, args: dict
                        f"({_why({k: v})})", f"{back} to continue as started, or start afresh with --fresh")
 
 
-def resume_takes(key: str) -> bool:
-    """Whether Ultralytics' resume trains with a new value of `key` (check_resume's `allowed`; the
-    child passes the run's arguments to the resume): a continued run may change it. False when
-    that list cannot be read: then every change is refused."""
-    return key in (overrides.rules().get("resume_allowed") or ())
-
-
 def taken_arguments(state: RunState, ladder: Ladder, paths: RunPaths, args: dict | None) -> dict:
-    """The run's arguments changed now that Ultralytics' resume takes (resume_takes): {key: (was, now)}."""
+    """The run's arguments changed now that Ultralytics' resume takes (overrides.resume_takes): {key: (was, now)}."""
     old = started_args(state, paths)
     started = {**(old or {}), **state.overrides}
     given = {k: (started.get(k, "unset"), v) for k, v in (args or {}).items()
-             if resume_takes(k) and (k not in started or started[k] != v)}
-    edited = {k: (old.get(k, "unset"), v) for k, v in ladder.job.args.items() if old is not None and resume_takes(k)
-              and k not in (args or {}) and k not in state.overrides and (k not in old or old[k] != v)}
+             if overrides.resume_takes(k) and (k not in started or started[k] != v)}
+    edited = {k: (old.get(k, "unset"), v) for k, v in ladder.job.args.items()
+              if old is not None and overrides.resume_takes(k) and k not in (args or {}) and k not in state.overrides
+              and (k not in old or old[k] != v)}
     return {**edited, **given}
 
 
@@ -620,7 +615,7 @@ def taken_line(name: str, taken: dict) -> str | None:
 
 
 def _why(changed: dict) -> str:
-    ignored = [k for k in changed if overrides.resume_ignores(k)]
+    ignored = [k for k in changed if overrides.resume_takes(k) is False]
     return f"Ultralytics' resume ignores {', '.join(ignored)} and keeps the checkpoint's" if ignored else \
         "the launcher continues a run with the arguments it was started with"
 

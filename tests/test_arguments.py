@@ -460,7 +460,7 @@ def test_a_changed_argument_a_resume_takes_is_used_from_this_attempt_on(capsys, 
     child passes the run's arguments to the resume. It is taken, said in one line, and kept."""
     lad = write(cpu_machine / "l.toml", ladder_text(job_extra="[job.args]\nplots = true\n"))
     stopped_run(lad, "lr0=0.002", "patience=20")
-    assert overrides.resume_ignores("lr0") and not overrides.resume_ignores("patience")
+    assert overrides.resume_takes("lr0") is False and overrides.resume_takes("patience")
     write(lad, ladder_text(job_extra="[job.args]\nplots = false\n"))
     line = "patience=5 plots=True is used from this attempt on (run 't' was started with patience=20 plots=unset; " \
            "Ultralytics' resume takes it)"  # plots: a key the run was started without

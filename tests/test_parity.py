@@ -533,7 +533,7 @@ def test_what_optimizer_auto_overrides_is_what_build_optimizer_overrides(iterati
 
 
 def test_what_a_resume_ignores_is_what_check_resume_ignores(tmp_path, monkeypatch):
-    """Issue 18, item 3: overrides.resume_ignores (which a continued run refuses to change, and
+    """Issue 18, item 3: overrides.resume_takes (False: ignored, which a continued run refuses to change, and
     lets be left out) is BaseTrainer.check_resume's verdict, run on every training key with a
     changed value: a key it takes is not said to be ignored, and one it ignores is."""
     import ultralytics.engine.trainer as trainer
@@ -556,7 +556,7 @@ def test_what_a_resume_ignores_is_what_check_resume_ignores(tmp_path, monkeypatc
         ignored = any(f"Resume ignores ['{key}']" in s for s in said)
         taken = getattr(me.args, key) == changed(DEFAULT_CFG_DICT[key])
         assert ignored != taken, (key, said)
-        assert overrides.resume_ignores(key) == ignored, key
+        assert (overrides.resume_takes(key) is False) == ignored and overrides.resume_takes(key) == taken, key
     me = SimpleNamespace(args=SimpleNamespace(resume=str(last), data=None))
     trainer.BaseTrainer.check_resume(me, {"pretrained": "other.pt"})  # not taken, though not said either
-    assert me.args.pretrained != "other.pt" and overrides.resume_ignores("pretrained")
+    assert me.args.pretrained != "other.pt" and overrides.resume_takes("pretrained") is False
