@@ -119,8 +119,14 @@ def test_a_signal_while_the_child_is_being_started_reaches_it(job, tmp_path, mon
         child.signal(signal.SIGINT)
         return proc
     monkeypatch.setattr("launcher.launch.subprocess.Popen", started_then_signalled)
+    # the child takes SIGINT as under a launcher (whose handler exec resets to the default), even when
+    # this test runs with SIGINT ignored (`pytest &` in a non-interactive shell)
+    kept = signal.signal(signal.SIGINT, signal.default_int_handler)
     t0 = time.monotonic()
-    end = child(["sleep", "15"], dict(os.environ), tmp_path / "train.log", watch(job, tmp_path, time.monotonic))
+    try:
+        end = child(["sleep", "15"], dict(os.environ), tmp_path / "train.log", watch(job, tmp_path, time.monotonic))
+    finally:
+        signal.signal(signal.SIGINT, kept)
     assert end.exit_code == -signal.SIGINT and time.monotonic() - t0 < 10
 
 
@@ -172,7 +178,11 @@ def ctrl_c_after_start(tmp_path, runs: str, delay: float) -> subprocess.Complete
     about to run the launcher (`runs`: Python code that runs it as __main__, sys.argv set). Measured from
     a line printed first, not from the spawn: Python's own start-up (80 ms here, longer on a loaded
     machine) is no part of the launcher, and a Ctrl-C inside it is Python's traceback."""
-    code = f"import sys; print({READY!r}, flush=True); sys.argv = ['launcher', *{RUN_DEMO!r}]; {runs}"
+    # SIGINT as a terminal's shell leaves it for a foreground job: a test run in the background of a
+    # non-interactive shell (`pytest &`) inherits it ignored, and a Ctrl-C before the launcher's own
+    # handler would be lost
+    code = (f"import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            f"print({READY!r}, flush=True); sys.argv = ['launcher', *{RUN_DEMO!r}]; {runs}")
     p = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
