@@ -216,6 +216,15 @@ def test_diagnose_exit_code_and_attempt_folder_with_report(capsys, tmp_path):
     assert json.loads(out)["action"].startswith("training is done, only its final validation failed")
 
 
+def run_in_a_folder_with_a_finished_run(tmp_path, script: str) -> subprocess.CompletedProcess:
+    """`script` in a fresh Python, in a folder whose logs/ holds one finished run 'r' for status."""
+    (tmp_path / "logs" / "r").mkdir(parents=True)
+    (tmp_path / "logs" / "r" / "state.json").write_text(json.dumps({
+        "run": "r", "ladder": "l.toml", "data": "d.yaml", "device": "cpu", "rung": "a", "status": "complete",
+        "attempts": 1}))
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True)
+
+
 def test_commands_import_neither_torch_nor_ultralytics(tmp_path):
     probe_script = (
         "import sys, io, contextlib\n"
@@ -226,12 +235,7 @@ def test_commands_import_neither_torch_nor_ultralytics(tmp_path):
         "    cli.main(['status', 'r'])\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ultralytics', 'timm', 'numpy'))\n"
         "print(heavy)\n")
-    (tmp_path / "logs" / "r").mkdir(parents=True)
-    (tmp_path / "logs" / "r" / "state.json").write_text(json.dumps({
-        "run": "r", "ladder": "l.toml", "data": "d.yaml", "device": "cpu", "rung": "a", "status": "complete",
-        "attempts": 1}))
-    out = subprocess.run([sys.executable, "-c", probe_script], capture_output=True, text=True, cwd=tmp_path,
-                         check=True)
+    out = run_in_a_folder_with_a_finished_run(tmp_path, probe_script)
     assert out.stdout.strip() == "[]", out.stdout
 
 
@@ -253,12 +257,7 @@ def test_dry_run_and_status_import_only_what_they_use(tmp_path):
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    cli.main(['status', 'r'])\n"
         f"print(loaded({run_only + ['importlib.metadata']!r}))\n")
-    (tmp_path / "logs" / "r").mkdir(parents=True)
-    (tmp_path / "logs" / "r" / "state.json").write_text(json.dumps({
-        "run": "r", "ladder": "l.toml", "data": "d.yaml", "device": "cpu", "rung": "a", "status": "complete",
-        "attempts": 1}))
-    out = subprocess.run([sys.executable, "-c", probe_script], capture_output=True, text=True, cwd=tmp_path,
-                         check=True)
+    out = run_in_a_folder_with_a_finished_run(tmp_path, probe_script)
     assert out.stdout.split("\n")[:2] == ["[]", "[]"], out.stdout
 
 
