@@ -29,11 +29,11 @@ from __future__ import annotations
 import csv
 import math
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 from .contract import INTERRUPTED
-from .runlog import RUNNING, Ev, RunPaths, RunState, model_folder, read_jsonl
+from .runlog import (EVENTS_VERSION, RUNNING, Ev, Event, RunPaths, RunState, model_folder, read_events, read_jsonl,
+                     unix_time)
 
 NOT_STARTED = "not started"  # the status of a record with no attempt and no state.json
 # an attempt's mode (RunState.mode, attempt_start's `mode`): training, or only the final validation
@@ -44,15 +44,9 @@ MAP50 = "metrics/mAP50(B)"
 
 # ---- reading the record -----------------------------------------------------------------------
 
-def event_time(event: dict) -> float | None:
-    """An event's unix time: its float `t` where it has one, else its ISO `ts`."""
-    t = event.get("t")
-    if isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t):
-        return float(t)
-    try:
-        return datetime.fromisoformat(str(event["ts"])).timestamp()
-    except (KeyError, ValueError, TypeError):
-        return None
+def event_time(event: Event | dict) -> float | None:
+    """An event's unix time (Event.time); of a line read as a plain dict too."""
+    return event.time if isinstance(event, Event) else unix_time(event.get("t"), event.get("ts"))
 
 
 def model_key(source: object) -> str:
@@ -61,12 +55,12 @@ def model_key(source: object) -> str:
     return model_folder(str(source)) if source else ""
 
 
-def _aside_key(e: dict, sources: set[str]) -> str:
+def _aside_key(e: Event, sources: set[str]) -> str:
     """The key of the model a `model_set_aside` event names: by its `source`, or, in an event an
     earlier launcher wrote with only the ladder's spec, the known source of that stem (that
     launcher kept each model in models/<stem>)."""
     if e.get("source"):
-        return model_key(e["source"])
+        return model_key(e.get("source"))
     spec = e.get("model")
     stem = Path(str(spec)).stem if spec else ""
     same = sorted(s for s in sources if Path(s).stem == stem)
@@ -167,7 +161,7 @@ class Record:
     attempts: list[Attempt]
     sessions: list[tuple[float, float]]
     telemetry: list[dict]
-    set_aside: dict[str, dict]  # model key -> the model_set_aside event (not taken up again)
+    set_aside: dict[str, Event]  # model key -> the model_set_aside event (not taken up again)
     models: dict[str, Model]  # model key -> the model
     counting: set[str]  # model keys whose epochs count as kept
     results: dict[str, dict[int, dict[str, float]]]  # model key -> results.csv rows
@@ -194,13 +188,12 @@ class Record:
         return f"{name} ({model_key(source)})" if len(twins) > 1 else name
 
 
-def _next_step(e: dict) -> str:
+def _next_step(e: Event) -> str:
     """What followed a failed attempt, in a few words."""
-    kind, to, wait = e.get("event"), e.get("to"), e.get("wait_s")
-    if kind == Ev.RETRY:
-        timed = isinstance(wait, (int, float)) and not isinstance(wait, bool)
-        return Ev.RETRY + (f" after {wait:g} s" if timed else "")
-    if kind == Ev.STEP_DOWN:
+    to, wait = e.get("to"), e.get("wait_s")
+    if e.kind == Ev.RETRY:
+        return Ev.RETRY + (f" after {wait:g} s" if wait is not None else "")
+    if e.kind == Ev.STEP_DOWN:
         return f"step down → {to}"
     return f"validate at {to}"
 
@@ -211,60 +204,60 @@ def load(root: Path) -> Record:
     root = Path(root)
     paths = RunPaths(root)
     state = RunState.load(paths.state)
-    events = read_jsonl(paths.events)
+    events = read_events(paths.events)
     telemetry = [s for s in read_jsonl(paths.telemetry)
                  if isinstance(s.get("t"), (int, float)) and not isinstance(s.get("t"), bool)]
     telemetry.sort(key=lambda s: s["t"])
 
     attempts: dict[int, Attempt] = {}
     order: list[Attempt] = []
-    set_aside: dict[str, dict] = {}
+    set_aside: dict[str, Event] = {}
     status, reason, delivered = None, None, None
     sessions: list[list[float]] = []
     last_attempt: Attempt | None = None
-    resumes: dict[int, dict] = {}  # attempt -> its `resume` event (logged just before its start)
+    resumes: dict[int, Event] = {}  # attempt -> its `resume` event (logged just before its start)
     for e in events:
-        kind, t = e.get("event"), event_time(e)
+        kind, t = e.kind, e.time
         if kind == Ev.REFUSED:  # a later `run` that was refused: no launcher ran this run then
             continue
         if kind in Ev.SESSION_STARTS and t is not None:
             sessions.append([t, t])
         elif t is not None and sessions:  # every event is a sign the launcher was running
             sessions[-1][1] = max(sessions[-1][1], t)
-        if kind == Ev.ATTEMPT_START and isinstance(e.get("attempt"), int):
+        if kind == Ev.ATTEMPT_START and e.get("attempt") is not None:
             if t is not None and not sessions:  # a record without its start event
                 sessions.append([t, t])
-            a = Attempt(e["attempt"], str(e.get("rung", "?")), str(e.get("mode", TRAIN)), str(e.get("model", "")),
+            a = Attempt(e.get("attempt"), e.get("rung") or "?", e.get("mode") or TRAIN, e.get("model") or "",
                         t, batch=e.get("batch"))
-            resume = resumes.get(a.n) or {}
-            a.resume_from = str(e.get("resume_from") or resume.get("checkpoint") or "") or None
-            done = resume.get("epochs_done")
-            if a.mode == TRAIN and a.resume_from and isinstance(done, int) and not isinstance(done, bool) and done >= 0:
+            resume = resumes.get(a.n)
+            a.resume_from = e.get("resume_from") or (resume and resume.get("checkpoint")) or None
+            done = resume.get("epochs_done") if resume else None
+            if a.mode == TRAIN and a.resume_from and done is not None and done >= 0:
                 a.resumed_at = done + 1
             attempts[a.n] = a
             order.append(a)
             last_attempt = a
             if a.mode == TRAIN:
                 set_aside.pop(model_key(a.model), None)  # taken up again
-        elif kind == Ev.ATTEMPT_END and isinstance(e.get("attempt"), int):
-            a = attempts.get(e["attempt"])
+        elif kind == Ev.ATTEMPT_END and e.get("attempt") is not None:
+            a = attempts.get(e.get("attempt"))
             if a is None:
                 continue
             a.ended, a.end = True, t
-            if a.end is None and a.start is not None and isinstance(e.get("seconds"), (int, float)):
-                a.end = a.start + e["seconds"]
+            if a.end is None and a.start is not None and e.get("seconds") is not None:
+                a.end = a.start + e.get("seconds")
             a.kind, a.evidence, a.phase = e.get("kind"), e.get("evidence"), e.get("phase")
             a.exit_code = e.get("exit_code")
-            a.epochs_saved = e.get("epochs_saved") if isinstance(e.get("epochs_saved"), int) else 0
-            a.last_saved_epoch = e.get("last_saved_epoch") if isinstance(e.get("last_saved_epoch"), int) else None
-        elif kind == Ev.RESUME and isinstance(e.get("attempt"), int):
-            resumes[e["attempt"]] = e
+            a.epochs_saved = e.get("epochs_saved") or 0
+            a.last_saved_epoch = e.get("last_saved_epoch")
+        elif kind == Ev.RESUME and e.get("attempt") is not None:
+            resumes[e.get("attempt")] = e
         elif kind in Ev.NEXT_STEPS and last_attempt is not None and not last_attempt.then:
             last_attempt.then = _next_step(e)
         elif kind == Ev.MODEL_SET_ASIDE:
             set_aside[_aside_key(e, {a.model for a in order} | set(state.models if state else ()))] = e
         elif kind in Ev.ENDINGS:
-            status, reason = kind, e.get("reason")
+            status, reason = kind, e.get("reason")  # (None for `complete`)
             if kind == Ev.COMPLETE:
                 delivered = {"model": e.get("model"), "best": e.get("best"), "last": e.get("last")}
             if last_attempt is not None and not last_attempt.then:
@@ -294,8 +287,8 @@ def load(root: Path) -> Record:
     for source, m in (state.models if state else {}).items():
         models[model_key(source)] = Model(source, m.save_dir, m.epochs)
         if m.set_aside and model_key(source) not in set_aside:
-            set_aside[model_key(source)] = {"model": source, "epochs_done": m.epochs_done, "of": m.epochs,
-                                            "save_dir": m.save_dir}
+            set_aside[model_key(source)] = Event(Ev.MODEL_SET_ASIDE, None, EVENTS_VERSION, {
+                "model": source, "epochs_done": m.epochs_done, "of": m.epochs, "save_dir": m.save_dir})
     for a in order:
         models.setdefault(model_key(a.model), Model(a.model))
     if delivered and delivered.get("model"):
@@ -315,12 +308,12 @@ def load(root: Path) -> Record:
     return rec
 
 
-def slurm_summary(events: list[dict], state: RunState) -> dict:
+def slurm_summary(events: list[Event], state: RunState) -> dict:
     """The SLURM jobs a run ran in, its requeues, and the time they cost: from each cut (a time
     limit or a preemption) to the requeued job's start, and the cut attempt's unsaved part."""
     lost, cut_at = 0.0, None
     for e in events:
-        kind, t = e.get("event"), event_time(e)
+        kind, t = e.kind, e.time
         if kind in (Ev.TIME_LIMIT, Ev.PREEMPTED):
             cut_at = t
         elif kind == Ev.SLURM and cut_at is not None and t is not None:

@@ -16,7 +16,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 
-from .runlog import ERRORS_LOG_NAME as LOG_NAME, Events, Ev, RunLock, RunPaths, now_iso  # run-less refusals
+from .runlog import ERRORS_LOG_NAME as LOG_NAME, Event, Events, Ev, RunLock, RunPaths, now_iso  # run-less refusals
 FOLDER, ERROR = "  folder: ", "  "  # an entry's lines after its "TIME COMMAND" line
 MAX_BYTES = 1 << 20  # about 1 MB: the log is then moved to launcher-errors.log.1 (one kept) and begun anew
 
@@ -74,14 +74,13 @@ def newest(folders: list[Path]) -> dict | None:
     return max(reversed(entries), key=when) if entries else None  # of two in one second, the later
 
 
-def in_run(events: list[dict], path: Path) -> dict | None:
+def in_run(events: list[Event], path: Path) -> dict | None:
     """The run's refusal when its last event is one (nothing ran after it)."""
     last = events[-1] if events else None
-    if last is None or last.get("event") != Ev.REFUSED:
+    if last is None or last.kind != Ev.REFUSED:
         return None
-    errors = last.get("errors")
-    return {"ts": last.get("ts"), "command": last.get("command"), "folder": last.get("folder"),
-            "errors": [str(x) for x in errors] if isinstance(errors, list) else [], "where": str(path)}
+    return {"ts": last.ts, "command": last.get("command"), "folder": last.get("folder"),
+            "errors": [str(x) for x in last.get("errors") or []], "where": str(path)}
 
 
 def when(entry: dict) -> float | None:

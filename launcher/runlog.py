@@ -2,8 +2,8 @@
 
 events.jsonl is appended and flushed one JSON object a line (readers skip a torn last line);
 state.json and the attempts' JSON files are replaced atomically (write, fsync, rename).
-`RunState` is state.json; `Ev` names every event. The supervisor writes them, status and report
-read them; nothing else spells a key or an event name.
+`RunState` is state.json; `Ev` names every event and `EVENTS` declares each one's fields. The
+supervisor writes them, status and report read them; nothing else spells a key or an event name.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -238,10 +239,23 @@ class RunLock:
 
 
 class Events(JsonLines):
-    """logs/<run>/events.jsonl: one decision a line, each with `ts` and `event`."""
+    """logs/<run>/events.jsonl: one decision a line, each with `ts`, `event` and the format's `v`."""
 
     def append(self, event: str, **fields) -> dict:
-        return self.add({"ts": now_iso(), "event": event, **fields})
+        """Write one event with the fields `EVENTS` declares for its kind. Any other field, or an
+        undeclared kind, is a launcher bug: it raises, so every test that writes the event catches
+        a typo before a reader looks for a field that is never there."""
+        declared = EVENTS.get(event)
+        if declared is None:
+            raise TypeError(f"Events.append: event {event!r} is not declared in runlog.EVENTS")
+        extra = sorted(set(fields) - set(declared))
+        if extra:
+            raise TypeError(f"Events.append: field(s) {', '.join(extra)} not declared for event {event!r} "
+                            "in runlog.EVENTS")
+        return self.add({"ts": now_iso(), "event": event, "v": EVENTS_VERSION, **fields})
+
+    def read_events(self) -> list["Event"]:
+        return read_events(self.path)
 
 
 # ---- the declared record ------------------------------------------------------------------------
@@ -277,6 +291,107 @@ class Ev:
     SESSION_STARTS = (START, CONTINUE)
     ENDINGS = (COMPLETE, FATAL, EXHAUSTED, INTERRUPTED, TIME_LIMIT, PREEMPTED)
     NEXT_STEPS = (RETRY, STEP_DOWN, VALIDATE)
+
+
+# Every event's fields, declared once: kind -> {field: the types a reader takes it as}. A field may
+# be absent or null in any event (an earlier launcher's line, a value not known then). `v` on each
+# line is the format's version; a line without one (written before it) is version 1.
+EVENTS_VERSION = 1
+_STR, _INT, _NUM, _BOOL, _LIST, _DICT = (str,), (int,), (int, float), (bool,), (list,), (dict,)
+_NEXT = {"rung": _STR, "to": _STR, "kind": _STR, "evidence": _STR, "reason": _STR, "wait_s": _NUM,
+         "retry": _INT, "of": _INT}
+_ENDING = {"reason": _STR, "exit_code": _INT, "t": _NUM, "signal_t": _NUM}  # Supervisor._finish
+EVENTS: dict[str, dict[str, tuple[type, ...]]] = {
+    Ev.PROBE: {"gpus": _LIST, "ram_total": _INT, "ram_available": _INT, "cpus": _INT, "nvml": _STR,  # probe.Snapshot
+               "driver": _STR, "pretend_vram": _NUM, "pretend_ram": _NUM},
+    Ev.START: {"rung": _STR, "device": _STR, "reasons": _LIST, "cache": _DICT, "ladder": _STR, "data": _STR,
+               "inject": _LIST},
+    Ev.CONTINUE: {"rung": _STR, "attempts": _INT, "status_was": _STR},
+    Ev.REBUILT: {"attempts": _INT, "models": _DICT, "epochs_override": _INT},
+    Ev.ADOPTED: {"was": _STR, "run_was": _STR, "moved": _BOOL, "tree_left": _LIST},
+    Ev.REAPED: {"pids": _LIST},
+    Ev.ALREADY_COMPLETE: {"best": _STR},
+    Ev.REFUSED: {"command": _STR, "folder": _STR, "errors": _LIST},
+    Ev.RESUME: {"attempt": _INT, "rung": _STR, "checkpoint": _STR, "epochs_done": _INT},
+    Ev.ATTEMPT_START: {"attempt": _INT, "rung": _STR, "mode": _STR, "model": _STR, "batch": _NUM, "workers": _INT,
+                       "cache": _STR, "resume_from": _STR, "t": _NUM},
+    Ev.ATTEMPT_END: {"attempt": _INT, "rung": _STR, "exit_code": _INT, "seconds": _NUM, "kind": _STR,
+                     "evidence": _STR, "phase": _STR, "epochs_saved": _INT, "last_saved_epoch": _INT,
+                     "checkpoint": _STR, "t": _NUM},
+    Ev.GPU_RELEASE: {"result": _STR},
+    Ev.RETRY: {**_NEXT, "cache": _STR, "workers": _INT},  # with a host-RAM remedy (plan.Step.changes)
+    Ev.STEP_DOWN: _NEXT,
+    Ev.VALIDATE: _NEXT,
+    Ev.MODEL_SET_ASIDE: {"model": _STR, "source": _STR, "epochs_done": _INT, "of": _INT, "save_dir": _STR,
+                         "next_model": _STR},
+    Ev.COMPLETE: {"rung": _STR, "model": _STR, "best": _STR, "last": _STR, "set_aside": _DICT},
+    Ev.FATAL: _ENDING,
+    Ev.EXHAUSTED: _ENDING,
+    Ev.INTERRUPTED: _ENDING,
+    Ev.TIME_LIMIT: _ENDING,
+    Ev.PREEMPTED: _ENDING,
+    Ev.SLURM: {"job": _STR, "restarts": _INT, "requeues": _INT, "t": _NUM},
+    Ev.REQUEUE: {"job": _STR, "result": _STR, "t": _NUM},
+}
+EVENT_FIELDS = frozenset(name for declared in EVENTS.values() for name in declared)
+
+
+def _typed(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types:  # JSON true is no count
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return isinstance(value, types)
+
+
+def unix_time(t: Any, ts: Any) -> float | None:
+    """An event's unix time: its number `t` (finite, not a bool) where it has one, else its ISO `ts`."""
+    if _typed(t, _NUM):
+        return float(t)
+    try:
+        return datetime.fromisoformat(str(ts)).timestamp()
+    except (ValueError, TypeError):
+        return None
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of events.jsonl as its kind declares it: `get` gives a declared field's value when
+    the line has it with a declared type, else None; never a KeyError. A kind this launcher does
+    not declare (a newer launcher's) reads with `known` False and no fields."""
+
+    kind: str
+    ts: str | None
+    v: int
+    fields: dict[str, Any]
+    known: bool = True
+    t: Any = None  # the line's `t`, of any kind: a reader times an event by it where it is a number
+
+    def get(self, name: str) -> Any:
+        if name not in EVENT_FIELDS:  # a reader's typo: no event has it (a launcher bug)
+            raise LookupError(f"no event in runlog.EVENTS declares a field {name!r}")
+        return self.fields.get(name)
+
+    @property
+    def time(self) -> float | None:
+        return unix_time(self.t, self.ts)
+
+    @classmethod
+    def parse(cls, d: dict) -> "Event | None":
+        """A JSON object line as an event; None for one that names no event kind (damaged)."""
+        kind = d.get("event")
+        if not isinstance(kind, str):
+            return None
+        v = d.get("v", 1)
+        declared = EVENTS.get(kind)
+        fields = {k: d[k] for k, types in (declared or {}).items() if k in d and _typed(d[k], types)}
+        return cls(kind, d["ts"] if isinstance(d.get("ts"), str) else None,
+                   v if isinstance(v, int) and not isinstance(v, bool) else 1, fields, declared is not None, d.get("t"))
+
+
+def read_events(path: Path) -> list[Event]:
+    """events.jsonl, typed: torn, garbled and kind-less lines skipped (read_jsonl, Event.parse)."""
+    return [e for e in map(Event.parse, read_jsonl(path)) if e is not None]
 
 
 # a run's status in state.json: RUNNING, or the ending event that set it

@@ -66,11 +66,11 @@ def look(name: str | None, logs: Path | None = None, now: float | None = None) -
 def collect(paths: RunPaths, now: float | None = None) -> dict:
     """Everything `status` shows, as data. A state.json with wrong types or a newer version raises
     runlog's one-line BadInput; events.jsonl lines that are not event objects are skipped."""
-    from .accounting import event_time, slurm_summary
+    from .accounting import slurm_summary
 
     now = time.time() if now is None else now
     state = RunState.load(paths.state)
-    events = Events(paths.events).read()
+    events = Events(paths.events).read_events()
     active = RunLock(paths.lock).is_held()
     attempt = state.attempts if state else 0
     beat = read_json(paths.heartbeat(attempt)) if attempt else None
@@ -80,16 +80,16 @@ def collect(paths: RunPaths, now: float | None = None) -> dict:
         status, reason = "stopped", "the launcher is gone (killed?): run the same command again to continue"
     else:
         reason = state.reason if state else None
-    ends = [e for e in events if e.get("event") == Ev.ATTEMPT_END]
+    ends = [e for e in events if e.kind == Ev.ATTEMPT_END]
     failure = next((e for e in reversed(ends) if e.get("kind")), None)
     history: list[dict] = []
     for e in events:
-        if e.get("event") != Ev.ATTEMPT_START or not isinstance(e.get("attempt"), int):
+        if e.kind != Ev.ATTEMPT_START or e.get("attempt") is None:
             continue
         if history and history[-1]["rung"] == e.get("rung"):
-            history[-1]["attempts"].append(e["attempt"])
+            history[-1]["attempts"].append(e.get("attempt"))
         else:
-            history.append({"rung": e.get("rung"), "attempts": [e["attempt"]]})
+            history.append({"rung": e.get("rung"), "attempts": [e.get("attempt")]})
     current = {}
     if beat and active:
         current = {k: beat.get(k) for k in ("phase", "epoch", "epochs", "batch", "batches", "it_s")}
@@ -99,15 +99,15 @@ def collect(paths: RunPaths, now: float | None = None) -> dict:
     return {
         "run": paths.root.name, "status": status, "active": active, "reason": reason,
         "rung": state.rung if state else None, "attempt": attempt, "mode": state.mode if state else None, **current,
-        "last_failure": None if failure is None else {k: failure.get(k) for k in (
-            "attempt", "rung", "kind", "phase", "evidence", "ts")},
+        "last_failure": None if failure is None else {**{k: failure.get(k) for k in (
+            "attempt", "rung", "kind", "phase", "evidence")}, "ts": failure.ts},
         "vram": now_and_peak(samples, "vram"), "ram_used": now_and_peak(samples, "ram_used"),
         "rss": now_and_peak(samples, "rss"),
         "slurm": slurm_summary(events, state) if state and state.slurm_jobs else None,
         "history": history, "models": {k: asdict(m) for k, m in state.models.items()} if state else {},
         "delivered": state.delivered if state and isinstance(state.delivered, dict) else None,
         "record": str(paths.root),
-        "last_event_t": event_time(events[-1]) if events else None,
+        "last_event_t": events[-1].time if events else None,
         "refusal": None if active else refusals.in_run(events, paths.events),  # a live run went on after it
     }
 

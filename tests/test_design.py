@@ -96,6 +96,13 @@ def test_the_run_record_lists_every_event_runlog_names():
     assert sorted(events - said) == []
 
 
+def test_the_run_record_lists_every_declared_event_kind_and_its_version():
+    from launcher.runlog import EVENTS, EVENTS_VERSION
+    said = set(re.findall(r"`(\w+)`", sections()["The run record"]))
+    assert sorted(set(EVENTS) - said) == [] and EVENTS_VERSION == 1
+    assert "runlog.EVENTS" in sections()["The run record"] and "`v`" in sections()["The run record"]
+
+
 def importers(*packages: str) -> set[str]:
     """The launcher's files that import one of `packages`, anywhere in them (a lazy import too)."""
     out = set()

@@ -1,0 +1,68 @@
+"""events.jsonl's declared format (runlog.EVENTS, issue 19): a writer's undeclared field is a
+launcher bug caught at the write; a reader gets each kind's declared fields, typed, from any line,
+an old one without a version or a damaged one, and never a KeyError."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from launcher import ladder, plan, probe
+from launcher.runlog import EVENTS, EVENTS_VERSION, Ev, Event, Events, read_events
+
+
+def test_every_kind_ev_names_is_declared_and_nothing_else():
+    names = {v for k, v in vars(Ev).items() if not k.startswith("_") and isinstance(v, str)}
+    assert set(EVENTS) == names
+
+
+def test_an_undeclared_field_or_kind_raises_and_writes_nothing(tmp_path):
+    events = Events(tmp_path / "events.jsonl")
+    with pytest.raises(TypeError, match="exit_cod.*attempt_end"):
+        events.append(Ev.ATTEMPT_END, attempt=1, exit_cod=0)  # a typo for exit_code
+    with pytest.raises(TypeError, match="'atempt_end' is not declared"):
+        events.append("atempt_end", attempt=1)
+    assert not events.path.exists()
+    line = events.append(Ev.ATTEMPT_END, attempt=1, exit_code=0)
+    assert line["v"] == EVENTS_VERSION and json.loads(events.path.read_text()) == line
+
+
+def test_a_line_reads_as_its_kinds_fields_typed(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join([
+        json.dumps({"ts": "2026-06-01T00:00:00+00:00", "event": "attempt_start", "attempt": 1, "rung": "a",
+                    "t": 5.5}),  # written before `v`: version 1
+        json.dumps({"ts": "x", "event": "attempt_end", "v": 1, "attempt": True, "epochs_saved": "two",
+                    "seconds": float("nan"), "kind": "cuda_oom", "not_declared": 1}),  # wrong types: None
+        json.dumps({"ts": "2026-06-01T00:00:10+00:00", "event": "from_a_newer_launcher", "v": 7, "attempt": 3}),
+        json.dumps({"attempt": 1}), "[]", '{"event": "complete", "mod',  # no kind, not an object, torn
+    ]) + "\n")
+    start, end, newer = read_events(path)
+    assert (start.kind, start.v, start.known, start.time) == (Ev.ATTEMPT_START, 1, True, 5.5)
+    assert (start.get("attempt"), start.get("rung"), start.get("model")) == (1, "a", None)
+    assert end.fields == {"kind": "cuda_oom"} and end.get("attempt") is None and end.time is None
+    assert (newer.known, newer.v, newer.get("attempt")) == (False, 7, None)
+    assert newer.time == datetime(2026, 6, 1, 0, 0, 10, tzinfo=timezone.utc).timestamp()  # no `t`: its `ts`
+
+
+def test_a_field_no_event_declares_is_a_readers_bug():
+    e = Event(Ev.COMPLETE, None, 1, {"best": "b.pt"})
+    assert e.get("reason") is None  # another kind's field: absent here
+    with pytest.raises(LookupError, match="bestt"):
+        e.get("bestt")
+
+
+def test_the_probe_event_declares_the_snapshots_fields():
+    assert set(EVENTS[Ev.PROBE]) == {f.name for f in dataclasses.fields(probe.Snapshot)}
+
+
+@pytest.mark.parametrize("changed", [{"cache": "ram"}, {"cache": "off", "workers": 4}])
+def test_a_retrys_remedies_are_declared(changed):
+    default = ladder.load(Path(__file__).resolve().parents[1] / "ladders" / "default.toml")
+    rungs = (dataclasses.replace(default.rungs[0], **changed),) + default.rungs[1:]
+    step = plan.decide(rungs, 0, plan.HOST_OOM, "train", 0, streak=0, policy=plan.Policy.of(default.job))
+    assert step.changes and set(dict(step.changes)) <= set(EVENTS[Ev.RETRY])
