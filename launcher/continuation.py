@@ -16,7 +16,7 @@ from . import dataset as dataset_mod
 from . import overrides, plan as plan_mod
 from .errors import BadInput
 from .ladder import Ladder
-from .recovery import _newest_spec, rebuild, reap, relocate
+from .recovery import newest_spec, reap, rebuild, relocate
 from .runlog import RUNNING, Ev, Events, RunLock, RunPaths, RunState
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ def started_args(state: RunState, paths: RunPaths) -> dict | None:
     its key=value arguments; None when no attempt has a spec."""
     numbers = [int(p.name.removeprefix("attempt-")) for p in paths.root.glob("attempt-*")
                if p.name.removeprefix("attempt-").isdigit()]
-    extra = _newest_spec(paths, numbers).get("extra_args")
+    extra = newest_spec(paths, numbers).get("extra_args")
     return {k: v for k, v in extra.items() if k not in state.overrides} if isinstance(extra, dict) else None
 
 

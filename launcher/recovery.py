@@ -69,7 +69,7 @@ def rebuild(ladder: Ladder, paths: RunPaths, epochs: int | None, device: str, sa
     own = {r.epochs for r in ladder.rungs if r.model.source in models}
     override = epochs if epochs is not None else (next(iter(trained)) if len(trained) == 1 and own != trained
                                                    else None)
-    newest = _newest_spec(paths, numbers)
+    newest = newest_spec(paths, numbers)
     rung = newest.get("rung") if newest.get("rung") in [r.name for r in ladder.rungs] else next(
         (r.name for r in ladder.rungs if r.model.source == training), ladder.rungs[0].name)
     state = RunState(run=ladder.job.name, ladder=str(ladder.path), data=str(ladder.job.dataset), device=device,
@@ -97,7 +97,9 @@ def _source_of(save_dir: Path, ladder: Ladder, paths: RunPaths, fallback: str) -
     return fallback
 
 
-def _newest_spec(paths: RunPaths, numbers: list[int]) -> dict:
+def newest_spec(paths: RunPaths, numbers: list[int]) -> dict:
+    """The newest of these attempts' spec.json that can be read ({} for none): what the run last
+    trained with (its rung; its extra_args, for rebuild and continuation.started_args)."""
     for n in sorted(numbers, reverse=True):
         try:
             spec = json.loads(paths.spec(n).read_text(encoding="utf-8"))

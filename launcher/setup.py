@@ -1,7 +1,8 @@
 """Run set-up: from what the user asked to a plan, and for `run` to a run record ready for the
-supervisor (docs/design.md, "Data flow"). The probe, the plan, the learned rungs, the continuation
-check of a run that stopped, the run lock and the first events all happen here; cli.py only parses
-and dispatches, and the supervisor only runs the loop.
+supervisor (docs/design.md, "Data flow"). The request, the probe, the plan, the learned rungs, the
+run lock and the first events happen here; what a run meets of an existing record (continued,
+finished or refused) is continuation.py's, a record's repair (rebuilt, adopted, reaped) is
+recovery.py's. cli.py only parses and dispatches, and the supervisor only runs the loop.
 """
 
 from __future__ import annotations
