@@ -27,7 +27,7 @@ class DryRun:
     env: dict[str, str]
     command: list[str]
     experience: Experience | None = None  # what earlier nights learned (None with --no-memory)
-    warnings: tuple[str, ...] = ()  # one line each, said first (overrides.warnings, setup.records_met)
+    warnings: tuple[str, ...] = ()  # one line each, said first (overrides.warnings, continuation.records_met)
 
 
 def rel(p: str | Path, cwd: Path | None = None) -> str:

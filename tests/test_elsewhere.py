@@ -85,7 +85,7 @@ def test_a_run_elsewhere_with_nothing_to_resume_is_only_noted(capsys, project, m
 def test_an_exhausted_or_fatal_run_elsewhere_is_refused_as_from_its_own_folder_it_goes_on(capsys, project,
                                                                                           monkeypatch, status):
     """Integration review, item 2: from its own folder `run` continues any run not finished (raise
-    max_attempts to go on: setup.continues); from another folder the same run, with epochs saved,
+    max_attempts to go on: continuation.continues); from another folder the same run, with epochs saved,
     was only noted and a new run began at epoch 0."""
     stopped(project / "logs" / "coco_indoor", status=status, done=2)
     monkeypatch.chdir(project / "other")

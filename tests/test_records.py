@@ -327,7 +327,7 @@ def dry_and_run(capsys, *more) -> tuple[tuple[int, str], tuple[int, str]]:
 ], ids=["finished-epochs", "finished-argument", "stopped-epochs", "rung-gone", "stored-argument"])
 def test_dry_run_exits_2_exactly_where_run_refuses(capsys, cpu_machine, tmp_path, fields, more, says):
     """Integration review, item 1: dry-run checked only a run elsewhere and changed key=value
-    arguments, so `dry-run --epochs 300` of a finished run exited 0 where run refused (setup.met)."""
+    arguments, so `dry-run --epochs 300` of a finished run exited 0 where run refused (continuation.met)."""
     run_a(tmp_path, **fields)
     (dry_code, dry_out), (run_code, run_err) = dry_and_run(capsys, *more)
     assert run_code == 2 and says in run_err, run_err
