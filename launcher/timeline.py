@@ -7,8 +7,8 @@ Only the panels that have data are drawn: VRAM (GPU runs) and host RAM; a CPU ru
 panel alone. The RAM axis fits the run's own RAM (host RAM used, the child's RSS); the machine's
 total is a line where it is within reach of the data, else named in the axis label.
 
-matplotlib is imported inside `figure()` (a `matplotlib.figure.Figure` on the headless Agg canvas,
-no pyplot), so importing this module stays cheap."""
+matplotlib is imported inside `figure()` and the parts it draws with (a `matplotlib.figure.Figure`
+on the headless Agg canvas, no pyplot), so importing this module stays cheap."""
 
 from __future__ import annotations
 
@@ -112,116 +112,153 @@ def _epoch_labels(ticks: list[tuple[float, int, bool]], px_per_x: float) -> list
     return sorted(chosen)
 
 
-def figure(rec: Record):
-    """The run's timeline as a matplotlib Figure (12×6 in at 100 dpi), not saved: one panel per
-    kind of memory data the record has (VRAM, host RAM; a single blank one where it has none)."""
-    from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import Patch
-    from matplotlib.transforms import blended_transform_factory as blend
+class _Canvas:
+    """One timeline being drawn: the figure and its panels, the run's time axis (`x` of a unix
+    time, in `unit`s) and the labels placed inside the panels so far, so that none overlaps another."""
 
-    t0 = rec.start if rec.start is not None else (rec.attempts[0].start if rec.attempts else 0.0) or 0.0
-    ends = [b for _, b in rec.sessions] + [a.end for a in rec.attempts if a.end is not None]
-    span = max([e - t0 for e in ends] + [1.0])
-    scale, unit = _unit(span)
-    x_max = span / scale * 1.01
-    px_per_x = WIDTH_IN * DPI * (RIGHT - LEFT) / x_max
+    def __init__(self, rec: Record):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
 
-    xs, series = [], {}
-    for key in ("vram", "ram_used", "rss"):
-        xs, ys = _series(rec, key, t0, scale) if rec.telemetry else ([], [])
-        if any(not math.isnan(v) for v in ys):
-            series[key] = ys
-    has_vram, has_ram = "vram" in series, bool({"ram_used", "rss"} & series.keys())
-    panels = (["vram"] if has_vram else []) + (["ram"] if has_ram else []) or ["none"]
+        self.t0 = rec.start if rec.start is not None else (rec.attempts[0].start if rec.attempts else 0.0) or 0.0
+        ends = [b for _, b in rec.sessions] + [a.end for a in rec.attempts if a.end is not None]
+        self.span = max([e - self.t0 for e in ends] + [1.0])
+        self.scale, self.unit = _unit(self.span)
+        x_max = self.span / self.scale * 1.01
+        self.px_per_x = WIDTH_IN * DPI * (RIGHT - LEFT) / x_max
 
-    fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI)
-    FigureCanvasAgg(fig)  # headless: a canvas that renders (and measures text) without pyplot
-    grid = fig.add_gridspec(len(panels), 1, height_ratios=[3, 2] if len(panels) == 2 else [1],
-                            hspace=0.08, left=LEFT, right=RIGHT, top=TOP, bottom=BOTTOM)
-    axes: list = []
-    for i in range(len(panels)):
-        axes.append(fig.add_subplot(grid[i], sharex=axes[0] if axes else None))
-    ax_of = dict(zip(panels, axes))
-    first, last = axes[0], axes[-1]
-    first.set_xlim(0, x_max)  # before any label is placed: placing measures them where they land
-    renderer = fig.canvas.get_renderer()
-    placed: list = []  # [label, its display box] of the labels inside the panels, so far
+        self.xs, self.series = [], {}
+        for key in ("vram", "ram_used", "rss"):
+            self.xs, ys = _series(rec, key, self.t0, self.scale) if rec.telemetry else ([], [])
+            if any(not math.isnan(v) for v in ys):
+                self.series[key] = ys
+        self.has_ram = bool({"ram_used", "rss"} & self.series.keys())
+        self.panels = (["vram"] if "vram" in self.series else []) + (["ram"] if self.has_ram else []) or ["none"]
 
-    def place(ax, x: float, text: str, where, fits=None, **style):
+        self.fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI)
+        FigureCanvasAgg(self.fig)  # headless: a canvas that renders (and measures text) without pyplot
+        grid = self.fig.add_gridspec(len(self.panels), 1, height_ratios=[3, 2] if len(self.panels) == 2 else [1],
+                                     hspace=0.08, left=LEFT, right=RIGHT, top=TOP, bottom=BOTTOM)
+        self.axes: list = []
+        for i in range(len(self.panels)):
+            self.axes.append(self.fig.add_subplot(grid[i], sharex=self.axes[0] if self.axes else None))
+        self.ax_of = dict(zip(self.panels, self.axes))
+        self.first, self.last = self.axes[0], self.axes[-1]
+        self.first.set_xlim(0, x_max)  # before any label is placed: placing measures them where they land
+        self.renderer = self.fig.canvas.get_renderer()
+        self.placed: list = []  # [label, its display box] of the labels inside the panels, so far
+
+    def x(self, t: float) -> float:
+        """A unix time on the x axis."""
+        return (t - self.t0) / self.scale
+
+    def place(self, ax, x: float, text: str, where, fits=None, **style):
         """`text` at data x in `ax`, at the first of `where` ((y in the panel's height, ha, va,
         rotation)) where it touches no label placed before (and `fits` its box); else nothing."""
+        from matplotlib.transforms import blended_transform_factory as blend
+
         for y, ha, va, rotation in where:
             t = ax.text(x, y, text, transform=blend(ax.transData, ax.transAxes), ha=ha, va=va, rotation=rotation,
                         clip_on=True, zorder=6, **style)
-            box = t.get_window_extent(renderer).padded(3)
-            if (fits is None or fits(box)) and not any(box.overlaps(b) for _, b in placed):
-                placed.append([t, box])
+            box = t.get_window_extent(self.renderer).padded(3)
+            if (fits is None or fits(box)) and not any(box.overlaps(b) for _, b in self.placed):
+                self.placed.append([t, box])
                 return t
             t.remove()
         return None
 
-    def grow(t, text: str, fits=None) -> bool:
+    def grow(self, t, text: str, fits=None) -> bool:
         """A placed label's text made longer, where the longer one still touches no other label
         (and `fits`); else it stays as it was."""
         old = t.get_text()
         t.set_text(text)
-        box = t.get_window_extent(renderer).padded(3)
-        if (fits is None or fits(box)) and not any(box.overlaps(b) for o, b in placed if o is not t):
-            next(p for p in placed if p[0] is t)[1] = box
+        box = t.get_window_extent(self.renderer).padded(3)
+        if (fits is None or fits(box)) and not any(box.overlaps(b) for o, b in self.placed if o is not t):
+            next(p for p in self.placed if p[0] is t)[1] = box
             return True
         t.set_text(old)
         return False
 
-    def inside(ax):
+    def inside(self, ax):
         """Whether a label's box stays within the panel's height (clipped, it would be cut short)."""
-        panel = ax.get_window_extent(renderer)
+        panel = ax.get_window_extent(self.renderer)
         return lambda box: panel.y0 <= box.y0 and box.y1 <= panel.y1
+
+
+def figure(rec: Record):
+    """The run's timeline as a matplotlib Figure (12×6 in at 100 dpi), not saved: one panel per
+    kind of memory data the record has (VRAM, host RAM; a single blank one where it has none).
+    Drawn in this order (later labels make room for earlier ones): attempt bands, session gaps,
+    memory, epoch ticks, resumes, failures, then axes, legend and title."""
+    c = _Canvas(rec)
+    rungs = _attempt_bands(c, rec)
+    _session_gaps(c, rec)
+    _memory(c, rec)
+    ticks = _epoch_ticks(c, rec)
+    resumed = _resumes(c, rec)
+    _failures(c, rec)
+    _axes(c)
+    _legend(c, rec, rungs, bool(ticks), bool(resumed))
+    _title(c, rec)
+    return c.fig
+
+
+def _attempt_bands(c: _Canvas, rec: Record) -> dict[str, tuple]:
+    """Attempt bands, coloured by rung, named at the top of the first panel: in full where the band
+    is wide enough, else by number, else not at all (the legend and the table name them). Returns
+    each rung's colour."""
+    from matplotlib import colormaps
 
     colours = colormaps["Set2"].colors  # light bands, so the dark memory lines stay readable
     rungs: dict[str, tuple] = {}
     for a in rec.attempts:
         rungs.setdefault(a.rung, colours[len(rungs) % len(colours)])
-
-    # attempt bands, coloured by rung, named at the top of the first panel: in full where the band
-    # is wide enough, else by number, else not at all (the legend and the table name them)
     for a in rec.attempts:
         if a.start is None:
             continue
-        x0, x1 = (a.start - t0) / scale, (max(a.end or a.start, a.start) - t0) / scale
-        for ax in axes:
+        x0, x1 = c.x(a.start), c.x(max(a.end or a.start, a.start))
+        for ax in c.axes:
             ax.axvspan(x0, x1, color=rungs[a.rung], alpha=0.3, lw=0)
-        room = (x1 - x0) * px_per_x
+        room = (x1 - x0) * c.px_per_x
         style = {"fontsize": 9, "color": "0.15", "gid": GID_RUNG,
                  "bbox": {"boxstyle": "round,pad=0.2", "fc": "white", "ec": rungs[a.rung], "alpha": 0.85}}
         full = f"#{a.n} {a.rung}" + (" (val)" if a.mode == VALIDATE else "")
-        if place(first, (x0 + x1) / 2, full, [(0.98, "center", "top", 0)], lambda b: b.width <= room, **style):
+        if c.place(c.first, (x0 + x1) / 2, full, [(0.98, "center", "top", 0)], lambda b: b.width <= room, **style):
             continue
-        place(first, (x0 + x1) / 2, f"#{a.n}", [(0.98, "center", "top", 0), (0.98, "center", "top", 90)], **style)
-    # gaps between launcher sessions: nothing ran (named where the gap is wide enough)
-    for (_, b), (c, _) in zip(rec.sessions, rec.sessions[1:]):
-        if c - b > 1:
-            for ax in axes:
-                ax.axvspan((b - t0) / scale, (c - t0) / scale, color="0.85", alpha=0.5, hatch="//", lw=0)
-            room = (c - b) / scale * px_per_x
-            place(last, ((b + c) / 2 - t0) / scale, "launcher\nstopped", [(0.5, "center", "center", 0)],
-                  lambda box: box.width <= room, fontsize=8, color="0.35")
+        c.place(c.first, (x0 + x1) / 2, f"#{a.n}", [(0.98, "center", "top", 0), (0.98, "center", "top", 90)],
+                **style)
+    return rungs
 
-    # memory lines
+
+def _session_gaps(c: _Canvas, rec: Record) -> None:
+    """Gaps between launcher sessions: nothing ran (named where the gap is wide enough)."""
+    for (_, b), (start, _) in zip(rec.sessions, rec.sessions[1:]):
+        if start - b > 1:
+            for ax in c.axes:
+                ax.axvspan(c.x(b), c.x(start), color="0.85", alpha=0.5, hatch="//", lw=0)
+            room = (start - b) / c.scale * c.px_per_x
+            c.place(c.last, c.x((b + start) / 2), "launcher\nstopped", [(0.5, "center", "center", 0)],
+                    lambda box: box.width <= room, fontsize=8, color="0.35")
+
+
+def _memory(c: _Canvas, rec: Record) -> None:
+    """The memory lines: VRAM, host RAM used and the child's RSS (the host's total where in reach);
+    a panel with neither says why."""
+    from matplotlib.transforms import blended_transform_factory as blend
+
+    series = c.series
     if "vram" in series:
-        ax = ax_of["vram"]
-        ax.plot(xs, series["vram"], color="#4b1d7a", lw=1.6, label="VRAM (child's processes)")
+        ax = c.ax_of["vram"]
+        ax.plot(c.xs, series["vram"], color="#4b1d7a", lw=1.6, label="VRAM (child's processes)")
         peak = max(v for v in series["vram"] if not math.isnan(v))
         ax.set_ylim(0, peak * 1.3 if peak > 0 else 1)
         ax.set_ylabel("VRAM (GiB)")
-    if has_ram:
-        ax = ax_of["ram"]
+    if c.has_ram:
+        ax = c.ax_of["ram"]
         if "ram_used" in series:
-            ax.plot(xs, series["ram_used"], color="black", lw=1.4, label="host RAM used")
+            ax.plot(c.xs, series["ram_used"], color="black", lw=1.4, label="host RAM used")
         if "rss" in series:
-            ax.plot(xs, series["rss"], color="0.35", lw=1.0, ls="--", label="child's RSS")
+            ax.plot(c.xs, series["rss"], color="0.35", lw=1.0, ls="--", label="child's RSS")
         peak = max(v for k in ("ram_used", "rss") for v in series.get(k, []) if not math.isnan(v))
         high = peak * 1.25 if peak > 0 else 1.0
         totals = [s["ram_used"] + s["ram_available"] for s in rec.telemetry
@@ -238,7 +275,8 @@ def figure(rec: Record):
                 label = f"RAM (GiB)\nhost total {gib(total * GIB, 1)}"
         ax.set_ylim(0, high)
         ax.set_ylabel(label)
-    if panels == ["none"]:
+    if c.panels == ["none"]:
+        first = c.first
         why = ("no attempt in this run record" if not rec.attempts and not rec.telemetry else
                "no telemetry in this run record" if not rec.telemetry else "no memory samples in the telemetry")
         first.text(0.5, 0.4, why, transform=first.transAxes, ha="center", va="center", fontsize=10, color="0.3",
@@ -246,12 +284,21 @@ def figure(rec: Record):
         first.set_ylim(0, 1)
         first.set_yticks([])
 
-    # epoch ticks along the top of the first panel (above it: clear of the rung names inside),
-    # labelled sparsely; attempts' first epochs are labelled before round numbers
-    ticks = _epoch_starts(rec, t0, scale)
-    above = blend(first.transData, first.transAxes)
+
+def _above(c: _Canvas):
+    """The first panel's x in data, y in its height: the epoch row at y 1.0."""
+    from matplotlib.transforms import blended_transform_factory as blend
+
+    return blend(c.first.transData, c.first.transAxes)
+
+
+def _epoch_ticks(c: _Canvas, rec: Record) -> list[tuple[float, int, bool]]:
+    """Epoch ticks along the top of the first panel (above it: clear of the rung names inside),
+    labelled sparsely; attempts' first epochs are labelled before round numbers. Returns them."""
+    ticks = _epoch_starts(rec, c.t0, c.scale)
+    first, above = c.first, _above(c)
     if ticks:
-        labelled = _epoch_labels(ticks, px_per_x)
+        labelled = _epoch_labels(ticks, c.px_per_x)
         marks = range(len(ticks)) if len(ticks) <= EPOCH_MARKS else labelled
         first.plot([ticks[i][0] for i in marks], [1.0] * len(marks), transform=above, ls="none", marker="|",
                    markersize=7, mew=1.0, color="0.2", clip_on=False)
@@ -261,66 +308,84 @@ def figure(rec: Record):
                        clip_on=False, gid=GID_EPOCH)
         first.text(-0.008, 1.035, "epoch", transform=first.transAxes, ha="right",
                    va="bottom", fontsize=8, color="0.2", style="italic")
+    return ticks
 
-    # resumed attempts: a mark on the epoch row where each picked training up again, and upright at
-    # the foot of the first panel, beside its start, the epoch; a resume too close to the one before
-    # to name (an attempt that died in its start-up) is named on that one's label
+
+def _resumes(c: _Canvas, rec: Record) -> list:
+    """Resumed attempts: a mark on the epoch row where each picked training up again, and upright at
+    the foot of the first panel, beside its start, the epoch; a resume too close to the one before
+    to name (an attempt that died in its start-up) is named on that one's label. Returns them."""
+    first, above = c.first, _above(c)
     resumed = [a for a in rec.attempts if a.mode == TRAIN and a.resume_from and a.start is not None]
     named: list[tuple[object, list]] = []  # (label, the epochs it names)
     for a in resumed:
-        x = (a.start - t0) / scale
+        x = c.x(a.start)
         first.plot([x], [1.0], transform=above, marker="v", markersize=7, color=RESUME_TEAL, clip_on=False,
                    zorder=7)
         epoch = a.resumed_at
-        t = place(first, x, f" resumes at epoch {epoch} " if epoch is not None else " resumes ",
-                  [(0.03, "left", "bottom", 90), (0.03, "right", "bottom", 90)], inside(first), fontsize=8,
-                  color=RESUME_TEAL, gid=GID_RESUME,
-                  bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
+        t = c.place(first, x, f" resumes at epoch {epoch} " if epoch is not None else " resumes ",
+                    [(0.03, "left", "bottom", 90), (0.03, "right", "bottom", 90)], c.inside(first), fontsize=8,
+                    color=RESUME_TEAL, gid=GID_RESUME,
+                    bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
         if t is not None:
             named.append((t, [epoch] if epoch is not None else []))
         elif named and epoch is not None and epoch not in named[-1][1][-1:]:
             label, epochs = named[-1]  # named there while it fits; else only the mark (the table names it)
-            if grow(label, f" resumes at epoch {', then '.join(str(e) for e in [*epochs, epoch])} ", inside(first)):
+            if c.grow(label, f" resumes at epoch {', then '.join(str(e) for e in [*epochs, epoch])} ",
+                      c.inside(first)):
                 epochs.append(epoch)
+    return resumed
 
-    # failures: a red line where each failed attempt ended, its kind named (grey where the launcher
-    # was interrupted: stopped, not failed) at the top of the last panel, beside the line (before it,
-    # else after it), else at its foot; where every place is taken, the label before counts it if it
-    # names the same kind ("cuda_oom ×2"), else the line goes unnamed (the table names it). A count
-    # is never below the truth: where the true one does not fit, "×2+", else "cuda_oom+", else no
-    # count at all (shorter than what was there, so it fits)
-    upper = 0.97 if len(axes) > 1 else 0.9  # one panel: below the rung names
+
+def _failures(c: _Canvas, rec: Record) -> None:
+    """Failures: a red line where each failed attempt ended, its kind named (grey where the launcher
+    was interrupted: stopped, not failed) at the top of the last panel, beside the line (before it,
+    else after it), else at its foot; where every place is taken, the label before counts it if it
+    names the same kind ("cuda_oom ×2"), else the line goes unnamed (the table names it). A count
+    is never below the truth: where the true one does not fit, "×2+", else "cuda_oom+", else no
+    count at all (shorter than what was there, so it fits)."""
+    upper = 0.97 if len(c.axes) > 1 else 0.9  # one panel: below the rung names
     told: list = []  # [label, kind, failures it stands for, the count its text shows] of the last one placed
     for a in rec.attempts:
         if not a.failed or a.end is None:
             continue
-        x = (a.end - t0) / scale
+        x = c.x(a.end)
         colour, style = (INTERRUPT_GREY, "-.") if a.interrupted else (FAILURE_RED, "--")
-        for ax in axes:
+        for ax in c.axes:
             ax.axvline(x, color=colour, lw=1.6, ls=style)
-        t = place(last, x, f" {a.kind} ", [(upper, "right", "top", 90), (upper, "left", "top", 90),
-                                           (0.03, "right", "bottom", 90), (0.03, "left", "bottom", 90)],
-                  fontsize=9, color=colour, fontweight="bold", gid=GID_FAILURE,
-                  bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
+        t = c.place(c.last, x, f" {a.kind} ", [(upper, "right", "top", 90), (upper, "left", "top", 90),
+                                               (0.03, "right", "bottom", 90), (0.03, "left", "bottom", 90)],
+                    fontsize=9, color=colour, fontweight="bold", gid=GID_FAILURE,
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8})
         if t is not None:
             told = [t, a.kind, 1, 1]
         elif told and told[1] == a.kind:
             told[2] += 1
             label, n, shown = told[0], told[2], told[3]
             fallbacks = ([f" {a.kind} ×{shown}+ "] if shown > 1 else []) + [f" {a.kind}+ "]
-            if grow(label, f" {a.kind} ×{n} "):
+            if c.grow(label, f" {a.kind} ×{n} "):
                 told[3] = n
-            elif not any(grow(label, text) for text in fallbacks):
+            elif not any(c.grow(label, text) for text in fallbacks):
                 label.set_text(f" {a.kind} ")  # no count rather than a low one
 
-    last.set_xlabel(f"time since the run started ({unit})")
-    for ax in axes:
+
+def _axes(c: _Canvas) -> None:
+    """The time axis named under the last panel; a light grid on each."""
+    c.last.set_xlabel(f"time since the run started ({c.unit})")
+    for ax in c.axes:
         ax.grid(True, axis="y", alpha=0.3)
         ax.set_axisbelow(True)
-        if ax is not last:
+        if ax is not c.last:
             ax.tick_params(labelbottom=False)
-    handles = [Patch(color=c, alpha=0.5, label=f"rung {r}") for r, c in rungs.items()]
-    handles += [h for ax in axes for h in ax.get_legend_handles_labels()[0]]
+
+
+def _legend(c: _Canvas, rec: Record, rungs: dict[str, tuple], ticks: bool, resumed: bool) -> None:
+    """One legend under the panels: the rungs, the memory lines, and the marks the figure has."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=colour, alpha=0.5, label=f"rung {r}") for r, colour in rungs.items()]
+    handles += [h for ax in c.axes for h in ax.get_legend_handles_labels()[0]]
     if any(a.lost for a in rec.attempts):
         handles.append(Line2D([], [], color=FAILURE_RED, ls="--", label="failure (attempt end)"))
     if any(a.interrupted for a in rec.attempts):
@@ -331,15 +396,19 @@ def figure(rec: Record):
         handles.append(Line2D([], [], color=RESUME_TEAL, ls="none", marker="v", markersize=7,
                               label="resumed from a checkpoint"))
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8, frameon=False,
-                   bbox_to_anchor=(0.5, 0.0))
+        c.fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8, frameon=False,
+                     bbox_to_anchor=(0.5, 0.0))
+
+
+def _title(c: _Canvas, rec: Record) -> None:
+    """The run, its status and delivered model, the time shown and goodput."""
     title = f"{rec.name} — {rec.status}"
     if rec.delivered and rec.delivered.get("model"):
         title += f": {Path(rec.delivered['model']).name} delivered"
-    shown, wall = _amount(span, scale, unit), _amount(rec.wall_s, scale, unit)  # the axis's unit (docs/design.md,
-    when = f"wall {wall}" if wall == shown else f"{shown} shown, wall {wall}"  # "Dry-run, status, report")
-    fig.suptitle(f"{title}   ({when}, goodput {percent(rec.goodput)})", fontsize=12, y=0.975)
-    return fig
+    # in the axis's unit (docs/design.md, "Dry-run, status, report")
+    shown, wall = _amount(c.span, c.scale, c.unit), _amount(rec.wall_s, c.scale, c.unit)
+    when = f"wall {wall}" if wall == shown else f"{shown} shown, wall {wall}"
+    c.fig.suptitle(f"{title}   ({when}, goodput {percent(rec.goodput)})", fontsize=12, y=0.975)
 
 
 def draw(rec: Record, path: Path) -> None:
