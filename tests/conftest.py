@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from launcher import models, probe
+from launcher.contract import GIB
+from launcher.demo import make_dataset
+from launcher.probe import Snapshot
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -81,3 +86,41 @@ def env_without(*names: str) -> dict:
 def nothing_started(logs: Path) -> bool:
     """No run record in `logs`: at most the refusal log a refused `run` leaves (launcher/refusals.py)."""
     return sorted(p.name for p in logs.glob("*")) in ([], ["launcher-errors.log"])
+
+
+# --- machines and datasets several modules run against (from test_cli.py and test_e2e.py) ---
+
+@pytest.fixture(scope="module")
+def coco_tree(tmp_path_factory):
+    return make_image_tree(tmp_path_factory.mktemp("data") / "coco_indoor", train=3912, val=489)
+
+
+@pytest.fixture
+def online(monkeypatch):
+    """As on a connected machine: downloads on first use are possible."""
+    monkeypatch.delenv("YOLO_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(models, "reachable", lambda host: True)
+
+
+@pytest.fixture
+def fixed_machine(monkeypatch, tmp_path, coco_tree, online):
+    """The fixed snapshot, run from tmp_path, where coco_indoor/ is the 4,401-image dataset."""
+    from helpers import FIXED  # here, not at the top: helpers imports conftest
+    monkeypatch.setattr(probe, "take", lambda: FIXED)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "coco_indoor").symlink_to(coco_tree.parent)
+    return coco_tree
+
+
+@pytest.fixture
+def cpu_machine(monkeypatch, tmp_path, online):
+    """A machine without GPUs, run from tmp_path, where coco_indoor/ is a small dataset."""
+    make_image_tree(tmp_path / "coco_indoor", 4, 2)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(probe, "take", lambda: Snapshot((), 8 * GIB, 6 * GIB, 2, nvml="NVML unavailable"))
+
+
+@pytest.fixture(scope="session")
+def shapes(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("shapes"), train=8, val=4, size=64, max_boxes=2)

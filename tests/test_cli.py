@@ -9,44 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from launcher import cli, models, probe, setup
+from launcher import cli, models, setup
 from launcher.errors import BadInput
 from launcher.contract import GIB
-from launcher.probe import Gpu, Snapshot
 
 from conftest import FIXTURES, ROOT, RUNG, ladder_text, make_image_tree, nothing_started
+from helpers import a_record, prepare, run
 
 GOLDEN = FIXTURES / "golden"
-FIXED = Snapshot(gpus=(Gpu(0, "NVIDIA GeForce RTX 4090", int(23.99 * GIB), int(23.41 * GIB)),),
-                 ram_total=int(62.7 * GIB), ram_available=int(55.1 * GIB), cpus=16, nvml="ok", driver="550.54.15")
-
-
-@pytest.fixture(scope="module")
-def coco_tree(tmp_path_factory):
-    return make_image_tree(tmp_path_factory.mktemp("data") / "coco_indoor", train=3912, val=489)
-
-
-@pytest.fixture
-def online(monkeypatch):
-    """As on a connected machine: downloads on first use are possible."""
-    monkeypatch.delenv("YOLO_OFFLINE", raising=False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(models, "reachable", lambda host: True)
-
-
-@pytest.fixture
-def fixed_machine(monkeypatch, tmp_path, coco_tree, online):
-    """The fixed snapshot, run from tmp_path, where coco_indoor/ is the 4,401-image dataset."""
-    monkeypatch.setattr(probe, "take", lambda: FIXED)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "coco_indoor").symlink_to(coco_tree.parent)
-    return coco_tree
-
-
-def run(capsys, *argv):
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def normalise(text: str, tmp_path, data) -> str:
@@ -89,14 +59,6 @@ def test_dry_run_json(capsys, fixed_machine):
     assert d["dataset"]["yaml"] == str(fixed_machine)
     # the child reads a copy with absolute paths, written into the run record when `run` starts
     assert d["child"]["spec"]["train_args"]["data"] == str(Path.cwd() / "logs" / "coco_indoor" / "dataset.yaml")
-
-
-@pytest.fixture
-def cpu_machine(monkeypatch, tmp_path, online):
-    """A machine without GPUs, run from tmp_path, where coco_indoor/ is a small dataset."""
-    make_image_tree(tmp_path / "coco_indoor", 4, 2)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(probe, "take", lambda: Snapshot((), 8 * GIB, 6 * GIB, 2, nvml="NVML unavailable"))
 
 
 def test_dry_run_cpu_machine_refuses_without_device(capsys, cpu_machine):
@@ -259,21 +221,6 @@ def test_dry_run_and_status_import_only_what_they_use(tmp_path):
         f"print(loaded({run_only + ['importlib.metadata']!r}))\n")
     out = run_in_a_folder_with_a_finished_run(tmp_path, probe_script)
     assert out.stdout.split("\n")[:2] == ["[]", "[]"], out.stdout
-
-
-def prepare(**asked):
-    """`run` up to the supervisor's loop: what setup hands the supervisor."""
-    return setup.prepare(setup.Request(data="coco_indoor/data.yaml", device="cpu", **asked), say=print)
-
-
-def a_record(root: Path, **fields) -> Path:
-    """A state.json as an earlier run of coco_indoor on this machine left it."""
-    root.mkdir(parents=True, exist_ok=True)
-    data = str(Path("coco_indoor/data.yaml").resolve())
-    state = {"run": root.name, "ladder": str(ROOT / "ladders" / "default.toml"), "data": data, "device": "cpu",
-             "status": "interrupted", "rung": "optimal", "attempts": 3, "models": {}, **fields}
-    (root / "state.json").write_text(json.dumps(state))
-    return root / "state.json"
 
 
 def test_fresh_starts_beside_an_existing_run_and_touches_nothing(capsys, cpu_machine, tmp_path):

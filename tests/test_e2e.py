@@ -7,7 +7,6 @@ checkpoints written and resumed by Ultralytics itself.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -17,69 +16,10 @@ from pathlib import Path
 import pytest
 
 from launcher.child import FINAL_VAL_OWED, FINISHED, checkpoint_state
-from launcher.demo import make_dataset
-from launcher.runlog import RunPaths
 
-from conftest import FIXTURES
+from helpers import TINY, events, launch, model_dir, of, tiny_ladder, trained_epochs, verified_copy
 
 pytestmark = pytest.mark.slow
-
-TINY = FIXTURES / "models" / "rtdetr-tiny.yaml"
-
-
-def model_dir(tmp_path: Path, run: str = "e2e", source: Path = TINY) -> Path:
-    """Where the launcher keeps a model's checkpoints in a run (runlog.RunPaths.save_dir)."""
-    return RunPaths((tmp_path / "logs" / run).resolve()).save_dir(str(source))
-
-
-def verified_copy(tmp_path: Path, run: str = "e2e", source: Path = TINY) -> Path:
-    paths = RunPaths((tmp_path / "logs" / run).resolve())
-    return paths.verified(paths.save_dir(str(source)))
-
-
-@pytest.fixture(scope="session")
-def shapes(tmp_path_factory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("shapes"), train=8, val=4, size=64, max_boxes=2)
-
-
-def write_ladder(tmp_path: Path, dataset: Path, rungs: list[tuple[str, str, int, str]], *, epochs: int = 2,
-                 imgsz: int = 64, threads: int = 2, **job) -> Path:
-    """A ladder file: `rungs` as (name, model, batch, cache); `job` adds [job] keys."""
-    extra = "".join(f"{k} = {v}\n" for k, v in job.items())
-    text = f'[job]\nname = "e2e"\ndataset = "{dataset}"\nimgsz = {imgsz}\n{extra}\n[job.args]\nplots = false\n'
-    for name, model, batch, cache in rungs:
-        text += (f'\n[[rung]]\nname = "{name}"\nmodel = "{model}"\nepochs = {epochs}\nbatch = {batch}\n'
-                 f'workers = 0\ncache = "{cache}"\nthreads = {threads}\npretrained = false\n')
-    path = tmp_path / "ladder.toml"
-    path.write_text(text)
-    return path
-
-
-def tiny_ladder(tmp_path: Path, dataset: Path, with_mnv4: bool = False) -> Path:
-    """The default ladder's shape with a tiny model standing in for rtdetr-l (the real mnv4 rung
-    when asked): optimal b4 → optimal-b4 b2 → [mnv4 b4] → safe b1."""
-    rungs = [("optimal", str(TINY), 4, "ram"), ("optimal-b4", str(TINY), 2, "ram")]
-    rungs += [("mnv4", "rtdetr-mnv4", 4, "ram")] if with_mnv4 else []
-    rungs += [("safe", str(TINY), 1, "off")]
-    return write_ladder(tmp_path, dataset, rungs, retries=0)
-
-
-def launch(tmp_path: Path, *argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "launcher", "run", "--device", "cpu", *argv], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
-
-
-def events(tmp_path: Path, run: str = "e2e") -> list[dict]:
-    return [json.loads(line) for line in (tmp_path / "logs" / run / "events.jsonl").read_text().splitlines()]
-
-
-def of(evs: list[dict], kind: str) -> list[dict]:
-    return [e for e in evs if e["event"] == kind]
-
-
-def trained_epochs(save_dir: Path) -> list[int]:
-    with open(save_dir / "results.csv") as f:
-        return [int(float(row["epoch"])) for row in csv.DictReader(f)]
 
 
 def test_late_oom_retries_the_rung_then_early_oom_steps_down_and_resumes(tmp_path, shapes):

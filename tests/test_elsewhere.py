@@ -10,7 +10,7 @@ import pytest
 from launcher import cli, setup
 
 from conftest import ladder_text
-from test_cli import a_record, cpu_machine, online, run  # noqa: F401  (fixtures and helpers)
+from helpers import a_record, run
 
 NOT_REFUSED = 99  # what `run` answers here once past its checks: no test of this file trains
 

@@ -11,8 +11,7 @@ from launcher import cli, experience, ladder as ladder_mod, plan
 from launcher.experience import HELD, OOM_EARLY, Experience
 
 from conftest import ROOT
-from test_cli import FIXED, coco_tree, fixed_machine, online, run  # noqa: F401  (fixtures and the CLI runner)
-from test_plan import snap
+from helpers import FIXED, run, snap
 
 
 @pytest.fixture

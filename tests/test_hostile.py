@@ -19,7 +19,7 @@ from launcher.runlog import RunPaths, RunState
 from launcher.supervisor import Supervisor
 
 from conftest import FIXTURES, ROOT, RUNG, all_available, env_without, ladder_text, make_image_tree, nothing_started, write
-from test_supervisor import FakeChild, crash, new_state, ok
+from helpers import FakeChild, crash, new_state, ok
 
 
 def one_line_exit_2(capsys, argv) -> str:

@@ -10,11 +10,7 @@ from launcher.errors import BadInput
 from launcher.probe import Gpu, Snapshot
 
 from conftest import ROOT, all_available
-
-
-def snap(*free_gib, ram_gib=64.0, total_gib=None) -> Snapshot:
-    gpus = tuple(Gpu(i, "GPU", int((total_gib or f) * GIB), int(f * GIB)) for i, f in enumerate(free_gib))
-    return Snapshot(gpus=gpus, ram_total=int(128 * GIB), ram_available=int(ram_gib * GIB), cpus=16, nvml="ok")
+from helpers import snap
 
 
 @pytest.fixture(scope="module")

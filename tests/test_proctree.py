@@ -253,7 +253,7 @@ def test_a_run_record_ends_orphans_that_carry_its_spec_only_in_their_environment
 
 
 def test_every_child_is_started_with_its_spec_in_its_environment(tmp_path):
-    from test_supervisor import FakeChild, new_state, ok
+    from helpers import FakeChild, new_state, ok
     from conftest import ROOT, all_available
     from launcher import ladder as ladder_mod
     from launcher.runlog import RunPaths

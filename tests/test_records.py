@@ -19,8 +19,7 @@ from launcher.errors import BadInput
 from launcher.runlog import RunLock, RunPaths
 
 from conftest import make_image_tree
-from test_cli import a_record, cpu_machine, online, prepare, run  # noqa: F401  (fixtures and helpers)
-from test_e2e import events, launch, model_dir, of, shapes, tiny_ladder, trained_epochs  # noqa: F401
+from helpers import a_record, events, launch, model_dir, of, prepare, run, tiny_ladder, trained_epochs
 
 SLEEPER = "import sys, time; print('ready', flush=True); time.sleep(120)"
 NOT_REFUSED = 99  # what `run` answers here once past its checks: no test of this file trains

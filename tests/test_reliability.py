@@ -22,7 +22,7 @@ from launcher.runlog import Events, RunPaths, RunState
 from launcher.supervisor import Supervisor
 from memlimit import cgroup_support, confined_launch
 
-from test_e2e import TINY, events, launch, model_dir, of, trained_epochs, verified_copy, write_ladder
+from helpers import TINY, events, launch, model_dir, of, trained_epochs, verified_copy, write_ladder
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from launcher.errors import BadInput
 from launcher.failures import ChildEnd
 from launcher.runlog import RunPaths
 
-from test_supervisor import FakeChild, ok, with_job
+from helpers import FakeChild, ok, with_job
 
 SIGS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -253,7 +253,7 @@ def cut_night(tmp_path, sig, end_time=None, shown=None, saved=3, restarts=0, **j
 
 def run_cut(tmp_path, sig, state=None, **job):
     from launcher.supervisor import Supervisor
-    from test_supervisor import new_state
+    from helpers import new_state
     ladder, child, ref, rq = cut_night(tmp_path, sig, **job)
     lines = []
     sup = Supervisor(ladder=ladder, rungs=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
@@ -277,7 +277,7 @@ def test_a_preemption_is_recorded_and_left_to_slurm(tmp_path):
 
 
 def test_past_max_requeues_the_run_ends_exhausted(tmp_path):
-    from test_supervisor import new_state
+    from helpers import new_state
     state = new_state(with_job(max_requeues=1))
     state.requeues = 1
     code, state, _ = run_cut(tmp_path, signal.SIGUSR1, state=state, max_requeues=1)
@@ -291,7 +291,7 @@ def test_a_preemption_at_the_requeue_budget_ends_the_night_and_one_within_it_doe
     exhausted, and as SLURM requeues a preempted job all the same, that next run ends at once too,
     training nothing (it used to train and exit 0)."""
     from launcher.supervisor import Supervisor
-    from test_supervisor import new_state
+    from helpers import new_state
 
     def again(root, state, restarts):  # the job's next run, as SLURM starts it
         ladder, _, _, rq = cut_night(root, signal.SIGUSR1, restarts=restarts, max_requeues=1)
@@ -319,7 +319,7 @@ def test_a_preemption_at_the_requeue_budget_ends_the_night_and_one_within_it_doe
 def test_requeues_do_not_spend_the_attempt_budget(tmp_path):
     """max_attempts = 1: the cut attempt does not count, so the requeued run may still train."""
     from launcher.supervisor import Supervisor
-    from test_supervisor import new_state
+    from helpers import new_state
     ladder, child, ref, rq = cut_night(tmp_path, signal.SIGUSR1, max_attempts=1)
     state = new_state(ladder)
     sup = Supervisor(ladder=ladder, rungs=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
@@ -383,7 +383,7 @@ def sessions(tmp_path, monkeypatch, saves: list[int], ran_s: float = 90.0, cuts:
     SLURM already requeueing it) and started again as SLURM would, with SLURM_RESTART_COUNT
     `restarts[k]` (default k); (exit codes, state, requeues the launcher asked for)."""
     from launcher.supervisor import Supervisor
-    from test_supervisor import new_state
+    from helpers import new_state
     monkeypatch.setattr(slurm, "started", lambda: time.time() - ran_s)
     state, codes, asked = None, [], 0
     for k, saved in enumerate(saves):

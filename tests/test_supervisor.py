@@ -4,85 +4,26 @@ no process; the tests count what the loop did and read the decisions it recorded
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
-import tomllib
 from pathlib import Path
 
 import pytest
 
 from launcher import ladder as ladder_mod
-from launcher.contract import EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, HANG
+from launcher.contract import EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK
 from launcher.failures import ChildEnd
 from launcher.runlog import Events, ModelRecord, RunPaths, RunState
 from launcher.supervisor import Supervisor
 
 from conftest import ROOT, all_available
-
-OOM = {"exc_type": "torch.OutOfMemoryError", "message": "CUDA out of memory. Tried to allocate 2.00 GiB"}
-ILLEGAL = "RuntimeError: CUDA error: an illegal memory access was encountered\n"
-
-
-class FakeChild:
-    """Plays a script of attempts: each item is (ChildEnd or exit code, report or None, epochs
-    saved, log text)."""
-
-    def __init__(self, script):
-        self.script = list(script)
-        self.calls: list[dict] = []
-
-    def __call__(self, cmd, env, log_path: Path, watchdog) -> ChildEnd:
-        spec = json.loads(Path(cmd[-1]).read_text())
-        self.calls.append(spec)
-        end, report, saved, log = self.script.pop(0)
-        end = end if isinstance(end, ChildEnd) else ChildEnd(end)
-        log_path.write_text(log)
-        Path(spec["heartbeat"]).write_text(json.dumps({"epochs_saved": saved, "last_saved_epoch": saved or None,
-                                                       "phase": "train"}))
-        if report is not None:
-            Path(spec["report"]).write_text(json.dumps({"ok": end.exit_code == 0, "epochs_saved": saved, **report}))
-        return end
-
-
-def ok(saved=1):
-    return (0, {"best": "b.pt", "last": "l.pt"}, saved, "")
-
-
-def oom(saved=0, phase="train"):
-    return (1, {**OOM, "phase": phase}, saved, "torch.OutOfMemoryError: CUDA out of memory\n")
-
-
-def crash():
-    return (1, None, 0, ILLEGAL)
-
-
-def hung(saved=0):
-    """What the watchdog reports after it ended a silent child's tree."""
-    return (ChildEnd(-9, 3600.0, watchdog=HANG, evidence="heartbeat silent for 1801 s (limit 1800 s after the "
-                     "first batch; phase train, epoch 3, batch 17)"), None, saved, "")
-
-
-def ram_killed():
-    """A SIGKILL with the kernel's OOM killer seen in the cgroup counter."""
-    return (ChildEnd(-9, 40.0, memory_evidence="cgroup oom_kill 0 → 1 (the kernel's OOM killer)"), None, 0, "")
+from helpers import FakeChild, crash, hung, new_state, ok, oom, ram_killed, with_job
 
 
 @pytest.fixture
 def default():
     return all_available(ladder_mod.load(ROOT / "ladders" / "default.toml"))
-
-
-def with_job(**job):
-    raw = tomllib.loads((ROOT / "ladders" / "default.toml").read_text())
-    raw["job"].update(job)
-    return all_available(ladder_mod.parse(raw, ROOT / "ladders" / "default.toml"))
-
-
-def new_state(ladder, start=0) -> RunState:
-    return RunState(run="t", ladder=str(ladder.path), data=str(ladder.job.dataset), device="0",
-                    rung=ladder.rungs[start].name)
 
 
 def supervise(ladder, tmp_path, script, start=0, **kw):
