@@ -326,11 +326,12 @@ def results_csv(root: Path, model: Model) -> Path:
     record (a record copied elsewhere still reports), else where this launcher or an earlier one
     (models/<stem>) puts it."""
     recorded = Path(model.save_dir) if isinstance(model.save_dir, str) and model.save_dir else None
-    source = model.source or ""
-    candidates = ([recorded, root / "models" / recorded.name] if recorded else []) + [
-        RunPaths(root).save_dir(source), root / "models" / Path(source).stem]
-    return next((d / "results.csv" for d in candidates if (d / "results.csv").is_file()),
-                candidates[0] / "results.csv")
+    paths = RunPaths(root)
+    own = paths.model(model.source or "")
+    candidates = ([recorded, paths.models / recorded.name] if recorded else []) + [own.save_dir] + (
+        [own.legacy.save_dir] if model.source else [])
+    tables = [paths.model_at(d).results for d in candidates]
+    return next((t for t in tables if t.is_file()), tables[0])
 
 
 # ---- time accounting --------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import traceback
 from pathlib import Path
 
 from .contract import CHILD_FAILED, CHILD_OK, ENV_PRETRAINED_BACKBONE
+from .runlog import ModelPaths
 
 # Checkpoint states (docs/design.md, "Checkpoints"): what `last.pt` says is left to do for a model.
 NONE, RESUMABLE, FINAL_VAL_OWED, FINISHED, UNLOADABLE = "none", "resumable", "final_val_owed", "finished", "unloadable"
@@ -74,9 +75,9 @@ def restore_verified(verified: Path, last: Path, state: str, facts: dict) -> Non
     """Put the verified copy back as last.pt; a torn last.pt is kept beside it, never deleted."""
     why = f"will not load ({facts['error']})" if state == UNLOADABLE else "is missing"
     if last.exists():
-        last.rename(last.with_name(f"last.pt.torn-{time.strftime('%Y%m%d-%H%M%S')}"))
+        last.rename(last.with_name(f"{last.name}.torn-{time.strftime('%Y%m%d-%H%M%S')}"))
     last.parent.mkdir(parents=True, exist_ok=True)
-    tmp = last.with_name(".last.pt.restoring")
+    tmp = last.with_name(f".{last.name}.restoring")
     shutil.copyfile(verified, tmp)
     os.replace(tmp, last)
     print(f"launcher: {last} {why}; resuming from the verified copy {verified}", flush=True)
@@ -114,7 +115,8 @@ def train(spec: dict, watch) -> dict:
 
     args = dict(spec["train_args"])
     save_dir = Path(args["save_dir"])
-    last = save_dir / "weights" / "last.pt"
+    files = ModelPaths.at(save_dir)
+    last = files.last
     state, facts = checkpoint_state(last)
     print(checkpoint_line(last, state, facts), flush=True)
     watch.checkpoint = str(last) if state != NONE else None
@@ -144,7 +146,7 @@ def train(spec: dict, watch) -> dict:
         model = RTDETR(args.pop("model"))
         watch.register(model)
         model.train(**args, **spec.get("extra_args", {}))
-    return {"best": str(save_dir / "weights" / "best.pt"), "last": str(last)}
+    return {"best": str(files.best), "last": str(last)}
 
 
 def final_validation(spec: dict, save_dir: Path, state: str, watch) -> dict:
@@ -155,13 +157,13 @@ def final_validation(spec: dict, save_dir: Path, state: str, watch) -> dict:
 
     from .callbacks import remove_temps, strip_by_rename
 
-    weights = save_dir / "weights"
-    best = weights / "best.pt" if (weights / "best.pt").exists() else weights / "last.pt"
+    files = ModelPaths.at(save_dir)
+    best = files.best if files.best.exists() else files.last
     strip = strip_by_rename(strip_optimizer)  # a file beside, renamed: a kill or a full disk tears nothing
-    remove_temps(weights / "last.pt", weights / "best.pt")  # left by a child killed mid-write
+    remove_temps(files.last, files.best)  # left by a child killed mid-write
     if state == FINAL_VAL_OWED:
-        strip(weights / "last.pt")
-        if best.name == "best.pt":
+        strip(files.last)
+        if best == files.best:
             strip(best)
     args = spec["train_args"]
     watch.phase, watch.epoch = "final", args["epochs"]
@@ -175,7 +177,7 @@ def final_validation(spec: dict, save_dir: Path, state: str, watch) -> dict:
                         exist_ok=True)
     watch.phase = "done"
     watch.beat(force=True)
-    return {"best": str(best), "last": str(weights / "last.pt"), "validated_only": True,
+    return {"best": str(best), "last": str(files.last), "validated_only": True,
             "metrics": {k: float(v) for k, v in getattr(metrics, "results_dict", {}).items()}}
 
 

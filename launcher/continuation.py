@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def has_run(paths: RunPaths) -> bool:
     """Whether a run of this name exists: its record, or attempts and checkpoints without one."""
-    return paths.state.exists() or any(paths.root.glob("attempt-*")) or any(paths.root.glob("models/*"))
+    return paths.state.exists() or any(paths.root.glob("attempt-*")) or any(paths.models.glob("*"))
 
 
 def runs_elsewhere(name: str, dataset: Path, chosen: bool) -> list[tuple[RunPaths, RunState]]:

@@ -16,7 +16,7 @@ from . import checkpoint, proctree
 from . import dataset as dataset_mod
 from .errors import BadInput
 from .ladder import Ladder
-from .runlog import Ev, Events, ModelRecord, RunPaths, RunState, now_iso
+from .runlog import Ev, Events, ModelPaths, ModelRecord, RunPaths, RunState, now_iso
 
 
 def rebuild(ladder: Ladder, paths: RunPaths, epochs: int | None, device: str, say: Callable[[str], None],
@@ -27,15 +27,15 @@ def rebuild(ladder: Ladder, paths: RunPaths, epochs: int | None, device: str, sa
     Nothing is written here: `rebuilt` records it once the run's checks have passed (met)."""
     numbers = [int(p.name.removeprefix("attempt-")) for p in paths.root.glob("attempt-*")
                if p.name.removeprefix("attempt-").isdigit()]
-    lasts = sorted(paths.root.glob("models/*/weights/last.pt"), key=lambda p: p.stat().st_mtime)
-    if not numbers and not lasts:
+    found = sorted((m for m in paths.model_dirs() if m.last.exists()), key=lambda m: m.last.stat().st_mtime)
+    if not numbers and not found:
         return None
     models: dict[str, ModelRecord] = {}
     trained: set[int] = set()
     training = None  # the model of the newest checkpoint
-    for last in lasts:
-        save_dir = last.parent.parent
-        for candidate in (last, paths.verified(save_dir)):
+    for files in found:
+        last, save_dir = files.last, files.save_dir
+        for candidate in (last, files.verified):
             try:
                 facts = checkpoint.facts(candidate)
                 break
@@ -92,7 +92,8 @@ def _source_of(save_dir: Path, ladder: Ladder, paths: RunPaths, fallback: str) -
     """The ladder's model source whose folder this is (after a resume, Ultralytics' own train_args
     name last.pt itself, not the model)."""
     for rung in ladder.rungs:
-        if paths.save_dir(rung.model.source) == save_dir or save_dir.name == Path(rung.model.source).stem:
+        own = paths.model(rung.model.source)
+        if save_dir in (own.save_dir, own.legacy.save_dir):
             return rung.model.source
     return fallback
 
@@ -174,8 +175,8 @@ def _written_in(state: RunState, paths: RunPaths) -> Path:
     if state.folder:
         return Path(state.folder)
     for m in state.models.values():
-        if Path(m.save_dir).parent.name == "models":
-            return Path(m.save_dir).parent.parent
+        if (run := ModelPaths.run_of(m.save_dir)) is not None:
+            return run
     return paths.root if state.run == paths.root.name else paths.root.parent / state.run
 
 

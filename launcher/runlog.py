@@ -17,10 +17,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .contract import HEARTBEAT_NAME, REPORT_NAME, SPEC_NAME, TRAIN_LOG_NAME
 from .errors import BadInput
+
+if TYPE_CHECKING:
+    from .models import ModelRef
 
 LOGS_ENV = "RTDETR_LOGS"  # where run records live, when set; else logs/ in the folder the command runs from
 CHECKOUT_LOGS = Path(__file__).resolve().parents[1] / "logs"  # the project's own logs/ (a checkout)
@@ -151,19 +154,113 @@ class RunPaths:
     def train_log(self, n: int) -> Path:
         return self.attempt(n) / TRAIN_LOG_NAME
 
+    @property
+    def models(self) -> Path:
+        """The folder of the run's models' save_dirs (ModelPaths)."""
+        return self.root / _MODELS
+
+    def model(self, model_source: str) -> "ModelPaths":
+        """One model's files under the launcher's own naming: models/<key>."""
+        return ModelPaths(self.root, self.models / model_folder(model_source), model_source)
+
+    def model_at(self, save_dir: str | Path, model_source: str = "") -> "ModelPaths":
+        """The files of a model whose save_dir a record or a spec names (an earlier launcher's
+        models/<stem>, a relocated record's): the verified copy still this run's."""
+        return ModelPaths(self.root, Path(save_dir), model_source)
+
+    def model_dirs(self) -> list["ModelPaths"]:
+        """Every save_dir under models/, the launcher's own and an earlier launcher's alike (sorted)."""
+        return [self.model_at(d) for d in sorted(self.models.glob("*")) if d.is_dir()]
+
     def save_dir(self, model_source: str) -> Path:
-        """Ultralytics' save_dir for one model: rungs sharing a model share its checkpoints, and
-        two models whose files share a stem (v1/best.pt, v2/best.pt) never share a folder."""
-        return self.root / "models" / model_folder(model_source)
+        """Ultralytics' save_dir for one model (ModelPaths.of)."""
+        return self.model(model_source).save_dir
 
     def verified(self, save_dir: str | Path) -> Path:
-        """The verified copy of the checkpoint in `save_dir`, kept outside it (a fresh DDP start
-        deletes Ultralytics' save_dir; docs/design.md, "Checkpoints")."""
-        return self.root / "checkpoints" / Path(save_dir).name / "last.pt"
+        """The verified copy of the checkpoint in `save_dir` (ModelPaths.verified)."""
+        return self.model_at(save_dir).verified
+
+
+_MODELS, _WEIGHTS, _CHECKPOINTS = "models", "weights", "checkpoints"  # folders: spelled by RunPaths and ModelPaths only
+_LAST, _BEST = "last.pt", "best.pt"  # Ultralytics' names in weights/ (docs/design.md, "The run record")
+_RESULTS = "results.csv"  # Ultralytics' epoch table in the save_dir
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """One model's files, spelled here only (docs/design.md, "The run record"): Ultralytics'
+    save_dir with its weights/last.pt and weights/best.pt, the launcher's verified copy kept
+    outside it, the folder an earlier launcher gave the model (models/<stem>), and the model's
+    key in the report. Rungs sharing a model share its checkpoints, and two models whose files
+    share a stem (v1/best.pt, v2/best.pt) never share a folder or a report row."""
+
+    run: Path | None  # the run's folder, logs/<run>; None for a save_dir known alone and laid out elsewhere
+    save_dir: Path  # Ultralytics' save_dir
+    source: str = ""  # the model's source as the ladder resolved it; "" where only the save_dir is known
+
+    @classmethod
+    def of(cls, paths: RunPaths, model_source: str) -> "ModelPaths":
+        return paths.model(model_source)
+
+    @classmethod
+    def at(cls, save_dir: str | Path) -> "ModelPaths":
+        """A save_dir read alone (a spec's, in the child): its run is the folder above its models/,
+        where it lies in one."""
+        return cls(cls.run_of(save_dir), Path(save_dir))
+
+    @staticmethod
+    def run_of(save_dir: str | Path) -> Path | None:
+        """The run folder a save_dir lies in by the layout (<run>/models/<folder>); None elsewhere."""
+        save_dir = Path(save_dir)
+        return save_dir.parent.parent if save_dir.parent.name == _MODELS else None
+
+    @property
+    def weights(self) -> Path:
+        return self.save_dir / _WEIGHTS
+
+    @property
+    def last(self) -> Path:
+        return self.weights / _LAST
+
+    @property
+    def best(self) -> Path:
+        return self.weights / _BEST
+
+    @property
+    def results(self) -> Path:
+        """Ultralytics' results.csv: one row an epoch (accounting reads it)."""
+        return self.save_dir / _RESULTS
+
+    @property
+    def verified(self) -> Path:
+        """The verified copy of last.pt, kept outside the save_dir (a fresh DDP start deletes
+        Ultralytics' save_dir; docs/design.md, "Checkpoints")."""
+        if self.run is None:
+            raise ValueError(f"ModelPaths: {self.save_dir} lies in no run's models/: its verified copy has no place")
+        return self.run / _CHECKPOINTS / self.save_dir.name / _LAST
+
+    @property
+    def legacy(self) -> "ModelPaths":
+        """The folder a launcher before model_folder gave this model: models/<stem>."""
+        if self.run is None or not self.source:
+            raise ValueError(f"ModelPaths: the legacy folder of {self.save_dir} needs its run and source")
+        return ModelPaths(self.run, self.run / _MODELS / Path(self.source).stem, self.source)
+
+    @property
+    def key(self) -> str:
+        """The model's key in the report: the name of its own folder (model_folder), for a model
+        trained in an earlier launcher's models/<stem> too."""
+        return model_folder(self.source) if self.source else ""
+
+    @property
+    def resume_from(self) -> str | None:
+        """The last.pt an attempt on this model resumes from, when there is one."""
+        return str(self.last) if self.last.exists() else None
 
 
 def model_folder(model_source: str) -> str:
-    """A model's folder name: its file's stem and a short hash of the source the ladder resolved."""
+    """A model's folder name and report key: its file's stem and a short hash of the source the
+    ladder resolved."""
     return f"{Path(model_source).stem}-{hashlib.sha256(model_source.encode()).hexdigest()[:8]}"
 
 
@@ -497,6 +594,29 @@ class RunState:
     def model(self, source: str | None) -> ModelRecord | None:
         return self.models.get(source) if source else None
 
+    def save_dir_for(self, paths: RunPaths, source: str) -> str | None:
+        """Where `source` trains: where the record says; for a run an earlier launcher started
+        (models/<stem>) that left no record of the model (killed in its first attempt), that folder
+        if it holds a checkpoint no other model of the record claims; None: the launcher's own
+        naming (RunPaths.model)."""
+        known = self.model(source)
+        if known:
+            return known.save_dir
+        legacy = paths.model(source).legacy
+        claimed = {Path(m.save_dir) for m in self.models.values()}
+        return str(legacy.save_dir) if legacy.last.exists() and legacy.save_dir not in claimed else None
+
+    def set_aside(self, old: ModelRef, new: ModelRef, events: Events, say: Callable[[str], None]) -> None:
+        """A step down from `old` to another model: `old`, if it saved an epoch, is set aside (kept,
+        taken up again by a later attempt on it), recorded and said."""
+        m = self.model(old.source) if old.source != new.source else None
+        if m and m.epochs_done:
+            m.set_aside = True
+            events.append(Ev.MODEL_SET_ASIDE, model=old.spec, source=old.source, epochs_done=m.epochs_done,
+                          of=m.epochs, save_dir=m.save_dir, next_model=new.spec)
+            say(f"setting aside {old.spec}, epochs done {m.epochs_done}/{m.epochs} (kept in {m.save_dir}); "
+                f"continuing with {new.spec}")
+
     def note_attempt(self, source: str, save_dir: str, epochs: int, last_saved_epoch: int | None,
                      ok: bool) -> ModelRecord:
         """What one attempt did for its model: the last epoch it saved; all of them when it finished."""
@@ -512,8 +632,9 @@ class RunState:
         m = self.model(self.training_model)
         if not m or m.epochs_done < m.epochs:
             return ""
+        files = ModelPaths.at(m.save_dir)
         return (f"; {Path(self.training_model).name} finished training (its final validation is owed): "
-                f"{m.save_dir}/weights/best.pt and last.pt")
+                f"{files.best} and {files.last.name}")
 
     def summary(self, status: str) -> list[str]:
         """One line per model: how far it got and where it is."""

@@ -23,7 +23,7 @@ from .experience import Experience
 from .failures import ChildEnd, Failure
 from .ladder import Ladder, Rung, gpu_indices
 from .launch import ChildProcess, Launch, Signals, Stoppable, Watchdog
-from .runlog import Ev, JsonLines, Events, RunPaths, RunState, read_json, write_json_atomic
+from .runlog import Ev, JsonLines, Events, ModelPaths, RunPaths, RunState, read_json, write_json_atomic
 
 
 # the run record cannot be written: a full disk, a quota, a folder made read-only under the run
@@ -156,7 +156,7 @@ class Supervisor:
         state = self.state
         state.remedies.update(dict(step.changes))
         if step.action == plan.STEP_DOWN:
-            self._set_aside_if_abandoned(self.rungs[i], self.rungs[step.rung])
+            state.set_aside(self.rungs[i].model, self.rungs[step.rung].model, self.events, self.say)
         n, of = step.retry or (None, None)
         self.events.append({plan.RETRY: Ev.RETRY, plan.STEP_DOWN: Ev.STEP_DOWN, plan.VALIDATE: Ev.VALIDATE}[
             step.action], rung=self.rungs[i].name, to=self.rungs[step.rung].name, kind=failure.kind,
@@ -196,7 +196,7 @@ class Supervisor:
         env = {**os.environ, **self.child_env, **spec_mod.env(rung, self.paths.spec(n))}
         self._save_state()
         model = spec["train_args"]["model"]
-        resume_from = self._resume_point(spec)
+        resume_from = ModelPaths.at(spec["train_args"]["save_dir"]).resume_from
         before = {g: free for g, (free, _) in (probe.gpu_usage(self.gpus) or {}).items()} if self.gpus else None
         watchdog = Watchdog(self.ladder.job, n, rung.name, self.paths.heartbeat(n), self.gpus, self.ram,
                             self.telemetry, on_tree=self._on_tree)
@@ -256,41 +256,14 @@ class Supervisor:
 
     def _spec(self, rung: Rung, n: int, mode: str, model_rung: Rung) -> dict:
         trained = replace(rung, model=model_rung.model, epochs=model_rung.epochs) if mode == "validate" else rung
+        save_dir = self.state.save_dir_for(self.paths, trained.model.source)
         spec = spec_mod.build(self.ladder.job, trained, self.device, self.paths, n, vram_gib=self.vram_gib, mode=mode,
-                              inject=self.injections, save_dir=self._save_dir(trained.model.source))
+                              inject=self.injections, save_dir=save_dir)
         if mode == "train":
             self.state.training_model = rung.model.source
             if rung.model.source in self.state.models:
                 self.state.models[rung.model.source].set_aside = False  # taken up again
         return spec
-
-    def _save_dir(self, source: str) -> str | None:
-        """Where the record says a model trains; for a run an earlier launcher started (models/<stem>)
-        and left no record of the model (killed in its first attempt), that folder if it holds a
-        checkpoint no other model of the record claims; None: the launcher's own naming."""
-        known = self.state.model(source)
-        if known:
-            return known.save_dir
-        legacy = self.paths.root / "models" / Path(source).stem
-        claimed = {str(Path(m.save_dir)) for m in self.state.models.values()}
-        if (legacy / "weights" / "last.pt").exists() and str(legacy) not in claimed:
-            return str(legacy)
-        return None
-
-    def _resume_point(self, spec: dict) -> str | None:
-        last = Path(spec["train_args"]["save_dir"]) / "weights" / "last.pt"
-        return str(last) if last.exists() else None
-
-    def _set_aside_if_abandoned(self, old: Rung, new: Rung) -> None:
-        if old.model.source == new.model.source:
-            return
-        m = self.state.model(old.model.source)
-        if m and m.epochs_done:
-            m.set_aside = True
-            self.events.append(Ev.MODEL_SET_ASIDE, model=old.model.spec, source=old.model.source, epochs_done=m.epochs_done, of=m.epochs,
-                               save_dir=m.save_dir, next_model=new.model.spec)
-            self.say(f"setting aside {old.model.spec}, epochs done {m.epochs_done}/{m.epochs} (kept in "
-                     f"{m.save_dir}); continuing with {new.model.spec}")
 
     # ---- endings --------------------------------------------------------------------------------
     def _complete(self, outcome: Outcome) -> int:

@@ -4,6 +4,7 @@ an old one without a version or a damaged one, and never a KeyError."""
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 from datetime import datetime, timezone
@@ -49,11 +50,41 @@ def test_a_line_reads_as_its_kinds_fields_typed(tmp_path):
     assert newer.time == datetime(2026, 6, 1, 0, 0, 10, tzinfo=timezone.utc).timestamp()  # no `t`: its `ts`
 
 
-def test_a_field_no_event_declares_is_a_readers_bug():
+def test_a_field_its_kind_does_not_declare_is_a_readers_bug():
     e = Event(Ev.COMPLETE, None, 1, {"best": "b.pt"})
-    assert e.get("reason") is None  # another kind's field: absent here
-    with pytest.raises(LookupError, match="bestt"):
-        e.get("bestt")
+    assert (e.get("best"), e.get("last")) == ("b.pt", None)
+    for name in ("bestt", "reason"):  # a typo; another kind's field, never written with this one
+        with pytest.raises(LookupError, match=f"{name}.*complete"):
+            e.get(name)
+    newer = Event("from_a_newer_launcher", None, 2, {}, known=False)
+    assert newer.get("reason") is None
+    with pytest.raises(LookupError):
+        newer.get("bestt")
+
+
+def writers() -> list[tuple[str, str, list[str]]]:
+    """Every `.append(Ev.KIND, field=...)` in the package (a kind picked from a dict of Ev.KINDs
+    too): (where, kind, the fields it names)."""
+    out = []
+    for path in sorted((Path(__file__).resolve().parents[1] / "launcher").glob("*.py")):
+        for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "append"
+                    and n.args):
+                continue
+            first = n.args[0].value if isinstance(n.args[0], ast.Subscript) else n.args[0]
+            kinds = first.values if isinstance(first, ast.Dict) else [first]
+            for k in kinds:
+                if isinstance(k, ast.Attribute) and isinstance(k.value, ast.Name) and k.value.id == "Ev":
+                    out.append((f"{path.name}:{n.lineno}", getattr(Ev, k.attr),
+                                [kw.arg for kw in n.keywords if kw.arg is not None]))
+    return out
+
+
+def test_every_writer_names_only_fields_declared_for_its_kind():
+    found = writers()
+    assert len(found) >= 18  # (the `**fields` of the endings and of a probe are checked as they are written)
+    assert [(where, kind, name) for where, kind, names in found for name in names
+            if name not in EVENTS[kind]] == []
 
 
 def test_the_probe_event_declares_the_snapshots_fields():
