@@ -257,7 +257,7 @@ def load(root: Path) -> Record:
         elif kind == Ev.MODEL_SET_ASIDE:
             set_aside[_aside_key(e, {a.model for a in order} | set(state.models if state else ()))] = e
         elif kind in Ev.ENDINGS:
-            status, reason = kind, e.get("reason")  # (None for `complete`)
+            status, reason = kind, e.get("reason") if kind != Ev.COMPLETE else None
             if kind == Ev.COMPLETE:
                 delivered = {"model": e.get("model"), "best": e.get("best"), "last": e.get("last")}
             if last_attempt is not None and not last_attempt.then:

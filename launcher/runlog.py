@@ -465,8 +465,10 @@ class Event:
     t: Any = None  # the line's `t`, of any kind: a reader times an event by it where it is a number
 
     def get(self, name: str) -> Any:
-        if name not in EVENT_FIELDS:  # a reader's typo: no event has it (a launcher bug)
-            raise LookupError(f"no event in runlog.EVENTS declares a field {name!r}")
+        """A declared field's value, or None. A name its kind does not declare (of an unknown kind:
+        that no kind declares) is a reader's bug, never the file's: it raises."""
+        if name not in (EVENTS[self.kind] if self.known else EVENT_FIELDS):
+            raise LookupError(f"runlog.EVENTS declares no field {name!r} for event {self.kind!r}")
         return self.fields.get(name)
 
     @property
