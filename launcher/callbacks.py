@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import zip_damage
-from .contract import CUDA_OOM
+from .contract import CUDA_OOM, Heartbeat, Spec
 from .ladder import gpu_indices
 from .runlog import write_json_atomic
 
@@ -204,22 +204,22 @@ def cap_vram(index: int, fraction: float | None, limit_bytes: int | None) -> Non
 class Watch:
     """Tracks where training is, writes the heartbeat, and applies the rung's settings."""
 
-    def __init__(self, spec: dict):
-        self.heartbeat_path = Path(spec["heartbeat"])
-        self.verified_path = Path(spec["verified"])
+    def __init__(self, spec: Spec):
+        self.heartbeat_path = Path(spec.heartbeat)
+        self.verified_path = Path(spec.verified)
         self.checkpoint: str | None = None  # which checkpoint this attempt started from
         self._copier: threading.Thread | None = None  # only while a verified copy runs: never when DDP pickles us
-        self.rung = spec["rung"]
-        self.attempt = spec["attempt"]
-        self.threads = spec.get("threads")
-        self.device = str(spec["train_args"].get("device", "cpu"))
-        self.vram_fraction = spec.get("vram_fraction")
-        self.vram_limit_bytes = spec.get("vram_limit_bytes")
-        self.cleanup_every = spec.get("cleanup_every") or 0
-        self.injections = [Injection.from_json(d) for d in spec.get("inject", []) if d["rung"] == spec["rung"]]
+        self.rung = spec.rung
+        self.attempt = spec.attempt
+        self.threads = spec.threads
+        self.device = spec.device
+        self.vram_fraction = spec.vram_fraction
+        self.vram_limit_bytes = spec.vram_limit_bytes
+        self.cleanup_every = spec.cleanup_every or 0
+        self.injections = [inj for inj in map(Injection.from_json, spec.inject) if inj.rung == spec.rung]
         self.phase = "setup"
         self.epoch = 0  # 1-based epoch in progress
-        self.epochs = spec["train_args"].get("epochs")
+        self.epochs = spec.epochs
         self.start_epoch: int | None = None  # 1-based first epoch of this attempt
         self.batch = 0
         self.batches = 0
@@ -230,7 +230,7 @@ class Watch:
         self.first_batch_ts: float | None = None
         self._t_epoch = 0.0
         self._t_beat = 0.0
-        self.verified_every_s = spec.get("verified_every_s", VERIFIED_EVERY_S)
+        self.verified_every_s = VERIFIED_EVERY_S if spec.verified_every_s is None else spec.verified_every_s
         self._t_verified = -math.inf  # the first save refreshes the verified copy
         self._capped_pid: int | None = None  # a pid, not a flag: DDP pickles this object to the ranks
 
@@ -366,16 +366,14 @@ class Watch:
         if not force and now - self._t_beat < HEARTBEAT_EVERY_S:
             return
         self._t_beat = now
-        write_json_atomic(self.heartbeat_path, self.snapshot(), fsync=False)  # a heartbeat, not a record
+        write_json_atomic(self.heartbeat_path, self.snapshot().to_json(), fsync=False)  # a heartbeat, not a record
 
-    def snapshot(self) -> dict:
-        return {
-            "ts": time.time(), "pid": os.getpid(), "attempt": self.attempt, "rung": self.rung,
-            "phase": self.phase, "epoch": self.epoch, "epochs": self.epochs, "start_epoch": self.start_epoch,
-            "batch": self.batch, "batches": self.batches, "epochs_saved": self.epochs_saved,
-            "last_saved_epoch": self.last_saved_epoch, "it_s": self.it_s, "first_batch_ts": self.first_batch_ts,
-            "checkpoint": self.checkpoint,
-        }
+    def snapshot(self) -> Heartbeat:
+        return Heartbeat(
+            ts=time.time(), pid=os.getpid(), attempt=self.attempt, rung=self.rung, phase=self.phase, epoch=self.epoch,
+            epochs=self.epochs, start_epoch=self.start_epoch, batch=self.batch, batches=self.batches,
+            epochs_saved=self.epochs_saved, last_saved_epoch=self.last_saved_epoch, it_s=self.it_s,
+            first_batch_ts=self.first_batch_ts, checkpoint=self.checkpoint)
 
     def forward_pre_hook(self, module, args) -> None:
         """Fail for real inside the detection model's forward pass when an injection matches."""

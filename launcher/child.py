@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import importlib
-import json
 import os
 import resource
 import shutil
@@ -21,7 +20,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .contract import CHILD_FAILED, CHILD_OK, ENV_PRETRAINED_BACKBONE
+from .contract import CHILD_FAILED, CHILD_OK, ENV_PRETRAINED_BACKBONE, Report, Spec, Unreadable
 from .runlog import ModelPaths
 
 # Checkpoint states (docs/design.md, "Checkpoints"): what `last.pt` says is left to do for a model.
@@ -91,13 +90,22 @@ def set_aside(save_dir: Path, why: str) -> Path:
 
 
 def peak_memory() -> dict:
+    """The report's peak memory fields (contract.Report), as keyword arguments."""
     # never imports torch: a Ctrl-C that tore its import leaves it half-made (and nothing on a GPU)
     torch = sys.modules.get("torch")
-    out = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    out = dict(peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["peak_vram_bytes"] = torch.cuda.max_memory_allocated()
-        out["peak_vram_reserved_bytes"] = torch.cuda.max_memory_reserved()  # what the card must hold
+        out.update(peak_vram_bytes=torch.cuda.max_memory_allocated(),
+                   peak_vram_reserved_bytes=torch.cuda.max_memory_reserved())  # what the card must hold
     return out
+
+
+def progress(watch) -> dict:
+    """Where training was, for a failure's report (contract.Report): None where the watch never started."""
+    return dict(phase=getattr(watch, "phase", None), epoch=getattr(watch, "epoch", None),
+                start_epoch=getattr(watch, "start_epoch", None), batch=getattr(watch, "batch", None),
+                epochs_saved=getattr(watch, "epochs_saved", None),
+                last_saved_epoch=getattr(watch, "last_saved_epoch", None))
 
 
 def ensure_offline_font() -> None:
@@ -110,17 +118,16 @@ def ensure_offline_font() -> None:
             shutil.copyfile(source, USER_CONFIG_DIR / name)
 
 
-def train(spec: dict, watch) -> dict:
+def train(spec: Spec, watch) -> dict:
     from ultralytics import RTDETR
 
-    args = dict(spec["train_args"])
-    save_dir = Path(args["save_dir"])
+    save_dir = Path(spec.save_dir)
     files = ModelPaths.at(save_dir)
     last = files.last
     state, facts = checkpoint_state(last)
     print(checkpoint_line(last, state, facts), flush=True)
     watch.checkpoint = str(last) if state != NONE else None
-    verified = Path(spec["verified"])
+    verified = Path(spec.verified)
     if state in (UNLOADABLE, NONE) and verified.exists():
         v_state, v_facts = checkpoint_state(verified)
         if v_state not in (NONE, UNLOADABLE):
@@ -129,7 +136,7 @@ def train(spec: dict, watch) -> dict:
     if state == UNLOADABLE:
         aside = set_aside(save_dir, "unloadable")
         print(f"launcher: {last} will not load ({facts['error']}); moved {save_dir} to {aside} and starting "
-              f"{Path(args['model']).name} fresh", flush=True)
+              f"{Path(spec.model).name} fresh", flush=True)
         state = NONE
     if state != NONE:
         # the checkpoint holds every weight: rebuilding from the YAML must not fetch ImageNet weights
@@ -140,16 +147,15 @@ def train(spec: dict, watch) -> dict:
     if state == RESUMABLE:
         model = RTDETR(str(last))
         watch.register(model)
-        resume_args = {k: args[k] for k in ("data", "batch", "imgsz", "workers", "cache", "device", "save_dir")}
-        model.train(resume=True, **resume_args, **spec.get("extra_args", {}))
+        model.train(resume=True, **spec.resume_args(), **spec.extra_args)
     else:
-        model = RTDETR(args.pop("model"))
+        model = RTDETR(spec.model)
         watch.register(model)
-        model.train(**args, **spec.get("extra_args", {}))
+        model.train(**spec.fresh_args(), **spec.extra_args)
     return {"best": str(files.best), "last": str(last)}
 
 
-def final_validation(spec: dict, save_dir: Path, state: str, watch) -> dict:
+def final_validation(spec: Spec, save_dir: Path, state: str, watch) -> dict:
     """Finish a model whose training is done: strip the optimizer as Ultralytics' final_eval
     does, then validate best.pt (at this rung's batch, lower than the one that failed)."""
     from ultralytics import RTDETR
@@ -165,28 +171,25 @@ def final_validation(spec: dict, save_dir: Path, state: str, watch) -> dict:
         strip(files.last)
         if best == files.best:
             strip(best)
-    args = spec["train_args"]
-    watch.phase, watch.epoch = "final", args["epochs"]
+    watch.phase, watch.epoch = "final", spec.epochs
     watch.beat(force=True)
     model = RTDETR(str(best))
     if watch.injections:  # fire drills reach the final validation through the same hook
         import torch
         torch.nn.modules.module.register_module_forward_pre_hook(watch.forward_pre_hook)
-    metrics = model.val(data=args["data"], batch=args["batch"], imgsz=args["imgsz"], device=args["device"],
-                        workers=args["workers"], plots=False, project=str(save_dir), name="final-val",
-                        exist_ok=True)
+    metrics = model.val(**spec.validate_args(), plots=False, project=str(save_dir), name="final-val", exist_ok=True)
     watch.phase = "done"
     watch.beat(force=True)
     return {"best": str(best), "last": str(files.last), "validated_only": True,
             "metrics": {k: float(v) for k, v in getattr(metrics, "results_dict", {}).items()}}
 
 
-def describe(e: BaseException, spec: dict) -> str:
+def describe(e: BaseException, spec: Spec) -> str:
     """The exception's message, with the path when the disk is full (Ultralytics' own error
     names none, and the person has to know where to make room)."""
     message = str(e).strip()
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-        where = Path(e.filename) if e.filename else Path(spec["train_args"]["save_dir"])
+        where = Path(e.filename) if e.filename else Path(spec.save_dir)
         folder = where if where.is_dir() else where.parent
         free = shutil.disk_usage(folder).free if folder.exists() else None
         message += (f" — while writing {where}; {free / 2**20:.1f} MiB free there" if free is not None
@@ -206,14 +209,19 @@ def main(argv: list[str] | None = None) -> int:
     die_with_parent()
     from .runlog import write_json_atomic
 
-    spec = json.loads(Path(argv[0]).read_text())  # no spec, no report path: a plain traceback then
+    spec = Spec.load(Path(argv[0]))
+    why = spec.why if isinstance(spec, Unreadable) else spec.unusable()
+    if why and (isinstance(spec, Unreadable) or not spec.report):  # no report path: a plain traceback then
+        raise TypeError(f"the attempt's spec cannot be used: {why}")
     watch = None
     try:
+        if why:  # the launcher wrote it moments ago: a damaged spec is a bug, fatal (failures.FATAL_TYPES)
+            raise TypeError(f"{argv[0]}: the attempt's spec cannot be used: {why}")
         if os.environ.get("YOLO_OFFLINE") == "1":
             ensure_offline_font()
         from .callbacks import Watch
-        if spec.get("register"):
-            importlib.import_module(spec["register"]).register()
+        if spec.register:
+            importlib.import_module(spec.register).register()
         watch = Watch(spec)
         watch.cap_devices()  # this process; DDP ranks cap themselves (Watch callbacks)
         result = train(spec, watch)
@@ -225,14 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         exc_type = f"{type(e).__module__}.{type(e).__qualname__}".removeprefix("builtins.")
-        where = {k: getattr(watch, k, None) for k in ("phase", "epoch", "start_epoch", "batch", "epochs_saved",
-                                                     "last_saved_epoch")}
-        write_json_atomic(Path(spec["report"]), {
-            "ok": False, "ts": time.time(), "exc_type": exc_type, "message": describe(e, spec)[:2000],
-            **where, **peak_memory()})
+        report = Report(ok=False, ts=time.time(), exc_type=exc_type, message=describe(e, spec)[:2000],
+                        **progress(watch), **peak_memory())
+        write_json_atomic(Path(spec.report), report.to_json())
         return CHILD_FAILED
-    write_json_atomic(Path(spec["report"]), {"ok": True, "phase": "done", "epochs_saved": watch.epochs_saved,
-                                    "last_saved_epoch": watch.last_saved_epoch, **result, **peak_memory()})
+    report = Report(ok=True, phase="done", epochs_saved=watch.epochs_saved, last_saved_epoch=watch.last_saved_epoch,
+                    **result, **peak_memory())  # result: train's or final_validation's weights (and metrics)
+    write_json_atomic(Path(spec.report), report.to_json())
     return CHILD_OK
 
 

@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 
 from . import console, dataset as dataset_mod, failures, ladder as ladder_mod, runlog, setup, slurm
-from .contract import EXIT_BAD_INPUT, EXIT_OK, REPORT_NAME, TRAIN_LOG_NAME
+from .contract import EXIT_BAD_INPUT, EXIT_OK, REPORT_NAME, TRAIN_LOG_NAME, Report
 from .errors import BadInput, LauncherError
-from .runlog import read_json
 from .views import diagnose_json, diagnose_text, dry_run_json, dry_run_text
 
 PROG = "python -m launcher"
@@ -453,9 +452,9 @@ def cmd_diagnose(args) -> int:
         text = failures.read_tail(path)
     except OSError as e:
         raise BadInput(args.logfile, f"cannot be read ({e.strerror})", "check its permissions") from None
-    report = read_json(path.parent / REPORT_NAME)
+    report = Report.read(path.parent / REPORT_NAME)  # none, or torn: the log alone
     failure = failures.classify(text, exit_code=args.exit_code, report=report)
-    epochs = report.get("epochs_saved") if report else None  # epochs the attempt completed, as the supervisor counts
+    epochs = report.epochs_saved if report else None  # epochs the attempt completed, as the supervisor counts
     if args.json:
         console.write(json.dumps(diagnose_json(failure, epochs)) + "\n")
     else:

@@ -168,8 +168,8 @@ def started_args(state: RunState, paths: RunPaths) -> dict | None:
     its key=value arguments; None when no attempt has a spec."""
     numbers = [int(p.name.removeprefix("attempt-")) for p in paths.root.glob("attempt-*")
                if p.name.removeprefix("attempt-").isdigit()]
-    extra = newest_spec(paths, numbers).get("extra_args")
-    return {k: v for k, v in extra.items() if k not in state.overrides} if isinstance(extra, dict) else None
+    spec = newest_spec(paths, numbers)
+    return {k: v for k, v in spec.extra_args.items() if k not in state.overrides} if spec else None
 
 
 def own_arguments(state: RunState, ladder: Ladder, paths: RunPaths) -> dict:

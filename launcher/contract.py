@@ -1,10 +1,18 @@
 """The parent<->child contract and the launcher's exit codes, defined once.
 
 Everything the supervisor and the child must agree on lives here: the child's entry module, the
-environment it is started with, the files it writes and the launcher's own exit statuses.
+environment it is started with, the files it writes and the launcher's own exit statuses, and the
+three documents that cross the process boundary (`Spec`, `Heartbeat`, `Report`), each declared
+once, with a version (docs/design.md, "The child contract and exit codes").
 """
 
 from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
 
 # Launcher exit codes (README documents them).
 EXIT_OK = 0  # trained to the end, or already finished
@@ -44,3 +52,231 @@ FATAL = "fatal"
 INTERRUPTED = "interrupted"
 
 GIB = 1024**3
+
+
+# ---- the documents that cross the process boundary ----------------------------------------------
+# Each is written in one place and read in several, and a reader may meet a file an earlier
+# launcher wrote (no `version`: version 0, the same keys) or a damaged one. `from_json` never
+# raises: a field that is missing or of the wrong type takes its default and is named in
+# `problems`; a document that is not a JSON object at all is `Unreadable`, with why.
+
+_STR, _INT, _NUM, _BOOL, _LIST, _DICT = (str,), (int,), (int, float), (bool,), (list,), (dict,)
+_KIND_NAMES = {_STR: "a string", _INT: "an integer", _NUM: "a number", _BOOL: "true or false", _LIST: "a list",
+               _DICT: "an object"}
+
+
+def _typed(value: Any, types: tuple[type, ...]) -> bool:
+    if isinstance(value, bool) and bool not in types:  # JSON true is no count
+        return False
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return isinstance(value, types)
+
+
+def _field(types: tuple[type, ...], default: Any = None, *, omit: bool = False) -> Any:
+    """A field of a document: the JSON types a reader takes it as, and its default (also what a
+    missing or damaged value reads as). `omit`: the writer leaves it out while it is None (the
+    success report has no exception, the failure report no weights)."""
+    meta = {"types": types, "omit": omit}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=type(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A document a reader cannot use at all, and why (a missing file, not JSON, not an object)."""
+
+    why: str
+
+
+D = TypeVar("D", bound="_Document")
+
+
+class _Document:
+    VERSION: ClassVar[int]
+
+    def to_json(self) -> dict:
+        """The JSON object written to disk: the declared fields, `version` included."""
+        out = {}
+        for f in fields(self):
+            if "types" not in f.metadata:
+                continue  # `problems`: what a reader found, never written
+            value = getattr(self, f.name)
+            if value is None and f.metadata["omit"]:
+                continue
+            out[f.name] = value
+        return out
+
+    @classmethod
+    def from_json(cls: type[D], d: object) -> D | Unreadable:
+        """The document from a parsed JSON value, tolerant of an earlier launcher's file and of damage."""
+        if not isinstance(d, dict):
+            return Unreadable(f"not a JSON object but {type(d).__name__}")
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for f in fields(cls):
+            types = f.metadata.get("types")
+            if types is None:
+                continue
+            if f.name not in d:
+                if f.name == "version":
+                    values[f.name] = 0  # written before documents carried a version
+                elif not f.metadata["omit"]:
+                    problems.append(f"{f.name!r} is missing")
+                continue
+            value = d[f.name]
+            if value is None and f.default is None:
+                values[f.name] = None
+            elif _typed(value, types):
+                values[f.name] = value
+            else:
+                problems.append(f"{f.name!r} is {json.dumps(value)[:40]}, not {_KIND_NAMES[types]}")
+        if values.get("version", 0) > cls.VERSION:
+            problems.append(f"version {values['version']} is newer than this launcher's ({cls.VERSION})")
+        return cls(**values, problems=tuple(problems))
+
+    @classmethod
+    def load(cls: type[D], path: Path) -> D | Unreadable:
+        """The document in a file, or why it cannot be read."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return Unreadable(f"{path}: no such file")
+        except (OSError, UnicodeDecodeError) as e:
+            return Unreadable(f"{path}: cannot be read ({e})")
+        try:
+            d = json.loads(text)
+        except ValueError as e:
+            return Unreadable(f"{path}: not JSON ({e})")
+        got = cls.from_json(d)
+        return Unreadable(f"{path}: {got.why}") if isinstance(got, Unreadable) else got
+
+    @classmethod
+    def read(cls: type[D], path: Path) -> D | None:
+        """The document in a file, or None where there is none to use (missing, torn, not an object)."""
+        got = cls.load(path)
+        return None if isinstance(got, Unreadable) else got
+
+
+@dataclass(frozen=True)
+class Spec(_Document):
+    """What the supervisor hands a child: spec.json, written by spec.build, read by the child, its
+    callbacks and a record's recovery (its newest attempt's rung and arguments). `train_args` are
+    Ultralytics' own `train()` arguments, passed on as they are."""
+
+    VERSION: ClassVar[int] = 1
+    run: str = _field(_STR, "")
+    attempt: int = _field(_INT, 0)
+    rung: str = _field(_STR, "")
+    mode: str = _field(_STR, "train")  # "train", or "validate": only the final validation is owed
+    inject: list = _field(_LIST, [])  # --inject fire drills (callbacks.Injection)
+    train_args: dict = _field(_DICT, {})
+    extra_args: dict = _field(_DICT, {})  # the ladder's [job.args] and key=value arguments
+    threads: int | None = _field(_INT)
+    vram_fraction: float | None = _field(_NUM)
+    vram_limit_bytes: int | None = _field(_INT)
+    cleanup_every: int | None = _field(_INT)
+    register: str | None = _field(_STR)  # the module a project model's YAML needs registered
+    verified: str = _field(_STR, "")  # the verified copy of this model's last.pt
+    report: str = _field(_STR, "")  # where the child writes its Report
+    heartbeat: str = _field(_STR, "")  # where the child writes its Heartbeat
+    verified_every_s: float | None = _field(_NUM, omit=True)  # tests: the verified copy's refresh interval
+    version: int = _field(_INT, VERSION)
+    problems: tuple[str, ...] = field(default=(), compare=False)
+
+    # Ultralytics' arguments the launcher itself reads, and those a resume and the final validation take
+    @property
+    def model(self) -> str | None:
+        return self._arg("model", _STR)
+
+    @property
+    def save_dir(self) -> str | None:
+        return self._arg("save_dir", _STR)
+
+    @property
+    def epochs(self) -> int | None:
+        return self._arg("epochs", _INT)
+
+    @property
+    def device(self) -> str:
+        return str(self.train_args.get("device", "cpu"))
+
+    def _arg(self, key: str, types: tuple[type, ...]):
+        value = self.train_args.get(key)
+        return value if _typed(value, types) else None
+
+    RESUME_TAKES: ClassVar[tuple[str, ...]] = ("data", "batch", "imgsz", "workers", "cache", "device", "save_dir")
+    VALIDATE_TAKES: ClassVar[tuple[str, ...]] = ("data", "batch", "imgsz", "device", "workers")
+
+    def fresh_args(self) -> dict:
+        """`train()`'s arguments for a fresh start: all but the model, which `RTDETR(model)` builds."""
+        return {k: v for k, v in self.train_args.items() if k != "model"}
+
+    def resume_args(self) -> dict:
+        """The arguments a resume passes with `resume=True` (the checkpoint's own train_args for the rest)."""
+        return {k: self.train_args[k] for k in self.RESUME_TAKES if k in self.train_args}
+
+    def validate_args(self) -> dict:
+        """The arguments of the final validation, at this attempt's rung."""
+        return {k: self.train_args[k] for k in self.VALIDATE_TAKES if k in self.train_args}
+
+    def unusable(self) -> str | None:
+        """Why a child cannot train from this spec (a damaged file), or None."""
+        why = list(self.problems)
+        why += [f"train_args {name!r} is not a string" for name in ("model", "save_dir") if self._arg(name, _STR) is None]
+        return "; ".join(why) or None
+
+
+@dataclass(frozen=True)
+class Heartbeat(_Document):
+    """Where the child is: heartbeat.json, rewritten by its callbacks (callbacks.Watch.snapshot) at
+    most every second, at every save and phase change; read by the watchdog, status, the SLURM
+    time estimate and the attempt's Outcome. Every field may be unknown (None)."""
+
+    VERSION: ClassVar[int] = 1
+    ts: float | None = _field(_NUM)
+    pid: int | None = _field(_INT)
+    attempt: int | None = _field(_INT)
+    rung: str | None = _field(_STR)
+    phase: str | None = _field(_STR)  # setup, train, val, final, done
+    epoch: int | None = _field(_INT)  # 1-based epoch in progress
+    epochs: int | None = _field(_INT)
+    start_epoch: int | None = _field(_INT)  # 1-based first epoch of this attempt
+    batch: int | None = _field(_INT)
+    batches: int | None = _field(_INT)
+    epochs_saved: int | None = _field(_INT)  # by this attempt
+    last_saved_epoch: int | None = _field(_INT)
+    it_s: float | None = _field(_NUM)  # this epoch's batches per second so far
+    first_batch_ts: float | None = _field(_NUM)  # None until the first batch ended
+    checkpoint: str | None = _field(_STR)  # the checkpoint the attempt started from
+    version: int = _field(_INT, VERSION)
+    problems: tuple[str, ...] = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
+class Report(_Document):
+    """How the child ended: report.json, written once by child.main, a success (`ok`, the
+    weights) or a failure (the exception, where training was); read by the Outcome, the failure
+    classifier and `diagnose`. A report without `ok` is no success."""
+
+    VERSION: ClassVar[int] = 1
+    ok: bool = _field(_BOOL, False)
+    ts: float | None = _field(_NUM, omit=True)
+    exc_type: str | None = _field(_STR, omit=True)  # "torch.OutOfMemoryError"; builtins without a module
+    message: str | None = _field(_STR, omit=True)
+    phase: str | None = _field(_STR)
+    epoch: int | None = _field(_INT, omit=True)
+    start_epoch: int | None = _field(_INT, omit=True)
+    batch: int | None = _field(_INT, omit=True)
+    epochs_saved: int | None = _field(_INT)  # by this attempt
+    last_saved_epoch: int | None = _field(_INT)
+    best: str | None = _field(_STR, omit=True)  # a success: the weights delivered
+    last: str | None = _field(_STR, omit=True)
+    validated_only: bool | None = _field(_BOOL, omit=True)  # a success that only owed the final validation
+    metrics: dict | None = _field(_DICT, omit=True)
+    peak_rss_bytes: int | None = _field(_INT, omit=True)
+    peak_vram_bytes: int | None = _field(_INT, omit=True)
+    peak_vram_reserved_bytes: int | None = _field(_INT, omit=True)
+    version: int = _field(_INT, VERSION)
+    problems: tuple[str, ...] = field(default=(), compare=False)

@@ -22,7 +22,7 @@ import re
 import signal
 from dataclasses import dataclass, replace
 
-from .contract import CUDA_OOM, FATAL, HANG, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN
+from .contract import CUDA_OOM, FATAL, HANG, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN, Heartbeat, Report
 
 TAIL_BYTES = 256 * 1024  # how much of a log's end is read; progress bars make logs long
 
@@ -180,21 +180,22 @@ def late_oom(epochs_saved: int) -> bool:
     return epochs_saved >= 1
 
 
-def judge(end: ChildEnd, report: dict | None, log: str, heartbeat: dict | None = None,
+def judge(end: ChildEnd, report: Report | None, log: str, heartbeat: Heartbeat | None = None,
           launcher_signal: int | None = None) -> Failure | None:
     """What ended an attempt, or None when it succeeded (exit 0 *and* the child's success report).
 
     `launcher_signal` is the signal the launcher itself received while the attempt ran: the
     attempt was interrupted, whatever the child died of. A child interrupted by anyone else (a
     KeyboardInterrupt in its report or log) is not the night's end: unknown, retried."""
-    if end.exit_code == 0 and report and report.get("ok"):
+    if end.exit_code == 0 and report and report.ok:
         return None
-    phase = (report or {}).get("phase") or (heartbeat or {}).get("phase")
+    phase = (report.phase if report else None) or (heartbeat.phase if heartbeat else None)
     if launcher_signal is not None:
         name = signal.Signals(launcher_signal).name
         return Failure(INTERRUPTED, f"the launcher received {name}", "signal", phase)
     if end.watchdog:
-        return Failure(end.watchdog, end.evidence or "ended by the watchdog", "watchdog", (heartbeat or {}).get("phase"))
+        return Failure(end.watchdog, end.evidence or "ended by the watchdog", "watchdog",
+                       heartbeat.phase if heartbeat else None)
     failure = classify(log, exit_code=end.exit_code, report=report, memory_evidence=end.memory_evidence)
     if failure is None:  # exit 0 without a success report
         return Failure(UNKNOWN, f"exit code {end.exit_code} without a success report", "exit")
@@ -310,7 +311,7 @@ def _signal_name(sig: int) -> str:
     return signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else f"signal {sig}"
 
 
-def classify(log: str = "", exit_code: int | None = None, report: dict | None = None,
+def classify(log: str = "", exit_code: int | None = None, report: Report | None = None,
              memory_evidence: str | None = None) -> Failure | None:
     """The failure that ended a process, or None if it exited 0 with nothing against it.
 
@@ -325,18 +326,18 @@ def classify(log: str = "", exit_code: int | None = None, report: dict | None = 
     lines = lines_of(log[-TAIL_BYTES:])
     exception_lines = [ln for ln in lines if EXCEPTION_LINE.match(ln)]
     found = best_match(exception_lines) or best_match(lines)
-    if report and report.get("exc_type"):
-        text = f"{report['exc_type']}: {report.get('message', '')}".strip()
+    if report and report.exc_type:
+        text = f"{report.exc_type}: {report.message or ''}".strip()
         said = best_match(lines_of(text))
         if said:
-            return Failure(said[0], said[1], "report", report.get("phase"))
+            return Failure(said[0], said[1], "report", report.phase)
         # the report holds the chain's last exception only, maybe a clean-up's error after the cause
         # (an OOM, an illegal memory access): a signature in the log outranks the report's type
         if found:
-            return Failure(found[0], found[1], "log", report.get("phase"))
-        kind = FATAL if str(report["exc_type"]).rpartition(".")[2] in FATAL_TYPES else UNKNOWN
-        return Failure(kind, lines_of(text)[0], "report", report.get("phase"))
-    if exit_code == 0 or (exit_code is None and report and report.get("ok")):
+            return Failure(found[0], found[1], "log", report.phase)
+        kind = FATAL if report.exc_type.rpartition(".")[2] in FATAL_TYPES else UNKNOWN
+        return Failure(kind, lines_of(text)[0], "report", report.phase)
+    if exit_code == 0 or (exit_code is None and report and report.ok):
         return None
     printed = printed_exit(lines) if exit_code is None else None
     if printed:

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
 from . import console, memory, probe, proctree
-from .contract import HANG
+from .contract import HANG, Heartbeat
 from .failures import ChildEnd, signal_of
 from .ladder import Job
-from .runlog import JsonLines, read_json
+from .runlog import JsonLines
 
 TREE_EVERY_S = 10.0  # how often the running attempt's process tree is handed to the record
 RAM_EVERY_S = 2.0  # how often host RAM is sampled (evidence for a SIGKILL)
@@ -92,16 +92,16 @@ class Watchdog:
             self._ram_sampled = now
             self._ram_now = self.ram.sample(pids)
             self.peak_rss = max(self.peak_rss or 0, self._ram_now.get("tree_rss") or 0) or None
-        beat = read_json(self.heartbeat)
+        beat = Heartbeat.read(self.heartbeat)
         if self.telemetry is not None and now - self._telemetry_written >= TELEMETRY_EVERY_S:
             self._telemetry_written = now
-            self._record_telemetry(set(pids), beat or {})
+            self._record_telemetry(set(pids), beat or Heartbeat())
         reason = self.silence(beat, now)
         if reason and self.verdict is None:
             self.verdict = (HANG, reason)
         return reason
 
-    def silence(self, beat: dict | None, now: float) -> str | None:
+    def silence(self, beat: Heartbeat | None, now: float) -> str | None:
         """Why the heartbeat counts as silent, or None: the start-up limit before the first batch,
         the heartbeat limit after it. Silence is measured on `clock` (monotonic) from when the
         heartbeat was last seen to change, never from the file's mtime: an NTP step or a VM resume
@@ -115,16 +115,16 @@ class Watchdog:
         if seen != self._beat_seen:
             self._beat_seen, self._beat_changed = seen, now
         silent = now - self._beat_changed
-        started = bool(beat and beat.get("first_batch_ts"))
+        started = bool(beat and beat.first_batch_ts)
         limit = self.job.heartbeat_timeout_s if started else self.job.startup_timeout_s
         if silent <= limit:
             return None
-        where = (f"phase {beat.get('phase')}, epoch {beat.get('epoch')}, batch {beat.get('batch')}" if beat
+        where = (f"phase {beat.phase}, epoch {beat.epoch}, batch {beat.batch}" if beat
                  else "before its first heartbeat")
         return (f"heartbeat silent for {silent:.0f} s (limit {limit} s {'after' if started else 'before'} the first "
                 f"batch; {where})")
 
-    def _record_telemetry(self, pids: set[int], beat: dict) -> None:
+    def _record_telemetry(self, pids: set[int], beat: Heartbeat) -> None:
         ram = self._ram_now
         vram = probe.process_vram(self.gpus, pids) if self.gpus else None
         if vram:
@@ -133,8 +133,8 @@ class Watchdog:
             "t": round(time.time(), 2), "attempt": self.attempt, "rung": self.rung, "vram": vram,
             "ram_used": (ram["ram_total"] - ram["ram_available"]) if ram.get("ram_total") else None,
             "ram_available": ram.get("ram_available"), "rss": ram.get("tree_rss"),
-            "phase": beat.get("phase"), "epoch": beat.get("epoch"), "batch": beat.get("batch"),
-            "it_s": round(beat["it_s"], 3) if beat.get("it_s") else None})
+            "phase": beat.phase, "epoch": beat.epoch, "batch": beat.batch,
+            "it_s": round(beat.it_s, 3) if beat.it_s else None})
 
     def end(self, exit_code: int, seconds: float) -> ChildEnd:
         """The attempt's record: how it ended, the watchdog's verdict, host-RAM evidence for a SIGKILL."""

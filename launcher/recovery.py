@@ -7,13 +7,13 @@ of the run left running is ended (reap). What a request may continue is continua
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Callable
 
 from . import checkpoint, proctree
 from . import dataset as dataset_mod
+from .contract import Spec
 from .errors import BadInput
 from .ladder import Ladder
 from .runlog import Ev, Events, ModelPaths, ModelRecord, RunPaths, RunState, now_iso
@@ -69,8 +69,8 @@ def rebuild(ladder: Ladder, paths: RunPaths, epochs: int | None, device: str, sa
     own = {r.epochs for r in ladder.rungs if r.model.source in models}
     override = epochs if epochs is not None else (next(iter(trained)) if len(trained) == 1 and own != trained
                                                    else None)
-    newest = newest_spec(paths, numbers)
-    rung = newest.get("rung") if newest.get("rung") in [r.name for r in ladder.rungs] else next(
+    newest = newest_spec(paths, numbers) or Spec()
+    rung = newest.rung if newest.rung in [r.name for r in ladder.rungs] else next(
         (r.name for r in ladder.rungs if r.model.source == training), ladder.rungs[0].name)
     state = RunState(run=ladder.job.name, ladder=str(ladder.path), data=str(ladder.job.dataset), device=device,
                      rung=rung, epochs_override=override, attempts=max(numbers, default=0), models=models,
@@ -98,26 +98,23 @@ def _source_of(save_dir: Path, ladder: Ladder, paths: RunPaths, fallback: str) -
     return fallback
 
 
-def newest_spec(paths: RunPaths, numbers: list[int]) -> dict:
-    """The newest of these attempts' spec.json that can be read ({} for none): what the run last
-    trained with (its rung; its extra_args, for rebuild and continuation.started_args)."""
+def newest_spec(paths: RunPaths, numbers: list[int]) -> Spec | None:
+    """The newest of these attempts' spec.json that can be read (None for none): what the run last
+    trained with (its rung; its extra_args, for rebuild and continuation.started_args). An earlier
+    launcher's or a damaged one reads as far as it can (contract.Spec.from_json)."""
     for n in sorted(numbers, reverse=True):
-        try:
-            spec = json.loads(paths.spec(n).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if isinstance(spec, dict):
+        spec = Spec.read(paths.spec(n))
+        if spec is not None:
             return spec
-    return {}
+    return None
 
 
-def _arguments_of(spec: dict, ladder: Ladder, asked: dict | None) -> dict:
+def _arguments_of(spec: Spec, ladder: Ladder, asked: dict | None) -> dict:
     """The run's key=value arguments: the ones asked now, else what its newest attempt trained with
     beyond the ladder's [job.args]."""
     if asked:
         return dict(asked)
-    extra = spec.get("extra_args") if isinstance(spec.get("extra_args"), dict) else {}
-    return {k: v for k, v in extra.items() if ladder.job.args.get(k) != v}
+    return {k: v for k, v in spec.extra_args.items() if ladder.job.args.get(k) != v}
 
 
 def _dataset_read(paths: RunPaths) -> str | None:

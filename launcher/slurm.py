@@ -29,8 +29,9 @@ from typing import Mapping
 
 import psutil
 
+from .contract import Heartbeat
 from .errors import BadInput
-from .runlog import Ev, RunPaths, read_json, read_jsonl
+from .runlog import Ev, RunPaths, read_jsonl
 
 TIME_LIMIT, PREEMPTED, CANCELLED = "time_limit", "preempted", "cancelled"
 SIGNAL_LEAD_S = 300  # the time-limit signal comes this long before the limit (SLURM adds up to 30 s)
@@ -160,11 +161,11 @@ def measured(paths: RunPaths) -> tuple[float | None, float | None]:
     starts = {e.get("attempt"): e.get("t") for e in read_jsonl(paths.events) if e.get("event") == Ev.ATTEMPT_START}
     startup = epoch = None
     for n, t in sorted(((n, t) for n, t in starts.items() if isinstance(n, int)), reverse=True):
-        beat = read_json(paths.heartbeat(n)) or {}
-        first, batches, it_s = beat.get("first_batch_ts"), beat.get("batches"), beat.get("it_s")
-        if startup is None and isinstance(first, (int, float)) and isinstance(t, (int, float)) and first >= t:
+        beat = Heartbeat.read(paths.heartbeat(n)) or Heartbeat()
+        first, batches, it_s = beat.first_batch_ts, beat.batches, beat.it_s
+        if startup is None and first is not None and isinstance(t, (int, float)) and first >= t:
             startup = first - t
-        if epoch is None and isinstance(batches, int) and batches > 0 and isinstance(it_s, (int, float)) and it_s > 0:
+        if epoch is None and batches is not None and batches > 0 and it_s is not None and it_s > 0:
             epoch = batches / it_s
         if startup is not None and epoch is not None:
             break

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from . import models
-from .contract import CHILD_MODULE, ENV_ALLOC_CONF, ENV_DEVICE_ORDER, GIB, THREAD_ENV_VARS
+from .contract import CHILD_MODULE, ENV_ALLOC_CONF, ENV_DEVICE_ORDER, GIB, THREAD_ENV_VARS, Spec
 from .ladder import Job, Rung
 from .proctree import SPEC_ENV
 from .runlog import RunPaths
@@ -32,28 +32,22 @@ def train_args(job: Job, rung: Rung, device: str, paths: RunPaths, save_dir: str
 
 
 def build(job: Job, rung: Rung, device: str, paths: RunPaths, attempt: int, vram_gib: float | None = None,
-          mode: str = "train", inject: tuple[dict, ...] = (), save_dir: str | None = None) -> dict:
+          mode: str = "train", inject: tuple[dict, ...] = (), save_dir: str | None = None) -> Spec:
     """The spec of one attempt; `save_dir`: where the run record says this model's checkpoints are
     (a run started by an earlier launcher keeps its folders)."""
-    args = train_args(job, rung, device, paths, save_dir)
-    return {
-        "run": job.name,
-        "attempt": attempt,
-        "rung": rung.name,
-        "mode": mode,  # "train", or "validate": only the final validation is owed
-        "inject": [dict(x) for x in inject],  # --inject fire drills
-        "train_args": args,
-        "extra_args": dict(job.args),
-        "threads": rung.threads,
-        "vram_fraction": rung.vram_fraction,
-        "vram_limit_bytes": int(vram_gib * GIB) if vram_gib is not None and device != "cpu" else None,
-        "cleanup_every": rung.cleanup_every,
+    save_dir = save_dir or str(paths.save_dir(rung.model.source))
+    return Spec(
+        run=job.name, attempt=attempt, rung=rung.name,
+        mode=mode,  # "train", or "validate": only the final validation is owed
+        inject=[dict(x) for x in inject],  # --inject fire drills
+        train_args=train_args(job, rung, device, paths, save_dir), extra_args=dict(job.args),
+        threads=rung.threads, vram_fraction=rung.vram_fraction,
+        vram_limit_bytes=int(vram_gib * GIB) if vram_gib is not None and device != "cpu" else None,
+        cleanup_every=rung.cleanup_every,
         # the module a project model's YAML needs registered with Ultralytics' parser
-        "register": rung.model.project.module if rung.model.project else None,
-        "verified": str(paths.verified(args["save_dir"])),
-        "report": str(paths.report(attempt)),
-        "heartbeat": str(paths.heartbeat(attempt)),
-    }
+        register=rung.model.project.module if rung.model.project else None,
+        verified=str(paths.verified(save_dir)), report=str(paths.report(attempt)),
+        heartbeat=str(paths.heartbeat(attempt)))
 
 
 def env(rung: Rung, spec_path: Path | None = None) -> dict[str, str]:

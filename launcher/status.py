@@ -10,8 +10,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import fmt, refusals
+from .contract import Heartbeat
 from .errors import BadInput
-from .runlog import CHECKOUT_LOGS, LOGS_ENV, RUNNING, logs_dir, Events, Ev, JsonLines, RunLock, RunPaths, RunState, read_json
+from .runlog import CHECKOUT_LOGS, LOGS_ENV, RUNNING, logs_dir, Events, Ev, JsonLines, RunLock, RunPaths, RunState
 
 FRESH_S = 30.0  # a heartbeat older than this, while the launcher holds the run, is reported as stale
 
@@ -73,7 +74,7 @@ def collect(paths: RunPaths, now: float | None = None) -> dict:
     events = Events(paths.events).read_events()
     active = RunLock(paths.lock).is_held()
     attempt = state.attempts if state else 0
-    beat = read_json(paths.heartbeat(attempt)) if attempt else None
+    beat = Heartbeat.read(paths.heartbeat(attempt)) if attempt else None
     samples = JsonLines(paths.telemetry).read()
     status = str(state.status) if state else "unknown"
     if status == RUNNING and not active:
@@ -92,10 +93,9 @@ def collect(paths: RunPaths, now: float | None = None) -> dict:
             history.append({"rung": e.get("rung"), "attempts": [e.get("attempt")]})
     current = {}
     if beat and active:
-        current = {k: beat.get(k) for k in ("phase", "epoch", "epochs", "batch", "batches", "it_s")}
-        ts = beat.get("ts")
-        current["heartbeat_age_s"] = round(now - ts, 1) if _number(ts) else None
-        current["eta_s"] = eta(beat)
+        current = dict(phase=beat.phase, epoch=beat.epoch, epochs=beat.epochs, batch=beat.batch,
+                       batches=beat.batches, it_s=beat.it_s,
+                       heartbeat_age_s=round(now - beat.ts, 1) if beat.ts is not None else None, eta_s=eta(beat))
     return {
         "run": paths.root.name, "status": status, "active": active, "reason": reason,
         "rung": state.rung if state else None, "attempt": attempt, "mode": state.mode if state else None, **current,
@@ -116,13 +116,12 @@ def _number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def eta(beat: dict) -> float | None:
+def eta(beat: Heartbeat) -> float | None:
     """Seconds to the end of training at this attempt's pace (this rung's batches per epoch)."""
-    try:
-        left = (beat["epochs"] - beat["epoch"]) * beat["batches"] + (beat["batches"] - beat["batch"])
-        return round(left / beat["it_s"]) if beat["it_s"] else None
-    except (KeyError, TypeError):
+    if None in (beat.epochs, beat.epoch, beat.batches, beat.batch) or not beat.it_s:
         return None
+    left = (beat.epochs - beat.epoch) * beat.batches + (beat.batches - beat.batch)
+    return round(left / beat.it_s)
 
 
 def now_and_peak(samples: list[dict], key: str) -> dict:

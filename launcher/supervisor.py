@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Callable
 
 from . import console, experience, failures, memory, plan, probe, slurm, spec as spec_mod
-from .contract import EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_REQUEUED, EXIT_SIGINT, EXIT_SIGTERM, INTERRUPTED
+from .contract import (EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_REQUEUED, EXIT_SIGINT, EXIT_SIGTERM, INTERRUPTED,
+                       Heartbeat, Report, Spec)
 from .experience import Experience
 from .failures import ChildEnd, Failure
 from .ladder import Ladder, Rung, gpu_indices
 from .launch import ChildProcess, Launch, Signals, Stoppable, Watchdog
-from .runlog import Ev, JsonLines, Events, ModelPaths, RunPaths, RunState, read_json, write_json_atomic
+from .runlog import Ev, JsonLines, Events, ModelPaths, RunPaths, RunState, write_json_atomic
 
 
 # the run record cannot be written: a full disk, a quota, a folder made read-only under the run
@@ -32,27 +33,30 @@ RECORD_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES
 
 @dataclass
 class Outcome:
+    """How one attempt ended. What it saved is read from one document, chosen once as the Outcome
+    is made: the child's report when it wrote one that counts its saves (its last word), else its
+    last heartbeat (a child killed by a signal writes no report)."""
+
     attempt: int
     rung: str
     mode: str  # "train" or "validate"
     end: ChildEnd
-    report: dict | None
-    heartbeat: dict | None
+    report: Report | None
+    heartbeat: Heartbeat | None
     failure: Failure | None
+    saves: Report | Heartbeat | None = field(init=False)
 
-    def _latest(self, key: str):
-        for source in (self.report, self.heartbeat):
-            if source and isinstance(source.get(key), int) and not isinstance(source.get(key), bool):
-                return source[key]
-        return None
+    def __post_init__(self):
+        counted = self.report is not None and self.report.epochs_saved is not None
+        self.saves = self.report if counted else self.heartbeat
 
     @property
     def epochs_saved(self) -> int:
-        return self._latest("epochs_saved") or 0
+        return (self.saves.epochs_saved if self.saves else None) or 0
 
     @property
     def last_saved_epoch(self) -> int | None:
-        return self._latest("last_saved_epoch") or None
+        return (self.saves.last_saved_epoch if self.saves else None) or None
 
 
 def log_tail(path: Path) -> str:
@@ -192,11 +196,11 @@ class Supervisor:
         state.rung, state.mode = rung.name, mode
         self.paths.attempt(n).mkdir(parents=True, exist_ok=True)
         spec = self._spec(rung, n, mode, self.rungs[self._model_rung(i)] if mode == "validate" else rung)
-        write_json_atomic(self.paths.spec(n), spec)
+        write_json_atomic(self.paths.spec(n), spec.to_json())
         env = {**os.environ, **self.child_env, **spec_mod.env(rung, self.paths.spec(n))}
         self._save_state()
-        model = spec["train_args"]["model"]
-        resume_from = ModelPaths.at(spec["train_args"]["save_dir"]).resume_from
+        model = spec.model
+        resume_from = ModelPaths.at(spec.save_dir).resume_from
         before = {g: free for g, (free, _) in (probe.gpu_usage(self.gpus) or {}).items()} if self.gpus else None
         watchdog = Watchdog(self.ladder.job, n, rung.name, self.paths.heartbeat(n), self.gpus, self.ram,
                             self.telemetry, on_tree=self._on_tree)
@@ -219,15 +223,14 @@ class Supervisor:
         # ChildProcess looks once more as it starts the child (docs/design.md, "The attempt loop and the launch seam")
         end = self.launch(spec_mod.command(self.paths.spec(n)), env, self.paths.train_log(n), watchdog)
         self.signals.child_gone()
-        report, heartbeat = read_json(self.paths.report(n)), read_json(self.paths.heartbeat(n))
+        report, heartbeat = Report.read(self.paths.report(n)), Heartbeat.read(self.paths.heartbeat(n))
         failure = failures.judge(end, report, log_tail(self.paths.train_log(n)), heartbeat, self.signals.received)
         state.tree = []
         if failure and self.gpus:
             self._release = ({r["pid"] for r in watchdog.tree}, before)
         outcome = Outcome(n, rung.name, mode, end, report, heartbeat, failure)
         self.outcomes.append(outcome)
-        args = spec["train_args"]
-        state.note_attempt(args["model"], args["save_dir"], args["epochs"], outcome.last_saved_epoch, failure is None)
+        state.note_attempt(spec.model, spec.save_dir, spec.epochs, outcome.last_saved_epoch, failure is None)
         verdict = experience.verdict(failure.kind if failure else None, failure.phase if failure else None,
                                      outcome.epochs_saved) if mode == "train" else None
         if self.experience and verdict:
@@ -236,7 +239,7 @@ class Supervisor:
                            seconds=round(end.seconds, 1), kind=failure.kind if failure else None,
                            evidence=failure.evidence if failure else None, phase=failure.phase if failure else None,
                            epochs_saved=outcome.epochs_saved, last_saved_epoch=outcome.last_saved_epoch,
-                           checkpoint=(heartbeat or {}).get("checkpoint"), t=time.time())
+                           checkpoint=heartbeat.checkpoint if heartbeat else None, t=time.time())
         if failure:
             self.say(f"attempt {n} ended: {failure.kind}{f' in {failure.phase}' if failure.phase else ''} — "
                      f"{failure.evidence}")
@@ -254,7 +257,7 @@ class Supervisor:
         """For a validation attempt: the rung whose model is being finished (the last trained one)."""
         return next((j for j, r in enumerate(self.rungs) if r.model.source == self.state.training_model), i)
 
-    def _spec(self, rung: Rung, n: int, mode: str, model_rung: Rung) -> dict:
+    def _spec(self, rung: Rung, n: int, mode: str, model_rung: Rung) -> Spec:
         trained = replace(rung, model=model_rung.model, epochs=model_rung.epochs) if mode == "validate" else rung
         save_dir = self.state.save_dir_for(self.paths, trained.model.source)
         spec = spec_mod.build(self.ladder.job, trained, self.device, self.paths, n, vram_gib=self.vram_gib, mode=mode,
@@ -267,8 +270,8 @@ class Supervisor:
 
     # ---- endings --------------------------------------------------------------------------------
     def _complete(self, outcome: Outcome) -> int:
-        report, state = outcome.report or {}, self.state
-        source, best, last = state.training_model, report.get("best"), report.get("last")
+        report, state = outcome.report or Report(), self.state
+        source, best, last = state.training_model, report.best, report.last
         state.status, state.delivered = Ev.COMPLETE, {"model": source, "best": best, "last": last}
         self._save_state()
         aside = {s: m.epochs_done for s, m in state.models.items() if s != source and m.set_aside}

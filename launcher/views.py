@@ -7,6 +7,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from .contract import Spec
 from .dataset import Dataset
 from .experience import Experience
 from .failures import Failure, action
@@ -22,7 +23,7 @@ class DryRun:
     ladder: Ladder
     plan: Plan
     dataset: Dataset | None
-    spec: dict | None  # what the first attempt's spec.json would hold
+    spec: Spec | None  # what the first attempt's spec.json would hold
     spec_path: Path | None
     env: dict[str, str]
     command: list[str]
@@ -109,11 +110,11 @@ def dry_run_text(d: DryRun, cwd: Path | None = None) -> str:
     if d.spec is not None and d.spec_path is not None:
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(d.env.items()))
         cmd = " ".join(shlex.quote(c) for c in d.command)
-        out += ["", f"Would run  (attempt {d.spec['attempt']}, rung {d.spec['rung']})",
+        out += ["", f"Would run  (attempt {d.spec.attempt}, rung {d.spec.rung})",
                 f"  cd {shlex.quote(str(cwd or Path.cwd()))}",
                 f"  env {env} \\", f"    {cmd}",
                 f"  {rel(d.spec_path, cwd)}:"]
-        out += ["    " + line for line in json.dumps(d.spec, indent=2).splitlines()]
+        out += ["    " + line for line in json.dumps(d.spec.to_json(), indent=2).splitlines()]
     if plan.problems:
         out += ["", "Problems (run would refuse)"] + [f"  - {p}" for p in plan.problems]
     return "\n".join(out) + "\n"
@@ -139,7 +140,7 @@ def dry_run_json(d: DryRun) -> dict:
             "rungs": [rung_json(asked, r) for asked, r in zip(d.ladder.rungs, plan.rungs)],
         },
         "child": None if d.spec is None else {
-            "command": d.command, "env": d.env, "spec_path": str(d.spec_path), "spec": d.spec},
+            "command": d.command, "env": d.env, "spec_path": str(d.spec_path), "spec": d.spec.to_json()},
     }
 
 

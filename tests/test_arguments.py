@@ -385,7 +385,7 @@ def test_dry_run_says_what_run_would_say_of_a_stopped_runs_arguments(capsys, cpu
         ["run 't' exists: continuing with the run's own lr0=0.002 patience=20 (left out this time: it goes on as "
          "it was started)"], d["warnings"]
     spec = setup.make_plan(setup.Request(ladder=str(lad), device="cpu", overrides=("patience=20",))).spec
-    assert spec["extra_args"] == {"lr0": 0.002, "patience": 20}, spec  # what run's first attempt trains with
+    assert spec.extra_args == {"lr0": 0.002, "patience": 20}, spec  # what run's first attempt trains with
 
 
 def test_dry_run_exits_2_where_run_would_refuse_a_changed_argument(capsys, cpu_machine):
@@ -422,7 +422,7 @@ def stopped_after_an_attempt(lad: Path) -> None:
     p.state.save(p.paths.state)
     spec = spec_mod.build(p.ladder.job, p.ladder.rungs[p.start], p.device, p.paths, attempt=1)
     p.paths.spec(1).parent.mkdir(parents=True, exist_ok=True)
-    p.paths.spec(1).write_text(json.dumps(spec))
+    p.paths.spec(1).write_text(json.dumps(spec.to_json()))
     p.lock.release()
 
 

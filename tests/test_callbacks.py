@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,7 +22,7 @@ from launcher import callbacks
 from launcher.callbacks import AtomicPath, InjectedCrash, Watch, keep_verified_copy, strip_by_rename
 from launcher.checkpoint import zip_damage
 from launcher.child import RESUMABLE, UNLOADABLE, checkpoint_state
-from launcher.contract import CHILD_FAILED, CUDA_OOM
+from launcher.contract import CHILD_FAILED, CUDA_OOM, Report, Spec
 from launcher.failures import classify
 
 from conftest import FIXTURES
@@ -29,11 +30,11 @@ from conftest import FIXTURES
 
 @pytest.fixture
 def spec(tmp_path):
-    return {"heartbeat": str(tmp_path / "hb.json"), "verified": str(tmp_path / "v" / "last.pt"), "rung": "optimal",
-            "attempt": 1, "threads": None, "cleanup_every": 2, "train_args": {"epochs": 3},
-            "inject": [{"kind": "cuda_oom", "rung": "optimal", "epoch": 2, "phase": "train"},
-                       {"kind": "crash", "rung": "optimal", "epoch": 1, "phase": "val"},
-                       {"kind": "cuda_oom", "rung": "safe", "epoch": 1, "phase": "train"}]}
+    return Spec(heartbeat=str(tmp_path / "hb.json"), verified=str(tmp_path / "v" / "last.pt"), rung="optimal",
+                attempt=1, threads=None, cleanup_every=2, train_args={"epochs": 3},
+                inject=[{"kind": "cuda_oom", "rung": "optimal", "epoch": 2, "phase": "train"},
+                        {"kind": "crash", "rung": "optimal", "epoch": 1, "phase": "val"},
+                        {"kind": "cuda_oom", "rung": "safe", "epoch": 1, "phase": "train"}])
 
 
 def trainer(epoch=0, start_epoch=0):
@@ -96,7 +97,7 @@ def test_an_oom_in_the_first_epoch_of_a_real_training_ends_it_without_ultralytic
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["exc_type"] == "torch.OutOfMemoryError"  # it propagated out of model.train
     assert (report["phase"], report["epoch"], report["epochs_saved"]) == ("train", 1, 0)
-    assert classify(report=report).kind == CUDA_OOM
+    assert classify(report=Report.from_json(report)).kind == CUDA_OOM
 
 
 def test_only_this_rungs_injections_fire_in_their_phase_and_epoch(spec):
@@ -151,7 +152,7 @@ def test_callbacks_survive_cloudpickle_also_after_a_verified_copy(spec, tmp_path
 def test_every_ddp_rank_caps_its_own_gpu_once(spec, monkeypatch):
     capped = []
     monkeypatch.setattr(callbacks, "cap_vram", lambda index, fraction, limit: capped.append((os.getpid(), index)))
-    w = Watch({**spec, "vram_fraction": 0.5})
+    w = Watch(replace(spec, vram_fraction=0.5))
     gpu = SimpleNamespace(device=torch.device("cuda", 1), epochs=3, start_epoch=0)
     w.on_train_start(gpu)  # a rank > 0: no on_pretrain_routine_start there
     w.on_train_start(gpu)
@@ -266,7 +267,7 @@ def test_verified_copy_takes_only_checkpoints_that_check_out(tmp_path, capsys):
 
 def test_a_failing_verified_copy_write_prints_one_line_keeps_the_previous_copy_and_no_partial_file(
         spec, tmp_path, monkeypatch, capsys):
-    w = Watch({**spec, "verified_every_s": 0})  # a refresh at every save
+    w = Watch(replace(spec, verified_every_s=0))  # a refresh at every save
     verified = tmp_path / "v" / "last.pt"
     t = saving(tmp_path, epochs=5)
     first = save(t.last, 1)
@@ -312,7 +313,7 @@ def test_model_save_copies_in_a_thread_as_a_file_of_its_own(spec, tmp_path):
 
 
 def test_a_save_that_is_not_a_whole_checkpoint_is_not_copied(spec, tmp_path, capsys):
-    w = Watch({**spec, "verified_every_s": 0})
+    w = Watch(replace(spec, verified_every_s=0))
     verified = tmp_path / "v" / "last.pt"
     t = saving(tmp_path)
     good = save(t.last, 1)
@@ -355,7 +356,7 @@ def test_verified_copy_is_refreshed_at_the_first_save_then_only_when_due_and_at_
 def test_verified_every_s_sets_the_interval(spec, tmp_path, monkeypatch):
     clock = [1000.0]
     monkeypatch.setattr(callbacks.time, "monotonic", lambda: clock[0])
-    w = Watch({**spec, "verified_every_s": 30})
+    w = Watch(replace(spec, verified_every_s=30))
     verified = tmp_path / "v" / "last.pt"
     t = saving(tmp_path, epochs=9)
     copied = []

@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from launcher import failures
-from launcher.contract import CUDA_OOM, FATAL, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN
+from launcher.contract import CUDA_OOM, FATAL, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN, Report
 
 from conftest import FIXTURES
 
@@ -82,11 +82,11 @@ def test_progress_bar_frames_split_on_carriage_returns():
 
 
 def test_child_report_is_preferred_over_the_log():
-    report = {"exc_type": "torch.OutOfMemoryError", "message": "CUDA out of memory. Tried to allocate 2 GiB",
-              "phase": "val", "epoch": 3, "start_epoch": 1}
+    report = Report(exc_type="torch.OutOfMemoryError", message="CUDA out of memory. Tried to allocate 2 GiB",
+                    phase="val", epoch=3, start_epoch=1)
     f = failures.classify(read("nccl_timeout.log"), exit_code=1, report=report)
     assert (f.kind, f.source, f.phase) == (CUDA_OOM, "report", "val")
-    unknown = failures.classify("", exit_code=1, report={"exc_type": "ZeroDivisionError", "message": "x"})
+    unknown = failures.classify("", exit_code=1, report=Report(exc_type="ZeroDivisionError", message="x"))
     assert unknown.kind == UNKNOWN and unknown.evidence == "ZeroDivisionError: x"
 
 
@@ -98,7 +98,7 @@ def test_a_report_of_a_cleanups_code_error_is_not_fatal_when_the_log_names_the_c
     """The child's report names the chain's last exception only: an OOM whose clean-up raised an
     AttributeError reports the AttributeError. The log's OOM decides (issue 17, review of item 19);
     a report of a code error with nothing else in its log stays fatal."""
-    report = {"ok": False, "exc_type": "AttributeError", "message": CLEANUP.partition(": ")[2], "phase": "train"}
+    report = Report(ok=False, exc_type="AttributeError", message=CLEANUP.partition(": ")[2], phase="train")
     tb = "Traceback (most recent call last):\n  File \"child.py\", line 80, in main\n"
     f = failures.judge(failures.ChildEnd(1), report, read("cuda_oom_ultralytics.log") + DURING + tb + CLEANUP + "\n")
     assert (f.kind, f.source, f.phase) == (CUDA_OOM, "log", "train"), f
@@ -110,7 +110,7 @@ def test_a_report_of_a_cleanups_code_error_is_not_fatal_when_the_log_names_the_c
 
 def test_clean_exit_is_no_failure():
     assert failures.classify(read("killed_no_message.log"), exit_code=0) is None
-    assert failures.classify("", exit_code=None, report={"ok": True, "phase": "done"}) is None  # a success report
+    assert failures.classify("", exit_code=None, report=Report(ok=True, phase="done")) is None  # a success report
 
 
 @pytest.mark.parametrize("log", ["", "all fine\n", read("killed_no_message.log")])
@@ -322,7 +322,7 @@ def test_an_error_ultralytics_raises_from_the_arguments_is_fatal():
     for name, call in _ultralytics_refusals().items():
         e = _raised(call)
         exc_type = f"{type(e).__module__}.{type(e).__qualname__}".removeprefix("builtins.")  # as child.py writes it
-        end = failures.judge(failures.ChildEnd(1), {"ok": False, "exc_type": exc_type, "message": str(e)}, "")
+        end = failures.judge(failures.ChildEnd(1), Report(ok=False, exc_type=exc_type, message=str(e)), "")
         assert end.kind == FATAL and end.source == "report", (name, end)
         log = "".join(traceback.format_exception(e))
         assert failures.classify(log, exit_code=1).kind == FATAL, (name, log)

@@ -17,9 +17,10 @@ import psutil
 import pytest
 
 from launcher import ladder as ladder_mod
+from launcher.contract import Heartbeat
 from launcher.launch import ChildProcess, Signals, Watchdog
 from launcher.memory import RamWatch
-from launcher.runlog import read_json, write_json_atomic
+from launcher.runlog import write_json_atomic
 
 from conftest import ROOT
 
@@ -65,12 +66,12 @@ def test_a_beating_heartbeat_whose_mtime_looks_hours_old_is_not_silent(job, tmp_
     for batch in range(1, 10):
         clock.t += 30
         beat(hb, batch, time.time() - HOURS, first_batch)
-        assert wd.silence(read_json(hb), clock()) is None, batch
+        assert wd.silence(Heartbeat.read(hb), clock()) is None, batch
     limit = job.heartbeat_timeout_s if first_batch else job.startup_timeout_s
     clock.t += limit
-    assert wd.silence(read_json(hb), clock()) is None  # silent exactly the limit: not yet
+    assert wd.silence(Heartbeat.read(hb), clock()) is None  # silent exactly the limit: not yet
     clock.t += 2
-    reason = wd.silence(read_json(hb), clock())
+    reason = wd.silence(Heartbeat.read(hb), clock())
     assert reason and reason.startswith(f"heartbeat silent for {limit + 2} s (limit {limit} s")
 
 
@@ -80,9 +81,9 @@ def test_a_silent_heartbeat_from_the_future_is_still_silent(job, tmp_path):
     wd = watch(job, tmp_path, clock)
     hb = tmp_path / "heartbeat.json"
     beat(hb, 1, time.time() + HOURS)
-    assert wd.silence(read_json(hb), clock()) is None
+    assert wd.silence(Heartbeat.read(hb), clock()) is None
     clock.t += 61
-    reason = wd.silence(read_json(hb), clock())
+    reason = wd.silence(Heartbeat.read(hb), clock())
     assert reason and "heartbeat silent for 61 s (limit 60 s after the first batch" in reason
 
 

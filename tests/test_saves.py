@@ -21,7 +21,7 @@ from launcher import child
 from launcher.callbacks import Watch
 from launcher.checkpoint import zip_damage
 from launcher.child import NONE, RESUMABLE, UNLOADABLE, checkpoint_state
-from launcher.contract import ENV_PRETRAINED_BACKBONE
+from launcher.contract import ENV_PRETRAINED_BACKBONE, Spec
 
 from conftest import ROOT
 
@@ -38,19 +38,19 @@ def checkpoint(epoch: int, epochs: int = 3, size: int = 250_000) -> bytes:
 @pytest.fixture
 def spec(tmp_path):
     save_dir = tmp_path / "models" / "m"
-    return {"heartbeat": str(tmp_path / "hb.json"), "verified": str(tmp_path / "checkpoints" / "m" / "last.pt"),
-            "rung": "optimal", "attempt": 2, "threads": None, "cleanup_every": 0,
-            "train_args": {"model": "m.yaml", "data": "d.yaml", "epochs": 3, "batch": 4, "imgsz": 64, "workers": 0,
-                           "cache": False, "device": "cpu", "save_dir": str(save_dir), "exist_ok": True,
-                           "rect": False},
-            "extra_args": {"plots": False}}
+    return Spec(heartbeat=str(tmp_path / "hb.json"), verified=str(tmp_path / "checkpoints" / "m" / "last.pt"),
+                rung="optimal", attempt=2, threads=None, cleanup_every=0,
+                train_args={"model": "m.yaml", "data": "d.yaml", "epochs": 3, "batch": 4, "imgsz": 64, "workers": 0,
+                            "cache": False, "device": "cpu", "save_dir": str(save_dir), "exist_ok": True,
+                            "rect": False},
+                extra_args={"plots": False})
 
 
-def ultralytics_saves(spec: dict, epochs: int = 1) -> tuple[SimpleNamespace, Watch]:
+def ultralytics_saves(spec: Spec, epochs: int = 1) -> tuple[SimpleNamespace, Watch]:
     """Epochs saved as Ultralytics' save_model saves them (last.pt, then the same bytes to best.pt),
     through the launcher's callbacks; the verified copy refreshed at the first save."""
     w = Watch(spec)
-    weights = Path(spec["train_args"]["save_dir"]) / "weights"
+    weights = Path(spec.save_dir) / "weights"
     weights.mkdir(parents=True)
     t = SimpleNamespace(last=weights / "last.pt", best=weights / "best.pt", device=torch.device("cpu"), epoch=0,
                         epochs=3, stop=False)
@@ -81,7 +81,7 @@ DAMAGE = {"truncated": truncate, "overwritten with garbage": garbage, "deleted":
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_the_verified_copy_is_a_file_of_its_own_that_no_damage_to_last_or_best_pt_reaches(spec, damage):
     t, _ = ultralytics_saves(spec)
-    verified = Path(spec["verified"])
+    verified = Path(spec.verified)
     inode = os.stat(verified).st_ino
     assert inode not in (os.stat(t.last).st_ino, os.stat(t.best).st_ino)
     copy = verified.read_bytes()
@@ -132,7 +132,7 @@ TORN = {**DAMAGE, "mixing pages of two saves": mixed_pages}
 def test_a_damaged_last_pt_is_kept_aside_and_training_resumes_from_the_verified_copy(spec, damage, fake_rtdetr,
                                                                                   capsys):
     t, w = ultralytics_saves(spec, epochs=2)  # epochs 1 and 2 saved; the verified copy holds epoch 1
-    verified = Path(spec["verified"])
+    verified = Path(spec.verified)
     copy = verified.read_bytes()
     assert checkpoint_state(verified) == (RESUMABLE, {"epoch": 0, "epochs": 3, "epochs_done": 1})
     assert checkpoint_state(t.last) == (RESUMABLE, {"epoch": 1, "epochs": 3, "epochs_done": 2})
@@ -150,7 +150,7 @@ def test_a_damaged_last_pt_is_kept_aside_and_training_resumes_from_the_verified_
     assert [p.read_bytes() for p in aside] == ([] if torn is None else [torn])  # kept, never deleted
     [model] = fake_rtdetr
     assert model.source == str(t.last) and model.train_kwargs["resume"] is True
-    assert model.train_kwargs["batch"] == 4 and model.train_kwargs["save_dir"] == spec["train_args"]["save_dir"]
+    assert model.train_kwargs["batch"] == 4 and model.train_kwargs["save_dir"] == spec.save_dir
     assert "on_model_save" in model.callbacks
     out = capsys.readouterr().out
     assert "resuming from the verified copy" in out
