@@ -11,10 +11,11 @@ import json
 import math
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 
-from . import console, dataset as dataset_mod, failures, ladder as ladder_mod, runlog, setup, slurm
-from .contract import EXIT_BAD_INPUT, EXIT_OK, REPORT_NAME, TRAIN_LOG_NAME, Report
+from . import console, dataset as dataset_mod, failures, ladder as ladder_mod, plan, runlog, setup, slurm
+from .contract import CUDA_OOM, EXIT_BAD_INPUT, EXIT_OK, REPORT_NAME, TRAIN_LOG_NAME, Report
 from .errors import BadInput, LauncherError
 from .views import diagnose_json, diagnose_text, dry_run_json, dry_run_text
 
@@ -79,7 +80,7 @@ def _run_name(text: str) -> str:
         raise argparse.ArgumentTypeError(f"'{text}': {e}") from None
 
 
-INJECT_KINDS = ("cuda_oom", "crash")
+INJECT_KINDS = (CUDA_OOM, "crash")  # a real CUDA OOM, or an InjectedCrash (fatal)
 INJECT_PHASES = ("train", "val", "final")
 
 
@@ -165,6 +166,14 @@ class Version(argparse._VersionAction):
         super().__call__(parser, namespace, values, option_string)
 
 
+def policy_help() -> str:
+    """What follows each failure kind, rendered from plan.POLICY (docs/design.md, "Failure kinds and policy")."""
+    rows = [*((kind, does) for kind, does, _, _ in plan.policy_rows()), ("final phase", plan.FINAL)]
+    return "\n".join(["what the launcher does after each kind of failure:",
+                      *(textwrap.fill(does, 100, initial_indent=f"  {kind:<12}", subsequent_indent=" " * 14)
+                        for kind, does in rows)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -192,9 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run", parents=[job_options()], formatter_class=argparse.RawDescriptionHelpFormatter,
         help="train, stepping down the ladder and resuming on CUDA OOM, unattended",
         description="Probe the machine, start on the best rung that fits, and train in a child process. When the "
-                    "child dies of CUDA OOM, retry the rung in a fresh process (an OOM after a completed epoch) or "
-                    "step down the ladder (before one) and resume from the last checkpoint. Running the same "
-                    "command again continues a stopped run; a finished run trains nothing.\n\n"
+                    f"child dies of CUDA OOM: {plan.POLICY[CUDA_OOM].does} (`diagnose --help` lists what follows "
+                    "every kind of failure). Running the same command again continues a stopped run; a finished run "
+                    "trains nothing.\n\n"
                     "Rehearse a night before trusting it: --inject makes the child fail for real at a rung and "
                     "epoch, every time it gets there, so one injection exercises both the retry and the step-down.",
         epilog=f"examples:\n  {PROG} run --demo\n  {PROG} run --data /data/coco_indoor/data.yaml\n"
@@ -256,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "into a failure kind, with the evidence line and what the launcher does about it. A report.json "
                     "beside the log (written by the launcher's child) is read too.",
         epilog=f"examples:\n  {PROG} diagnose logs/night/attempt-2/train.log\n"
-               f"  {PROG} diagnose nohup.out --exit-code 137\n  {PROG} diagnose torchrun.log --json")
+               f"  {PROG} diagnose nohup.out --exit-code 137\n  {PROG} diagnose torchrun.log --json\n\n"
+               + policy_help())
     diag.add_argument("logfile", metavar="LOGFILE",
                       help="the log to read, or an attempt folder; e.g. logs/night/attempt-2/train.log")
     diag.add_argument("--exit-code", type=int, metavar="N",

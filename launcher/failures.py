@@ -22,7 +22,8 @@ import re
 import signal
 from dataclasses import dataclass, replace
 
-from .contract import CUDA_OOM, FATAL, HANG, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN, Heartbeat, Report
+from .contract import CUDA_OOM, FATAL, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN, Heartbeat, Report
+from .plan import EARLY_OOM, FINAL, LATE_OOM, POLICY, late_oom
 
 TAIL_BYTES = 256 * 1024  # how much of a log's end is read; progress bars make logs long
 
@@ -137,18 +138,6 @@ CTRL_C = re.compile(r"\^C$")  # the terminal's echo of Ctrl-C ending a line
 CTRL_C_LINES = 50  # how near the end it must be: a traceback cut after it, not a command echoed at the start
 STOPPED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}  # someone stopped the process
 
-ACTIONS = {
-    CUDA_OOM: ("if the attempt had completed an epoch: resume the same rung in a fresh process (that clears leaks "
-               "and fragmentation); if not: step down to the next rung and resume from the last checkpoint"),
-    HOST_OOM: "retry the same rung with RAM cache off, then with fewer workers, then step down to the next rung",
-    NCCL: "retry the same rung with exponential backoff (bounded), then step down to the next rung",
-    HANG: "kill the whole process tree, retry the same rung once, then step down to the next rung",
-    UNKNOWN: "retry the same rung with exponential backoff (bounded), then step down to the next rung",
-    FATAL: "stop at once with this evidence (exit 4): no rung can fix it; correct the cause, then run again",
-    INTERRUPTED: "stop the process tree and keep the checkpoint resumable; run the same command again to continue",
-}
-
-
 @dataclass(frozen=True)
 class Failure:
     kind: str
@@ -172,12 +161,6 @@ class ChildEnd:
     memory_evidence: str | None = None  # host RAM exhausted or a cgroup oom_kill, seen at a SIGKILL
     peak_rss: int | None = None  # bytes, the child's process tree, as sampled
     peak_vram: int | None = None
-
-
-def late_oom(epochs_saved: int) -> bool:
-    """The one early/late rule: an OOM after the attempt saved an epoch is a leak or fragmentation
-    (a fresh process clears it); before any, the rung does not fit."""
-    return epochs_saved >= 1
 
 
 def judge(end: ChildEnd, report: Report | None, log: str, heartbeat: Heartbeat | None = None,
@@ -205,15 +188,16 @@ def judge(end: ChildEnd, report: Report | None, log: str, heartbeat: Heartbeat |
 
 
 def action(failure: Failure, epochs_completed: int | None = None) -> str:
-    if failure.phase == "final" and failure.kind not in (FATAL, INTERRUPTED):
-        return ("training is done, only its final validation failed: validate best.pt again at the next rung's "
-                "batch, never retrain")
+    """What the launcher does after `failure`, in words: plan.POLICY's row for its kind, the final
+    phase's rule, and for a CUDA OOM whose attempt's epochs are known, the half of its row that applies."""
+    rule = POLICY[failure.kind]
+    if failure.phase == "final" and rule.ends is None:
+        return FINAL
     if failure.kind == CUDA_OOM and epochs_completed is not None:
         if late_oom(epochs_completed):
-            return (f"late OOM ({epochs_completed} epoch(s) completed in the attempt): resume the same rung in a "
-                    "fresh process, which clears leaks and fragmentation")
-        return "early OOM (no epoch completed in the attempt): step down to the next rung and resume from the checkpoint"
-    return ACTIONS[failure.kind]
+            return f"late OOM ({epochs_completed} epoch(s) completed in the attempt): {LATE_OOM}"
+        return f"early OOM (no epoch completed in the attempt): {EARLY_OOM}"
+    return rule.does
 
 
 def read_tail(path, limit: int = TAIL_BYTES) -> str:

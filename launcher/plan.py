@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 from .contract import CUDA_OOM, FATAL, GIB, HANG, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN
 from .errors import BadInput
-from .failures import late_oom
 from .fmt import gib
 from .ladder import Job, Ladder, Rung, gpu_indices
 from .probe import Gpu, Snapshot
+from .runlog import Ev
 
 if TYPE_CHECKING:
     import tenacity
@@ -242,11 +242,71 @@ def override_epochs(ladder: Ladder, epochs: int | None) -> Ladder:
 
 # ---- after a failure: the policy (docs/design.md, "Failure kinds and policy") ---------------------
 
-RETRY, STEP_DOWN, VALIDATE, STOP, EXHAUSTED, INTERRUPT = "retry", "step_down", "validate", "stop", "exhausted", \
-    "interrupted"
-TRANSIENT = frozenset({UNKNOWN, NCCL, HANG})  # may pass: retried on the same rung after a wait
-HANG_RETRIES = 1  # a hang is retried once on its rung; unknown and NCCL failures [job] retries times
+# A step's action is the event that records it (runlog.Ev): Ev.RETRY, Ev.STEP_DOWN or Ev.VALIDATE go
+# on; Ev.FATAL and Ev.EXHAUSTED end the night; Ev.INTERRUPTED ends it resumable (under SLURM the
+# supervisor records the cut instead: Ev.TIME_LIMIT or Ev.PREEMPTED).
+OOM, REMEDIES, DOWN = "oom", "remedies", "down"  # a Rule's `then`: what follows once retries are spent
 RETRY_WAIT_MAX_S = 300.0  # the exponential wait stops doubling here
+
+LATE_OOM = "resume the same rung in a fresh process (that clears leaks and fragmentation)"
+EARLY_OOM = "step down to the next rung and resume from the last checkpoint"
+FINAL = ("training is done, only its final validation failed: validate best.pt again at the next rung's batch, "
+         "never retrain")  # any kind that does not end the night, in the final phase
+
+
+def late_oom(epochs_saved: int) -> bool:
+    """The one early/late rule: an OOM after the attempt saved an epoch is a leak or fragmentation
+    (a fresh process clears it); before any, the rung does not fit."""
+    return epochs_saved >= 1
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What follows a failure of one kind: a row of the policy table. `decide` applies it;
+    `diagnose` (failures.action), the CLI help and docs/design.md's table render it (`policy_rows`)."""
+
+    does: str  # what the launcher does, in words
+    ends: str | None = None  # the event that ends the night at once, in any phase: no rung can help
+    retries: int | None = 0  # transient when not 0: retried on its rung after a wait; None: [job] retries
+    then: str = DOWN  # once its retries are spent: OOM (late or early), REMEDIES (host RAM), DOWN
+
+    @property
+    def transient(self) -> bool:
+        return self.ends is None and self.retries != 0
+
+
+# The failure policy, once (docs/design.md, "Failure kinds and policy").
+POLICY: dict[str, Rule] = {
+    CUDA_OOM: Rule(f"late (the attempt saved ≥ 1 epoch): {LATE_OOM}; early: {EARLY_OOM}", then=OOM),
+    HOST_OOM: Rule("retry the same rung with RAM cache off, then with half the workers (again while workers > 0), "
+                   "then step down to the next rung; remedies stay applied on lower rungs", then=REMEDIES),
+    NCCL: Rule("retry the same rung with exponential backoff (bounded), then step down to the next rung",
+               retries=None),
+    UNKNOWN: Rule("retry the same rung with exponential backoff (bounded), then step down to the next rung",
+                  retries=None),
+    HANG: Rule("kill the whole process tree, retry the same rung once, then step down to the next rung", retries=1),
+    FATAL: Rule("stop at once with the evidence (exit 4), never walk the ladder: no rung can fix it; correct the "
+                "cause, then run again", ends=Ev.FATAL),
+    INTERRUPTED: Rule("stop the process tree (30 s grace, then SIGKILL) and keep the checkpoint resumable (exit "
+                      "130/143); run the same command again to continue", ends=Ev.INTERRUPTED),
+}
+TRANSIENT = frozenset(k for k, r in POLICY.items() if r.transient)  # retried on the same rung after a wait
+
+
+def policy_rows() -> list[tuple[str, str, str, str]]:
+    """The table as (kind, what the launcher does, retries on one rung, wait), in words: the
+    columns of docs/design.md's table (tests/test_design.py holds them equal) and `diagnose --help`."""
+    rows = []
+    for kind, rule in POLICY.items():
+        if rule.ends is not None:
+            retries, wait = "0", "—"
+        elif rule.transient:
+            retries, wait = ("`[job] retries`" if rule.retries is None else str(rule.retries)), "exponential"
+        else:
+            retries, wait = {OOM: "late: as long as each attempt saves an epoch (the budget bounds it); early: none",
+                             REMEDIES: "one per remedy", DOWN: "none"}[rule.then], "none"
+        rows.append((kind, rule.does, retries, wait))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -270,7 +330,8 @@ class Policy:
         return attempts >= self.max_attempts
 
     def retries_for(self, kind: str) -> int:
-        return HANG_RETRIES if kind == HANG else self.retries
+        n = POLICY[kind].retries
+        return self.retries if n is None else n
 
     def retries_spent(self, kind: str, streak: int) -> bool:
         """`streak`: transient failures in a row on this rung, this one included."""
@@ -291,7 +352,7 @@ class _Tries:
 
 @dataclass(frozen=True)
 class Step:
-    action: str  # one of the constants above
+    action: str  # the event that records it: Ev.RETRY, STEP_DOWN, VALIDATE, FATAL, EXHAUSTED or INTERRUPTED
     rung: int | None  # index into the ladder of the next attempt
     reason: str
     changes: tuple[tuple[str, object], ...] = ()  # field overrides for the next attempt (remedies)
@@ -320,35 +381,33 @@ def decide(rungs: tuple[Rung, ...], i: int, kind: str, phase: str | None, epochs
     """What follows an attempt on rung `i` that died of `kind` (in `phase`, after saving
     `epochs_saved` epochs): every decision of the run's policy, as a pure function. `streak` counts
     the transient failures in a row on this rung, this one included."""
-    rung = rungs[i]
+    rung, rule = rungs[i], POLICY[kind]
     below = next_rung(rungs, i)
-    down = (Step(STEP_DOWN, below, f"step down from {rung.name} to {rungs[below].name}") if below is not None
-            else Step(EXHAUSTED, None, f"{rung.name} is the bottom of the ladder"))
-    if kind == FATAL:
-        return Step(STOP, None, "fatal: no rung can fix it")
-    if kind == INTERRUPTED:
-        return Step(INTERRUPT, None, "interrupted")
-    if kind in TRANSIENT and not policy.retries_spent(kind, streak):
+    down = (Step(Ev.STEP_DOWN, below, f"step down from {rung.name} to {rungs[below].name}") if below is not None
+            else Step(Ev.EXHAUSTED, None, f"{rung.name} is the bottom of the ladder"))
+    if rule.ends is not None:
+        return Step(rule.ends, None, "fatal: no rung can fix it" if rule.ends == Ev.FATAL else kind)
+    if rule.transient and not policy.retries_spent(kind, streak):
         of, wait = policy.retries_for(kind), policy.wait_before(streak)
-        return Step(RETRY, i, f"retry {streak}/{of} of rung {rung.name} in {wait:.0f} s after {kind}",
+        return Step(Ev.RETRY, i, f"retry {streak}/{of} of rung {rung.name} in {wait:.0f} s after {kind}",
                     wait_s=wait, retry=(streak, of))
     if phase == "final":
         # training is done; only the final validation is owed: validate at a lower rung's batch
         if below is not None:
-            return Step(VALIDATE, below, f"final validation failed ({kind}): validate at {rungs[below].name}'s "
-                                         f"batch ({rungs[below].batch}), never retrain")
-        return Step(EXHAUSTED, None, f"final validation failed ({kind}) at the bottom of the ladder")
-    if kind == CUDA_OOM and late_oom(epochs_saved):
-        return Step(RETRY, i, f"late OOM after {epochs_saved} epoch(s) in the attempt: resume {rung.name} in a "
-                              "fresh process (clears leaks and fragmentation)")
-    if kind == CUDA_OOM:
+            return Step(Ev.VALIDATE, below, f"final validation failed ({kind}): validate at {rungs[below].name}'s "
+                                            f"batch ({rungs[below].batch}), never retrain")
+        return Step(Ev.EXHAUSTED, None, f"final validation failed ({kind}) at the bottom of the ladder")
+    if rule.then == OOM and late_oom(epochs_saved):
+        return Step(Ev.RETRY, i, f"late OOM after {epochs_saved} epoch(s) in the attempt: resume {rung.name} in a "
+                                 "fresh process (clears leaks and fragmentation)")
+    if rule.then == OOM:
         return replace(down, reason=f"early OOM (no epoch completed in the attempt): {down.reason}")
-    if kind == HOST_OOM:
+    if rule.then == REMEDIES:
         if rung.cache == "ram":
-            return Step(RETRY, i, f"host RAM ran out: retry {rung.name} with RAM cache off", (("cache", "off"),))
+            return Step(Ev.RETRY, i, f"host RAM ran out: retry {rung.name} with RAM cache off", (("cache", "off"),))
         if rung.workers > 0:
             workers = rung.workers // 2
-            return Step(RETRY, i, f"host RAM ran out: retry {rung.name} with {workers} workers",
+            return Step(Ev.RETRY, i, f"host RAM ran out: retry {rung.name} with {workers} workers",
                         (("workers", workers),))
         return replace(down, reason=f"host RAM ran out with cache off and no workers: {down.reason}")
     return replace(down, reason=f"{kind} persisted after its retries: {down.reason}")

@@ -33,7 +33,7 @@ from .contract import Heartbeat
 from .errors import BadInput
 from .runlog import Ev, RunPaths, read_jsonl
 
-TIME_LIMIT, PREEMPTED, CANCELLED = "time_limit", "preempted", "cancelled"
+CANCELLED = "cancelled"  # what `cut` returns for a scancel; a time limit or a preemption is its event (Ev)
 SIGNAL_LEAD_S = 300  # the time-limit signal comes this long before the limit (SLURM adds up to 30 s)
 LIMIT_MARGIN_S = 5  # a SIGTERM this close to StartTime + TimeLimit is the time limit (scontrol's whole seconds)
 ENDING = frozenset({"COMPLETING", "CANCELLED"})  # how scontrol shows a job that a cancel ends (22.05)
@@ -67,7 +67,7 @@ class Job:
 
     def cut(self, sig: int, now: float | None = None) -> str:
         """What a signal to the launcher means, asked of SLURM now (right before any requeue, so a
-        job being cancelled is never requeued): TIME_LIMIT, PREEMPTED or CANCELLED. `now`: when
+        job being cancelled is never requeued): Ev.TIME_LIMIT, Ev.PREEMPTED or CANCELLED. `now`: when
         the signal came (the child may have taken a while to stop since)."""
         return judge(sig == self.signal, self.show(), self.restarts, time.time() if now is None else now,
                      self.end_time)
@@ -106,15 +106,15 @@ def judge(limit_signal: bool, shown: dict[str, str] | None, restarts: int, now: 
     grace time). Without scontrol's answer: the time-limit signal, or the end time SLURM exported."""
     if shown is None:
         at_end = end_time is not None and now >= end_time - LIMIT_MARGIN_S
-        return TIME_LIMIT if limit_signal or at_end else PREEMPTED
+        return Ev.TIME_LIMIT if limit_signal or at_end else Ev.PREEMPTED
     state = shown.get("JobState", "")
     if _int(shown.get("Restarts")) > restarts or state in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"):
-        return PREEMPTED  # SLURM has put the job back in the queue itself
+        return Ev.PREEMPTED  # SLURM has put the job back in the queue itself
     if shown.get("Reason") == "TimeLimit" or state == "TIMEOUT" or _at_limit(shown, now):
-        return TIME_LIMIT
+        return Ev.TIME_LIMIT
     if state in ENDING:
         return CANCELLED
-    return TIME_LIMIT if limit_signal else PREEMPTED
+    return Ev.TIME_LIMIT if limit_signal else Ev.PREEMPTED
 
 
 def _int(text: str | None) -> int:

@@ -143,11 +143,11 @@ class Supervisor:
             streak = streak + 1 if failure.kind in plan.TRANSIENT else 0
             step = plan.decide(self._rungs(), i, failure.kind, failure.phase, outcome.epochs_saved,
                                streak=streak, policy=self.policy)
-            if step.action == plan.INTERRUPT:
+            if step.action == Ev.INTERRUPTED:
                 return self._interrupted()
-            if step.action == plan.STOP:
+            if step.action == Ev.FATAL:
                 return self._finish(EXIT_FATAL, Ev.FATAL, f"{failure.evidence} — {step.reason}")
-            if step.action == plan.EXHAUSTED:
+            if step.action == Ev.EXHAUSTED:
                 return self._finish(EXIT_EXHAUSTED, Ev.EXHAUSTED, step.reason + self.state.trained_note())
             if step.retry is None:
                 streak = 0
@@ -159,15 +159,14 @@ class Supervisor:
         retried validation stays one)."""
         state = self.state
         state.remedies.update(dict(step.changes))
-        if step.action == plan.STEP_DOWN:
+        if step.action == Ev.STEP_DOWN:
             state.set_aside(self.rungs[i].model, self.rungs[step.rung].model, self.events, self.say)
         n, of = step.retry or (None, None)
-        self.events.append({plan.RETRY: Ev.RETRY, plan.STEP_DOWN: Ev.STEP_DOWN, plan.VALIDATE: Ev.VALIDATE}[
-            step.action], rung=self.rungs[i].name, to=self.rungs[step.rung].name, kind=failure.kind,
+        self.events.append(step.action, rung=self.rungs[i].name, to=self.rungs[step.rung].name, kind=failure.kind,
             evidence=failure.evidence, reason=step.reason, wait_s=round(step.wait_s, 1), retry=n, of=of,
             **dict(step.changes))
         self.say(f"{step.reason}: {failure.evidence}" if step.retry else step.reason)
-        validate = step.action == plan.VALIDATE or (step.action == plan.RETRY and mode == "validate")
+        validate = step.action == Ev.VALIDATE or (step.action == Ev.RETRY and mode == "validate")
         state.rung, state.mode = self.rungs[step.rung].name, "validate" if validate else "train"
         self._save_state()
         return state.mode
@@ -311,17 +310,17 @@ class Supervisor:
         # starts the count again (docs/design.md, "On a SLURM cluster").
         if self._epochs_done() > self._epochs_before:
             state.stalls = []
-        elif kind == slurm.TIME_LIMIT:  # how long this run of the job ran, for the line that ends the night
+        elif kind == Ev.TIME_LIMIT:  # how long this run of the job ran, for the line that ends the night
             state.stalls = [*state.stalls, round((self.signals.received_at or time.time()) - slurm.started(), 1)]
         if state.requeues >= self.ladder.job.max_requeues:
-            if kind == slurm.PREEMPTED:  # SLURM requeues it all the same: counted, so that run ends at once (`run`)
+            if kind == Ev.PREEMPTED:  # SLURM requeues it all the same: counted, so that run ends at once (`run`)
                 state.requeues += 1
             return self._requeues_spent(f"{kind.replace('_', ' ')} of SLURM job {job.id}")
         if len(state.stalls) >= slurm.STALLED_CUTS:
             return self._stalled()
-        why = (f"{'the time limit' if kind == slurm.TIME_LIMIT else 'a preemption'} of SLURM job {job.id} "
+        why = (f"{'the time limit' if kind == Ev.TIME_LIMIT else 'a preemption'} of SLURM job {job.id} "
                f"({signal.Signals(sig).name}); {kept}")
-        if kind == slurm.TIME_LIMIT:
+        if kind == Ev.TIME_LIMIT:
             self.signals.ignore(signal.SIGTERM)  # SLURM's SIGTERM to the job it requeues: ours
             answer = job.requeue()
             self.events.append(Ev.REQUEUE, job=job.id, result=answer, t=time.time())

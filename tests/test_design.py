@@ -125,3 +125,18 @@ def test_only_the_modules_design_md_names_import_torch_or_ultralytics_or_nvml():
     assert "`probe.py` is the only code that reads NVML" in flow
     for path in sorted(importers("psutil")):  # the others that read psutil are named, with what for
         assert f"`{path}`" in flow, path
+
+
+def test_the_policy_table_in_design_md_is_plan_policys_rendering():
+    """"Failure kinds and policy" shows plan.POLICY, the table decide applies: each kind's "what the
+    launcher does", "retries on one rung" and "wait" are `plan.policy_rows()`, row for row, in its
+    order (the evidence column is prose). Change either and this fails; copy the rendering over.
+    The one test here that imports the launcher: plan is pure and imports neither torch nor NVML."""
+    from launcher import plan
+
+    rows = []
+    for line in sections()["Failure kinds and policy"].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("| `") else []
+        if len(cells) == 5:
+            rows.append((cells[0].strip("`"), *cells[2:]))
+    assert rows == plan.policy_rows()

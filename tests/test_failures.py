@@ -4,7 +4,7 @@ import csv
 
 import pytest
 
-from launcher import failures
+from launcher import failures, plan
 from launcher.contract import CUDA_OOM, FATAL, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN, Report
 
 from conftest import FIXTURES
@@ -343,7 +343,15 @@ def test_actions_follow_the_policy():
     assert "resume the same rung" in failures.action(oom, epochs_completed=2)
     assert "step down" in failures.action(oom, epochs_completed=0)
     assert "exit 4" in failures.action(failures.Failure(FATAL, "x", "log"))
-    assert set(failures.ACTIONS) >= {CUDA_OOM, HOST_OOM, NCCL, UNKNOWN, FATAL, INTERRUPTED}
+    assert failures.action(failures.Failure(NCCL, "x", "log")) == plan.POLICY[NCCL].does  # diagnose says the table's row
+    assert "never retrain" in failures.action(failures.Failure(UNKNOWN, "x", "log", phase="final"))
+    assert "resumable" in failures.action(failures.Failure(INTERRUPTED, "x", "signal", phase="final"))
+
+
+def test_disk_full_is_fatal_not_memory():
+    """ENOSPC is no memory shortage: no rung frees disk space, so it stops the night (not a step down)."""
+    f = failures.classify("OSError: [Errno 28] No space left on device: 'runs/x/weights/last.pt'\n", exit_code=1)
+    assert (f.kind, f.evidence) == (FATAL, "OSError: [Errno 28] No space left on device: 'runs/x/weights/last.pt'")
 
 
 def test_only_the_tail_of_a_huge_log_is_read():
@@ -448,3 +456,13 @@ def test_corpus_accuracy_and_no_fixture_crosses_the_oom_fatal_line():
 ])
 def test_signature_wordings(line, kind):
     assert failures.match_line(line) == kind
+
+
+def test_diagnose_help_lists_the_policy_table():
+    """`diagnose --help` renders plan.POLICY: every kind with its row's words, and the final phase's rule."""
+    from launcher import cli
+
+    epilog = " ".join(cli.build_parser()._subparsers._group_actions[0].choices["diagnose"].epilog.split())
+    for kind, does, _, _ in plan.policy_rows():
+        assert f"{kind} {does}" in epilog, kind
+    assert f"final phase {plan.FINAL}" in epilog

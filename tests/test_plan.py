@@ -8,6 +8,7 @@ from launcher import ladder, plan, probe
 from launcher.contract import GIB
 from launcher.errors import BadInput
 from launcher.probe import Gpu, Snapshot
+from launcher.runlog import Ev
 
 from conftest import ROOT, all_available
 from helpers import snap
@@ -155,22 +156,22 @@ def policy(default):
 
 # (rung, kind, phase, epochs saved, transient streak) -> (action, next rung)
 @pytest.mark.parametrize("i, kind, phase, saved, streak, action, to", [
-    (0, "cuda_oom", "train", 1, 0, plan.RETRY, 0),        # late OOM: the same rung, fresh process
-    (0, "cuda_oom", "val", 3, 0, plan.RETRY, 0),
-    (0, "cuda_oom", "train", 0, 0, plan.STEP_DOWN, 1),    # early OOM: the next rung
-    (1, "cuda_oom", "val", 0, 0, plan.STEP_DOWN, 2),
-    (3, "cuda_oom", "train", 0, 0, plan.EXHAUSTED, None),  # bottom of the ladder
-    (0, "cuda_oom", "final", 0, 0, plan.VALIDATE, 1),     # only the final validation is owed
-    (3, "cuda_oom", "final", 0, 0, plan.EXHAUSTED, None),
-    (1, "unknown", "final", 0, 3, plan.VALIDATE, 2),      # any failure of the owed validation: never retrain
-    (0, "fatal", "train", 5, 0, plan.STOP, None),
-    (2, "unknown", "train", 0, 1, plan.RETRY, 2),         # transient: retried on its rung...
-    (2, "unknown", "train", 0, 2, plan.RETRY, 2),
-    (2, "unknown", "train", 0, 3, plan.STEP_DOWN, 3),     # ...until its retries are spent
-    (0, "nccl", "train", 2, 3, plan.STEP_DOWN, 1),
-    (0, "hang", "train", 0, 1, plan.RETRY, 0),            # a hang: once
-    (0, "hang", "train", 0, 2, plan.STEP_DOWN, 1),
-    (0, "interrupted", "train", 0, 0, plan.INTERRUPT, None),
+    (0, "cuda_oom", "train", 1, 0, Ev.RETRY, 0),        # late OOM: the same rung, fresh process
+    (0, "cuda_oom", "val", 3, 0, Ev.RETRY, 0),
+    (0, "cuda_oom", "train", 0, 0, Ev.STEP_DOWN, 1),    # early OOM: the next rung
+    (1, "cuda_oom", "val", 0, 0, Ev.STEP_DOWN, 2),
+    (3, "cuda_oom", "train", 0, 0, Ev.EXHAUSTED, None),  # bottom of the ladder
+    (0, "cuda_oom", "final", 0, 0, Ev.VALIDATE, 1),     # only the final validation is owed
+    (3, "cuda_oom", "final", 0, 0, Ev.EXHAUSTED, None),
+    (1, "unknown", "final", 0, 3, Ev.VALIDATE, 2),      # any failure of the owed validation: never retrain
+    (0, "fatal", "train", 5, 0, Ev.FATAL, None),
+    (2, "unknown", "train", 0, 1, Ev.RETRY, 2),         # transient: retried on its rung...
+    (2, "unknown", "train", 0, 2, Ev.RETRY, 2),
+    (2, "unknown", "train", 0, 3, Ev.STEP_DOWN, 3),     # ...until its retries are spent
+    (0, "nccl", "train", 2, 3, Ev.STEP_DOWN, 1),
+    (0, "hang", "train", 0, 1, Ev.RETRY, 0),            # a hang: once
+    (0, "hang", "train", 0, 2, Ev.STEP_DOWN, 1),
+    (0, "interrupted", "train", 0, 0, Ev.INTERRUPTED, None),
 ])
 def test_decide(default, policy, i, kind, phase, saved, streak, action, to):
     step = plan.decide(default.rungs, i, kind, phase, saved, streak=streak, policy=policy)
@@ -193,12 +194,26 @@ def test_decide_skips_unavailable_rungs(default, policy):
 def test_host_oom_remedies_in_order(default, policy):
     optimal = default.rungs[0]
     step = plan.decide(default.rungs, 0, "host_oom", "train", 0, streak=0, policy=policy)
-    assert (step.action, step.rung, step.changes) == (plan.RETRY, 0, (("cache", "off"),))
+    assert (step.action, step.rung, step.changes) == (Ev.RETRY, 0, (("cache", "off"),))
     no_cache = (replace(optimal, cache="off"),) + default.rungs[1:]
     step = plan.decide(no_cache, 0, "host_oom", "train", 0, streak=0, policy=policy)
     assert step.changes == (("workers", 4),)
     bare = (replace(optimal, cache="off", workers=0),) + default.rungs[1:]
-    assert plan.decide(bare, 0, "host_oom", "train", 0, streak=0, policy=policy).action == plan.STEP_DOWN
+    assert plan.decide(bare, 0, "host_oom", "train", 0, streak=0, policy=policy).action == Ev.STEP_DOWN
+
+
+def test_the_policy_table_is_what_decide_applies(default, policy):
+    """Every failure kind has one row (plan.POLICY); a kind's retries, its transience and how it
+    ends come from that row, not from a second copy in decide, diagnose or the help."""
+    from launcher.contract import CUDA_OOM, FATAL, HANG, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN
+    assert set(plan.POLICY) == {CUDA_OOM, HOST_OOM, NCCL, UNKNOWN, HANG, FATAL, INTERRUPTED}
+    assert plan.TRANSIENT == {NCCL, UNKNOWN, HANG}
+    assert [policy.retries_for(k) for k in (NCCL, UNKNOWN, HANG)] == [default.job.retries, default.job.retries, 1]
+    for kind, rule in plan.POLICY.items():
+        if rule.ends is not None:  # in any phase, however many epochs were saved
+            assert {plan.decide(default.rungs, 1, kind, phase, 3, streak=0, policy=policy).action
+                    for phase in ("train", "final")} == {rule.ends}
+    assert [row[0] for row in plan.policy_rows()] == list(plan.POLICY)
 
 
 # ---- machine sanity and offline weights (issue 13) ---------------------------------------------
