@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,28 @@ def sealed_env(tmp_path_factory, monkeypatch):
     # status and report also look in the checkout's own logs/: not in tests, whatever a demo left there
     monkeypatch.setattr("launcher.status.CHECKOUT_LOGS", home / "no-checkout-logs")
     yield home
+
+
+CATCHABLE = sorted(signal.valid_signals() - {signal.SIGKILL, signal.SIGSTOP})
+
+
+@pytest.fixture(autouse=True)
+def kept_process_state():
+    """Whatever a test does to this process comes back as it was, so no test leans on the one before
+    (the suite runs in random order, pytest-randomly): `run` in-process ignores SIGHUP for good
+    (console.unattended) and a requeued SLURM job ignores SIGTERM (Signals.ignore), which every
+    subprocess a later test starts would inherit; environment and working folder likewise."""
+    signals = {s: signal.getsignal(s) for s in CATCHABLE}
+    environ, cwd = dict(os.environ), os.getcwd()
+    yield
+    for s, handler in signals.items():
+        if handler is not None and signal.getsignal(s) != handler:  # None: not set from Python, cannot be
+            signal.signal(s, handler)
+    if dict(os.environ) != environ:
+        os.environ.clear()
+        os.environ.update(environ)
+    if os.getcwd() != cwd:
+        os.chdir(cwd)
 
 
 def write(path: Path, text: str) -> Path:
