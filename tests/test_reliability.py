@@ -242,6 +242,13 @@ def test_full_disk_is_fatal_naming_the_path_and_the_next_run_resumes(tmp_path, l
     assert trained_epochs(small_disk / model_dir(tmp_path).name)[-1] == 3
 
 
+def hang_up_by_default() -> None:
+    """In the started launcher, before exec: SIGHUP ends a process, as for a login shell's job. Else
+    under `nohup pytest` (or after a test that ran `run` in-process) the launcher would inherit SIGHUP
+    ignored, and the test below would pass without the launcher's own handling (console.unattended)."""
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def test_a_hang_up_does_not_end_the_night_and_key_values_reach_the_training(tmp_path, longer):
     """`run` with its stdout and stderr on a terminal; mid-epoch the terminal goes away (its master
     side closed) and SIGHUP arrives, as when an SSH session drops. Training goes on, the output goes
@@ -252,7 +259,8 @@ def test_a_hang_up_does_not_end_the_night_and_key_values_reach_the_training(tmp_
     master, slave = pty.openpty()
     p = subprocess.Popen([sys.executable, "-m", "launcher", "run", "--device", "cpu", "--ladder",
                           str(ladder(tmp_path, longer)), "lr0=0.0005", "patience=7"],
-                         cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+                         cwd=tmp_path, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                         preexec_fn=hang_up_by_default)
     os.close(slave)
     seen: list[bytes] = []
 
