@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .contract import HEARTBEAT_NAME, REPORT_NAME, SPEC_NAME, TRAIN_LOG_NAME
 from .errors import BadInput
@@ -638,9 +638,14 @@ class RunState:
         return (f"; {Path(self.training_model).name} finished training (its final validation is owed): "
                 f"{files.best} and {files.last.name}")
 
-    def summary(self, status: str) -> list[str]:
-        """One line per model: how far it got and where it is."""
-        lines = []
+    def summary(self, status: str, job: str | None = None, attempts: Iterable[Any] = ()) -> list[str]:
+        """The night's last lines: a heading (given the `job`'s name), one line per attempt of this
+        session (`attempts`: the supervisor's Outcomes) and one per model: how far it got and where it is."""
+        lines = [f"summary of run {job!r} ({status}):"] if job is not None else []
+        for o in attempts:
+            how = "ok" if o.failure is None else f"{o.failure.kind}: {o.failure.evidence[:100]}"
+            lines.append(f"  attempt {o.attempt:>2}  {o.rung:<12} {o.mode:<8} {o.end.seconds:7.1f} s  "
+                         f"epochs saved {o.epochs_saved}  {how}")
         for source, m in self.models.items():
             current = source == self.training_model
             what = ("delivered" if current and status == Ev.COMPLETE else "set aside" if m.set_aside

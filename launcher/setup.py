@@ -380,7 +380,7 @@ def supervise(p: Prepared) -> int:
     """Run the prepared night to its end (the supervisor's loop)."""
     from .supervisor import Supervisor  # subprocess and thread machinery: only `run` needs it
 
-    sup = Supervisor(ladder=p.ladder, rungs=p.rungs, start=p.start, device=p.device, paths=p.paths,
+    sup = Supervisor(ladder=p.ladder, planned=p.rungs, start=p.start, device=p.device, paths=p.paths,
                      vram_gib=p.request.vram, injections=tuple(p.request.inject), child_env=p.child_env,
                      experience=p.experience, slurm_job=p.slurm_job)
     return sup.run(p.state)

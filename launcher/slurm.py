@@ -23,15 +23,18 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import psutil
 
-from .contract import Heartbeat
+from .contract import EXIT_EXHAUSTED, EXIT_REQUEUED, EXIT_SIGTERM, Heartbeat
 from .errors import BadInput
-from .runlog import Ev, RunPaths, read_jsonl
+from .runlog import Ev, Events, RunPaths, RunState, read_jsonl
+
+if TYPE_CHECKING:
+    from .launch import Signals
 
 CANCELLED = "cancelled"  # what `cut` returns for a scancel; a time limit or a preemption is its event (Ev)
 SIGNAL_LEAD_S = 300  # the time-limit signal comes this long before the limit (SLURM adds up to 30 s)
@@ -195,6 +198,100 @@ def stalled(runs: list[float], paths: RunPaths, lead_s: int | None) -> str:
         fix = f"--time of at least {need} min (lead {lead_s} s + start-up + an epoch)"
     return (f"no progress: {len(runs)} SLURM runs in a row reached the time limit without saving a new epoch (run "
             f"time each: {got}; {seen}): submit it again with {fix}; the night continues where it stopped")
+
+
+# ---- a cut: how a signal to the launcher, or SLURM running the job again, ends the night ---------------
+
+@dataclass(frozen=True)
+class End:
+    """How the night ends here: the exit code, the status recorded, why, and the ending event's
+    other fields (the signal's moment)."""
+
+    code: int
+    status: str
+    why: str
+    fields: dict = field(default_factory=dict)
+
+
+class Cuts:
+    """The SLURM side of one run of a job (docs/design.md, "On a SLURM cluster"): whether this run
+    trains at all (`begin`), and what a signal to the launcher ends it with (`cut`). The supervisor
+    records the End each returns; the requeue after a time limit, the launcher's last act, is made
+    here. Made as the run starts: a cut that saved no epoch since then is no progress."""
+
+    def __init__(self, job: Job, state: RunState, max_requeues: int, paths: RunPaths, events: Events,
+                 say: Callable[[str], None]):
+        self.job, self.state, self.max_requeues, self.paths = job, state, max_requeues, paths
+        self.events, self.say = events, say
+        self.epochs_before = _epochs_done(state)
+
+    def begin(self) -> End | None:
+        """Before the first attempt: a job submitted anew (its own --time) is judged on its own
+        runs; one SLURM ran again with the requeue budget spent (a preemption at it: `cut` counted
+        it) or after its night had already ended stalled ends at once; None: it trains."""
+        if not self.job.restarts:
+            self.state.stalls = []
+        elif self.state.requeues > self.max_requeues:
+            return self._spent(f"SLURM job {self.job.id} ran again")
+        elif len(self.state.stalls) >= STALLED_CUTS:
+            return self._stalled()
+        return None
+
+    def cut(self, sig: int, signals: Signals, attempt_cut: bool) -> End:
+        """SLURM ended this part of the night: keep the checkpoint, and for a time limit requeue the
+        job (its last act); a preemption SLURM requeues itself; a cancel ends the night. The cut
+        attempt (`attempt_cut`: the last attempt ended interrupted) is not a failure; cuts in a row
+        that saved no epoch end the night too."""
+        job, state, at = self.job, self.state, signals.received_at
+        kind = job.cut(sig, at)  # asked of SLURM now, before any requeue: a cancel stays one
+        kept = ("the checkpoint stays resumable" if any(m.epochs_done for m in state.models.values())
+                else "no epoch saved yet")
+        if kind == CANCELLED:  # a person's scancel ends the night (docs/design.md, "On a SLURM cluster")
+            return End(EXIT_SIGTERM, Ev.INTERRUPTED, f"SLURM job {job.id} was cancelled ({signal.Signals(sig).name}); "
+                       f"{kept}: submit it again (or run the same command) to continue", {"signal_t": at})
+        state.cut += 1 if attempt_cut else 0  # the attempt SLURM cut
+        # Only a time limit that saved no new epoch counts toward the no-progress rule: it says the
+        # job's --time is too short, which a longer one fixes. A preemption says nothing about the
+        # time limit (SLURM runs the job again later; max_requeues bounds it), so one without a new
+        # epoch neither counts nor breaks a streak of time limits; any new epoch is progress and
+        # starts the count again (docs/design.md, "On a SLURM cluster").
+        if _epochs_done(state) > self.epochs_before:
+            state.stalls = []
+        elif kind == Ev.TIME_LIMIT:  # how long this run of the job ran, for the line that ends the night
+            state.stalls = [*state.stalls, round((at or time.time()) - started(), 1)]
+        if state.requeues >= self.max_requeues:
+            if kind == Ev.PREEMPTED:  # SLURM requeues it all the same: counted, so that run ends at once (`begin`)
+                state.requeues += 1
+            return self._spent(f"{kind.replace('_', ' ')} of SLURM job {job.id}")
+        if len(state.stalls) >= STALLED_CUTS:
+            return self._stalled()
+        why = (f"{'the time limit' if kind == Ev.TIME_LIMIT else 'a preemption'} of SLURM job {job.id} "
+               f"({signal.Signals(sig).name}); {kept}")
+        if kind == Ev.TIME_LIMIT:
+            signals.ignore(signal.SIGTERM)  # SLURM's SIGTERM to the job it requeues: ours
+            answer = job.requeue()
+            self.events.append(Ev.REQUEUE, job=job.id, result=answer, t=time.time())
+            self.say(f"SLURM job {job.id}: {answer}")
+            if answer != "requeued":  # the night ends here: say so, with how to go on
+                return End(EXIT_SIGTERM, kind, f"{why}; {answer}: submit the job again (or run the same command) "
+                           "to continue", {"signal_t": at})
+        state.requeues += 1
+        return End(EXIT_REQUEUED, kind, f"{why}; requeue {state.requeues} of at most {self.max_requeues}",
+                   {"signal_t": at})
+
+    def _stalled(self) -> End:
+        """Cuts in a row that saved no epoch: each run of the job is too short to make progress,
+        so the night ends rather than requeue to the budget (docs/design.md, "On a SLURM cluster")."""
+        return End(EXIT_EXHAUSTED, Ev.EXHAUSTED, stalled(self.state.stalls, self.paths, self.job.lead_s))
+
+    def _spent(self, what: str) -> End:
+        return End(EXIT_EXHAUSTED, Ev.EXHAUSTED, f"{what} with the requeue budget spent ({self.state.requeues} of "
+                   f"max_requeues {self.max_requeues}): raise it in the ladder's [job] to go on"
+                   + self.state.trained_note())
+
+
+def _epochs_done(state: RunState) -> int:
+    return sum(m.epochs_done for m in state.models.values())
 
 
 # ---- submitting: `python -m launcher sbatch` ---------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import console, experience, failures, memory, plan, probe, slurm, spec as spec_mod
-from .contract import (EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_REQUEUED, EXIT_SIGINT, EXIT_SIGTERM, INTERRUPTED,
+from .contract import (EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, INTERRUPTED,
                        Heartbeat, Report, Spec)
 from .experience import Experience
 from .failures import ChildEnd, Failure
@@ -69,15 +69,14 @@ def log_tail(path: Path) -> str:
 @dataclass
 class Supervisor:
     ladder: Ladder
-    rungs: tuple[Rung, ...]  # the plan's rungs (cache decision applied)
+    planned: tuple[Rung, ...]  # the plan's rungs (cache decision applied); see `_remedied`
     start: int  # index of the first rung
     device: str
     paths: RunPaths
     vram_gib: float | None = None
     injections: tuple[dict, ...] = ()
     child_env: dict[str, str] = field(default_factory=dict)  # extra environment for every child
-    launch: Launch | None = None  # default: a ChildProcess
-    child: Stoppable | None = None  # where the launcher's own signal goes; default: launch, if Stoppable
+    launch: Launch | None = None  # the launch seam; default: a ChildProcess (see `Signals` for its other half)
     ram: memory.RamWatch | None = None
     experience: Experience | None = None  # learned rungs: each training attempt's verdict is noted
     sleep: Callable[[float], None] | None = None  # default: a wait that a signal to the launcher ends
@@ -86,10 +85,7 @@ class Supervisor:
 
     def __post_init__(self):
         if self.launch is None:
-            self.child = self.child or ChildProcess()
-            self.launch = self.child
-        elif self.child is None and isinstance(self.launch, Stoppable):
-            self.child = self.launch  # signals and the grace kill go through the seam (a fake records them)
+            self.launch = ChildProcess()
         self.ram = self.ram or memory.RamWatch()
         self.policy = plan.Policy.of(self.ladder.job)
         self.gpus = gpu_indices(self.device)
@@ -97,23 +93,22 @@ class Supervisor:
         self.events = Events(self.paths.events)
         self.state: RunState | None = None
         self.outcomes: list[Outcome] = []
-        self.signals = Signals(self.child, self.say, (self.slurm_job.signal,) if self.slurm_job else ())
+        # the launcher's signal and the grace kill reach the child through the seam's `signal` and
+        # `stop` (Stoppable), when it carries them: a scripted launch without them never runs a process
+        self.signals = Signals(self.launch if isinstance(self.launch, Stoppable) else None, self.say,
+                               (self.slurm_job.signal,) if self.slurm_job else ())
         self.sleep = self.sleep or self.signals.stopping.wait
         self._release: tuple | None = None  # (pids, free before) of a dead attempt, to wait on
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, state: RunState) -> int:
         self.state = state
-        self._epochs_before = self._epochs_done()  # a cut that saves none is no progress
-        if self.slurm_job is not None and not self.slurm_job.restarts:
-            state.stalls = []  # a job submitted anew (its own --time) is judged on its own runs
+        self.cuts = (slurm.Cuts(self.slurm_job, state, self.ladder.job.max_requeues, self.paths, self.events, self.say)
+                     if self.slurm_job else None)  # in a SLURM job, its signals are cuts, not failures
         self.signals.install()
         try:
-            if self.slurm_job is not None and self.slurm_job.restarts and state.requeues > self.ladder.job.max_requeues:
-                return self._requeues_spent(f"SLURM job {self.slurm_job.id} ran again")  # preempted past it: `_cut`
-            if self.slurm_job is not None and self.slurm_job.restarts and len(state.stalls) >= slurm.STALLED_CUTS:
-                return self._stalled()  # SLURM ran again a job whose night had already ended stalled
-            return self._loop(self.start, state.mode)
+            end = self.cuts.begin() if self.cuts else None  # SLURM ran the job again: past its budget, or stalled
+            return self._end(end) if end else self._loop(self.start, state.mode)
         except OSError as e:
             if e.errno not in RECORD_ERRORS:
                 raise
@@ -141,7 +136,7 @@ class Supervisor:
             if failure is None:
                 return self._complete(outcome)
             streak = streak + 1 if failure.kind in plan.TRANSIENT else 0
-            step = plan.decide(self._rungs(), i, failure.kind, failure.phase, outcome.epochs_saved,
+            step = plan.decide(self._remedied(), i, failure.kind, failure.phase, outcome.epochs_saved,
                                streak=streak, policy=self.policy)
             if step.action == Ev.INTERRUPTED:
                 return self._interrupted()
@@ -160,22 +155,24 @@ class Supervisor:
         state = self.state
         state.remedies.update(dict(step.changes))
         if step.action == Ev.STEP_DOWN:
-            state.set_aside(self.rungs[i].model, self.rungs[step.rung].model, self.events, self.say)
+            state.set_aside(self.planned[i].model, self.planned[step.rung].model, self.events, self.say)
         n, of = step.retry or (None, None)
-        self.events.append(step.action, rung=self.rungs[i].name, to=self.rungs[step.rung].name, kind=failure.kind,
+        self.events.append(step.action, rung=self.planned[i].name, to=self.planned[step.rung].name, kind=failure.kind,
             evidence=failure.evidence, reason=step.reason, wait_s=round(step.wait_s, 1), retry=n, of=of,
             **dict(step.changes))
         self.say(f"{step.reason}: {failure.evidence}" if step.retry else step.reason)
         validate = step.action == Ev.VALIDATE or (step.action == Ev.RETRY and mode == "validate")
-        state.rung, state.mode = self.rungs[step.rung].name, "validate" if validate else "train"
+        state.rung, state.mode = self.planned[step.rung].name, "validate" if validate else "train"
         self._save_state()
         return state.mode
 
-    def _rungs(self) -> tuple[Rung, ...]:
-        return plan.with_remedies(self.rungs, self.state.remedies)
+    def _remedied(self) -> tuple[Rung, ...]:
+        """The rungs attempts run and the policy steps down: the planned ones with the remedies of
+        earlier host-RAM OOMs applied (they stay on lower rungs)."""
+        return plan.with_remedies(self.planned, self.state.remedies)
 
     def _attempt(self, i: int, mode: str) -> Outcome:
-        rung, state = self._rungs()[i], self.state
+        rung, state = self._remedied()[i], self.state
         if self._release:  # the next attempt needs the memory the last one held
             pids, before = self._release
             self._release = None
@@ -194,7 +191,7 @@ class Supervisor:
         n = state.attempts = state.attempts + 1
         state.rung, state.mode = rung.name, mode
         self.paths.attempt(n).mkdir(parents=True, exist_ok=True)
-        spec = self._spec(rung, n, mode, self.rungs[self._model_rung(i)] if mode == "validate" else rung)
+        spec = self._spec(rung, n, mode, self.planned[self._model_rung(i)] if mode == "validate" else rung)
         write_json_atomic(self.paths.spec(n), spec.to_json())
         env = {**os.environ, **self.child_env, **spec_mod.env(rung, self.paths.spec(n))}
         self._save_state()
@@ -254,7 +251,7 @@ class Supervisor:
     # ---- models ---------------------------------------------------------------------------------
     def _model_rung(self, i: int) -> int:
         """For a validation attempt: the rung whose model is being finished (the last trained one)."""
-        return next((j for j, r in enumerate(self.rungs) if r.model.source == self.state.training_model), i)
+        return next((j for j, r in enumerate(self.planned) if r.model.source == self.state.training_model), i)
 
     def _spec(self, rung: Rung, n: int, mode: str, model_rung: Rung) -> Spec:
         trained = replace(rung, model=model_rung.model, epochs=model_rung.epochs) if mode == "validate" else rung
@@ -275,94 +272,32 @@ class Supervisor:
         self._save_state()
         aside = {s: m.epochs_done for s, m in state.models.items() if s != source and m.set_aside}
         self.events.append(Ev.COMPLETE, rung=outcome.rung, model=source, best=best, last=last, set_aside=aside)
-        self.summary(Ev.COMPLETE)
-        for line in (f"trained: {best}", f"last checkpoint: {last}", f"run record: {self.paths.root}"):
+        for line in (*state.summary(Ev.COMPLETE, self.ladder.job.name, self.outcomes), f"trained: {best}",
+                     f"last checkpoint: {last}", f"run record: {self.paths.root}"):
             self.say(line)
         return EXIT_OK
 
     def _interrupted(self) -> int:
         sig = self.signals.received or signal.SIGTERM
-        if self.slurm_job is not None and sig != signal.SIGINT:  # Ctrl-C in an allocation is a person's
-            return self._cut(sig)
+        if self.cuts and sig != signal.SIGINT:  # Ctrl-C in an allocation is a person's
+            last = self.outcomes[-1].failure if self.outcomes else None
+            return self._end(self.cuts.cut(sig, self.signals, last is not None and last.kind == INTERRUPTED))
         kept = ("the checkpoint stays resumable" if any(m.epochs_done for m in self.state.models.values())
                 else "no epoch was saved yet")
         return self._finish(EXIT_SIGINT if sig == signal.SIGINT else EXIT_SIGTERM, Ev.INTERRUPTED,
                             f"stopped by {signal.Signals(sig).name}; {kept}: run the same command again to continue")
 
-    def _cut(self, sig: int) -> int:
-        """SLURM ended this part of the night: keep the checkpoint, and for a time limit requeue the
-        job (its last act); a preemption SLURM requeues itself; a cancel ends the night. The cut
-        attempt is not a failure; cuts in a row that saved no epoch end the night too."""
-        job, state = self.slurm_job, self.state
-        kind = job.cut(sig, self.signals.received_at)  # asked of SLURM now, before any requeue: a cancel stays one
-        saved = any(m.epochs_done for m in state.models.values())
-        kept = "the checkpoint stays resumable" if saved else "no epoch saved yet"
-        if kind == slurm.CANCELLED:  # a person's scancel ends the night (docs/design.md, "On a SLURM cluster")
-            return self._finish(EXIT_SIGTERM, Ev.INTERRUPTED, f"SLURM job {job.id} was cancelled "
-                                f"({signal.Signals(sig).name}); {kept}: submit it again (or run the same command) to "
-                                "continue", signal_t=self.signals.received_at)
-        last = self.outcomes[-1].failure if self.outcomes else None
-        state.cut += 1 if last is not None and last.kind == INTERRUPTED else 0  # the attempt SLURM cut
-        # Only a time limit that saved no new epoch counts toward the no-progress rule: it says the
-        # job's --time is too short, which a longer one fixes. A preemption says nothing about the
-        # time limit (SLURM runs the job again later; max_requeues bounds it), so one without a new
-        # epoch neither counts nor breaks a streak of time limits; any new epoch is progress and
-        # starts the count again (docs/design.md, "On a SLURM cluster").
-        if self._epochs_done() > self._epochs_before:
-            state.stalls = []
-        elif kind == Ev.TIME_LIMIT:  # how long this run of the job ran, for the line that ends the night
-            state.stalls = [*state.stalls, round((self.signals.received_at or time.time()) - slurm.started(), 1)]
-        if state.requeues >= self.ladder.job.max_requeues:
-            if kind == Ev.PREEMPTED:  # SLURM requeues it all the same: counted, so that run ends at once (`run`)
-                state.requeues += 1
-            return self._requeues_spent(f"{kind.replace('_', ' ')} of SLURM job {job.id}")
-        if len(state.stalls) >= slurm.STALLED_CUTS:
-            return self._stalled()
-        why = (f"{'the time limit' if kind == Ev.TIME_LIMIT else 'a preemption'} of SLURM job {job.id} "
-               f"({signal.Signals(sig).name}); {kept}")
-        if kind == Ev.TIME_LIMIT:
-            self.signals.ignore(signal.SIGTERM)  # SLURM's SIGTERM to the job it requeues: ours
-            answer = job.requeue()
-            self.events.append(Ev.REQUEUE, job=job.id, result=answer, t=time.time())
-            self.say(f"SLURM job {job.id}: {answer}")
-            if answer != "requeued":  # the night ends here: say so, with how to go on
-                return self._finish(EXIT_SIGTERM, kind, f"{why}; {answer}: submit the job again (or run the same "
-                                    "command) to continue", signal_t=self.signals.received_at)
-        state.requeues += 1
-        return self._finish(EXIT_REQUEUED, kind, f"{why}; requeue {state.requeues} of at most "
-                            f"{self.ladder.job.max_requeues}", signal_t=self.signals.received_at)
-
-    def _epochs_done(self) -> int:
-        return sum(m.epochs_done for m in self.state.models.values())
-
-    def _stalled(self) -> int:
-        """Cuts in a row that saved no epoch: each run of the job is too short to make progress,
-        so the night ends rather than requeue to the budget (docs/design.md, "On a SLURM cluster")."""
-        return self._finish(EXIT_EXHAUSTED, Ev.EXHAUSTED, slurm.stalled(self.state.stalls, self.paths,
-                                                                        self.slurm_job.lead_s))
-
-    def _requeues_spent(self, what: str) -> int:
-        return self._finish(EXIT_EXHAUSTED, Ev.EXHAUSTED, f"{what} with the requeue budget spent ({self.state.requeues} "
-                            f"of max_requeues {self.ladder.job.max_requeues}): raise it in the ladder's [job] to go "
-                            "on" + self.state.trained_note())
+    def _end(self, end: slurm.End) -> int:
+        return self._finish(end.code, end.status, end.why, **end.fields)
 
     def _finish(self, code: int, status: str, why: str, **fields) -> int:
         self.state.status, self.state.reason = status, why
         self._save_state()
         self.events.append(status, reason=why, exit_code=code, t=time.time(), **fields)
-        self.summary(status)
-        self.say(f"{status}: {why}")
-        self.say(f"run record: {self.paths.root}")
-        return code
-
-    def summary(self, status: str) -> None:
-        lines = [f"summary of run {self.ladder.job.name!r} ({status}):"]
-        for o in self.outcomes:
-            how = "ok" if o.failure is None else f"{o.failure.kind}: {o.failure.evidence[:100]}"
-            lines.append(f"  attempt {o.attempt:>2}  {o.rung:<12} {o.mode:<8} {o.end.seconds:7.1f} s  "
-                         f"epochs saved {o.epochs_saved}  {how}")
-        for line in lines + self.state.summary(status):
+        for line in (*self.state.summary(status, self.ladder.job.name, self.outcomes), f"{status}: {why}",
+                     f"run record: {self.paths.root}"):
             self.say(line)
+        return code
 
     def _save_state(self) -> None:
         self.state.save(self.paths.state)

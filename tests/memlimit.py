@@ -310,6 +310,15 @@ class ConfinedLaunch:
                     pass
         return result
 
+    def signal(self, sig: int) -> None:
+        """The supervisor's signal and grace kill reach `inner` when it carries them (launch.Stoppable)."""
+        if hasattr(self.inner, "signal"):
+            self.inner.signal(sig)
+
+    def stop(self, grace: float) -> None:
+        if hasattr(self.inner, "stop"):
+            self.inner.stop(grace)
+
     def close(self) -> None:
         for a in self.attempts:
             if a.cgroup is not None:

@@ -52,7 +52,7 @@ def test_no_valid_images_is_fatal_at_once(tmp_path):
            "RuntimeError: \x1b[34m\x1b[1mtrain: \x1b[0mNo valid images found in /data/list.cache. Images with "
            "incorrectly formatted labels are ignored.\n")
     child = FakeChild([(1, None, 0, log), ok()])
-    sup = Supervisor(ladder=lad, rungs=lad.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"), launch=child,
+    sup = Supervisor(ladder=lad, planned=lad.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"), launch=child,
                      sleep=lambda s: None, say=lambda line: None)
     state = new_state(lad)
     assert sup.run(state) == EXIT_FATAL and len(child.calls) == 1
@@ -86,7 +86,7 @@ def test_a_closed_stdout_keeps_retrying_and_recording(tmp_path, monkeypatch):
     closed_stdout(monkeypatch)
     lad = all_available(ladder_mod.load(ROOT / "ladders" / "default.toml"))
     child = FakeChild([crash(), ok()])
-    sup = Supervisor(ladder=lad, rungs=lad.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"), launch=child,
+    sup = Supervisor(ladder=lad, planned=lad.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"), launch=child,
                      sleep=lambda s: None)  # the real `say`, to the dead pipe
     state = new_state(lad)
     assert sup.run(state) == EXIT_OK and len(child.calls) == 2
@@ -157,7 +157,7 @@ def test_a_record_made_read_only_during_training_is_fatal_in_one_line(tmp_path, 
         read_only(ro_logs)
         return end
     lines: list[str] = []
-    sup = Supervisor(ladder=lad, rungs=lad.rungs, start=0, device="0", paths=RunPaths.for_run("t"),
+    sup = Supervisor(ladder=lad, planned=lad.rungs, start=0, device="0", paths=RunPaths.for_run("t"),
                      launch=child_then_read_only, sleep=lambda s: None, say=lines.append)
     assert sup.run(new_state(lad)) == EXIT_FATAL
     assert lines[-1].startswith("fatal: Read-only file system while writing") and "make it writable" in lines[-1]

@@ -266,7 +266,7 @@ def test_every_child_is_started_with_its_spec_in_its_environment(tmp_path):
         return fake(cmd, env, log_path, watchdog)
 
     paths = RunPaths(tmp_path / "run")
-    Supervisor(ladder=lad, rungs=lad.rungs, start=0, device="0", paths=paths, launch=launch, sleep=lambda s: None,
+    Supervisor(ladder=lad, planned=lad.rungs, start=0, device="0", paths=paths, launch=launch, sleep=lambda s: None,
                say=lambda line: None).run(new_state(lad))
     (cmd, env), = seen
     assert env[proctree.SPEC_ENV] == cmd[-1] == str(paths.spec(1))

@@ -179,8 +179,8 @@ def test_kernel_oom_kill_of_the_child_turns_ram_cache_off(tmp_path, monkeypatch)
     dataset_mod.write_resolved(dataset_mod.inspect(lad.job.dataset), paths.dataset)
     child = ChildProcess()
     with confined_launch(900 * 2**20, inner=child) as confined:
-        sup = Supervisor(ladder=lad, rungs=lad.rungs, start=0, device="cpu", paths=paths, launch=confined,
-                         child=child, say=lambda line: None)
+        sup = Supervisor(ladder=lad, planned=lad.rungs, start=0, device="cpu", paths=paths, launch=confined,
+                         say=lambda line: None)
         code = sup.run(RunState(run="e2e", ladder=str(lad.path), data=str(lad.job.dataset), device="cpu",
                                 rung="optimal"))
         kills = [(a.returncode, a.oom_kill) for a in confined.attempts]

@@ -256,7 +256,7 @@ def run_cut(tmp_path, sig, state=None, **job):
     from helpers import new_state
     ladder, child, ref, rq = cut_night(tmp_path, sig, **job)
     lines = []
-    sup = Supervisor(ladder=ladder, rungs=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+    sup = Supervisor(ladder=ladder, planned=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
                      launch=child, sleep=lambda s: None, say=lines.append, slurm_job=rq)
     ref["sup"] = sup
     state = state or new_state(ladder)
@@ -296,7 +296,7 @@ def test_a_preemption_at_the_requeue_budget_ends_the_night_and_one_within_it_doe
     def again(root, state, restarts):  # the job's next run, as SLURM starts it
         ladder, _, _, rq = cut_night(root, signal.SIGUSR1, restarts=restarts, max_requeues=1)
         child, state.status = FakeChild([ok()]), "running"
-        code = Supervisor(ladder=ladder, rungs=ladder.rungs, start=0, device="0", paths=RunPaths(root / "run"),
+        code = Supervisor(ladder=ladder, planned=ladder.rungs, start=0, device="0", paths=RunPaths(root / "run"),
                           launch=child, sleep=lambda s: None, say=lambda line: None, slurm_job=rq).run(state)
         return code, len(child.calls)
 
@@ -322,13 +322,13 @@ def test_requeues_do_not_spend_the_attempt_budget(tmp_path):
     from helpers import new_state
     ladder, child, ref, rq = cut_night(tmp_path, signal.SIGUSR1, max_attempts=1)
     state = new_state(ladder)
-    sup = Supervisor(ladder=ladder, rungs=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+    sup = Supervisor(ladder=ladder, planned=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
                      launch=child, sleep=lambda s: None, say=lambda line: None, slurm_job=rq)
     ref["sup"] = sup
     assert sup.run(state) == EXIT_REQUEUED
     again = FakeChild([ok()])
     state.status = "running"
-    code = Supervisor(ladder=ladder, rungs=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+    code = Supervisor(ladder=ladder, planned=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
                       launch=again, sleep=lambda s: None, say=lambda line: None).run(state)
     assert code == 0 and len(again.calls) == 1 and state.attempts == 2
 
@@ -394,7 +394,7 @@ def sessions(tmp_path, monkeypatch, saves: list[int], ran_s: float = 90.0, cuts:
         Requeue.line = re.sub(r"Restarts=\d+", f"Restarts={n + 1 if preempted else n}", Requeue.line)
         state = state or new_state(ladder)
         state.status = "running"
-        sup = Supervisor(ladder=ladder, rungs=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+        sup = Supervisor(ladder=ladder, planned=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
                          launch=child, sleep=lambda s: None, say=lambda line: None, slurm_job=rq)
         ref["sup"] = sup
         codes.append(sup.run(state))
@@ -445,7 +445,7 @@ def test_a_stalled_job_slurm_runs_again_after_that_ending_ends_at_once(tmp_path,
     ladder, child, ref, rq = cut_night(tmp_path, signal.SIGUSR1, restarts=2)
     again = FakeChild([ok()])
     state.status = "running"
-    sup = Supervisor(ladder=ladder, rungs=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+    sup = Supervisor(ladder=ladder, planned=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
                      launch=again, sleep=lambda s: None, say=lambda line: None, slurm_job=rq)
     assert sup.run(state) == EXIT_EXHAUSTED and again.calls == [] and "no progress" in state.reason
 

@@ -30,7 +30,7 @@ def supervise(ladder, tmp_path, script, start=0, **kw):
     child = FakeChild(script)
     waits: list[float] = []
     lines: list[str] = []
-    sup = Supervisor(ladder=ladder, rungs=ladder.rungs, start=start, device="0", paths=RunPaths(tmp_path / "run"),
+    sup = Supervisor(ladder=ladder, planned=ladder.rungs, start=start, device="0", paths=RunPaths(tmp_path / "run"),
                      launch=child, sleep=waits.append, say=lines.append, **kw)
     state = new_state(ladder, start)
     code = sup.run(state)
@@ -178,7 +178,7 @@ def test_the_record_is_written_through_the_declared_state(default, tmp_path):
 
 def test_a_signal_during_a_retry_wait_starts_no_further_child(default, tmp_path):
     child = FakeChild([crash(), ok()])
-    sup = Supervisor(ladder=default, rungs=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+    sup = Supervisor(ladder=default, planned=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
                      launch=child, say=lambda line: None)
     sup.sleep = lambda s: sup.signals(signal.SIGTERM, None)  # Ctrl-C arrives while waiting to retry
     state = new_state(default)
@@ -192,7 +192,7 @@ def test_a_signal_during_an_attempt_is_interrupted_not_a_failure(default, tmp_pa
     def poked(cmd, env, log_path, watchdog):
         sup.signals(signal.SIGINT, None)
         return ChildEnd(-2)
-    sup = Supervisor(ladder=default, rungs=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+    sup = Supervisor(ladder=default, planned=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
                      launch=poked, say=lambda line: None, sleep=lambda s: None)
     state = new_state(default)
     assert sup.run(state) == 130 and state.status == "interrupted" and state.attempts == 1
@@ -226,7 +226,7 @@ def test_a_signalled_child_that_goes_on_is_killed_after_the_grace_through_the_se
     """The launcher's signal is passed on through the launch seam, and the whole tree is ended
     after the grace (30 s in a run, 0.2 s here), through the seam's `stop`."""
     child = StubbornChild([(-signal.SIGKILL, None, 0, "")])
-    sup = Supervisor(ladder=default, rungs=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+    sup = Supervisor(ladder=default, planned=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
                      launch=child, sleep=lambda s: None, say=lambda line: None)
     assert sup.signals.grace == 30  # a run's grace
     sup.signals.grace, child.sup = 0.2, sup
@@ -266,7 +266,7 @@ def test_a_signal_while_the_attempt_is_written_starts_no_child(default, tmp_path
     # so the next run still has its whole budget (max_attempts = 1)
     monkeypatch.setattr(supervisor_mod, "write_json_atomic", real)
     child = FakeChild([ok()])
-    sup = Supervisor(ladder=ladder, rungs=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+    sup = Supervisor(ladder=ladder, planned=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
                      launch=child, sleep=lambda s: None, say=lambda line: None)
     assert sup.run(state) == EXIT_OK and len(child.calls) == 1 and state.attempts == 1
 
@@ -324,7 +324,7 @@ def test_a_continued_run_keeps_the_folders_its_record_names(default, tmp_path):
     state.models["rtdetr-l.pt"] = ModelRecord(save_dir=str(tmp_path / "run" / "models" / "rtdetr-l"), epochs=100,
                                               epochs_done=4)
     child = FakeChild([ok()])
-    Supervisor(ladder=default, rungs=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+    Supervisor(ladder=default, planned=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
                launch=child, sleep=lambda s: None, say=lambda line: None).run(state)
     assert child.calls[0]["train_args"]["save_dir"] == str(tmp_path / "run" / "models" / "rtdetr-l")
 
@@ -364,6 +364,6 @@ def test_a_record_the_previous_launcher_wrote_loads_and_continues(default, tmp_p
     assert state.version == 1 and state.models["rtdetr-l.yaml"].epochs_done == 2 and state.attempts == 3
     state.status = "running"
     child = FakeChild([ok()])
-    Supervisor(ladder=default, rungs=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+    Supervisor(ladder=default, planned=default.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
                launch=child, sleep=lambda s: None, say=lambda line: None).run(state)
     assert state.attempts == 4 and RunState.load(tmp_path / "run" / "state.json").status == "complete"
