@@ -359,6 +359,7 @@ def test_a_record_rebuilt_refuses_another_dataset(capsys, cpu_machine, tmp_path)
     ("amp=maybe", ["Ultralytics refuses it: 'amp=maybe' is invalid. Valid 'amp' values are True, False"]),
     ("batch=8", ["'batch' is set by each rung of the ladder", "[[rung]]"]),
     ("workers=2", ["'workers' is set by each rung"]),
+    ("model=rtdetr-x.pt", ["'model' is set by each rung"]),  # the ladder's models, never one for all
     ("device=1", ["'device' is the launcher's option", "use --device"]),
     ("data=x.yaml", ["'data' is the launcher's to set", "--data PATH"]),
     ("imgsz=16", ["≥ 32"]),
