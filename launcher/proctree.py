@@ -187,7 +187,15 @@ def _gone(p: psutil.Process) -> bool:
     except psutil.TimeoutExpired:
         # Someone else's zombie is dead, though its pid lasts until its parent reaps it, which
         # psutil.wait_procs would wait out to the end of the grace.
-        return _zombie(p)
+        if not _zombie(p):
+            return False
+        # It may have died between the wait and the status read: if it is ours, reap it now,
+        # or its zombie outlives the call (a race CI met: torchrun's pid left after kill_tree).
+        try:
+            p.wait(timeout=0)
+        except psutil.Error:
+            pass
+        return True
     except psutil.NoSuchProcess:
         return True
 

@@ -341,3 +341,25 @@ def test_kill_tree_ends_hanging_torchrun_ranks(spawn, tmp_path):
     assert not any(running(r["pid"]) for r in records)
     assert not psutil.pid_exists(run.pid)  # torchrun itself is reaped
     assert elapsed < 10, elapsed
+
+
+def test_a_child_that_dies_between_the_wait_and_the_status_read_is_reaped(spawn):
+    # The race CI met: kill_tree's wait found torchrun running, it exited at once, the status read
+    # then saw a zombie, and the zombie (our child) was counted gone but never reaped.
+    proc = spawn([sys.executable, "-c", "pass"])
+    p = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 10
+    while p.status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    real, calls = p.wait, []
+
+    def wait(timeout=None):
+        calls.append(timeout)
+        if len(calls) == 1:  # as if it exited just after this wait looked
+            raise psutil.TimeoutExpired(timeout, pid=p.pid)
+        return real(timeout)
+
+    p.wait = wait
+    assert proctree._gone(p)
+    assert not psutil.pid_exists(proc.pid)
