@@ -21,7 +21,7 @@ import torch
 from launcher import callbacks
 from launcher.callbacks import AtomicPath, InjectedCrash, Watch, keep_verified_copy, strip_by_rename
 from launcher.checkpoint import zip_damage
-from launcher.child import RESUMABLE, UNLOADABLE, checkpoint_state
+from launcher.child import FINAL_VAL_OWED, FINISHED, RESUMABLE, UNLOADABLE, checkpoint_state
 from launcher.contract import CHILD_FAILED, CUDA_OOM, Report, Spec
 from launcher.failures import classify
 
@@ -180,6 +180,20 @@ def test_a_resume_refuses_a_checkpoint_that_mixes_pages_which_torch_load_would_t
     assert state == UNLOADABLE and "Bad CRC-32" in facts["error"]
     last.write_bytes(bytes(data[: len(data) // 2]))  # cut short
     assert checkpoint_state(last)[0] == UNLOADABLE
+
+
+@pytest.mark.parametrize("epoch, optimizer, state", [
+    (3, {"lr": 0.1}, RESUMABLE),        # epochs done 4 of 5: one more to train
+    (4, {"lr": 0.1}, FINAL_VAL_OWED),   # epochs done 5 of 5, not finalised: only the final validation
+    (4, None, RESUMABLE),               # no optimizer: not a save Ultralytics' own last epoch makes
+    (-1, None, FINISHED),               # finalised by Ultralytics (epoch -1, optimizer stripped)
+])
+def test_the_checkpoint_state_at_the_last_epoch(tmp_path, epoch, optimizer, state):
+    # the boundary "final validation owed" turns on (epoch + 1 >= epochs), fast: a slow e2e test
+    # alone caught its off-by-one
+    last = tmp_path / "last.pt"
+    torch.save({"epoch": epoch, "optimizer": optimizer, "train_args": {"epochs": 5}}, last)
+    assert checkpoint_state(last)[0] == state
 
 
 def test_a_checkpoint_saved_without_crcs_is_not_called_damaged(tmp_path):
