@@ -33,6 +33,7 @@ SPEC_NAME = "spec.json"
 REPORT_NAME = "report.json"
 HEARTBEAT_NAME = "heartbeat.json"
 TRAIN_LOG_NAME = "train.log"
+TRIAL_NAME = "trial.json"  # a trial child's measurement (Trial), in logs/<run>/trials/<rung>/
 
 # Environment the child is started with; allocator settings only take effect if present before
 # torch is imported, which is why training runs in a child at all.
@@ -182,6 +183,12 @@ class Spec(_Document):
     report: str = _field(_STR, "")  # where the child writes its Report
     heartbeat: str = _field(_STR, "")  # where the child writes its Heartbeat
     verified_every_s: float | None = _field(_NUM, omit=True)  # tests: the verified copy's refresh interval
+    # the batch validation runs at, where the rung sets one (Ultralytics validates at 2 × batch and
+    # has no argument for it); None: Ultralytics' own
+    val_batch: int | None = _field(_INT, omit=True)
+    # mode "trial": how the trial runs (TrialPlan.to_json: warmup, iterations, val_batches, window,
+    # budget_s) and where it writes its Trial (path)
+    trial: dict | None = _field(_DICT, omit=True)
     version: int = _field(_INT, VERSION)
     problems: tuple[str, ...] = field(default=(), compare=False)
 
@@ -250,6 +257,9 @@ class Heartbeat(_Document):
     it_s: float | None = _field(_NUM)  # this epoch's batches per second so far
     first_batch_ts: float | None = _field(_NUM)  # None until the first batch ended
     checkpoint: str | None = _field(_STR)  # the checkpoint the attempt started from
+    alloc_retries: int | None = _field(_INT, omit=True)  # torch's num_alloc_retries in this process (GPU)
+    reserved_bytes: int | None = _field(_INT, omit=True)  # torch's reserved memory now (GPU)
+    thrash_epoch: int | None = _field(_INT, omit=True)  # the epoch in which retries rose in two windows
     version: int = _field(_INT, VERSION)
     problems: tuple[str, ...] = field(default=(), compare=False)
 
@@ -278,5 +288,48 @@ class Report(_Document):
     peak_rss_bytes: int | None = _field(_INT, omit=True)
     peak_vram_bytes: int | None = _field(_INT, omit=True)
     peak_vram_reserved_bytes: int | None = _field(_INT, omit=True)
+    version: int = _field(_INT, VERSION)
+    problems: tuple[str, ...] = field(default=(), compare=False)
+
+
+# How a trial ended (Trial.ended)
+TRIAL_FIT = "fit"  # the warm-up, the measured iterations and the validation batches ran
+TRIAL_OOM = "oom"  # CUDA (or host) memory ran out: the rung does not fit
+TRIAL_RETRIES = "alloc_retries"  # the allocator's retries rose in two consecutive windows: thrashing
+TRIAL_FAILED = "failed"  # anything else (a bad dataset, a crash): says nothing about memory
+TRIAL_TIMEOUT = "timeout"  # the trial's budget ran out before it measured enough
+TRIAL_ENDINGS = (TRIAL_FIT, TRIAL_OOM, TRIAL_RETRIES, TRIAL_FAILED, TRIAL_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class Trial(_Document):
+    """What a trial measured on one rung: trial.json, written by the trial child (launcher/trial.py),
+    read by `tune`, the learned store and the choice of the start rung (docs/design.md, "Tuning: a
+    measured trial per rung"). Memory in bytes; on the CPU the peaks are the child tree's RSS."""
+
+    VERSION: ClassVar[int] = 1
+    rung: str = _field(_STR, "")
+    model: str = _field(_STR, "")  # the rung's model source
+    device: str = _field(_STR, "")
+    batch: int | None = _field(_INT)
+    val_batch: int | None = _field(_INT)  # the batch the validation pass ran at
+    imgsz: int | None = _field(_INT)
+    ended: str = _field(_STR, TRIAL_FAILED)  # TRIAL_ENDINGS
+    why: str | None = _field(_STR)  # the exception or rule that ended it, where it did not fit
+    warmup: int | None = _field(_INT)  # iterations before measuring
+    iterations: int | None = _field(_INT)  # measured training iterations run
+    val_batches: int | None = _field(_INT)  # validation batches run
+    peak_reserved_bytes: int | None = _field(_INT)  # training (torch; RSS on the CPU)
+    peak_allocated_bytes: int | None = _field(_INT)
+    val_peak_reserved_bytes: int | None = _field(_INT)  # the validation pass, at val_batch
+    val_peak_allocated_bytes: int | None = _field(_INT)
+    device_used_bytes: int | None = _field(_INT)  # NVML's peak, CUDA context included
+    alloc_retries: int | None = _field(_INT)  # the rise during the trial
+    ooms: int | None = _field(_INT)
+    peak_rss_bytes: int | None = _field(_INT)  # the child and its workers
+    images_per_s: float | None = _field(_NUM)  # median after the warm-up
+    first_batch_s: float | None = _field(_NUM)  # from the child's start to its first batch
+    seconds: float | None = _field(_NUM)  # the whole trial
+    ts: float | None = _field(_NUM)
     version: int = _field(_INT, VERSION)
     problems: tuple[str, ...] = field(default=(), compare=False)

@@ -21,6 +21,7 @@ from .runlog import NOT_RUN_NAMES
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LADDER = Path("ladders") / "default.toml"
 CACHE_MODES = ("ram", "disk", "off")
+ON_THRASH = ("restart", "warn")
 # PyTorch's CUDA caching allocator options (c10/cuda/CUDAAllocatorConfig.cpp).
 ALLOC_KEYS = frozenset({
     "backend", "max_split_size_mb", "max_non_split_rounding_mb", "garbage_collection_threshold",
@@ -46,6 +47,10 @@ class Job:
     heartbeat_timeout_s: int = 1800  # a child silent this long while training or validating is hung
     startup_timeout_s: int = 3600  # ... and before its first batch (imports, dataset scan, RAM caching)
     args: dict = field(default_factory=dict)  # more Ultralytics train arguments, e.g. {"plots": false}
+    # tuning (docs/design.md, "Tuning: a measured trial per rung")
+    headroom: float = 0.1  # share of the free device memory a measured peak must leave unused
+    grow: bool = False  # trials also measure the top rung's model at 2x and 4x its batch
+    on_thrash: str = "restart"  # alloc retries rising: "restart" the rung (then step down), or "warn"
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class Rung:
     cleanup_every: int = 0
     min_free_vram_gib: float = 0.0
     pretrained: bool = True
+    val_batch: int | None = None  # validation's batch; None: Ultralytics' (2 x batch). Set by a measured choice
 
     @property
     def available(self) -> bool:
@@ -119,6 +125,14 @@ def _bool(v: Any) -> bool:
     if not isinstance(v, bool):
         raise TypeError("true or false")
     return v
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in options:
+            raise ValueError(f"one of {', '.join(repr(o) for o in options)}")
+        return v
+    return check
 
 
 def _cache(v: Any) -> str:
@@ -196,6 +210,10 @@ JOB_FIELDS: dict[str, tuple[Callable[[Any], Any], bool, str]] = {
     "retry_wait_s": (_int(0), False, "seconds before the first retry (then doubling), e.g. retry_wait_s = 10"),
     "heartbeat_timeout_s": (_int(10), False, "seconds of silence that mean a hang, e.g. heartbeat_timeout_s = 1800"),
     "startup_timeout_s": (_int(10), False, "seconds a child may take to its first batch, e.g. 3600"),
+    "headroom": (_number(0, 0.9), False, "the share of free device memory a measured rung leaves unused, "
+                 "e.g. headroom = 0.1"),
+    "grow": (_bool, False, "grow = true to also try the top rung's model at 2x and 4x its batch"),
+    "on_thrash": (_choice(ON_THRASH), False, "on_thrash = \"restart\" or \"warn\""),
 }
 
 RUNG_FIELDS: dict[str, tuple[Callable[[Any], Any], bool, str]] = {
@@ -212,6 +230,8 @@ RUNG_FIELDS: dict[str, tuple[Callable[[Any], Any], bool, str]] = {
     "cleanup_every": (_int(0), False, "batches between VRAM cleanups, e.g. 100; 0 for never"),
     "min_free_vram_gib": (_number(0), False, "free GiB a GPU needs to start on this rung, e.g. 15"),
     "pretrained": (_bool, False, "pretrained = true or false"),
+    "val_batch": (_int(1), False, "the batch validation runs at, e.g. val_batch = 4, or leave it out for "
+                  "Ultralytics' 2 x batch"),
 }
 
 

@@ -384,6 +384,8 @@ class Ev:
     TIME_LIMIT = "time_limit"  # the job's time limit cut the night: the launcher requeued it
     PREEMPTED = "preempted"  # SLURM preempted (or requeued, or cancelled) the job from outside
     REQUEUE = "requeue"  # the launcher's `scontrol requeue`, and what SLURM answered
+    TUNED = "tuned"  # the trials run before the night (or taken from the learned store) and what they chose
+    THRASH = "thrash"  # the allocator's retries rose in two consecutive windows, and what the launcher did
 
     SESSION_STARTS = (START, CONTINUE)
     ENDINGS = (COMPLETE, FATAL, EXHAUSTED, INTERRUPTED, TIME_LIMIT, PREEMPTED)
@@ -429,6 +431,9 @@ EVENTS: dict[str, dict[str, tuple[type, ...]]] = {
     Ev.PREEMPTED: _ENDING,
     Ev.SLURM: {"job": _STR, "restarts": _INT, "requeues": _INT, "t": _NUM},
     Ev.REQUEUE: {"job": _STR, "result": _STR, "t": _NUM},
+    Ev.TUNED: {"trials": _LIST, "stored": _BOOL, "start": _STR, "val_batch": _INT, "reasons": _LIST,
+               "seconds": _NUM},
+    Ev.THRASH: {"attempt": _INT, "rung": _STR, "epoch": _INT, "retries": _INT, "action": _STR},
 }
 EVENT_FIELDS = frozenset(name for declared in EVENTS.values() for name in declared)
 
