@@ -327,6 +327,7 @@ class Trial(_Document):
     alloc_retries: int | None = _field(_INT)  # the rise during the trial
     ooms: int | None = _field(_INT)
     peak_rss_bytes: int | None = _field(_INT)  # the child and its workers
+    cache: str | None = _field(_STR, omit=True)  # the rung's cache as the trial ran it: "ram" puts it in the RSS
     images_per_s: float | None = _field(_NUM)  # median after the warm-up
     first_batch_s: float | None = _field(_NUM)  # from the child's start to its first batch
     seconds: float | None = _field(_NUM)  # the whole trial

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .contract import CUDA_OOM, FATAL, GIB, HANG, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN
+from . import choice
+from .contract import CUDA_OOM, FATAL, GIB, HANG, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN, Trial
 from .errors import BadInput
 from .fmt import gib
 from .ladder import Job, Ladder, Rung, gpu_indices
@@ -46,6 +47,7 @@ class Plan:
     cache: CacheDecision
     reasons: tuple[str, ...]
     problems: tuple[str, ...]  # what would make `run` refuse
+    verdicts: tuple[choice.Verdict, ...] = ()  # per rung, where trials measured any (choice.choose_start)
 
 
 def select_device(requested: str | None, snap: Snapshot) -> tuple[str, tuple[Gpu, ...], list[str], list[str]]:
@@ -73,9 +75,13 @@ def select_device(requested: str | None, snap: Snapshot) -> tuple[str, tuple[Gpu
 
 def choose(ladder: Ladder, snap: Snapshot, *, device: str | None = None, start_rung: str | None = None,
            dataset_images: int | None = None, dataset_problem: str | None = None,
-           avoid: dict[str, str] | None = None) -> Plan:
+           avoid: dict[str, str] | None = None, measured: dict[str, Trial] | None = None) -> Plan:
     """The starting rung and the cache decision, as a pure function of the snapshot. `avoid`:
-    rungs that earlier nights on this machine and job saw run out of memory before an epoch."""
+    rungs that earlier nights on this machine and job saw run out of memory before an epoch.
+    `measured`: trials by rung name (experience.Experience.trials): where there are any, the start
+    is choice.choose_start's (measured where measured, thresholds elsewhere), and its start rung
+    (in `rungs` too) carries the val_batch the choice set; with [job] grow a grown top rung
+    (choice.grown) may start, first in `rungs` (grown_ladder)."""
     device, gpus, reasons, problems = select_device(device or ladder.job.device, snap)
     if dataset_problem:
         problems.append(dataset_problem)
@@ -88,13 +94,16 @@ def choose(ladder: Ladder, snap: Snapshot, *, device: str | None = None, start_r
         reasons.append(f"rung{'s' if len(names) > 1 else ''} {', '.join(names)} unavailable ({why})" +
                        ("" if every else ": the ladder steps over " + ("them" if len(names) > 1 else "it")))
 
-    cache = decide_cache(ladder, snap, gpus, dataset_images)
+    measured = measured or {}
+    cache = decide_cache(ladder, snap, gpus, dataset_images, measured)
     rungs, capped = fit_cpus(tuple(with_cache(r, cache) for r in ladder.rungs), snap.cpus)
     reasons.extend(capped)
     if any(r.cache == "ram" for r in ladder.rungs):
         reasons.append(cache.reason)
 
     start: Rung | None
+    verdicts: tuple[choice.Verdict, ...] = ()
+    notes: tuple[str, ...] = ()
     if start_rung:
         forced = ladder.rung(start_rung)
         if not forced.available:
@@ -102,6 +111,25 @@ def choose(ladder: Ladder, snap: Snapshot, *, device: str | None = None, start_r
                            "start on another rung")
         start = forced
         reasons.insert(0, f"start rung {forced.name}: forced by --start-rung")
+    elif measured:
+        picked = choice.choose_start(rungs, measured, gpus, snap.ram_available, ladder.job.headroom,
+                                     grow=ladder.job.grow)
+        start, why, verdicts, notes = picked.start, picked.reason, picked.verdicts, picked.notes
+        if start is not None and avoid and start.name in avoid:
+            probed = start
+            fits = {v.rung: v for v in verdicts}
+            after = [v.rung for v in verdicts][[v.rung for v in verdicts].index(start.name):]
+            name = next((n for n in after if n not in avoid and fits[n].fits), None)
+            start = None
+            if name is not None:
+                grown = [g for g in choice.grown_rungs(rungs) if g.name == name]
+                start = grown[0] if grown else rungs[ladder.index(name)]
+                if fits[name].val_batch is not None:
+                    start = replace(start, val_batch=fits[name].val_batch)
+            why = (f"start rung {start.name if start else 'none'}: learned, {avoid[probed.name]} (the measurements "
+                   f"alone would start on {probed.name}: {why.split(': ', 1)[1]}; --no-memory ignores what was "
+                   "learned and measured)")
+        (reasons.insert(0, why) if start else problems.append(why))
     else:
         start, why = pick_start(ladder.rungs, gpus)
         if start is not None and avoid and start.name in avoid:
@@ -114,13 +142,31 @@ def choose(ladder: Ladder, snap: Snapshot, *, device: str | None = None, start_r
         waiting = once_available(ladder.rungs, gpus, start)
         if waiting:
             reasons.append(waiting)
-    if start is not None:
-        start = rungs[ladder.index(start.name)]
+    names = [r.name for r in ladder.rungs]
+    if start is not None and start.name in names:
+        i = names.index(start.name)
+        start = replace(rungs[i], val_batch=start.val_batch if measured else rungs[i].val_batch)
+        rungs = rungs[:i] + (start,) + rungs[i + 1:]  # the supervisor trains from `rungs`: val_batch with it
         cache = replace(cache, requested=ladder.rung(start.name).cache, effective=start.cache)
+    elif start is not None:  # a grown top rung ([job] grow): it comes first, the ladder follows
+        rungs = (start,) + rungs
+        cache = replace(cache, requested=ladder.rungs[0].cache, effective=start.cache)
     reasons.extend(weights_reasons(ladder.rungs))
-    reasons.extend(roomy_gpus(ladder.rungs, gpus))
+    top = next((r.name for r in ladder.rungs if r.available), None)
+    measured_top = any(v.rung == top and v.decided == choice.MEASURED for v in verdicts)
+    reasons.extend(notes if measured_top else roomy_gpus(ladder.rungs, gpus))
     return Plan(device=device, gpus=gpus, start=start, rungs=rungs, cache=cache, reasons=tuple(reasons),
-                problems=tuple(problems))
+                problems=tuple(problems), verdicts=verdicts)
+
+
+def grown_ladder(ladder: Ladder, plan: Plan) -> Ladder:
+    """The ladder a plan that starts on a grown top rung trains down: that rung first (as the
+    ladder asks it, before the plan's cache decision), then the ladder's own."""
+    if plan.start is None or plan.start.name in {r.name for r in ladder.rungs}:
+        return ladder
+    factor = plan.start.batch // next(r for r in ladder.rungs if r.available).batch
+    top = next(r for r in ladder.rungs if r.available)
+    return replace(ladder, rungs=(choice.grown(top, factor),) + ladder.rungs)
 
 
 def once_available(rungs: tuple[Rung, ...], gpus: tuple[Gpu, ...], start: Rung | None) -> str | None:
@@ -209,10 +255,16 @@ def cache_estimate(images: int, imgsz: int, copies: int) -> int:
     return images * imgsz * imgsz * 3 * copies
 
 
-def decide_cache(ladder: Ladder, snap: Snapshot, gpus: tuple[Gpu, ...], images: int | None) -> CacheDecision:
+def decide_cache(ladder: Ladder, snap: Snapshot, gpus: tuple[Gpu, ...], images: int | None,
+                 measured: dict[str, Trial] | None = None) -> CacheDecision:
+    """RAM cache on or off for every rung: by the measured peak RSS where trials measured rungs that
+    ask for it, else by the estimate with CACHE_HEADROOM."""
     requested = ladder.rungs[0].cache
     copies = max(1, len(gpus))
     available = snap.ram_available
+    by_rss = measured_cache(ladder, requested, available, images, copies, measured or {})
+    if by_rss is not None:
+        return by_rss
     if images is None:
         return CacheDecision(requested, "off", None, available, copies,
                              "RAM cache off: the dataset could not be read, so its size is unknown")
@@ -228,6 +280,38 @@ def decide_cache(ladder: Ladder, snap: Snapshot, gpus: tuple[Gpu, ...], images: 
     return CacheDecision(requested, "off", estimate, available, copies,
                          f"RAM cache off: {gib(available)} available < {CACHE_HEADROOM} × {gib(estimate)} "
                          f"estimate ({per}); rungs asking for ram run with cache off")
+
+
+def measured_cache(ladder: Ladder, requested: str, available: int | None, images: int | None, copies: int,
+                   measured: dict[str, Trial]) -> CacheDecision | None:
+    """The cache decision from the trials of the rungs that ask for RAM cache, or None where none
+    measured a peak RSS (or it cannot be used). A trial that ran with cache = "ram" has the cache in
+    its RSS; one that did not (or does not say) gets the estimate added: errs towards off. The largest
+    need over those rungs decides (any of them may train tonight); it must leave [job] headroom of
+    the available RAM, like a measured rung's host peak (choice.judge)."""
+    if available is None:
+        return None
+    estimate = None if images is None else cache_estimate(images, ladder.job.imgsz, copies)
+    needs = []
+    for rung in ladder.rungs:
+        trial = measured.get(rung.name)
+        if rung.cache != "ram" or trial is None or trial.peak_rss_bytes is None or choice.says_nothing(trial):
+            continue
+        if trial.cache == "ram":
+            needs.append((trial.peak_rss_bytes, f"{rung.name}'s trial peak RSS, cache included"))
+        elif estimate is not None:
+            needs.append((trial.peak_rss_bytes + estimate,
+                          f"{rung.name}'s trial peak RSS {gib(trial.peak_rss_bytes)} + {gib(estimate)} cache estimate"))
+    if not needs:
+        return None
+    need, what = max(needs)
+    keep = 1 - ladder.job.headroom
+    if need <= available * keep:
+        return CacheDecision(requested, "ram", estimate, available, copies,
+                             f"RAM cache on: measured {gib(need)} ({what}) ≤ {gib(available)} available × {keep:g}")
+    return CacheDecision(requested, "off", estimate, available, copies,
+                         f"RAM cache off: measured {gib(need)} ({what}) > {gib(available)} available × {keep:g}; "
+                         "rungs asking for ram run with cache off")
 
 
 def with_cache(rung: Rung, cache: CacheDecision) -> Rung:

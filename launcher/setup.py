@@ -197,14 +197,17 @@ def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapsho
     learned = None
     if not req.no_memory:
         _, gpus, _, _ = plan_mod.select_device(device, snap)
-        learned = experience.Experience(experience.store_path(), experience.job_key(ladder, gpus, snap))
+        learned = experience.for_job(ladder, gpus, snap)
+    trials = learned.trials() if learned else {}
     plan = plan_mod.choose(ladder, snap, device=req.device, start_rung=req.start_rung,
                            dataset_images=data.images if data else None, dataset_problem=problem,
-                           avoid=learned.avoid() if learned else None)
+                           avoid=learned.avoid() if learned else None,
+                           measured={name: trial for name, (trial, _) in trials.items()})
+    ladder = plan_mod.grown_ladder(ladder, plan)  # a grown top rung first ([job] grow)
     plan = replace(plan, problems=plan.problems + refused)  # dry-run exits 2 where run would refuse
     warnings = overrides.warnings(ladder.job.imgsz, ladder.job.args, plan.device) + said
     if plan.start is None:
-        return DryRun(snap, ladder, plan, data, None, None, {}, [], learned, warnings)
+        return DryRun(snap, ladder, plan, data, None, None, {}, [], learned, warnings, trials)
     paths, start, attempt = RunPaths.for_run(ladder.job.name), plan.start, 1
     if req.fresh and has_run(paths):  # the new run beside it (_prepare)
         ladder = replace(ladder, job=replace(ladder.job, name=fresh_name(ladder.job.name)))
@@ -214,7 +217,7 @@ def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapsho
     spec = spec_mod.build(ladder.job, start, plan.device, paths, attempt=attempt, vram_gib=req.vram)
     env = {**extra_env(req), **spec_mod.env(start, paths.spec(attempt))}  # as the supervisor starts it
     return DryRun(snap, ladder, plan, data, spec, paths.spec(attempt), env, spec_mod.command(paths.spec(attempt)),
-                  learned, warnings)
+                  learned, warnings, trials)
 
 
 def continued_rungs(req: Request, state: RunState, ladder: Ladder, rungs: tuple) -> tuple:
@@ -258,6 +261,7 @@ def _after(held: list[str], say: Callable[[str], None]) -> Callable[[str], None]
 def _prepare(req: Request, ladder: Ladder, machine: probe.Snapshot, child_env: dict[str, str], result: DryRun,
              say: Callable[[str], None]) -> Prepared:
     plan = result.plan
+    ladder = plan_mod.grown_ladder(ladder, plan)  # a grown top rung first ([job] grow): the ladder trained down
     if plan.device != "cpu" and not machine.gpus:
         raise BadInput(f"--device {plan.device}", f"this machine has no NVIDIA GPU ({machine.nvml}); --vram only "
                        "pretends for dry-run", "pass --device cpu to train on the CPU")
@@ -315,8 +319,8 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
             say(kept)
             prepared.ladder = with_args(ladder, own)
             if prepared.experience is not None:  # learned under the arguments the run trains with
-                prepared.experience = experience.Experience(prepared.experience.path, experience.job_key(
-                    prepared.ladder, plan.gpus, result.snap))
+                prepared.experience = experience.for_job(prepared.ladder, plan.gpus, result.snap,
+                                                         prepared.experience.path)
     else:
         prepared.start = ladder.index(plan.start.name)
         prepared.state = RunState(run=ladder.job.name, ladder=str(ladder.path), data=str(ladder.job.dataset),

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from .contract import Spec
+from .choice import MEASURED, Verdict
+from .contract import Spec, Trial
 from .dataset import Dataset
 from .experience import Experience
 from .failures import Failure, action
 from .ladder import Ladder, Rung
-from .fmt import gib
+from .fmt import duration, gib
 from .plan import Plan
 from .probe import Snapshot
 
@@ -29,6 +30,7 @@ class DryRun:
     command: list[str]
     experience: Experience | None = None  # what earlier nights learned (None with --no-memory)
     warnings: tuple[str, ...] = ()  # one line each, said first (overrides.warnings, continuation.records_met)
+    trials: dict[str, tuple[Trial, str]] = field(default_factory=dict)  # stored measurements, with when noted
 
 
 def rel(p: str | Path, cwd: Path | None = None) -> str:
@@ -105,6 +107,8 @@ def dry_run_text(d: DryRun, cwd: Path | None = None) -> str:
     out += ["", f"Ladder  {rel(d.ladder.path, cwd)}  ({where}; > start, x unavailable)"]
     out += ladder_rows(d.ladder, plan)
 
+    out += measured_rows(d)
+
     out += ["", "Why"] + [f"  - {r}" for r in plan.reasons]
 
     if d.spec is not None and d.spec_path is not None:
@@ -118,6 +122,47 @@ def dry_run_text(d: DryRun, cwd: Path | None = None) -> str:
     if plan.problems:
         out += ["", "Problems (run would refuse)"] + [f"  - {p}" for p in plan.problems]
     return "\n".join(out) + "\n"
+
+
+def night_s(trial: Trial | None, epochs: int, d: DryRun) -> float | None:
+    """The night's training time from a trial's speed: epochs × train images / images per second
+    (validation and start-up not counted)."""
+    if trial is None or not trial.images_per_s or d.dataset is None:
+        return None
+    return epochs * d.dataset.train_images / trial.images_per_s
+
+
+def measured_rows(d: DryRun) -> list[str]:
+    """Per rung, where trials measured any: its numbers and what decided it (docs/design.md,
+    "Tuning: a measured trial per rung"). Nothing where no trial is stored: the plan is the thresholds'."""
+    plan = d.plan
+    if not any(v.decided == MEASURED for v in plan.verdicts):
+        return []
+    rungs = {r.name: r for r in plan.rungs}
+    out = ["", f"Measured  (trials stored in logs/experience.json; a measured peak leaves "
+               f"{d.ladder.job.headroom:.0%} of the free memory unused)"]
+    width = max(len(v.rung) for v in plan.verdicts)
+    for v in plan.verdicts:
+        mark = ">" if plan.start is not None and v.rung == plan.start.name else " "
+        head = f"  {mark} {v.rung.ljust(width)}  "
+        fits = "fits" if v.fits else "does not fit"
+        if v.decided != MEASURED:
+            out.append(f"{head}not measured: the threshold decided, {fits} ({v.reason})")
+            continue
+        t, when = v.trial, d.trials.get(v.rung, (None, ""))[1]
+        numbers = [f"train {gib(t.peak_reserved_bytes)}",
+                   f"val {gib(t.val_peak_reserved_bytes)} at batch {v.need.val_batch if v.need else t.val_batch}"]
+        if t.device_used_bytes is not None:
+            numbers.append(f"device {gib(t.device_used_bytes)}")
+        numbers += [f"host {gib(t.peak_rss_bytes)}",
+                    "- images/s" if t.images_per_s is None else f"{t.images_per_s:.1f} images/s"]
+        eta = night_s(t, rungs[v.rung].epochs, d) if v.rung in rungs else None
+        if eta is not None:
+            numbers.append(f"night ≈ {duration(eta)} ({rungs[v.rung].epochs} epochs × {d.dataset.train_images} "
+                           "images, training only)")
+        out.append(f"{head}measured {when[:16].replace('T', ' ')}, ended {t.ended}: {', '.join(numbers)}")
+        out.append(f"    {' ' * width}  {fits} (measured): {v.reason}")
+    return out
 
 
 def dry_run_json(d: DryRun) -> dict:
@@ -137,7 +182,7 @@ def dry_run_json(d: DryRun) -> dict:
             "path": str(d.ladder.path),
             "run": d.ladder.job.name,
             "imgsz": d.ladder.job.imgsz,
-            "rungs": [rung_json(asked, r) for asked, r in zip(d.ladder.rungs, plan.rungs)],
+            "rungs": [{**rung_json(asked, r), **measured_json(d, r)} for asked, r in zip(d.ladder.rungs, plan.rungs)],
         },
         "child": None if d.spec is None else {
             "command": d.command, "env": d.env, "spec_path": str(d.spec_path), "spec": d.spec.to_json()},
@@ -151,8 +196,18 @@ def rung_json(asked: Rung, rung: Rung) -> dict:
         "epochs": rung.epochs, "batch": rung.batch, "workers": rung.workers,
         "cache": rung.cache, "cache_asked": asked.cache, "threads": rung.threads,
         "vram_fraction": rung.vram_fraction, "alloc_conf": rung.alloc_conf, "cleanup_every": rung.cleanup_every,
-        "min_free_vram_gib": rung.min_free_vram_gib, "pretrained": rung.pretrained,
+        "min_free_vram_gib": rung.min_free_vram_gib, "pretrained": rung.pretrained, "val_batch": rung.val_batch,
     }
+
+
+def measured_json(d: DryRun, rung: Rung) -> dict:
+    """What decided a rung (measured, threshold, or None: not judged), its trial and the night it gives."""
+    v: Verdict | None = next((v for v in d.plan.verdicts if v.rung == rung.name), None)
+    measured = v is not None and v.decided == MEASURED
+    return {"decided": v.decided if v else None, "fits": v.fits if v else None, "why": v.reason if v else None,
+            "measured_at": d.trials.get(rung.name, (None, None))[1] if measured else None,
+            "trial": v.trial.to_json() if measured else None,
+            "night_s": night_s(v.trial, rung.epochs, d) if measured else None}
 
 
 def diagnose_text(path: str, failure: Failure | None, epochs_completed: int | None = None) -> str:
