@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from . import choice
-from .contract import CUDA_OOM, FATAL, GIB, HANG, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN, Trial
+from .contract import CUDA_OOM, FATAL, GIB, HANG, HOST_OOM, INTERRUPTED, NCCL, TRIAL_FIT, UNKNOWN, Trial
 from .errors import BadInput
 from .fmt import gib
 from .ladder import Job, Ladder, Rung, gpu_indices
@@ -285,7 +285,8 @@ def decide_cache(ladder: Ladder, snap: Snapshot, gpus: tuple[Gpu, ...], images: 
 def measured_cache(ladder: Ladder, requested: str, available: int | None, images: int | None, copies: int,
                    measured: dict[str, Trial]) -> CacheDecision | None:
     """The cache decision from the trials of the rungs that ask for RAM cache, or None where none
-    measured a peak RSS (or it cannot be used). A trial that ran with cache = "ram" has the cache in
+    measured a peak RSS to the end (a trial that ran out of memory stopped short of its peak) or
+    it cannot be used. A trial that ran with cache = "ram" has the cache in
     its RSS; one that did not (or does not say) gets the estimate added: errs towards off. The largest
     need over those rungs decides (any of them may train tonight); it must leave [job] headroom of
     the available RAM, like a measured rung's host peak (choice.judge)."""
@@ -295,7 +296,7 @@ def measured_cache(ladder: Ladder, requested: str, available: int | None, images
     needs = []
     for rung in ladder.rungs:
         trial = measured.get(rung.name)
-        if rung.cache != "ram" or trial is None or trial.peak_rss_bytes is None or choice.says_nothing(trial):
+        if rung.cache != "ram" or trial is None or trial.peak_rss_bytes is None or trial.ended != TRIAL_FIT:
             continue
         if trial.cache == "ram":
             needs.append((trial.peak_rss_bytes, f"{rung.name}'s trial peak RSS, cache included"))

@@ -156,7 +156,7 @@ def measured_rows(d: DryRun) -> list[str]:
             numbers.append(f"device {gib(t.device_used_bytes)}")
         numbers += [f"host {gib(t.peak_rss_bytes)}",
                     "- images/s" if t.images_per_s is None else f"{t.images_per_s:.1f} images/s"]
-        eta = night_s(t, rungs[v.rung].epochs, d) if v.rung in rungs else None
+        eta = night_s(t, rungs[v.rung].epochs, d) if v.rung in rungs and v.fits else None
         if eta is not None:
             numbers.append(f"night ≈ {duration(eta)} ({rungs[v.rung].epochs} epochs × {d.dataset.train_images} "
                            "images, training only)")
@@ -207,7 +207,7 @@ def measured_json(d: DryRun, rung: Rung) -> dict:
     return {"decided": v.decided if v else None, "fits": v.fits if v else None, "why": v.reason if v else None,
             "measured_at": d.trials.get(rung.name, (None, None))[1] if measured else None,
             "trial": v.trial.to_json() if measured else None,
-            "night_s": night_s(v.trial, rung.epochs, d) if measured else None}
+            "night_s": night_s(v.trial, rung.epochs, d) if measured and v.fits else None}
 
 
 def diagnose_text(path: str, failure: Failure | None, epochs_completed: int | None = None) -> str:

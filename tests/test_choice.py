@@ -130,7 +130,8 @@ def test_the_tightest_gpu_decides(default):
 
 def test_on_the_cpu_fit_is_host_ram_only(default):
     # on the CPU the peaks are the child tree's RSS; device memory means nothing
-    measured = {"optimal": trial("optimal", 20, 21, rss=21), "optimal-b4": trial("optimal-b4", 9, 10, batch=4, rss=10)}
+    # (a trial's training and validation peaks are RSS there too: the largest of the three counts)
+    measured = {"optimal": trial("optimal", 20, 21, rss=5), "optimal-b4": trial("optimal-b4", 9, 10, batch=4, rss=10)}
     c = start(default, measured, ram=16, gpus=())
     assert c.start.name == "optimal-b4" and c.verdicts[0].decided == "measured"
     assert "host peak 21.00 GiB > 16.00 GiB available RAM" in c.reason and c.notes == ()
@@ -208,6 +209,9 @@ def test_the_ram_cache_uses_the_measured_rss(default):
     uncached = plan.decide_cache(default, s, s.gpus, images, {"optimal": trial("optimal", 8, 9, rss=32)})
     assert uncached.effective == "off" and "+ 5.04 GiB cache estimate" in uncached.reason
     assert plan.choose(default, s, dataset_images=images, measured=cached).rungs[0].cache == "off"
+    # a trial that ran out of memory stopped short of its peak: the estimate decides
+    short = {"optimal": trial("optimal", 8, 9, rss=37, cache="ram", ended=TRIAL_OOM)}
+    assert plan.decide_cache(default, s, s.gpus, images, short).reason.startswith("RAM cache on: 40.00 GiB available ≥ 2")
 
 
 # ---- the store -------------------------------------------------------------------------------------
@@ -282,6 +286,8 @@ def test_dry_run_shows_the_measured_rungs(capsys, fixed_machine):
         section[1]  # 100 × 3912 / 30 s
     assert "fits (measured): needs 10.00 GiB" in section[2]
     assert "optimal-b4  measured" in section[3] and "does not fit (measured): ran out of memory" in section[4]
+    assert "night" not in section[3]  # a rung that does not fit gives no night
+    assert "RAM cache on: measured 9.04 GiB (optimal's trial peak RSS 4.00 GiB + 5.04 GiB cache estimate)" in out
     assert section[5].startswith("    mnv4        not measured: the threshold decided, fits")
     assert "- start rung optimal: measured on GPU 0" in out
     assert "- note: rung optimal needs 10.00 GiB measured, under half of GPU 0's 23.41 GiB free: batch 12 would fit " \
