@@ -154,8 +154,8 @@ def judge(rung: Rung, trial: Trial, gpu: Gpu | None, ram: int | None, headroom: 
                            f"{keep:g}", trial, need)
         host = f"; host peak {gib(need.host)} ≤ {gib(ram)} available × {keep:g}"
     if not on_gpu:
-        return Verdict(rung.name, MEASURED, True, f"host peak {gib(need.host)}" + (
-            f" ≤ {gib(ram)} available RAM × {keep:g}" if ram is not None else " (available RAM unknown)"), trial, need)
+        ram_said = f" ≤ {gib(ram)} available RAM × {keep:g}" if ram is not None else " (available RAM unknown)"
+        return Verdict(rung.name, MEASURED, True, f"host peak {gib(need.host)}{ram_said}", trial, need)
     budget = gpu.free * keep
     cap = ""
     if rung.vram_fraction is not None and gpu.total:
@@ -169,7 +169,8 @@ def judge(rung: Rung, trial: Trial, gpu: Gpu | None, ram: int | None, headroom: 
     if need.train + need.context <= budget and need.val is not None and need.val_batch:
         vb = val_batch_that_fits(need, int(budget - need.context))
         if vb >= 1:
-            return Verdict(rung.name, MEASURED, True, f"training fits ({gib(need.train + need.context)} ≤ {room}) but "
+            trains = gib(need.train + need.context)
+            return Verdict(rung.name, MEASURED, True, f"training fits ({trains} ≤ {room}) but "
                            f"validation at batch {need.val_batch} ({gib(need.val + need.context)}) does not: validates "
                            f"at batch {vb} (estimated, linear in the batch above training's peak){host}", trial, need,
                            val_batch=vb)

@@ -211,7 +211,8 @@ def test_the_ram_cache_uses_the_measured_rss(default):
     assert plan.choose(default, s, dataset_images=images, measured=cached).rungs[0].cache == "off"
     # a trial that ran out of memory stopped short of its peak: the estimate decides
     short = {"optimal": trial("optimal", 8, 9, rss=37, cache="ram", ended=TRIAL_OOM)}
-    assert plan.decide_cache(default, s, s.gpus, images, short).reason.startswith("RAM cache on: 40.00 GiB available ≥ 2")
+    assert plan.decide_cache(default, s, s.gpus, images, short).reason.startswith(
+        "RAM cache on: 40.00 GiB available ≥ 2")
 
 
 # ---- the store -------------------------------------------------------------------------------------
