@@ -47,7 +47,9 @@ def build(job: Job, rung: Rung, device: str, paths: RunPaths, attempt: int, vram
         # the module a project model's YAML needs registered with Ultralytics' parser
         register=rung.model.project.module if rung.model.project else None,
         verified=str(paths.verified(save_dir)), report=str(paths.report(attempt)),
-        heartbeat=str(paths.heartbeat(attempt)))
+        heartbeat=str(paths.heartbeat(attempt)),
+        val_batch=rung.val_batch,  # Ultralytics validates at 2 × batch otherwise (callbacks.use_val_batch)
+        on_thrash=job.on_thrash)  # what the child does when the allocator thrashes (callbacks.Watch)
 
 
 def env(rung: Rung, spec_path: Path | None = None) -> dict[str, str]:
