@@ -92,7 +92,7 @@ def _injection(text: str) -> dict:
     if len(parts) not in (3, 4) or parts[0] not in INJECT_KINDS or not parts[2].isdigit() or int(parts[2]) < 1 \
             or (len(parts) == 4 and parts[3] not in INJECT_PHASES) or not parts[1]:
         raise argparse.ArgumentTypeError(
-            f"'{text}': KIND is {', '.join(INJECT_KINDS)}, EPOCH a whole number ≥ 1, PHASE "
+            f"'{text}': KIND is {', '.join(INJECT_KINDS[:-1])} or {INJECT_KINDS[-1]}, EPOCH a whole number ≥ 1, PHASE "
             f"{', '.join(INJECT_PHASES)}; {usage}")
     if parts[0] == THRASH and len(parts) == 4 and parts[3] != "train":
         raise argparse.ArgumentTypeError(f"'{text}': thrash happens in training batches, PHASE train only; {usage}")
