@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import csv
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .contract import INTERRUPTED
@@ -171,6 +171,7 @@ class Record:
     wait_s: float = 0.0  # of lost_s: the waits after failures before the next attempt
     interrupted_s: float = 0.0  # interrupted attempts' time not kept
     slurm: dict | None = None  # {"jobs", "requeues", "waiting_s"} of a run on a SLURM cluster
+    thrashes: list[Event] = field(default_factory=list)  # the `thrash` events: the allocator's retries rising
 
     @property
     def start(self) -> float | None:
@@ -198,6 +199,14 @@ def _next_step(e: Event) -> str:
     return f"validate at {to}"
 
 
+def thrash_words(e: Event | dict) -> str:
+    """One `thrash` event (or status's dict of one) in a few words: where, how many retries, what the launcher did."""
+    did = {"restart": "restarted the rung from its checkpoint", "step_down": "stepped down",
+           "warn": "went on (on_thrash = warn)"}.get(e.get("action"), e.get("action") or "?")
+    retries = f", {e.get('retries')} alloc retries" if e.get("retries") is not None else ""
+    return f"attempt {e.get('attempt')} on {e.get('rung')}, epoch {e.get('epoch')}{retries}: {did}"
+
+
 def load(root: Path) -> Record:
     """The run record at `root` (logs/<run>), read and reduced to what the report shows. A
     state.json with wrong types or a newer version raises runlog's one-line BadInput."""
@@ -216,6 +225,7 @@ def load(root: Path) -> Record:
     sessions: list[list[float]] = []
     last_attempt: Attempt | None = None
     resumes: dict[int, Event] = {}  # attempt -> its `resume` event (logged just before its start)
+    thrashes: list[Event] = []
     for e in events:
         kind, t = e.kind, e.time
         if kind == Ev.REFUSED:  # a later `run` that was refused: no launcher ran this run then
@@ -254,6 +264,8 @@ def load(root: Path) -> Record:
             resumes[e.get("attempt")] = e
         elif kind in Ev.NEXT_STEPS and last_attempt is not None and not last_attempt.then:
             last_attempt.then = _next_step(e)
+        elif kind == Ev.THRASH:
+            thrashes.append(e)
         elif kind == Ev.MODEL_SET_ASIDE:
             set_aside[_aside_key(e, {a.model for a in order} | set(state.models if state else ()))] = e
         elif kind in Ev.ENDINGS:
@@ -300,7 +312,7 @@ def load(root: Path) -> Record:
     rec = Record(root=root, name=str(state.run if state and state.run else root.name), status=status,
                  reason=reason, delivered=delivered, attempts=order, sessions=[(a, b) for a, b in sessions],
                  telemetry=telemetry, set_aside=set_aside, models=models, counting=counting, results=results,
-                 slurm=slurm_summary(events, state) if state and state.slurm_jobs else None)
+                 slurm=slurm_summary(events, state) if state and state.slurm_jobs else None, thrashes=thrashes)
     account(rec)
     for a in order:
         if a.mode == TRAIN and a.resume_from and a.resumed_at is None and a.epochs:

@@ -22,14 +22,19 @@ from pathlib import Path
 import torch
 
 from .checkpoint import zip_damage
-from .contract import CUDA_OOM, Heartbeat, Spec
+from .contract import CUDA_OOM, THRASH, Heartbeat, Spec
 from .ladder import gpu_indices
+from .memstats import CudaStats, RisingWindows, Sample, Stats
 from .runlog import write_json_atomic
 
 HEARTBEAT_EVERY_S = 1.0  # at most this often from batch ends; saves and phase changes always write
 # How often a save refreshes the verified copy (always the first and the last): each refresh reads,
 # checks, writes and fsyncs a whole checkpoint, in a thread (docs/design.md, "Checkpoints").
 VERIFIED_EVERY_S = 600.0
+# The thrash rule's window (docs/design.md, "Tuning: a measured trial per rung"): batches per window;
+# the rule fires when alloc retries rose in two consecutive ones (memstats.RisingWindows).
+THRASH_WINDOW = 10
+THRASH_DRILL_WINDOW = 1  # --inject thrash: a demo epoch has a few batches only
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,47 @@ class Injection:
 
 class InjectedCrash(RuntimeError):
     """A non-OOM failure for fire drills (`--inject crash:...`); classified fatal."""
+
+
+class ThrashRestart(RuntimeError):
+    """The child ends itself after a save because the allocator thrashed in the epoch (alloc retries
+    rose in two consecutive windows) and the ladder's `[job] on_thrash` is "restart": a fresh process
+    clears the fragmentation. Classified `thrash` by its name (failures.SIGNATURES)."""
+
+
+class ThrashDrill:
+    """`--inject thrash:RUNG:EPOCH`: a stand-in memory Stats for the CPU whose alloc retries rise by
+    one at every batch end of epoch EPOCH and later ones (a fragmenting allocator does not heal by
+    itself, so a restarted attempt thrashes again), read by the real thrash rule. `epoch` tells the
+    epoch in progress; `sample` is called once per batch end."""
+
+    def __init__(self, epoch: int, current):
+        self.epoch, self.current, self.retries = epoch, current, 0
+
+    def sample(self) -> Sample:
+        if self.current() >= self.epoch:
+            self.retries += 1
+        return Sample(alloc_retries=self.retries)
+
+    def reset_peaks(self) -> None:
+        pass
+
+
+def use_val_batch(trainer, val_batch: int | None) -> None:
+    """Make the trainer build its validation loader at `val_batch` (a rung's `val_batch`; None:
+    leave Ultralytics' 2 × batch). Ultralytics has no argument for it: `_build_train_pipeline` asks
+    `get_dataloader(..., batch_size * 2, mode="val")`, so this wraps that method on the instance,
+    before `_setup_train` builds the loaders; the first-epoch OOM halving rebuilds them through the
+    same method, so a rebuilt validation loader keeps `val_batch` too."""
+    if val_batch is None:
+        return
+    build = getattr(trainer.get_dataloader, "builds", trainer.get_dataloader)  # never wrapped twice
+
+    def get_dataloader(dataset_path, batch_size=16, rank=0, mode="train"):
+        return build(dataset_path, batch_size=val_batch if mode == "val" else batch_size, rank=rank, mode=mode)
+
+    get_dataloader.builds = build
+    trainer.get_dataloader = get_dataloader
 
 
 class AtomicPath(type(Path())):
@@ -216,7 +262,20 @@ class Watch:
         self.vram_fraction = spec.vram_fraction
         self.vram_limit_bytes = spec.vram_limit_bytes
         self.cleanup_every = spec.cleanup_every or 0
-        self.injections = [inj for inj in map(Injection.from_json, spec.inject) if inj.rung == spec.rung]
+        injections = [inj for inj in map(Injection.from_json, spec.inject) if inj.rung == spec.rung]
+        self.injections = [inj for inj in injections if inj.kind != THRASH]  # those that fail in the forward pass
+        self.drill = next((inj for inj in injections if inj.kind == THRASH), None)
+        self.val_batch = spec.val_batch
+        self.on_thrash = spec.on_thrash or "restart"
+        # the thrash rule: memory statistics sampled at batch ends, made in the process that trains
+        # (a DDP rank too: `_stats_pid`); None on the CPU, where there is no allocator to thrash
+        self.stats: Stats | None = None
+        self._stats_pid: int | None = None
+        self.windows = RisingWindows(THRASH_DRILL_WINDOW if self.drill else THRASH_WINDOW)
+        self.alloc_retries: int | None = None
+        self.reserved_bytes: int | None = None
+        self.thrash_epoch: int | None = None  # the latest epoch in which the rule fired
+        self._val_said = False
         self.phase = "setup"
         self.epoch = 0  # 1-based epoch in progress
         self.epochs = spec.epochs
@@ -249,6 +308,7 @@ class Watch:
         trainer.last, trainer.best = AtomicPath(trainer.last), AtomicPath(trainer.best)  # saves by rename
         use_strip_by_rename()  # and so does the final strip (this runs on the rank that saves)
         remove_temps(trainer.last, trainer.best, self.verified_path)  # left by a killed child
+        use_val_batch(trainer, self.val_batch)  # before _setup_train builds the loaders
         self.cap(trainer)
 
     def on_train_start(self, trainer) -> None:
@@ -256,6 +316,7 @@ class Watch:
         self.cap(trainer)  # DDP ranks other than 0 never run on_pretrain_routine_start
         self.epochs = trainer.epochs
         self.start_epoch = trainer.start_epoch + 1
+        self.watch_memory(trainer)
         self.beat(force=True)
 
     def on_train_epoch_start(self, trainer) -> None:
@@ -276,13 +337,19 @@ class Watch:
         self.it_s = self.batch / elapsed if elapsed > 0 else None  # this epoch's average so far
         if self.cleanup_every and self.batches_seen % self.cleanup_every == 0:
             self.cleanup()
-        self.beat(force=self.batches_seen == 1)
+        thrashed = self.sample_memory()
+        self.beat(force=self.batches_seen == 1 or thrashed)
 
     def on_train_epoch_end(self, trainer) -> None:
         self.phase = "val"  # validation (if any) follows, then the save
         self.beat(force=True)
 
     def on_val_start(self, validator) -> None:
+        loader = getattr(validator, "dataloader", None)
+        if not self._val_said and loader is not None and getattr(loader, "batch_size", None):
+            self._val_said = True  # once an attempt: the batch validation really runs at
+            why = "the rung's val_batch" if self.val_batch is not None else "Ultralytics' 2 × batch"
+            print(f"launcher: validation runs at batch {loader.batch_size} ({why})", flush=True)
         self.beat(force=True)
 
     def on_val_batch_end(self, validator) -> None:
@@ -307,6 +374,13 @@ class Watch:
                 self._copier = threading.Thread(target=self._copy, args=(data, last), daemon=True)
                 self._copier.start()
         self.beat(force=True)
+        if self.thrash_epoch == self.epoch and self.on_thrash == "restart" and not last_epoch(trainer):
+            # the epoch is saved: a fresh process resumes from it (plan.POLICY's thrash row). Not after
+            # the last epoch: nothing is left to train, and the final validation follows here.
+            raise ThrashRestart(
+                f"alloc retries rose in two consecutive windows of {self.windows.window} batches in epoch "
+                f"{self.epoch} ({self.alloc_retries} retries in this process); epoch {self.epoch} is saved, so "
+                "this process ends for a fresh one to resume (on_thrash = restart)")
 
     def _copy(self, data: bytes, last: Path) -> None:
         if not keep_verified_copy(data, self.verified_path, last):
@@ -330,6 +404,36 @@ class Watch:
         remove_temps(trainer.last, trainer.best)
         self.phase = "done"
         self.beat(force=True)
+
+    # ---- the thrash rule (docs/design.md, "Tuning: a measured trial per rung") ----------------------
+    def watch_memory(self, trainer) -> None:
+        """The memory statistics this process samples at batch ends: torch's allocator on a GPU
+        (one dict read: no NVML, no process walk), the drill's stand-in, or none on the CPU."""
+        if self._stats_pid == os.getpid():
+            return
+        self._stats_pid = os.getpid()
+        if self.drill is not None:
+            self.stats = ThrashDrill(self.drill.epoch, lambda: self.epoch)
+        elif trainer.device.type == "cuda":
+            self.stats = CudaStats(trainer.device.index or 0, device_used=lambda: None, rss=lambda: None)
+
+    def sample_memory(self) -> bool:
+        """Read the allocator at a batch end; True when the thrash rule fires (the heartbeat then
+        carries `thrash_epoch`, and the launcher records it)."""
+        if self.stats is None:
+            return False
+        sample = self.stats.sample()
+        self.alloc_retries, self.reserved_bytes = sample.alloc_retries, sample.reserved
+        if not self.windows.add(sample.alloc_retries):
+            return False
+        first = self.thrash_epoch != self.epoch
+        self.thrash_epoch = self.epoch
+        if first:
+            then = ("this process ends after the epoch's save, and a fresh one resumes" if self.on_thrash == "restart"
+                    else "training goes on (on_thrash = warn)")
+            print(f"launcher: the allocator is thrashing in epoch {self.epoch}: alloc retries rose in two consecutive "
+                  f"windows of {self.windows.window} batches ({self.alloc_retries} so far); {then}", flush=True)
+        return True
 
     # ---- helpers --------------------------------------------------------------------------------
     def cuda_indices(self) -> list[int]:
@@ -373,7 +477,8 @@ class Watch:
             ts=time.time(), pid=os.getpid(), attempt=self.attempt, rung=self.rung, phase=self.phase, epoch=self.epoch,
             epochs=self.epochs, start_epoch=self.start_epoch, batch=self.batch, batches=self.batches,
             epochs_saved=self.epochs_saved, last_saved_epoch=self.last_saved_epoch, it_s=self.it_s,
-            first_batch_ts=self.first_batch_ts, checkpoint=self.checkpoint)
+            first_batch_ts=self.first_batch_ts, checkpoint=self.checkpoint, alloc_retries=self.alloc_retries,
+            reserved_bytes=self.reserved_bytes, thrash_epoch=self.thrash_epoch)
 
     def forward_pre_hook(self, module, args) -> None:
         """Fail for real inside the detection model's forward pass when an injection matches."""

@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 from . import console, dataset as dataset_mod, failures, ladder as ladder_mod, plan, runlog, setup, slurm
-from .contract import CUDA_OOM, EXIT_BAD_INPUT, EXIT_OK, REPORT_NAME, TRAIN_LOG_NAME, Report
+from .contract import CUDA_OOM, EXIT_BAD_INPUT, EXIT_OK, REPORT_NAME, THRASH, TRAIN_LOG_NAME, Report
 from .errors import BadInput, LauncherError
 from .views import diagnose_json, diagnose_text, dry_run_json, dry_run_text
 
@@ -80,18 +80,22 @@ def _run_name(text: str) -> str:
         raise argparse.ArgumentTypeError(f"'{text}': {e}") from None
 
 
-INJECT_KINDS = (CUDA_OOM, "crash")  # a real CUDA OOM, or an InjectedCrash (fatal)
+# a real CUDA OOM, an InjectedCrash (fatal), or alloc retries rising from that epoch on (a stand-in
+# for the allocator's count, read by the real thrash rule: callbacks.ThrashDrill)
+INJECT_KINDS = (CUDA_OOM, "crash", THRASH)
 INJECT_PHASES = ("train", "val", "final")
 
 
 def _injection(text: str) -> dict:
     parts = text.split(":")
-    usage = "give KIND:RUNG:EPOCH[:PHASE], e.g. cuda_oom:optimal:2 or crash:safe:1:val"
+    usage = "give KIND:RUNG:EPOCH[:PHASE], e.g. cuda_oom:optimal:2, crash:safe:1:val or thrash:optimal:1"
     if len(parts) not in (3, 4) or parts[0] not in INJECT_KINDS or not parts[2].isdigit() or int(parts[2]) < 1 \
             or (len(parts) == 4 and parts[3] not in INJECT_PHASES) or not parts[1]:
         raise argparse.ArgumentTypeError(
-            f"'{text}': KIND is {' or '.join(INJECT_KINDS)}, EPOCH a whole number ≥ 1, PHASE "
+            f"'{text}': KIND is {', '.join(INJECT_KINDS[:-1])} or {INJECT_KINDS[-1]}, EPOCH a whole number ≥ 1, PHASE "
             f"{', '.join(INJECT_PHASES)}; {usage}")
+    if parts[0] == THRASH and len(parts) == 4 and parts[3] != "train":
+        raise argparse.ArgumentTypeError(f"'{text}': thrash happens in training batches, PHASE train only; {usage}")
     return {"kind": parts[0], "rung": parts[1], "epoch": int(parts[2]), "phase": parts[3] if len(parts) == 4 else
             "train"}
 
@@ -104,7 +108,9 @@ def run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inject", action="append", type=_injection, default=[], metavar="KIND:RUNG:EPOCH[:PHASE]",
                      help="fault injection, repeatable: KIND cuda_oom (a real torch.OutOfMemoryError in the model's "
                           "forward pass) or crash (a non-OOM error), at that rung and 1-based epoch, in PHASE train "
-                          "(default), val or final; e.g. --inject cuda_oom:optimal:2:val")
+                          "(default), val or final; or thrash (alloc retries rising at every batch from that epoch "
+                          "on, windows of 1 batch: the rule fires by an epoch's third batch); e.g. "
+                          "--inject cuda_oom:optimal:2:val, --inject thrash:optimal:1")
 
 
 def job_options() -> argparse.ArgumentParser:
@@ -208,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "epoch, every time it gets there, so one injection exercises both the retry and the step-down.",
         epilog=f"examples:\n  {PROG} run --demo\n  {PROG} run --data /data/coco_indoor/data.yaml\n"
                f"  {PROG} run --demo --inject cuda_oom:optimal:2          # a late OOM, then an early one\n"
-               f"  {PROG} run --demo --inject cuda_oom:optimal:2:final    # OOM in the final validation\n\n"
+               f"  {PROG} run --demo --inject cuda_oom:optimal:2:final    # OOM in the final validation\n"
+               f"  {PROG} run --demo --epochs 3 --inject thrash:optimal:1  # thrashing: restart, then step down\n\n"
                "exit codes: 0 trained (or already finished), 2 bad input, 3 ladder or attempts exhausted, "
                "4 fatal failure, 75 stopped for SLURM to run it again, 130/143 interrupted")
     run_options(run)

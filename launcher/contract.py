@@ -51,6 +51,7 @@ HANG = "hang"
 UNKNOWN = "unknown"
 FATAL = "fatal"
 INTERRUPTED = "interrupted"
+THRASH = "thrash"  # the child ended itself after a save: the allocator's retries rose (on_thrash = "restart")
 
 GIB = 1024**3
 
@@ -189,6 +190,9 @@ class Spec(_Document):
     # mode "trial": how the trial runs (TrialPlan.to_json: warmup, iterations, val_batches, window,
     # budget_s) and where it writes its Trial (path)
     trial: dict | None = _field(_DICT, omit=True)
+    # the ladder's [job] on_thrash: "restart" (the child ends itself after the next save; plan.POLICY
+    # restarts the rung, then steps down) or "warn" (it records and goes on); None: "restart"
+    on_thrash: str | None = _field(_STR, omit=True)
     version: int = _field(_INT, VERSION)
     problems: tuple[str, ...] = field(default=(), compare=False)
 

@@ -188,6 +188,8 @@ def note_trials(store: Experience | None, trials: list[Trial], run: str) -> int:
 
 def verdict(kind: str | None, phase: str | None, epochs_saved: int) -> str | None:
     """An attempt's verdict on its rung, or None when it says nothing about the rung's memory."""
+    # a thrash (the child ended itself after a save: alloc retries rising) is no oom_early: the rung
+    # trained and saved, and a fresh process clears the fragmentation
     if late_oom(epochs_saved):
         return HELD  # including a late OOM: a leak, not a verdict on the rung
     if kind == CUDA_OOM and phase in ("train", "val", None):

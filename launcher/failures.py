@@ -8,7 +8,7 @@ then the exit signal, then signatures in the log tail. In a log, the final lines
 (including torchrun's `[rankN]:` prefixed ones) are read first, so a warning printed earlier in a
 healthy part of the run cannot outvote the exception that ended it; free-text signatures (a
 killed DataLoader worker, an NCCL watchdog line) come next. Where several kinds match,
-the most specific wins: fatal > cuda_oom > host_oom > nccl > interrupted > unknown. When no
+the most specific wins: fatal > cuda_oom > host_oom > nccl > thrash > interrupted > unknown. When no
 signature matches, the tail is read as a person would (`classify`): the type of the exception that
 ended the run (`ending_exception`; configuration and code errors are fatal, unless the process died
 by a signal), a Ctrl-C that ends it, then the exit status, also one the log prints itself
@@ -22,7 +22,7 @@ import re
 import signal
 from dataclasses import dataclass, replace
 
-from .contract import CUDA_OOM, FATAL, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN, Heartbeat, Report
+from .contract import CUDA_OOM, FATAL, HOST_OOM, INTERRUPTED, NCCL, THRASH, UNKNOWN, Heartbeat, Report
 from .plan import EARLY_OOM, FINAL, LATE_OOM, POLICY, late_oom
 
 TAIL_BYTES = 256 * 1024  # how much of a log's end is read; progress bars make logs long
@@ -83,6 +83,9 @@ SIGNATURES: tuple[tuple[str, re.Pattern], ...] = (
         r"\bNCCL (error|timeout|Error)\b", r"ncclInternalError|ncclSystemError|ncclUnhandledCudaError|"
         r"ncclRemoteError", r"ProcessGroupNCCL.*(time ?out|abort)",
     )),
+    # the child ended itself after a save, the allocator thrashing (callbacks.ThrashRestart, on_thrash =
+    # "restart"); its own name only: the line it prints when the rule fires does not end anything
+    (THRASH, _rx(r"\bThrashRestart\b")),
     (INTERRUPTED, _rx(
         r"\bKeyboardInterrupt\b",
         # torchrun's agent was signalled from outside (Ctrl-C, a closed terminal, a scheduler's SIGTERM);

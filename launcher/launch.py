@@ -62,9 +62,12 @@ class Watchdog:
 
     def __init__(self, job: Job, attempt: int, rung: str, heartbeat: Path, gpus: tuple[int, ...],
                  ram: memory.RamWatch, telemetry: JsonLines | None = None,
-                 on_tree: Callable[[list[dict]], None] = lambda tree: None, clock=time.monotonic):
+                 on_tree: Callable[[list[dict]], None] = lambda tree: None, clock=time.monotonic,
+                 on_thrash: Callable[[Heartbeat], None] = lambda beat: None):
         self.job, self.attempt, self.rung, self.heartbeat, self.gpus = job, attempt, rung, heartbeat, gpus
         self.ram, self.telemetry, self.on_tree, self.clock = ram, telemetry, on_tree, clock
+        self.on_thrash = on_thrash  # a heartbeat with a new thrash_epoch (see `thrash`)
+        self._thrash_seen: int | None = None  # the thrash_epoch last handed on
         self.tree: list[dict] = []  # the child's processes at the last look
         self.verdict: tuple[str, str] | None = None  # (kind, evidence) once the watchdog decided to kill
         self.peak_rss = self.peak_vram = None
@@ -96,10 +99,19 @@ class Watchdog:
         if self.telemetry is not None and now - self._telemetry_written >= TELEMETRY_EVERY_S:
             self._telemetry_written = now
             self._record_telemetry(set(pids), beat or Heartbeat())
+        self.thrash(beat)
         reason = self.silence(beat, now)
         if reason and self.verdict is None:
             self.verdict = (HANG, reason)
         return reason
+
+    def thrash(self, beat: Heartbeat | None) -> None:
+        """Hand on a heartbeat whose `thrash_epoch` is new (the child's thrash rule fired in that
+        epoch): once per epoch, at the tick that first sees it, or from the last heartbeat after the
+        child ended (the supervisor asks again then)."""
+        if beat is not None and beat.thrash_epoch is not None and beat.thrash_epoch != self._thrash_seen:
+            self._thrash_seen = beat.thrash_epoch
+            self.on_thrash(beat)
 
     def silence(self, beat: Heartbeat | None, now: float) -> str | None:
         """Why the heartbeat counts as silent, or None: the start-up limit before the first batch,

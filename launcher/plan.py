@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from . import choice
-from .contract import CUDA_OOM, FATAL, GIB, HANG, HOST_OOM, INTERRUPTED, NCCL, TRIAL_FIT, UNKNOWN, Trial
+from .contract import CUDA_OOM, FATAL, GIB, HANG, HOST_OOM, INTERRUPTED, NCCL, THRASH, TRIAL_FIT, UNKNOWN, Trial
 from .errors import BadInput
 from .fmt import gib
 from .ladder import Job, Ladder, Rung, gpu_indices
@@ -330,7 +330,8 @@ def override_epochs(ladder: Ladder, epochs: int | None) -> Ladder:
 # A step's action is the event that records it (runlog.Ev): Ev.RETRY, Ev.STEP_DOWN or Ev.VALIDATE go
 # on; Ev.FATAL and Ev.EXHAUSTED end the night; Ev.INTERRUPTED ends it resumable (under SLURM the
 # supervisor records the cut instead: Ev.TIME_LIMIT or Ev.PREEMPTED).
-OOM, REMEDIES, DOWN = "oom", "remedies", "down"  # a Rule's `then`: what follows once retries are spent
+# a Rule's `then`: what follows once retries are spent; RESTART: the same rung once more, from its checkpoint
+OOM, REMEDIES, DOWN, RESTART = "oom", "remedies", "down", "restart"
 RETRY_WAIT_MAX_S = 300.0  # the exponential wait stops doubling here
 
 LATE_OOM = "resume the same rung in a fresh process (that clears leaks and fragmentation)"
@@ -353,7 +354,7 @@ class Rule:
     does: str  # what the launcher does, in words
     ends: str | None = None  # the event that ends the night at once, in any phase: no rung can help
     retries: int | None = 0  # transient when not 0: retried on its rung after a wait; None: [job] retries
-    then: str = DOWN  # once its retries are spent: OOM (late or early), REMEDIES (host RAM), DOWN
+    then: str = DOWN  # once its retries are spent: OOM (late or early), REMEDIES (host RAM), RESTART (thrash), DOWN
 
     @property
     def transient(self) -> bool:
@@ -370,6 +371,10 @@ POLICY: dict[str, Rule] = {
     UNKNOWN: Rule("retry the same rung with exponential backoff (bounded), then step down to the next rung",
                   retries=None),
     HANG: Rule("kill the whole process tree, retry the same rung once, then step down to the next rung", retries=1),
+    THRASH: Rule("the child ended itself after the epoch's save (alloc retries rose in two consecutive windows of "
+                 "batches; `[job] on_thrash = \"restart\"`): the first time on a rung, restart the same rung in a fresh "
+                 "process from the checkpoint (that clears fragmentation); the second time on that rung, step down to "
+                 "the next rung", then=RESTART),
     FATAL: Rule("stop at once with the evidence (exit 4), never walk the ladder: no rung can fix it; correct the "
                 "cause, then run again", ends=Ev.FATAL),
     INTERRUPTED: Rule("stop the process tree (30 s grace, then SIGKILL) and keep the checkpoint resumable (exit "
@@ -389,7 +394,7 @@ def policy_rows() -> list[tuple[str, str, str, str]]:
             retries, wait = ("`[job] retries`" if rule.retries is None else str(rule.retries)), "exponential"
         else:
             retries, wait = {OOM: "late: as long as each attempt saves an epoch (the budget bounds it); early: none",
-                             REMEDIES: "one per remedy", DOWN: "none"}[rule.then], "none"
+                             REMEDIES: "one per remedy", RESTART: "1", DOWN: "none"}[rule.then], "none"
         rows.append((kind, rule.does, retries, wait))
     return rows
 
@@ -462,10 +467,11 @@ def next_rung(rungs: tuple[Rung, ...], i: int) -> int | None:
 
 
 def decide(rungs: tuple[Rung, ...], i: int, kind: str, phase: str | None, epochs_saved: int, *,
-           streak: int, policy: Policy) -> Step:
+           streak: int, policy: Policy, thrashes: int = 1) -> Step:
     """What follows an attempt on rung `i` that died of `kind` (in `phase`, after saving
     `epochs_saved` epochs): every decision of the run's policy, as a pure function. `streak` counts
-    the transient failures in a row on this rung, this one included."""
+    the transient failures in a row on this rung, this one included; `thrashes` the attempts on this
+    rung that ended for thrashing, this one included (for kind `thrash`)."""
     rung, rule = rungs[i], POLICY[kind]
     below = next_rung(rungs, i)
     down = (Step(Ev.STEP_DOWN, below, f"step down from {rung.name} to {rungs[below].name}") if below is not None
@@ -487,6 +493,11 @@ def decide(rungs: tuple[Rung, ...], i: int, kind: str, phase: str | None, epochs
                                  "fresh process (clears leaks and fragmentation)")
     if rule.then == OOM:
         return replace(down, reason=f"early OOM (no epoch completed in the attempt): {down.reason}")
+    if rule.then == RESTART and thrashes <= 1:
+        return Step(Ev.RETRY, i, f"the allocator thrashed on {rung.name}: restart it in a fresh process from its "
+                                 "checkpoint (clears fragmentation)")
+    if rule.then == RESTART:
+        return replace(down, reason=f"the allocator thrashed again on {rung.name} ({thrashes} times): {down.reason}")
     if rule.then == REMEDIES:
         if rung.cache == "ram":
             return Step(Ev.RETRY, i, f"host RAM ran out: retry {rung.name} with RAM cache off", (("cache", "off"),))

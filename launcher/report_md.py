@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
-from .accounting import MAP50, MAP50_95, Record, final_metrics
+from .accounting import MAP50, MAP50_95, Record, final_metrics, thrash_words
 from .fmt import duration, percent
 from .runlog import Ev
 from .timeline import TIMELINE_NAME
@@ -56,6 +56,9 @@ def markdown(rec: Record) -> str:
                f"in the model; {duration(rec.lost_s)} lost to failures"
                + (f"; {duration(rec.interrupted_s)} interrupted (the launcher was stopped)"
                   if any(a.interrupted for a in rec.attempts) else ""))
+    if rec.thrashes:
+        out.append("- **Allocator thrashing** (alloc retries rose in two consecutive windows of batches): " + "; ".join(
+            thrash_words(e) for e in rec.thrashes))
     if rec.slurm:
         sl = rec.slurm
         out.append(f"- **SLURM:** job{'s' if len(sl['jobs']) > 1 else ''} {', '.join(sl['jobs'])}; {sl['requeues']} "

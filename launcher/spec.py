@@ -48,7 +48,8 @@ def build(job: Job, rung: Rung, device: str, paths: RunPaths, attempt: int, vram
         register=rung.model.project.module if rung.model.project else None,
         verified=str(paths.verified(save_dir)), report=str(paths.report(attempt)),
         heartbeat=str(paths.heartbeat(attempt)),
-        val_batch=rung.val_batch)  # where the ladder or a measured choice sets one (choice.py)
+        val_batch=rung.val_batch,  # the ladder's or a measured choice's (choice.py); Ultralytics' 2 × batch otherwise
+        on_thrash=job.on_thrash)  # what the child does when the allocator thrashes (callbacks.Watch)
 
 
 def env(rung: Rung, spec_path: Path | None = None) -> dict[str, str]:

@@ -104,6 +104,8 @@ def collect(paths: RunPaths, now: float | None = None) -> dict:
         "vram": now_and_peak(samples, "vram"), "ram_used": now_and_peak(samples, "ram_used"),
         "rss": now_and_peak(samples, "rss"),
         "slurm": slurm_summary(events, state) if state and state.slurm_jobs else None,
+        "thrash": [{**{k: e.get(k) for k in ("attempt", "rung", "epoch", "retries", "action")}, "ts": e.ts}
+                   for e in events if e.kind == Ev.THRASH],
         "history": history, "models": {k: asdict(m) for k, m in state.models.items()} if state else {},
         "delivered": state.delivered if state and isinstance(state.delivered, dict) else None,
         "record": str(paths.root),
@@ -158,6 +160,11 @@ def text(d: dict) -> str:
            for k in ("vram", "ram_used", "rss")}
     when = "now" if d["active"] else "at the end"  # a finished or stopped run's last sample is not now
     out.append(f"  VRAM {when} {mem['vram']}; RAM used {when} {mem['ram_used']}; child RSS {when} {mem['rss']}")
+    if d.get("thrash"):
+        from .accounting import thrash_words
+        last = d["thrash"][-1]
+        out.append(f"  allocator thrashing: {len(d['thrash'])} time{'s' if len(d['thrash']) != 1 else ''}; last: "
+                   f"{thrash_words(last)} at {last['ts']}")
     if d.get("slurm"):
         sl = d["slurm"]
         out.append(f"  SLURM job{'s' if len(sl['jobs']) > 1 else ''} {', '.join(sl['jobs'])}: {sl['requeues']} "

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import console, experience, failures, memory, plan, probe, slurm, spec as spec_mod
-from .contract import (EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, INTERRUPTED,
+from .contract import (EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, INTERRUPTED, THRASH,
                        Heartbeat, Report, Spec)
 from .experience import Experience
 from .failures import ChildEnd, Failure
@@ -136,8 +136,12 @@ class Supervisor:
             if failure is None:
                 return self._complete(outcome)
             streak = streak + 1 if failure.kind in plan.TRANSIENT else 0
+            thrashes = self._thrashes(outcome.rung) + 1 if failure.kind == THRASH else 0
             step = plan.decide(self._remedied(), i, failure.kind, failure.phase, outcome.epochs_saved,
-                               streak=streak, policy=self.policy)
+                               streak=streak, policy=self.policy, thrashes=thrashes)
+            if failure.kind == THRASH:
+                self._record_thrash(outcome.attempt, outcome.rung, outcome.heartbeat,
+                                    "restart" if step.action == Ev.RETRY else "step_down")
             if step.action == Ev.INTERRUPTED:
                 return self._interrupted()
             if step.action == Ev.FATAL:
@@ -165,6 +169,30 @@ class Supervisor:
         state.rung, state.mode = self.planned[step.rung].name, "validate" if validate else "train"
         self._save_state()
         return state.mode
+
+    def _thrashes(self, rung: str) -> int:
+        """Attempts on `rung` that ended for thrashing and were restarted, in the whole run (every
+        session's events): the second thrash on a rung steps down (plan.POLICY)."""
+        return sum(1 for e in self.events.read_events()
+                   if e.kind == Ev.THRASH and e.get("rung") == rung and e.get("action") == "restart")
+
+    def _record_thrash(self, attempt: int, rung: str, beat: Heartbeat | None, action: str) -> None:
+        """The thrash event: the epoch the child's rule fired in, its alloc retries, and what was done."""
+        epoch, retries = (beat.thrash_epoch, beat.alloc_retries) if beat else (None, None)
+        self.events.append(Ev.THRASH, attempt=attempt, rung=rung, epoch=epoch, retries=retries, action=action)
+        if action == "warn":
+            self.say(f"attempt {attempt}: the allocator is thrashing on rung {rung} in epoch {epoch} (alloc retries "
+                     f"{retries} rose in two consecutive windows); training goes on")
+
+    def _thrash_seen(self, attempt: int, rung: str):
+        """The watchdog's hand-on of a heartbeat whose rule fired: recorded here where the child goes
+        on (on_thrash = "warn", or the last epoch, after which nothing is left to restart for); where it
+        ends itself, the supervisor records the thrash as it classifies the attempt."""
+        def seen(beat: Heartbeat) -> None:
+            last = beat.epochs is not None and beat.thrash_epoch is not None and beat.thrash_epoch >= beat.epochs
+            if self.ladder.job.on_thrash == "warn" or last:
+                self._record_thrash(attempt, rung, beat, "warn")
+        return seen
 
     def _remedied(self) -> tuple[Rung, ...]:
         """The rungs attempts run and the policy steps down: the planned ones with the remedies of
@@ -199,7 +227,7 @@ class Supervisor:
         resume_from = ModelPaths.at(spec.save_dir).resume_from
         before = {g: free for g, (free, _) in (probe.gpu_usage(self.gpus) or {}).items()} if self.gpus else None
         watchdog = Watchdog(self.ladder.job, n, rung.name, self.paths.heartbeat(n), self.gpus, self.ram,
-                            self.telemetry, on_tree=self._on_tree)
+                            self.telemetry, on_tree=self._on_tree, on_thrash=self._thrash_seen(n, rung.name))
         if self.signals.received is not None:  # noted while the attempt was written: take it back
             state.attempts = n - 1
             self.paths.spec(n).unlink(missing_ok=True)
@@ -220,6 +248,7 @@ class Supervisor:
         end = self.launch(spec_mod.command(self.paths.spec(n)), env, self.paths.train_log(n), watchdog)
         self.signals.child_gone()
         report, heartbeat = Report.read(self.paths.report(n)), Heartbeat.read(self.paths.heartbeat(n))
+        watchdog.thrash(heartbeat)  # a thrash the ticks did not see before the child ended
         failure = failures.judge(end, report, log_tail(self.paths.train_log(n)), heartbeat, self.signals.received)
         state.tree = []
         if failure and self.gpus:

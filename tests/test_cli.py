@@ -110,7 +110,7 @@ def test_dry_run_demo_ladder_marks_dataset_missing(capsys, monkeypatch, tmp_path
     (["dry-run", "--device", "3", "--vram", "12"], ["--device 3", "GPU 3 not on this machine"]),
     (["diagnose", "missing.log"], ["missing.log", "no such log file"]),
     (["frobnicate"], ["invalid choice"]),
-    (["run", "--inject", "oom:optimal:2"], ["--inject", "KIND is cuda_oom or crash"]),
+    (["run", "--inject", "oom:optimal:2"], ["--inject", "KIND is cuda_oom, crash or thrash"]),
     (["run", "--inject", "cuda_oom:optimal:0"], ["--inject", "EPOCH"]),
     (["run", "--inject", "cuda_oom:optimal:2:backward"], ["--inject", "PHASE"]),
     (["run", "--data", "coco_indoor/data.yaml", "--inject", "cuda_oom:turbo:2"], ["--inject cuda_oom:turbo:2",

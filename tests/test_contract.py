@@ -58,7 +58,8 @@ def test_the_writers_keep_the_shape_on_disk_plus_a_version(tmp_path):
     reads by key) still finds all it read."""
     ladder = ladder_mod.load(ROOT / "ladders" / "default.toml")
     spec = spec_mod.build(ladder.job, ladder.rungs[0], "0", RunPaths(tmp_path / "run"), attempt=1)
-    assert set(spec.to_json()) == set(OLD_SPEC) | {"version"} and spec.to_json()["version"] == Spec.VERSION
+    # plus the [job] on_thrash the child acts on (issue 21); val_batch only where the rung sets one
+    assert set(spec.to_json()) == set(OLD_SPEC) | {"version", "on_thrash"} and spec.to_json()["version"] == Spec.VERSION
     assert Spec.from_json(json.loads(json.dumps(spec.to_json()))) == spec  # a round trip through the file
     assert spec.unusable() is None
     failed = Report(ok=False, ts=1.0, exc_type="X", message="m", phase="train", epoch=1, start_epoch=1, batch=0,

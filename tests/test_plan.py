@@ -205,8 +205,8 @@ def test_host_oom_remedies_in_order(default, policy):
 def test_the_policy_table_is_what_decide_applies(default, policy):
     """Every failure kind has one row (plan.POLICY); a kind's retries, its transience and how it
     ends come from that row, not from a second copy in decide, diagnose or the help."""
-    from launcher.contract import CUDA_OOM, FATAL, HANG, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN
-    assert set(plan.POLICY) == {CUDA_OOM, HOST_OOM, NCCL, UNKNOWN, HANG, FATAL, INTERRUPTED}
+    from launcher.contract import CUDA_OOM, FATAL, HANG, HOST_OOM, INTERRUPTED, NCCL, THRASH, UNKNOWN
+    assert set(plan.POLICY) == {CUDA_OOM, HOST_OOM, NCCL, UNKNOWN, HANG, THRASH, FATAL, INTERRUPTED}
     assert plan.TRANSIENT == {NCCL, UNKNOWN, HANG}
     assert [policy.retries_for(k) for k in (NCCL, UNKNOWN, HANG)] == [default.job.retries, default.job.retries, 1]
     for kind, rule in plan.POLICY.items():
