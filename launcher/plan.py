@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from .contract import CUDA_OOM, FATAL, GIB, HANG, HOST_OOM, INTERRUPTED, NCCL, UNKNOWN
+from .contract import (CUDA_OOM, EXIT_FATAL, EXIT_SIGINT, EXIT_SIGTERM, FATAL, GIB, GRACE_S, HANG, HOST_OOM,
+                       INTERRUPTED, NCCL, UNKNOWN)
 from .errors import BadInput
 from .fmt import gib
 from .ladder import Job, Ladder, Rung, gpu_indices
@@ -285,10 +286,11 @@ POLICY: dict[str, Rule] = {
     UNKNOWN: Rule("retry the same rung with exponential backoff (bounded), then step down to the next rung",
                   retries=None),
     HANG: Rule("kill the whole process tree, retry the same rung once, then step down to the next rung", retries=1),
-    FATAL: Rule("stop at once with the evidence (exit 4), never walk the ladder: no rung can fix it; correct the "
-                "cause, then run again", ends=Ev.FATAL),
-    INTERRUPTED: Rule("stop the process tree (30 s grace, then SIGKILL) and keep the checkpoint resumable (exit "
-                      "130/143); run the same command again to continue", ends=Ev.INTERRUPTED),
+    FATAL: Rule(f"stop at once with the evidence (exit {EXIT_FATAL}), never walk the ladder: no rung can fix it; "
+                "correct the cause, then run again", ends=Ev.FATAL),
+    INTERRUPTED: Rule(f"stop the process tree ({GRACE_S:g} s grace, then SIGKILL) and keep the checkpoint resumable "
+                      f"(exit {EXIT_SIGINT}/{EXIT_SIGTERM}); run the same command again to continue",
+                      ends=Ev.INTERRUPTED),
 }
 TRANSIENT = frozenset(k for k, r in POLICY.items() if r.transient)  # retried on the same rung after a wait
 
