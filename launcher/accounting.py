@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .contract import INTERRUPTED
-from .runlog import (EVENTS_VERSION, RUNNING, Ev, Event, RunPaths, RunState, model_folder, read_events, read_jsonl,
-                     unix_time)
+from .runlog import EVENTS_VERSION, RUNNING, Ev, Event, ModelPaths, RunPaths, RunState, read_events, read_jsonl
 
 NOT_STARTED = "not started"  # the status of a record with no attempt and no state.json
 # an attempt's mode (RunState.mode, attempt_start's `mode`): training, or only the final validation
@@ -44,15 +43,10 @@ MAP50 = "metrics/mAP50(B)"
 
 # ---- reading the record -----------------------------------------------------------------------
 
-def event_time(event: Event | dict) -> float | None:
-    """An event's unix time (Event.time); of a line read as a plain dict too."""
-    return event.time if isinstance(event, Event) else unix_time(event.get("t"), event.get("ts"))
-
-
 def model_key(source: object) -> str:
-    """A model's key in the report: its folder's name (runlog.model_folder: its file's stem and a
-    hash of its source), so two models whose files share a stem (v1/best.pt, v2/best.pt) are two."""
-    return model_folder(str(source)) if source else ""
+    """A model's key in the report, as runlog.ModelPaths owns it: its folder's name (its file's stem
+    and a hash of its source), so two models whose files share a stem (v1/best.pt, v2/best.pt) are two."""
+    return ModelPaths.key_of(source)
 
 
 def _aside_key(e: Event, sources: set[str]) -> str:

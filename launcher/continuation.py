@@ -165,11 +165,14 @@ def _why(changed: dict) -> str:
 
 def started_args(state: RunState, paths: RunPaths) -> dict | None:
     """The ladder's [job.args] the run trains with: its newest attempt's spec.json extra_args beyond
-    its key=value arguments; None when no attempt has a spec."""
+    its key=value arguments; None when no attempt has a spec, or its extra_args cannot be read (a
+    damaged spec says nothing of what the run started with: the check is skipped, not failed)."""
     numbers = [int(p.name.removeprefix("attempt-")) for p in paths.root.glob("attempt-*")
                if p.name.removeprefix("attempt-").isdigit()]
     spec = newest_spec(paths, numbers)
-    return {k: v for k, v in spec.extra_args.items() if k not in state.overrides} if spec else None
+    if spec is None or any(why.startswith("'extra_args'") for why in spec.problems):
+        return None
+    return {k: v for k, v in spec.extra_args.items() if k not in state.overrides}
 
 
 def own_arguments(state: RunState, ladder: Ladder, paths: RunPaths) -> dict:

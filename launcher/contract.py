@@ -23,6 +23,7 @@ EXIT_FATAL = 4  # stopped on a failure that no rung can fix
 EXIT_REQUEUED = 75  # stopped at a SLURM time limit or preemption; the job runs again (EX_TEMPFAIL)
 EXIT_SIGINT = 130
 EXIT_SIGTERM = 143
+GRACE_S = 30.0  # after SIGINT/SIGTERM or a watchdog kill, how long the child gets before SIGKILL
 
 # The child: `python -m launcher.child SPEC.json`; exits CHILD_OK when the model is trained and
 # validated, CHILD_FAILED after writing report.json (or dies of a signal, with no report).

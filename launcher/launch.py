@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
 from . import console, memory, probe, proctree
-from .contract import HANG, Heartbeat
+from .contract import GRACE_S, HANG, Heartbeat
 from .failures import ChildEnd, signal_of
 from .ladder import Job
 from .runlog import JsonLines
@@ -27,7 +27,6 @@ from .runlog import JsonLines
 TREE_EVERY_S = 10.0  # how often the running attempt's process tree is handed to the record
 RAM_EVERY_S = 2.0  # how often host RAM is sampled (evidence for a SIGKILL)
 TELEMETRY_EVERY_S = 10.0  # a line of telemetry.jsonl: ~7 MB for a 100-hour run
-GRACE_S = 30.0  # after SIGINT/SIGTERM or a watchdog kill, how long the child gets before SIGKILL
 
 
 class Launch(Protocol):

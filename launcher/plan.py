@@ -10,7 +10,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from . import choice
-from .contract import CUDA_OOM, FATAL, GIB, HANG, HOST_OOM, INTERRUPTED, NCCL, THRASH, TRIAL_FIT, UNKNOWN, Trial
+from .contract import (CUDA_OOM, EXIT_FATAL, EXIT_SIGINT, EXIT_SIGTERM, FATAL, GIB, GRACE_S, HANG, HOST_OOM,
+                       INTERRUPTED, NCCL, THRASH, TRIAL_FIT, UNKNOWN, Trial)
 from .errors import BadInput
 from .fmt import gib
 from .ladder import Job, Ladder, Rung, gpu_indices
@@ -375,10 +376,11 @@ POLICY: dict[str, Rule] = {
                  "batches; `[job] on_thrash = \"restart\"`): the first time on a rung, restart the same rung in a fresh "
                  "process from the checkpoint (that clears fragmentation); the second time on that rung, step down to "
                  "the next rung", then=RESTART),
-    FATAL: Rule("stop at once with the evidence (exit 4), never walk the ladder: no rung can fix it; correct the "
-                "cause, then run again", ends=Ev.FATAL),
-    INTERRUPTED: Rule("stop the process tree (30 s grace, then SIGKILL) and keep the checkpoint resumable (exit "
-                      "130/143); run the same command again to continue", ends=Ev.INTERRUPTED),
+    FATAL: Rule(f"stop at once with the evidence (exit {EXIT_FATAL}), never walk the ladder: no rung can fix it; "
+                "correct the cause, then run again", ends=Ev.FATAL),
+    INTERRUPTED: Rule(f"stop the process tree ({GRACE_S:g} s grace, then SIGKILL) and keep the checkpoint resumable "
+                      f"(exit {EXIT_SIGINT}/{EXIT_SIGTERM}); run the same command again to continue",
+                      ends=Ev.INTERRUPTED),
 }
 TRANSIENT = frozenset(k for k, r in POLICY.items() if r.transient)  # retried on the same rung after a wait
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
 from .accounting import MAP50, MAP50_95, Record, final_metrics, thrash_words
 from .fmt import duration, percent

@@ -2,8 +2,9 @@
 
 events.jsonl is appended and flushed one JSON object a line (readers skip a torn last line);
 state.json and the attempts' JSON files are replaced atomically (write, fsync, rename).
-`RunState` is state.json; `Ev` names every event and `EVENTS` declares each one's fields. The
-supervisor writes them, status and report read them; nothing else spells a key or an event name.
+`RunState` is state.json; `Ev` names every event and `EVENTS` declares each one's fields; no
+other module spells an event name or a state key. Who writes and who reads the events: docs/design.md,
+"The run record".
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import math
 import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 from .contract import HEARTBEAT_NAME, REPORT_NAME, SPEC_NAME, TRAIN_LOG_NAME
+from .contract import _BOOL, _DICT, _INT, _LIST, _NUM, _STR, _typed  # one JSON type rule: documents and events
 from .errors import BadInput
 
 if TYPE_CHECKING:
@@ -48,13 +49,6 @@ def write_text_atomic(path: Path, text: str, fsync: bool = True) -> None:
 def write_json_atomic(path: Path, data: dict, fsync: bool = True) -> None:
     write_text_atomic(path, json.dumps(data, indent=1), fsync)
 
-
-def read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 @contextmanager
@@ -173,7 +167,7 @@ class RunPaths:
         return [self.model_at(d) for d in sorted(self.models.glob("*")) if d.is_dir()]
 
     def save_dir(self, model_source: str) -> Path:
-        """Ultralytics' save_dir for one model (ModelPaths.of)."""
+        """Ultralytics' save_dir for one model (RunPaths.model)."""
         return self.model(model_source).save_dir
 
     def verified(self, save_dir: str | Path) -> Path:
@@ -197,10 +191,6 @@ class ModelPaths:
     run: Path | None  # the run's folder, logs/<run>; None for a save_dir known alone and laid out elsewhere
     save_dir: Path  # Ultralytics' save_dir
     source: str = ""  # the model's source as the ladder resolved it; "" where only the save_dir is known
-
-    @classmethod
-    def of(cls, paths: RunPaths, model_source: str) -> "ModelPaths":
-        return paths.model(model_source)
 
     @classmethod
     def at(cls, save_dir: str | Path) -> "ModelPaths":
@@ -250,7 +240,12 @@ class ModelPaths:
     def key(self) -> str:
         """The model's key in the report: the name of its own folder (model_folder), for a model
         trained in an earlier launcher's models/<stem> too."""
-        return model_folder(self.source) if self.source else ""
+        return self.key_of(self.source)
+
+    @staticmethod
+    def key_of(source: object) -> str:
+        """`key` of the model trained from `source` (a record's model field, of any type: "" for none)."""
+        return model_folder(str(source)) if source else ""
 
     @property
     def resume_from(self) -> str | None:
@@ -351,9 +346,6 @@ class Events(JsonLines):
                             "in runlog.EVENTS")
         return self.add({"ts": now_iso(), "event": event, "v": EVENTS_VERSION, **fields})
 
-    def read_events(self) -> list["Event"]:
-        return read_events(self.path)
-
 
 # ---- the declared record ------------------------------------------------------------------------
 
@@ -394,9 +386,9 @@ class Ev:
 
 # Every event's fields, declared once: kind -> {field: the types a reader takes it as}. A field may
 # be absent or null in any event (an earlier launcher's line, a value not known then). `v` on each
-# line is the format's version; a line without one (written before it) is version 1.
+# line is the format's version; a line without one (written before it) is version 0, as a document
+# without one is (contract).
 EVENTS_VERSION = 1
-_STR, _INT, _NUM, _BOOL, _LIST, _DICT = (str,), (int,), (int, float), (bool,), (list,), (dict,)
 _NEXT = {"rung": _STR, "to": _STR, "kind": _STR, "evidence": _STR, "reason": _STR, "wait_s": _NUM,
          "retry": _INT, "of": _INT}
 _ENDING = {"reason": _STR, "exit_code": _INT, "t": _NUM, "signal_t": _NUM}  # Supervisor._finish
@@ -436,14 +428,6 @@ EVENTS: dict[str, dict[str, tuple[type, ...]]] = {
     Ev.THRASH: {"attempt": _INT, "rung": _STR, "epoch": _INT, "retries": _INT, "action": _STR},
 }
 EVENT_FIELDS = frozenset(name for declared in EVENTS.values() for name in declared)
-
-
-def _typed(value: Any, types: tuple[type, ...]) -> bool:
-    if isinstance(value, bool) and bool not in types:  # JSON true is no count
-        return False
-    if isinstance(value, float) and not math.isfinite(value):
-        return False
-    return isinstance(value, types)
 
 
 def unix_time(t: Any, ts: Any) -> float | None:
@@ -486,7 +470,7 @@ class Event:
         kind = d.get("event")
         if not isinstance(kind, str):
             return None
-        v = d.get("v", 1)
+        v = d.get("v", 0)
         declared = EVENTS.get(kind)
         fields = {k: d[k] for k, types in (declared or {}).items() if k in d and _typed(d[k], types)}
         return cls(kind, d["ts"] if isinstance(d.get("ts"), str) else None,

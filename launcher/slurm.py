@@ -31,7 +31,7 @@ import psutil
 
 from .contract import EXIT_EXHAUSTED, EXIT_REQUEUED, EXIT_SIGTERM, Heartbeat
 from .errors import BadInput
-from .runlog import Ev, Events, RunPaths, RunState, read_jsonl
+from .runlog import Ev, Events, RunPaths, RunState, read_events
 
 if TYPE_CHECKING:
     from .launch import Signals
@@ -161,7 +161,7 @@ def started() -> float:
 def measured(paths: RunPaths) -> tuple[float | None, float | None]:
     """The run's last measured start-up (an attempt's start to its first batch) and epoch (the
     epoch's batches at the it/s the heartbeat measured), from the record; None where unknown."""
-    starts = {e.get("attempt"): e.get("t") for e in read_jsonl(paths.events) if e.get("event") == Ev.ATTEMPT_START}
+    starts = {e.get("attempt"): e.get("t") for e in read_events(paths.events) if e.kind == Ev.ATTEMPT_START}
     startup = epoch = None
     for n, t in sorted(((n, t) for n, t in starts.items() if isinstance(n, int)), reverse=True):
         beat = Heartbeat.read(paths.heartbeat(n)) or Heartbeat()

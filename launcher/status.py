@@ -12,7 +12,7 @@ from pathlib import Path
 from . import fmt, refusals
 from .contract import Heartbeat
 from .errors import BadInput
-from .runlog import CHECKOUT_LOGS, LOGS_ENV, RUNNING, logs_dir, Events, Ev, JsonLines, RunLock, RunPaths, RunState
+from .runlog import CHECKOUT_LOGS, LOGS_ENV, RUNNING, logs_dir, Ev, JsonLines, RunLock, RunPaths, RunState, read_events
 
 FRESH_S = 30.0  # a heartbeat older than this, while the launcher holds the run, is reported as stale
 
@@ -71,7 +71,7 @@ def collect(paths: RunPaths, now: float | None = None) -> dict:
 
     now = time.time() if now is None else now
     state = RunState.load(paths.state)
-    events = Events(paths.events).read_events()
+    events = read_events(paths.events)
     active = RunLock(paths.lock).is_held()
     attempt = state.attempts if state else 0
     beat = Heartbeat.read(paths.heartbeat(attempt)) if attempt else None

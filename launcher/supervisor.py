@@ -24,7 +24,7 @@ from .experience import Experience
 from .failures import ChildEnd, Failure
 from .ladder import Ladder, Rung, gpu_indices
 from .launch import ChildProcess, Launch, Signals, Stoppable, Watchdog
-from .runlog import Ev, JsonLines, Events, ModelPaths, RunPaths, RunState, write_json_atomic
+from .runlog import Ev, JsonLines, Events, ModelPaths, RunPaths, RunState, read_events, write_json_atomic
 
 
 # the run record cannot be written: a full disk, a quota, a folder made read-only under the run
@@ -33,9 +33,10 @@ RECORD_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES
 
 @dataclass
 class Outcome:
-    """How one attempt ended. What it saved is read from one document, chosen once as the Outcome
-    is made: the child's report when it wrote one that counts its saves (its last word), else its
-    last heartbeat (a child killed by a signal writes no report)."""
+    """How one attempt ended. What it saved is the most that either of the child's documents
+    counts: its report (its last word) and its last heartbeat (a child killed by a signal writes no
+    report). Under DDP they differ by design: the ranks save and rank 0 writes the heartbeat, while
+    the report comes from the process that started them, whose own callbacks never saw a save."""
 
     attempt: int
     rung: str
@@ -44,19 +45,18 @@ class Outcome:
     report: Report | None
     heartbeat: Heartbeat | None
     failure: Failure | None
-    saves: Report | Heartbeat | None = field(init=False)
 
-    def __post_init__(self):
-        counted = self.report is not None and self.report.epochs_saved is not None
-        self.saves = self.report if counted else self.heartbeat
+    def _most(self, name: str) -> int | None:
+        counts = [getattr(d, name) for d in (self.report, self.heartbeat) if d is not None]
+        return max((c for c in counts if c is not None), default=None)
 
     @property
     def epochs_saved(self) -> int:
-        return (self.saves.epochs_saved if self.saves else None) or 0
+        return self._most("epochs_saved") or 0
 
     @property
     def last_saved_epoch(self) -> int | None:
-        return (self.saves.last_saved_epoch if self.saves else None) or None
+        return self._most("last_saved_epoch") or None
 
 
 def log_tail(path: Path) -> str:
@@ -92,6 +92,7 @@ class Supervisor:
         self.telemetry = JsonLines(self.paths.telemetry)
         self.events = Events(self.paths.events)
         self.state: RunState | None = None
+        self.cuts: slurm.Cuts | None = None  # made in `run`, with the state it cuts
         self.outcomes: list[Outcome] = []
         # the launcher's signal and the grace kill reach the child through the seam's `signal` and
         # `stop` (Stoppable), when it carries them: a scripted launch without them never runs a process
@@ -173,7 +174,7 @@ class Supervisor:
     def _thrashes(self, rung: str) -> int:
         """Attempts on `rung` that ended for thrashing and were restarted, in the whole run (every
         session's events): the second thrash on a rung steps down (plan.POLICY)."""
-        return sum(1 for e in self.events.read_events()
+        return sum(1 for e in read_events(self.paths.events)
                    if e.kind == Ev.THRASH and e.get("rung") == rung and e.get("action") == "restart")
 
     def _record_thrash(self, attempt: int, rung: str, beat: Heartbeat | None, action: str) -> None:

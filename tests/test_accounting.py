@@ -13,7 +13,7 @@ import pytest
 
 from launcher import accounting
 from launcher.errors import BadInput
-from launcher.runlog import Ev
+from launcher.runlog import Ev, unix_time
 
 FIXTURE = Path(__file__).parent / "fixtures" / "run_record"
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,9 +70,9 @@ def test_read_results_last_row_of_a_repeated_epoch_wins_and_a_torn_row_is_skippe
 
 
 def test_event_time_prefers_t_and_falls_back_on_ts():
-    assert accounting.event_time({"t": 5.5, "ts": "2026-06-01T00:00:00+00:00"}) == 5.5
-    assert accounting.event_time({"t": True, "ts": "1970-01-01T00:00:10+00:00"}) == 10.0
-    assert accounting.event_time({"t": float("nan")}) is None and accounting.event_time({"ts": "noon"}) is None
+    assert unix_time(5.5, "2026-06-01T00:00:00+00:00") == 5.5
+    assert unix_time(True, "1970-01-01T00:00:10+00:00") == 10.0
+    assert unix_time(float("nan"), None) is None and unix_time(None, "noon") is None
 
 
 def test_kept_time_is_estimated_where_results_csv_lacks_the_epochs(tmp_path):

@@ -577,6 +577,19 @@ def test_an_argument_given_as_the_ladders_job_args_started_it_is_not_a_change(ca
     assert code == 2 and "was started with lr0=0.01" in out + err, out + err  # a change is still one
 
 
+def test_a_damaged_spec_says_nothing_of_the_job_args_a_run_started_with(capsys, cpu_machine):
+    """Integration review (issue 19): a newest spec.json whose extra_args is missing or not an
+    object read as {}, and every [job.args] key then read as a change ("was started with
+    lr0=unset"): a damaged spec says nothing, so the check is skipped, not failed."""
+    lad = write(cpu_machine / "l.toml", ladder_text(job_extra="[job.args]\nlr0 = 0.01\n"))
+    stopped_run(lad)
+    paths = setup.RunPaths.for_run("t")
+    for damaged in ({"rung": "a", "extra_args": "lr0=0.01"}, {"rung": "a"}):
+        write(paths.spec(1), json.dumps(damaged))
+        code, out, err = cli_run(capsys, "dry-run", "--ladder", str(lad), "--device", "cpu")
+        assert code == 0 and "unset" not in out + err, out + err
+
+
 def cli_run(capsys, *argv):
     code = cli.main(list(argv))
     out, err = capsys.readouterr()

@@ -36,14 +36,14 @@ def test_a_line_reads_as_its_kinds_fields_typed(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join([
         json.dumps({"ts": "2026-06-01T00:00:00+00:00", "event": "attempt_start", "attempt": 1, "rung": "a",
-                    "t": 5.5}),  # written before `v`: version 1
+                    "t": 5.5}),  # written before `v`: version 0
         json.dumps({"ts": "x", "event": "attempt_end", "v": 1, "attempt": True, "epochs_saved": "two",
                     "seconds": float("nan"), "kind": "cuda_oom", "not_declared": 1}),  # wrong types: None
         json.dumps({"ts": "2026-06-01T00:00:10+00:00", "event": "from_a_newer_launcher", "v": 7, "attempt": 3}),
         json.dumps({"attempt": 1}), "[]", '{"event": "complete", "mod',  # no kind, not an object, torn
     ]) + "\n")
     start, end, newer = read_events(path)
-    assert (start.kind, start.v, start.known, start.time) == (Ev.ATTEMPT_START, 1, True, 5.5)
+    assert (start.kind, start.v, start.known, start.time) == (Ev.ATTEMPT_START, 0, True, 5.5)
     assert (start.get("attempt"), start.get("rung"), start.get("model")) == (1, "a", None)
     assert end.fields == {"kind": "cuda_oom"} and end.get("attempt") is None and end.time is None
     assert (newer.known, newer.v, newer.get("attempt")) == (False, 7, None)

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from launcher import accounting
-from launcher.runlog import EVENTS, Ev, Events, ModelPaths, ModelRecord, RunPaths, RunState, model_folder
+from launcher.runlog import EVENTS, Ev, Events, ModelPaths, ModelRecord, RunPaths, RunState, model_folder, read_events
 
 LAUNCHER = Path(__file__).resolve().parent.parent / "launcher"
 V1, V2 = "/data/v1/best.pt", "/data/v2/best.pt"
@@ -24,7 +24,7 @@ def state(**models: ModelRecord) -> RunState:
 def test_model_paths_give_ultralytics_names_and_the_verified_copy_outside_the_save_dir(tmp_path):
     paths = RunPaths(tmp_path / "run")
     m = paths.model(V1)
-    assert m == ModelPaths.of(paths, V1)
+    assert m == paths.model(V1)
     assert m.save_dir == paths.root / "models" / model_folder(V1) == paths.save_dir(V1)
     assert m.last == m.save_dir / "weights" / "last.pt" and m.best == m.save_dir / "weights" / "best.pt"
     assert m.results == m.save_dir / "results.csv"
@@ -71,12 +71,12 @@ def test_a_step_down_to_another_model_sets_the_trained_one_aside(tmp_path):
     s.set_aside(old, new, events, said.append)
     assert s.models[V1].set_aside and said == ["setting aside v1/best.pt, epochs done 4/10 (kept in /m/v1); "
                                                "continuing with v2/best.pt"]
-    [e] = events.read_events()
+    [e] = read_events(events.path)
     assert e.kind == Ev.MODEL_SET_ASIDE and e.get("source") == V1 and e.get("save_dir") == "/m/v1"
     assert set(e.fields) <= set(EVENTS[Ev.MODEL_SET_ASIDE])
     untrained = state(**{V1: ModelRecord(save_dir="/m/v1", epochs=10)})
     untrained.set_aside(old, new, events, said.append)  # no epoch saved: nothing to keep
-    assert not untrained.models[V1].set_aside and len(events.read_events()) == 1
+    assert not untrained.models[V1].set_aside and len(read_events(events.path)) == 1
 
 
 # ---- the guard: nobody else spells them -----------------------------------------------------------

@@ -316,6 +316,28 @@ def test_a_preemption_at_the_requeue_budget_ends_the_night_and_one_within_it_doe
     assert again(tmp_path / "spent", state, 0) == (0, 1)  # submitted anew: judged at its first cut
 
 
+def test_a_cut_during_a_retrys_wait_refunds_no_attempt(tmp_path):
+    """The attempt SLURM cut is not counted against max_attempts (state.cut); an attempt that had
+    already failed on its own, with SLURM's signal arriving in the wait before its retry, is."""
+    from launcher.supervisor import Supervisor
+    from helpers import new_state
+    ladder, _, ref, rq = cut_night(tmp_path, signal.SIGUSR1)
+
+    def failing(cmd, env, log_path, watchdog):
+        log_path.write_text("RuntimeError: something odd\n")
+        return ChildEnd(1)
+
+    def wait(seconds):  # SLURM's time-limit signal in the retry's wait
+        ref["sup"].signals(signal.SIGUSR1, None)
+
+    sup = Supervisor(ladder=ladder, planned=ladder.rungs, start=0, device="0", paths=RunPaths(tmp_path / "run"),
+                     launch=failing, sleep=wait, say=lambda line: None, slurm_job=rq)
+    ref["sup"] = sup
+    state = new_state(ladder)
+    assert sup.run(state) == EXIT_REQUEUED
+    assert (state.status, state.attempts, state.cut, Requeue.asked) == ("time_limit", 1, 0, 1)
+
+
 def test_requeues_do_not_spend_the_attempt_budget(tmp_path):
     """max_attempts = 1: the cut attempt does not count, so the requeued run may still train."""
     from launcher.supervisor import Supervisor

@@ -194,5 +194,5 @@ def _json(path: Path) -> dict:
 
 
 def _ts(event: dict) -> float:
-    from launcher.accounting import event_time
-    return event_time(event)
+    from launcher.runlog import unix_time
+    return unix_time(event.get("t"), event.get("ts"))

@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from launcher import callbacks  # noqa: E402
 from launcher.callbacks import AtomicPath, Watch  # noqa: E402
+from launcher.contract import Spec  # noqa: E402
 
 
 def ultralytics_save(folder: Path, data: bytes) -> None:
@@ -84,8 +85,8 @@ def verified_copies(data: bytes, folder: Path, n: int, gap: float) -> dict[str, 
     thread's, and the wait for the thread when the next refresh comes at once."""
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "weights").mkdir(parents=True)
-    w = Watch({"heartbeat": str(folder / "hb.json"), "verified": str(folder / "checkpoints" / "last.pt"),
-               "rung": "bench", "attempt": 1, "train_args": {"epochs": n + 1}, "verified_every_s": 0})
+    w = Watch(Spec(heartbeat=str(folder / "hb.json"), verified=str(folder / "checkpoints" / "last.pt"),
+                   rung="bench", attempt=1, train_args={"epochs": n + 1}, verified_every_s=0))
     weights = folder / "weights"
     t = SimpleNamespace(last=AtomicPath(weights / "last.pt"), best=AtomicPath(weights / "best.pt"), epoch=0,
                         epochs=n + 1, stop=False)

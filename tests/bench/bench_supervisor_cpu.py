@@ -116,7 +116,8 @@ def per_call(fn, n: int) -> float:
 def breakdown(run: Path, tick: dict[str, float], tmp: Path, wall: float) -> list[tuple[str, float, float]]:
     """(part, CPU seconds per call, calls per second) for each part of the supervisor's steady work."""
     from launcher import memory, proctree
-    from launcher.runlog import read_json, write_json_atomic
+    from launcher.contract import Heartbeat
+    from launcher.runlog import write_json_atomic
     try:
         from launcher.runlog import JsonLines
     except ImportError:
@@ -128,14 +129,14 @@ def breakdown(run: Path, tick: dict[str, float], tmp: Path, wall: float) -> list
     try:
         pids = [r["pid"] for r in proctree.snapshot(stand_in.pid)]
         hb = run / "attempt-1" / "heartbeat.json"
-        state = read_json(run / "state.json") or {}
+        state = json.loads((run / "state.json").read_text()) if (run / "state.json").exists() else {}
         scratch = tmp / "breakdown"
         scratch.mkdir(exist_ok=True)
         ram = memory.RamWatch()
         ram.start()
         every = 1.0 / tick["tick_s"]
         parts = [
-            ("heartbeat read + stat (every tick)", per_call(lambda: (read_json(hb), hb.stat()), 2000), every),
+            ("heartbeat read + stat (every tick)", per_call(lambda: (Heartbeat.read(hb), hb.stat()), 2000), every),
             ("process-tree snapshot (psutil walk)", per_call(lambda: proctree.snapshot(stand_in.pid), 200),
              1.0 / tick.get("TREE_EVERY_S", 10.0)),
             ("state.json write (atomic, fsync)", per_call(lambda: write_json_atomic(scratch / "state.json", state),
