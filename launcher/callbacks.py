@@ -191,6 +191,24 @@ def keep_verified_copy(data: bytes, dest: Path, source: Path) -> bool:
     return True
 
 
+def use_val_batch(trainer, val_batch: int | None) -> None:
+    """Make the trainer validate at `val_batch` images a batch instead of Ultralytics' 2 × batch
+    (`_build_train_pipeline` builds the val loader at twice the train loader's batch and has no
+    argument for it). Wraps `trainer.get_dataloader` for mode "val" only, before the loaders are
+    built (on_pretrain_routine_start): the rebuild after Ultralytics' own OOM halving keeps it. The
+    batch is the val loader's, so per process under DDP. None: Ultralytics' own (docs/design.md,
+    "Tuning: a measured trial per rung")."""
+    if not val_batch or getattr(trainer.get_dataloader, "val_batch", None) == val_batch:
+        return
+    build = getattr(trainer.get_dataloader, "wrapped", trainer.get_dataloader)  # never wraps a wrapper
+
+    def get_dataloader(dataset_path, batch_size=16, rank=0, mode="train"):
+        return build(dataset_path, val_batch if mode == "val" else batch_size, rank, mode)
+
+    get_dataloader.val_batch, get_dataloader.wrapped = val_batch, build
+    trainer.get_dataloader = get_dataloader
+
+
 def cap_vram(index: int, fraction: float | None, limit_bytes: int | None) -> None:
     """Cap this process's CUDA memory on GPU `index`: the rung's share of the card, or --vram
     bytes on a bigger card, whichever is less. Allocations past it raise real CUDA OOMs."""
