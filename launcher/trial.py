@@ -72,17 +72,21 @@ class Measure:
         self.first_batch_s: float | None = None
         self._t_prev: float | None = None
         self.seconds_per_batch: list[float] = []  # the measured iterations' (after the warm-up)
+        self.images_per_batch: list[int] = []
 
     def start(self) -> None:
         self.base = self._sample()
         self._t_prev = self.clock()
 
-    def train_batch(self) -> bool:
+    def train_batch(self, images: int | None = None) -> bool:
+        """A training batch ended, of `images` images (None: `batch`; a loader caps its batch at a
+        small dataset's size, and an epoch's last batch may be short)."""
         now = self.clock()
         self.trained += 1
         if self.first_batch_s is None:
             self.first_batch_s = now - self.started
         if self.trained > self.warmup and self._t_prev is not None:
+            self.images_per_batch.append(images or self.batch)
             self.seconds_per_batch.append(now - self._t_prev)
         self._t_prev = now
         s = self._sample()
@@ -137,7 +141,7 @@ class Measure:
     @property
     def images_per_s(self) -> float | None:
         """The median over the measured iterations of batch / the iteration's time."""
-        rates = [self.batch / s for s in self.seconds_per_batch if s > 0]
+        rates = [n / s for n, s in zip(self.images_per_batch, self.seconds_per_batch) if s > 0]
         return round(statistics.median(rates), 3) if rates else None
 
     def trial(self, ended: str, why: str | None = None, **facts) -> Trial:
@@ -185,6 +189,7 @@ class Callbacks:
         self.measure, self.watch, self.val_batch = measure, watch, val_batch
         self.trainer = None
         self.steps = 0  # optimizer steps taken
+        self.images: int | None = None  # in the last training batch
 
     def register(self, model) -> None:
         for event in ("on_pretrain_routine_start", "on_pretrain_routine_end", "on_train_start",
@@ -203,19 +208,23 @@ class Callbacks:
         trainer.epochs = max(trainer.epochs, math.ceil(need / max(len(trainer.train_loader), 1)) + 1)
 
     def on_train_start(self, trainer) -> None:
-        step = trainer.optimizer_step
+        step, preprocess = trainer.optimizer_step, trainer.preprocess_batch
 
         def counted_step():
             self.steps += 1
             return step()
-        trainer.optimizer_step = counted_step
+
+        def seen(batch):
+            self.images = len(batch["img"])  # the batch's images, for images/s
+            return preprocess(batch)
+        trainer.optimizer_step, trainer.preprocess_batch = counted_step, seen
         self.measure.start()
 
     def on_train_epoch_start(self, trainer) -> None:
         trainer._oom_retries = 3  # as callbacks.Watch: Ultralytics' own batch halving never hides an OOM
 
     def on_train_batch_end(self, trainer) -> None:
-        if self.measure.train_batch():
+        if self.measure.train_batch(self.images):
             self.validate(trainer)
             raise _Stop(TRIAL_FIT)
 

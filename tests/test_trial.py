@@ -155,6 +155,16 @@ def test_the_median_images_per_s_counts_the_measured_iterations_only():
     assert m.trial(TRIAL_FIT).images_per_s == 2.0  # 4 images / 2 s
 
 
+def test_images_per_s_counts_the_images_each_batch_held():
+    clock = Clock()
+    m = measuring(memstats.HostStats(rss=lambda: 100), clock, warmup=0, iterations=3, batch=6)
+    m.start()
+    for images in (4, 4, 2):  # a loader capped at a 4-image dataset, an epoch's short last batch
+        clock.t += 2.0
+        m.train_batch(images)
+    assert m.trial(TRIAL_FIT).images_per_s == 2.0  # median of 2, 2, 1
+
+
 def test_the_budget_ends_the_trial_in_training_and_in_validation():
     clock = Clock()
     m = measuring(memstats.HostStats(rss=lambda: 100), clock, budget_s=15.0, warmup=0, iterations=3)
@@ -229,6 +239,9 @@ class StandInTrainer:
     def optimizer_step(self):
         self.steps += 1
 
+    def preprocess_batch(self, batch):
+        return batch
+
     def _clear_memory(self, threshold=None):
         self.cleared += 1
 
@@ -249,6 +262,7 @@ class StandInTrainer:
         for epoch in range(self.epochs):
             cb.on_train_epoch_start(self)
             for _ in range(self.batches):
+                self.preprocess_batch({"img": [0] * 8})
                 if (ni + 1) % step_every == 0:
                     self.optimizer_step()
                 ni += 1
@@ -273,6 +287,7 @@ def test_the_callbacks_train_then_validate_a_few_batches_then_stop_training(tmp_
     assert (m.trained, m.validated, trainer.val_seen) == (5, 2, 2)  # validation cut after val_batches
     assert trainer.cleared == 1 and trainer._oom_retries == 3 and cb.watch.phase == "val"
     assert cb.steps == 5 and trainer.test_loader.batch_size == 16  # Ultralytics' 2 × batch by default
+    assert m.images_per_batch == [8, 8, 8]  # what each measured batch held
 
 
 def test_a_trial_with_no_optimizer_step_takes_one_before_validating(tmp_path, capsys):
@@ -414,9 +429,10 @@ def test_a_trial_within_its_budget_is_not_ended(tmp_path, demo_ladder):
 
 @pytest.fixture(scope="module")
 def shapes_for_trials(tmp_path_factory) -> Path:
-    """Enough validation images that the val loader holds 2 × the demo's batch 6 (Ultralytics caps a
-    loader's batch at its dataset's size)."""
-    return make_dataset(tmp_path_factory.mktemp("shapes12"), train=8, val=12, size=64, max_boxes=2)
+    """One training batch an epoch (4 images, the loader's batch capped at them), so a trial of 3
+    iterations outlasts the demo's 2 epochs; enough validation images that the val loader holds
+    2 × the demo's batch 6 (Ultralytics caps a loader's batch at its dataset's size)."""
+    return make_dataset(tmp_path_factory.mktemp("shapes12"), train=4, val=12, size=64, max_boxes=2)
 
 
 def real_trial(tmp_path: Path, data: Path, rung_changes: dict | None = None, inject=(),
@@ -425,7 +441,7 @@ def real_trial(tmp_path: Path, data: Path, rung_changes: dict | None = None, inj
     paths = RunPaths((tmp_path / "logs" / "demo").resolve())
     dataset.write_resolved(dataset.inspect(data), paths.dataset)
     rung = replace(ladder.rungs[0], **(rung_changes or {}))
-    plan = plan or tune.TrialPlan(warmup=0, iterations=2, val_batches=1, window=2, budget_s=300.0)
+    plan = plan or tune.TrialPlan(warmup=0, iterations=3, val_batches=1, window=2, budget_s=300.0)
     t0 = time.monotonic()
     trial = tune.measure(ladder.job, rung, "cpu", paths, ChildProcess(out=lambda b: None), plan, inject=inject,
                          child_env={"YOLO_OFFLINE": "1"})
@@ -445,7 +461,9 @@ def test_a_real_trial_of_the_demos_first_rung_fits_and_leaves_no_checkpoint(tmp_
     assert trial.ended == TRIAL_FIT, trial.why
     assert (trial.rung, trial.batch, trial.device, trial.imgsz) == ("optimal", 6, "cpu", 64)
     assert trial.val_batch == 2 * trial.batch and spec.val_batch is None
-    assert trial.iterations == 2 and trial.val_batches == 1
+    # 3 batches of one-batch epochs past the rung's 2 epochs: more epochs, none of them the last
+    # (whose end would have validated and saved last.pt)
+    assert trial.iterations == 3 and trial.val_batches == 1 and spec.epochs == 2
     assert trial.peak_rss_bytes > 0 and trial.peak_reserved_bytes > 0 and trial.val_peak_reserved_bytes > 0
     assert trial.images_per_s > 0 and 0 < trial.first_batch_s < trial.seconds
     assert Report.read(Path(spec.report)).ok  # the child's normal report too
