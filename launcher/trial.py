@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Callable
 
 from . import failures, memstats
-from .contract import (CUDA_OOM, GIB, HOST_OOM, TRIAL_FAILED, TRIAL_FIT, TRIAL_OOM, TRIAL_RETRIES, TRIAL_TIMEOUT,
-                       Report, Spec, Trial)
+from .contract import (CUDA_OOM, GIB, HOST_OOM, TRIAL_FAILED, TRIAL_FIT, TRIAL_NAME, TRIAL_OOM, TRIAL_RETRIES,
+                       TRIAL_TIMEOUT, Report, Spec, Trial)
 from .runlog import write_json_atomic
 
 
@@ -269,7 +269,7 @@ def run(spec: Spec, watch, stats: memstats.Stats | None = None) -> dict:
     from ultralytics import RTDETR
 
     plan, args = spec.trial or {}, trial_args(spec)
-    path = Path(plan.get("path") or Path(spec.save_dir) / "trial.json")
+    path = Path(plan.get("path") or Path(spec.save_dir) / TRIAL_NAME)
     measure = Measure(stats or memstats.for_device(str(args.get("device", "cpu"))),
                       warmup=int(plan.get("warmup", 5)), iterations=int(plan.get("iterations", 25)),
                       val_batches=int(plan.get("val_batches", 4)), window=int(plan.get("window", 5)),

@@ -18,13 +18,13 @@ import torch
 from launcher import dataset, ladder as ladder_mod, memstats, tune
 from launcher.callbacks import use_val_batch
 from launcher.child import NONE, checkpoint_state
-from launcher.contract import (CUDA_OOM, HANG, TRIAL_FAILED, TRIAL_FIT, TRIAL_NAME, TRIAL_OOM, TRIAL_RETRIES,
+from launcher.contract import (CUDA_OOM, TRIAL_FAILED, TRIAL_FIT, TRIAL_NAME, TRIAL_OOM, TRIAL_RETRIES,
                                TRIAL_TIMEOUT, Report, Spec, Trial)
 from launcher.demo import make_dataset
 from launcher.failures import ChildEnd
 from launcher.launch import ChildProcess
 from launcher.runlog import RunPaths
-from launcher.trial import Callbacks, Measure, _Stop, _ValDone, ending, trial_args
+from launcher.trial import Callbacks, Measure, _Stop, ending, trial_args
 
 from conftest import ROOT
 
@@ -149,7 +149,7 @@ def test_the_median_images_per_s_counts_the_measured_iterations_only():
     clock = Clock()
     m = measuring(memstats.HostStats(rss=lambda: 100), clock, warmup=2, iterations=5, batch=4, budget_s=600.0)
     m.start()
-    for seconds in (0.5, 0.5, 2.0, 2.0, 1.0, 1.0, 100.0):  # the warm-up's (8 img/s) do not count; 100 s is an outlier
+    for seconds in (0.5, 0.5, 2.0, 2.0, 1.0, 1.0, 100.0):  # the warm-up's (8 img/s) do not count; 100 s: an outlier
         clock.t += seconds
         m.train_batch()
     assert m.trial(TRIAL_FIT).images_per_s == 2.0  # 4 images / 2 s: the median of 2, 2, 4, 4, 0.04 (with the warm-up: 4)
