@@ -3,7 +3,8 @@
 Started by the supervisor with the rung's environment already set (allocator settings only work
 if present before torch is imported). It caps VRAM, reads the model's checkpoint to decide what is
 left to do (train fresh, resume, only the owed final validation, or nothing), trains with the
-launcher's callbacks, and on any exception writes report.json before exiting non-zero.
+launcher's callbacks, and on any exception writes report.json before exiting non-zero. A spec of
+mode "trial" measures its rung instead (launcher/trial.py) and touches no checkpoint.
 """
 
 from __future__ import annotations
@@ -224,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
             importlib.import_module(spec.register).register()
         watch = Watch(spec)
         watch.cap_devices()  # this process; DDP ranks cap themselves (Watch callbacks)
-        result = train(spec, watch)
+        if spec.mode == "trial":  # a measured trial of the rung, never a checkpoint (launcher/trial.py)
+            from .trial import run as run_trial
+            result = run_trial(spec, watch)
+        else:
+            result = train(spec, watch)
         watch.finish_copy()
     except BaseException as e:  # noqa: BLE001 - everything is reported, then re-raised as an exit code
         if watch is not None:

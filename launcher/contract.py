@@ -172,7 +172,7 @@ class Spec(_Document):
     run: str = _field(_STR, "")
     attempt: int = _field(_INT, 0)
     rung: str = _field(_STR, "")
-    mode: str = _field(_STR, "train")  # "train", or "validate": only the final validation is owed
+    mode: str = _field(_STR, "train")  # "train"; "validate": only the final validation is owed; "trial": tune.measure
     inject: list = _field(_LIST, [])  # --inject fire drills (callbacks.Injection)
     train_args: dict = _field(_DICT, {})
     extra_args: dict = _field(_DICT, {})  # the ladder's [job.args] and key=value arguments

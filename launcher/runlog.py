@@ -13,13 +13,14 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
-from .contract import HEARTBEAT_NAME, REPORT_NAME, SPEC_NAME, TRAIN_LOG_NAME
+from .contract import HEARTBEAT_NAME, REPORT_NAME, SPEC_NAME, TRAIN_LOG_NAME, TRIAL_NAME
 from .contract import _BOOL, _DICT, _INT, _LIST, _NUM, _STR, _typed  # one JSON type rule: documents and events
 from .errors import BadInput
 
@@ -174,8 +175,27 @@ class RunPaths:
         """The verified copy of the checkpoint in `save_dir` (ModelPaths.verified)."""
         return self.model_at(save_dir).verified
 
+    @property
+    def trials(self) -> Path:
+        """The folder of the run's trials (docs/design.md, "Tuning: a measured trial per rung")."""
+        return self.root / _TRIALS
+
+    def trial_dir(self, rung: str) -> Path:
+        """One rung's trial: its spec, log, heartbeat, report, trial.json and Ultralytics' save_dir,
+        never a checkpoint. A rung name that is no plain folder name gets a safe one and a hash."""
+        if _PLAIN_NAME.fullmatch(rung):
+            return self.trials / rung
+        safe = re.sub(r"[^A-Za-z0-9._-]+", "_", rung).strip("._")[:40] or "rung"
+        return self.trials / f"{safe}-{hashlib.sha256(rung.encode()).hexdigest()[:8]}"
+
+    def trial(self, rung: str) -> Path:
+        """The rung's measurement, contract.Trial, as its trial child writes it."""
+        return self.trial_dir(rung) / TRIAL_NAME
+
 
 _MODELS, _WEIGHTS, _CHECKPOINTS = "models", "weights", "checkpoints"  # folders: spelled by RunPaths and ModelPaths only
+_TRIALS = "trials"  # the trials' folders, one a rung (RunPaths.trial_dir)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _LAST, _BEST = "last.pt", "best.pt"  # Ultralytics' names in weights/ (docs/design.md, "The run record")
 _RESULTS = "results.csv"  # Ultralytics' epoch table in the save_dir
 

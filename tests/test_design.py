@@ -116,14 +116,16 @@ def importers(*packages: str) -> set[str]:
 
 
 def test_only_the_modules_design_md_names_import_torch_or_ultralytics_or_nvml():
-    """docs/design.md, "Data flow": only child.py, callbacks.py, memstats.py (in the child) and
-    models/mnv4.py import torch or Ultralytics; probe.py alone reads NVML in the launcher's process,
-    memstats.py in the child's."""
-    assert importers("torch", "ultralytics") == {"child.py", "callbacks.py", "memstats.py", "models/mnv4.py"}
+    """docs/design.md, "Data flow": only child.py, callbacks.py, trial.py, memstats.py (in the child)
+    and models/mnv4.py import torch or Ultralytics; probe.py alone reads NVML in the launcher's
+    process, memstats.py in the child's."""
+    assert importers("torch", "ultralytics") == {"child.py", "callbacks.py", "trial.py", "memstats.py",
+                                                 "models/mnv4.py"}
     assert importers("pynvml") == {"probe.py", "memstats.py"}
     flow = re.sub(r"\s+", " ", sections()["Data flow"])
-    assert ("Only `child.py`, `callbacks.py`, `memstats.py` (inside the child: torch's allocator statistics, and "
-            "NVML for the device's used memory) and `models/mnv4.py` import torch or Ultralytics") in flow
+    assert ("Only `child.py`, `callbacks.py`, `trial.py` (the trial child), `memstats.py` (inside the child: "
+            "torch's allocator statistics, and NVML for the device's used memory) and `models/mnv4.py` import "
+            "torch or Ultralytics") in flow
     assert "`probe.py` is the only code of the launcher's own process that reads NVML" in flow
     for path in sorted(importers("psutil")):  # the others that read psutil are named, with what for
         assert f"`{path}`" in flow, path
