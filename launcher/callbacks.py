@@ -85,14 +85,14 @@ def use_val_batch(trainer, val_batch: int | None) -> None:
     `get_dataloader(..., batch_size * 2, mode="val")`, so this wraps that method on the instance,
     before `_setup_train` builds the loaders; the first-epoch OOM halving rebuilds them through the
     same method, so a rebuilt validation loader keeps `val_batch` too."""
-    if val_batch is None:
+    if val_batch is None or getattr(trainer.get_dataloader, "val_batch", None) == val_batch:
         return
-    build = getattr(trainer.get_dataloader, "builds", trainer.get_dataloader)  # never wrapped twice
+    build = getattr(trainer.get_dataloader, "wrapped", trainer.get_dataloader)  # never wraps a wrapper
 
     def get_dataloader(dataset_path, batch_size=16, rank=0, mode="train"):
         return build(dataset_path, batch_size=val_batch if mode == "val" else batch_size, rank=rank, mode=mode)
 
-    get_dataloader.builds = build
+    get_dataloader.val_batch, get_dataloader.wrapped = val_batch, build
     trainer.get_dataloader = get_dataloader
 
 
