@@ -111,6 +111,13 @@ def run_options(p: argparse.ArgumentParser) -> None:
                           "(default), val or final; or thrash (alloc retries rising at every batch from that epoch "
                           "on, windows of 1 batch: the rule fires by an epoch's third batch); e.g. "
                           "--inject cuda_oom:optimal:2:val, --inject thrash:optimal:1")
+    tuning = p.add_mutually_exclusive_group()
+    tuning.add_argument("--tune", dest="tune", action="store_true", default=None,
+                        help="measure the rungs first, a short trial each from the top until one fits, even on the "
+                             "CPU or with a stored measurement (on a GPU a new run does so when nothing stored "
+                             "matches this machine and job)")
+    tuning.add_argument("--no-tune", dest="tune", action="store_false",
+                        help="start from the stored measurements and the ladder's thresholds, without trials")
 
 
 def job_options() -> argparse.ArgumentParser:
@@ -241,6 +248,19 @@ def build_parser() -> argparse.ArgumentParser:
     sb.add_argument("--dry-run", action="store_true", help="print the batch script; submit nothing")
     sb.set_defaults(func=cmd_sbatch)
 
+    tune = sub.add_parser(
+        "tune", parents=[job_options()], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="measure every rung with a short real trial, store the numbers, and say where a night would start",
+        description="A trial of each available rung: the real child with the rung's model, data and arguments, a "
+                    "warm-up, measured training iterations (optimizer step, EMA, AMP), then a few validation batches "
+                    "at the batch Ultralytics validates with. It records peak memory (torch and NVML on a GPU, the "
+                    "child tree's RSS on the CPU), alloc retries, images/s and time, in logs/<run>/trials/, never a "
+                    "checkpoint. The numbers go into logs/experience.json (not with --no-memory), where dry-run and "
+                    "run find them for this machine and job. About 90 s a rung on a GPU.",
+        epilog=f"examples:\n  {PROG} tune --data /data/coco_indoor/data.yaml\n  {PROG} tune --demo --json")
+    tune.add_argument("--json", action="store_true", help="print one JSON object (with a trials list) instead of text")
+    tune.set_defaults(func=cmd_tune)
+
     stat = sub.add_parser(
         "status", formatter_class=argparse.RawDescriptionHelpFormatter,
         help="where a run stands: state, rung, epoch, it/s, ETA, last failure, memory",
@@ -339,7 +359,8 @@ def request(args) -> setup.Request:
     return setup.Request(ladder=args.ladder, data=args.data, device=args.device, epochs=args.epochs, name=args.name,
                          start_rung=args.start_rung, vram=args.vram, ram=args.ram, no_memory=args.no_memory,
                          demo=args.demo, fresh=getattr(args, "fresh", False),
-                         inject=tuple(getattr(args, "inject", ())), overrides=tuple(args.overrides))
+                         inject=tuple(getattr(args, "inject", ())), overrides=tuple(args.overrides),
+                         tune=getattr(args, "tune", None))
 
 
 def cmd_dry_run(args) -> int:
@@ -355,6 +376,33 @@ def cmd_run(args) -> int:
     console.unattended()
     prepared = setup.prepare(request(args))
     return EXIT_OK if prepared.finished else setup.supervise(prepared)
+
+
+def cmd_tune(args) -> int:
+    """The trials, each said as it ends (on stderr with --json, so stdout is the one object)."""
+    from . import tune
+
+    quiet = args.json
+    said = (lambda line: print(f"launcher: {line}", file=sys.stderr, flush=True)) if quiet else console.say
+    tuned = setup.tune_request(request(args), say=said)
+    plan = tuned.plan
+    if args.json:
+        console.write(json.dumps({"run": tuned.run, "device": tuned.device,
+                                  "trials": [tune.trial_json(t) for t in tuned.trials], "stored": tuned.stored,
+                                  "start": plan.start.name if plan.start else None,
+                                  "val_batch": plan.start.val_batch if plan.start else None,
+                                  "reasons": list(plan.reasons)}, indent=2) + "\n")
+        return EXIT_OK
+    where = "not stored (--no-memory)" if args.no_memory else f"stored in {experience_path()}"
+    console.say(f"{len(tuned.trials)} trial{'s' if len(tuned.trials) != 1 else ''}, {where}; dry-run shows them")
+    for reason in plan.reasons[:1] or ["no rung fits"]:
+        console.say(reason)
+    return EXIT_OK
+
+
+def experience_path() -> Path:
+    from .experience import store_path
+    return store_path()
 
 
 def cmd_sbatch(args) -> int:

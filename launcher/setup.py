@@ -52,6 +52,7 @@ class Request:
     vram: float | None = None
     ram: float | None = None
     no_memory: bool = False
+    tune: bool | None = None  # run: measure the rungs first: None when nothing stored matches, on a GPU; True, False
     demo: bool = False  # run only
     fresh: bool = False  # run only
     inject: tuple[dict, ...] = ()  # run only
@@ -179,10 +180,11 @@ def check_weights(ladder: Ladder) -> None:
 
 
 def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapshot | None = None,
-              dry: bool = True) -> DryRun:
+              dry: bool = True, measured: list | None = None) -> DryRun:
     """What dry-run shows and run starts from: the probe, the plan, the first attempt's spec. Its
     problems are all that run would refuse before it starts (records_met); `dry`: its warnings also
-    say the arguments of the stopped run it would continue (run says that line itself)."""
+    say the arguments of the stopped run it would continue (run says that line itself). `measured`:
+    trials just run (contract.Trial), which decide instead of the stored ones."""
     req = settle(demo_ladder(req))
     ladder = ladder or load_job(req)
     machine = machine or probe.take()
@@ -199,12 +201,18 @@ def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapsho
         _, gpus, _, _ = plan_mod.select_device(device, snap)
         learned = experience.for_job(ladder, gpus, snap)
     trials = learned.trials() if learned else {}
+    if measured is not None:
+        trials = {t.rung: (t, now_iso()) for t in measured}
     plan = plan_mod.choose(ladder, snap, device=req.device, start_rung=req.start_rung,
                            dataset_images=data.images if data else None, dataset_problem=problem,
                            avoid=learned.avoid() if learned else None,
                            measured={name: trial for name, (trial, _) in trials.items()})
     ladder = plan_mod.grown_ladder(ladder, plan)  # a grown top rung first ([job] grow)
     plan = replace(plan, problems=plan.problems + refused)  # dry-run exits 2 where run would refuse
+    if dry and would_tune(req, plan, trials, state is not None):
+        plan = replace(plan, reasons=plan.reasons + (
+            "run would first measure the rungs, a short trial each (tune measures them now; --no-tune skips): no "
+            "stored measurement matches this machine and job",))
     warnings = overrides.warnings(ladder.job.imgsz, ladder.job.args, plan.device) + said
     if plan.start is None:
         return DryRun(snap, ladder, plan, data, None, None, {}, [], learned, warnings, trials)
@@ -218,6 +226,91 @@ def make_plan(req: Request, ladder: Ladder | None = None, machine: probe.Snapsho
     env = {**extra_env(req), **spec_mod.env(start, paths.spec(attempt))}  # as the supervisor starts it
     return DryRun(snap, ladder, plan, data, spec, paths.spec(attempt), env, spec_mod.command(paths.spec(attempt)),
                   learned, warnings, trials)
+
+
+def would_tune(req: Request, plan: plan_mod.Plan, trials: dict, has_record: bool) -> bool:
+    """Whether `run` measures the rungs before the night (docs/design.md, "Tuning: a measured trial
+    per rung"): asked with --tune; else on a GPU when nothing stored matches this machine and job,
+    for a new run (a continued one keeps the rung it trains on), its start not forced, the learned
+    store in use (--no-memory: nothing stored would be found or kept)."""
+    if req.tune is False or req.start_rung or has_record or plan.start is None:
+        return False
+    return req.tune is True or (plan.device != "cpu" and not trials and not req.no_memory)
+
+
+def tune_first(req: Request, ladder: Ladder, machine: probe.Snapshot, child_env: dict[str, str], result: DryRun,
+               paths: RunPaths, say: Callable[[str], None]) -> tuple[DryRun, dict]:
+    """The trials of a night's start (`tune.run_trials`, until the first rung that fits, within
+    tune.NIGHT_BUDGET_S), stored unless a rehearsal, and the plan they make; with the tuned event."""
+    from . import tune
+    from .launch import ChildProcess
+
+    t0 = time.monotonic()
+    plan = result.plan
+    say("tuning: a short trial per rung, from the top until one fits, decides where the night starts "
+        "(--no-tune skips; `tune` measures every rung)")
+    dataset_mod.write_resolved(result.dataset, paths.dataset)
+    trials = tune.run_trials(ladder, plan.device, plan.gpus, result.snap.ram_available, paths, until_fit=True,
+                             launch=ChildProcess(out=tune.quiet), settings=tune.TrialPlan.for_device(plan.device),
+                             say=say, child_env=child_env, budget_s=tune.NIGHT_BUDGET_S)
+    store = None if req.inject else result.experience  # a fire drill teaches nothing (experience.note_trials)
+    stored = experience.note_trials(store, trials, ladder.job.name)
+    result = make_plan(req, ladder, machine, dry=False, measured=trials)
+    start = result.plan.start
+    return result, dict(trials=[tune.trial_json(t) for t in trials], stored=stored > 0,
+                        start=start.name if start else None, val_batch=start.val_batch if start else None,
+                        reasons=list(result.plan.reasons), seconds=round(time.monotonic() - t0, 1))
+
+
+@dataclass
+class Tuned:
+    """What `tune` measured and what it makes of it."""
+
+    run: str
+    device: str
+    trials: list
+    stored: int
+    plan: plan_mod.Plan
+
+
+def tune_request(req: Request, say: Callable[[str], None] = console.say) -> Tuned:
+    """`tune`: a trial of every available rung of the job here (the grown top rung's too, with
+    [job] grow), in the run's trials/ folder, under the run's lock; stored for dry-run and run to
+    use unless --no-memory; and where a night would start now (docs/design.md, "Tuning: a measured
+    trial per rung")."""
+    from . import tune
+    from .launch import ChildProcess
+
+    req = settle(demo_ladder(req))
+    ladder = load_job(req)
+    machine = probe.take()
+    req = for_demo(req, ladder, machine)
+    data = dataset_mod.inspect(ladder.job.dataset)
+    device, gpus, _, problems = plan_mod.select_device(req.device or ladder.job.device, machine)
+    if problems:
+        raise Refused(tuple(problems))
+    paths = RunPaths.for_run(ladder.job.name)
+    lock = RunLock(paths.lock)
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        held = lock.acquire()
+    except OSError as e:
+        raise BadInput(str(e.filename or paths.root), f"the run's folder cannot be written there ({e.strerror})",
+                       "make logs/ writable, or tune from a folder where it can be") from None
+    if not held:
+        raise running(ladder.job.name, lock)
+    try:
+        dataset_mod.write_resolved(data, paths.dataset)
+        trials = tune.run_trials(ladder, device, gpus, machine.ram_available, paths, until_fit=False,
+                                 launch=ChildProcess(out=tune.quiet), settings=tune.TrialPlan.for_device(device),
+                                 say=say, child_env=extra_env(req))
+    finally:
+        lock.release()
+    store = None if req.no_memory else experience.for_job(ladder, gpus, machine)
+    stored = experience.note_trials(store, trials, ladder.job.name)
+    plan = plan_mod.choose(ladder, machine, device=req.device or ladder.job.device, dataset_images=data.images,
+                           measured={t.rung: t for t in trials})
+    return Tuned(ladder.job.name, device, trials, stored, plan)
 
 
 def continued_rungs(req: Request, state: RunState, ladder: Ladder, rungs: tuple) -> tuple:
@@ -283,15 +376,22 @@ def _prepare(req: Request, ladder: Ladder, machine: probe.Snapshot, child_env: d
     if not held:
         raise running(ladder.job.name, lock)
     try:
-        return _take_up(req, ladder, result, paths, lock, child_env, say)
+        tuned = None
+        if would_tune(req, plan, result.trials, has_run(paths)):
+            result, tuned = tune_first(req, ladder, machine, child_env, result, paths, say)
+            ladder = result.ladder  # a grown top rung first, where trials measured one that fits
+            if result.plan.problems:
+                raise Refused(result.plan.problems, tuple(result.plan.reasons))
+        return _take_up(req, ladder, result, paths, lock, child_env, say, tuned)
     except BaseException:
         lock.release()  # refused after all: the next try must not find the run "already running"
         raise
 
 
 def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock: RunLock,
-             child_env: dict[str, str], say: Callable[[str], None]) -> Prepared:
-    """The locked run's record: a finished run, a continued one, or a new one."""
+             child_env: dict[str, str], say: Callable[[str], None], tuned: dict | None = None) -> Prepared:
+    """The locked run's record: a finished run, a continued one, or a new one (`tuned`: the
+    trials that chose its start, tune_first's)."""
     plan = result.plan
     events = Events(paths.events)
     state, old = met(req, ladder, result.dataset, paths, plan.device, say) if has_run(paths) else (None, None)
@@ -327,6 +427,8 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
                                   device=plan.device, rung=plan.start.name, epochs_override=req.epochs,
                                   overrides=req.args, folder=str(paths.root), started=now_iso())
         events.append(Ev.PROBE, **result.snap.to_json())
+        if tuned is not None:
+            events.append(Ev.TUNED, **tuned)
         events.append(Ev.START, rung=plan.start.name, device=plan.device, reasons=list(plan.reasons),
                       cache=plan.cache.to_json(), ladder=str(ladder.path), data=str(ladder.job.dataset),
                       inject=list(req.inject))

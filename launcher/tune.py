@@ -14,13 +14,15 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
-from . import failures, memory, spec as spec_mod
-from .contract import (CUDA_OOM, HEARTBEAT_NAME, HOST_OOM, HANG, REPORT_NAME, SPEC_NAME, TRAIN_LOG_NAME,
-                       TRIAL_FAILED, TRIAL_OOM, TRIAL_TIMEOUT, Heartbeat, Report, Spec, Trial)
+from . import choice, failures, fmt, memory, spec as spec_mod
+from .contract import (CUDA_OOM, GIB, HEARTBEAT_NAME, HOST_OOM, HANG, REPORT_NAME, SPEC_NAME, TRAIN_LOG_NAME,
+                       TRIAL_FAILED, TRIAL_FIT, TRIAL_OOM, TRIAL_TIMEOUT, Heartbeat, Report, Spec, Trial)
 from .failures import ChildEnd
-from .ladder import Job, Rung, gpu_indices
+from .ladder import Job, Ladder, Rung, gpu_indices
 from .launch import Launch, Watchdog
+from .probe import Gpu
 from .runlog import RunPaths, write_json_atomic
 
 # The trial child is ended from outside this long past its budget: the budget counts from the
@@ -137,3 +139,100 @@ def missing(spec: Spec, end: ChildEnd, ended: str, why: str) -> Trial:
                  batch=batch if isinstance(batch, int) else None, imgsz=imgsz if isinstance(imgsz, int) else None,
                  ended=ended, why=why, warmup=spec.trial.get("warmup"), peak_rss_bytes=end.peak_rss,
                  seconds=round(end.seconds, 3), ts=round(time.time(), 3))
+
+
+# ---- the trials of a night's start, and of `tune` ------------------------------------------------
+
+# All of a night's automatic trials together, on a GPU: about 1 % of the user's 7-22 hour night.
+# Rungs past it keep their thresholds; `tune` alone has no such cap (a person asked for every rung).
+NIGHT_BUDGET_S = 360.0
+
+
+def quiet(data: bytes) -> None:
+    """A trial child's output goes to its train.log only: what a person reads is one line a trial."""
+
+
+def to_measure(ladder: Ladder) -> tuple[Rung, ...]:
+    """The rungs trials measure, in order: the available rungs best first, with the top rung's
+    grown batches ([job] grow: choice.grown_rungs) right after the top, largest last."""
+    rungs = tuple(r for r in ladder.rungs if r.available)
+    grown = tuple(sorted(choice.grown_rungs(ladder.rungs), key=lambda r: r.batch)) if ladder.job.grow else ()
+    return rungs[:1] + grown + rungs[1:]
+
+
+def run_trials(ladder: Ladder, device: str, gpus: tuple[Gpu, ...], ram: int | None, paths: RunPaths, *,
+               until_fit: bool, launch: Launch, settings: TrialPlan, say: Callable[[str], None],
+               child_env: dict[str, str] | None = None, budget_s: float | None = None,
+               clock: Callable[[], float] = time.monotonic) -> list[Trial]:
+    """Measure the rungs (`to_measure`), one trial each, each said as it ends. `until_fit` (a
+    night's start): the grown batches only while the smaller one fit, no rung below the first that
+    fits (it can never be the start), and none once `budget_s` is spent."""
+    gpu = min((g for g in gpus if g.free is not None), key=lambda g: g.free, default=None)
+    judged = not gpus or gpu is not None  # a GPU whose free memory NVML does not report judges nothing
+    rungs = to_measure(ladder)
+    top = rungs[0].name if rungs else None
+    grown_names = {choice.grow_name(top, f) for f in choice.GROW} if top else set()
+    t0, out = clock(), []
+    found = growing = False  # a ladder rung fits; the last of top, top@2x, ... fit
+    for rung in rungs:
+        grown = rung.name in grown_names
+        if until_fit:
+            if (grown and not growing) or (not grown and found):
+                continue
+            if budget_s is not None and clock() - t0 > budget_s:
+                say(f"tuning: {fmt.duration(budget_s)} spent; rung {rung.name} and those after it keep their "
+                    "thresholds")
+                break
+        say(f"trial of rung {rung.name} ({Path(rung.model.source).name}, batch {rung.batch}, device {device})")
+        trial = measure(ladder.job, rung, device, paths, launch, settings, child_env=child_env)
+        say(trial_line(trial))
+        out.append(trial)
+        ok = judged and fits(ladder, trial, gpu, ram)
+        if grown:
+            growing = growing and ok
+        else:
+            found = found or ok
+            growing = ok and rung.name == top
+    return out
+
+
+def fits(ladder: Ladder, trial: Trial, gpu: Gpu | None, ram: int | None) -> bool:
+    """Whether this trial's rung fits here, as the choice of the start rung judges it (`gpu` the
+    tightest selected GPU; None: the CPU). A rung that fits only at a smaller val_batch fits."""
+    if choice.says_nothing(trial):
+        return False
+    rung = next((r for r in ladder.rungs + choice.grown_rungs(ladder.rungs) if r.name == trial.rung), None)
+    if rung is None or (gpu is not None and gpu.free is None):
+        return False
+    return choice.judge(rung, trial, gpu, ram, ladder.job.headroom).fits
+
+
+def trial_line(t: Trial) -> str:
+    """One trial for a person: how it ended, its peaks, its speed and its time."""
+    head = f"trial of rung {t.rung}: {t.ended}" + (f" ({t.why})" if t.why and t.ended != TRIAL_FIT else "")
+    parts = []
+    if t.device not in ("cpu", ""):
+        parts.append(f"train peak {fmt.gib(t.peak_reserved_bytes)} reserved, validation (batch {t.val_batch}) "
+                     f"{fmt.gib(t.val_peak_reserved_bytes)}, device {fmt.gib(t.device_used_bytes)}")
+        if t.alloc_retries:
+            parts.append(f"{t.alloc_retries} alloc retries")
+    parts.append(f"peak RSS {fmt.gib(t.peak_rss_bytes)}")
+    if t.images_per_s is not None:
+        parts.append(f"{t.images_per_s:.3g} images/s")
+    if t.seconds is not None:
+        parts.append(f"{fmt.duration(t.seconds)}")
+    return f"{head}: {', '.join(parts)}"
+
+
+def trial_json(t: Trial) -> dict:
+    """One trial for `tune --json`: memory peaks in GiB (keys beginning `peak_`), speed, time."""
+    def g(n: int | None) -> float | None:
+        return None if n is None else round(n / GIB, 3)
+    return {"rung": t.rung, "ended": t.ended, "why": t.why, "model": t.model, "device": t.device, "batch": t.batch,
+            "val_batch": t.val_batch, "imgsz": t.imgsz,
+            "peak_reserved_gib": g(t.peak_reserved_bytes), "peak_allocated_gib": g(t.peak_allocated_bytes),
+            "peak_val_reserved_gib": g(t.val_peak_reserved_bytes),
+            "peak_val_allocated_gib": g(t.val_peak_allocated_bytes),
+            "peak_device_used_gib": g(t.device_used_bytes), "peak_rss_gib": g(t.peak_rss_bytes),
+            "alloc_retries": t.alloc_retries, "ooms": t.ooms, "images_per_s": t.images_per_s,
+            "first_batch_s": t.first_batch_s, "seconds": t.seconds}
