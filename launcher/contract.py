@@ -336,6 +336,8 @@ class Trial(_Document):
     images_per_s: float | None = _field(_NUM)  # median after the warm-up
     first_batch_s: float | None = _field(_NUM)  # from the child's start to its first batch
     seconds: float | None = _field(_NUM)  # the whole trial
+    free_bytes: int | None = _field(_INT, omit=True)  # the tightest GPU's free memory as the trial began (probe):
+    # an OOM says the rung needs more than this, not that it never fits
     ts: float | None = _field(_NUM)
     version: int = _field(_INT, VERSION)
     problems: tuple[str, ...] = field(default=(), compare=False)
