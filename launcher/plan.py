@@ -375,7 +375,8 @@ POLICY: dict[str, Rule] = {
     THRASH: Rule("the child ended itself after the epoch's save (alloc retries rose in two consecutive windows of "
                  "batches; `[job] on_thrash = \"restart\"`): the first time on a rung, restart the same rung in a fresh "
                  "process from the checkpoint (that clears fragmentation); the second time on that rung, step down to "
-                 "the next rung", then=RESTART),
+                 "the next rung; at the bottom of the ladder, restart it again (nothing trained is lost; the attempt "
+                 "budget bounds the restarts)", then=RESTART),
     FATAL: Rule(f"stop at once with the evidence (exit {EXIT_FATAL}), never walk the ladder: no rung can fix it; "
                 "correct the cause, then run again", ends=Ev.FATAL),
     INTERRUPTED: Rule(f"stop the process tree ({GRACE_S:g} s grace, then SIGKILL) and keep the checkpoint resumable "
@@ -396,7 +397,8 @@ def policy_rows() -> list[tuple[str, str, str, str]]:
             retries, wait = ("`[job] retries`" if rule.retries is None else str(rule.retries)), "exponential"
         else:
             retries, wait = {OOM: "late: as long as each attempt saves an epoch (the budget bounds it); early: none",
-                             REMEDIES: "one per remedy", RESTART: "1", DOWN: "none"}[rule.then], "none"
+                             REMEDIES: "one per remedy", RESTART: "1 (the bottom rung: the budget bounds it)",
+                             DOWN: "none"}[rule.then], "none"
         rows.append((kind, rule.does, retries, wait))
     return rows
 
@@ -495,9 +497,11 @@ def decide(rungs: tuple[Rung, ...], i: int, kind: str, phase: str | None, epochs
                                  "fresh process (clears leaks and fragmentation)")
     if rule.then == OOM:
         return replace(down, reason=f"early OOM (no epoch completed in the attempt): {down.reason}")
-    if rule.then == RESTART and thrashes <= 1:
-        return Step(Ev.RETRY, i, f"the allocator thrashed on {rung.name}: restart it in a fresh process from its "
-                                 "checkpoint (clears fragmentation)")
+    if rule.then == RESTART and (thrashes <= 1 or below is None):
+        # at the bottom there is no lighter rung, and a thrash is no failure: its epoch is saved
+        again = "" if thrashes <= 1 else f" again ({thrashes} times, the bottom of the ladder)"
+        return Step(Ev.RETRY, i, f"the allocator thrashed{again} on {rung.name}: restart it in a fresh process from "
+                                 "its checkpoint (clears fragmentation)")
     if rule.then == RESTART:
         return replace(down, reason=f"the allocator thrashed again on {rung.name} ({thrashes} times): {down.reason}")
     if rule.then == REMEDIES:

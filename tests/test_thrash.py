@@ -178,8 +178,8 @@ def test_thrash_restarts_the_rung_once_without_a_wait_then_steps_down(default):
     second = plan.decide(default.rungs, 0, THRASH, "val", 1, streak=0, policy=policy, thrashes=2)
     assert (second.action, second.rung) == (Ev.STEP_DOWN, 1)
     bottom = len(default.rungs) - 1
-    assert plan.decide(default.rungs, bottom, THRASH, "val", 1, streak=0, policy=policy,
-                       thrashes=2).action == Ev.EXHAUSTED
+    again = plan.decide(default.rungs, bottom, THRASH, "val", 1, streak=0, policy=policy, thrashes=2)
+    assert (again.action, again.rung, again.wait_s) == (Ev.RETRY, bottom, 0.0)  # the bottom: restart again
     assert THRASH not in plan.TRANSIENT  # no backoff: a fresh process is the remedy
 
 
@@ -247,12 +247,16 @@ def test_the_night_restarts_the_thrashing_rung_then_steps_down_and_records_each(
                      r"its checkpoint; attempt 2 on optimal, epoch 2.*stepped down", md)
 
 
-def test_a_thrash_at_the_bottom_rung_after_its_restart_exhausts_the_ladder(tmp_path):
-    ladder = with_job()
+def test_a_thrash_at_the_bottom_rung_restarts_it_again_within_the_attempt_budget(tmp_path):
+    """The bottom rung has no lighter one below, and a thrash ends an attempt after its save:
+    ending the night there would throw the night away. It restarts again; the budget bounds it."""
+    ladder = with_job(max_attempts=4)
     bottom = ladder_mod.Ladder(path=ladder.path, job=ladder.job, rungs=ladder.rungs[-1:])
-    code, child, _, evs = supervise(bottom, tmp_path, ["thrash", "thrash"])
-    assert code == EXIT_EXHAUSTED
-    assert [e["action"] for e in evs if e["event"] == "thrash"] == ["restart", "step_down"]
+    code, child, _, evs = supervise(bottom, tmp_path, ["thrash", "thrash", "ok"])
+    assert code == EXIT_OK and len(child.calls) == 3
+    assert [e["action"] for e in evs if e["event"] == "thrash"] == ["restart", "restart"]
+    code, child, _, evs = supervise(bottom, tmp_path / "spent", ["thrash"] * 4)
+    assert code == EXIT_EXHAUSTED and len(child.calls) == 4  # max_attempts
 
 
 def test_warn_records_the_thrash_and_the_night_goes_on(tmp_path):
