@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .contract import INTERRUPTED
+from .eta import TRIAL
 from .runlog import EVENTS_VERSION, RUNNING, Ev, Event, ModelPaths, RunPaths, RunState, read_events, read_jsonl
 
 NOT_STARTED = "not started"  # the status of a record with no attempt and no state.json
@@ -39,6 +40,7 @@ NOT_STARTED = "not started"  # the status of a record with no attempt and no sta
 TRAIN, VALIDATE = "train", "validate"
 MAP50_95 = "metrics/mAP50-95(B)"
 MAP50 = "metrics/mAP50(B)"
+FIRST_EPOCH = "the first epoch"  # where the night's first ETA came from, when no trial measured its start
 
 
 # ---- reading the record -----------------------------------------------------------------------
@@ -166,6 +168,7 @@ class Record:
     interrupted_s: float = 0.0  # interrupted attempts' time not kept
     slurm: dict | None = None  # {"jobs", "requeues", "waiting_s"} of a run on a SLURM cluster
     thrashes: list[Event] = field(default_factory=list)  # the `thrash` events: the allocator's retries rising
+    first_eta: dict | None = None  # the night's first ETA: first_eta's
 
     @property
     def start(self) -> float | None:
@@ -220,10 +223,13 @@ def load(root: Path) -> Record:
     last_attempt: Attempt | None = None
     resumes: dict[int, Event] = {}  # attempt -> its `resume` event (logged just before its start)
     thrashes: list[Event] = []
+    start: Event | None = None  # the night's `start`: its ETA from the start rung's trial
     for e in events:
         kind, t = e.kind, e.time
         if kind == Ev.REFUSED:  # a later `run` that was refused: no launcher ran this run then
             continue
+        if kind == Ev.START and start is None:
+            start = e
         if kind in Ev.SESSION_STARTS and t is not None:
             sessions.append([t, t])
         elif t is not None and sessions:  # every event is a sign the launcher was running
@@ -308,10 +314,34 @@ def load(root: Path) -> Record:
                  telemetry=telemetry, set_aside=set_aside, models=models, counting=counting, results=results,
                  slurm=slurm_summary(events, state) if state and state.slurm_jobs else None, thrashes=thrashes)
     account(rec)
+    rec.first_eta = first_eta(rec, start)
     for a in order:
         if a.mode == TRAIN and a.resume_from and a.resumed_at is None and a.epochs:
             a.resumed_at = a.epochs[0]
     return rec
+
+
+def first_eta(rec: Record, start: Event | None) -> dict | None:
+    """The night's first ETA (docs/design.md, "Dry-run, status, report"): the `start` event's, from
+    the start rung's trial (training only), else the first training attempt's first epoch (its
+    results.csv `time`: training and validation, from the attempt's training start) × its model's
+    epochs. None where neither was known: no trial measured the start and no epoch finished."""
+    expected = start.get("eta_s") if start is not None else None
+    if isinstance(expected, (int, float)) and not isinstance(expected, bool) and expected > 0:
+        speeds = start.get("speeds") if isinstance(start.get("speeds"), dict) else {}
+        return {"seconds": float(expected), "from": TRIAL, "rung": start.get("rung"),
+                "images_per_s": speeds.get(start.get("rung")), "with_val": False}
+    for a in rec.attempts:
+        if a.mode != TRAIN or not a.epochs:
+            continue
+        model = rec.models.get(model_key(a.model))
+        row = rec.results.get(model_key(a.model), {}).get(a.epochs[0]) or {}
+        t = row.get("time")
+        if model is None or not model.epochs or not t or t <= 0:
+            return None
+        return {"seconds": model.epochs * t, "from": FIRST_EPOCH, "rung": a.rung, "epoch_s": t,
+                "epochs": model.epochs, "with_val": True}
+    return None
 
 
 def slurm_summary(events: list[Event], state: RunState) -> dict:

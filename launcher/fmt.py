@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from .contract import GIB
 
 
@@ -24,3 +26,13 @@ def duration(seconds: float | None, none: str = "-") -> str:
 
 def percent(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def clock(t: float | None, now: float | None = None, none: str = "-") -> str:
+    """A moment as local wall-clock time, "04:12"; with its date where it is not `now`'s day."""
+    if t is None:
+        return none
+    d = datetime.fromtimestamp(t).astimezone()
+    if now is not None and datetime.fromtimestamp(now).astimezone().date() == d.date():
+        return d.strftime("%H:%M")
+    return d.strftime("%Y-%m-%d %H:%M")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from .accounting import MAP50, MAP50_95, Record, final_metrics, thrash_words
+from .eta import TRIAL, versus
 from .fmt import duration, percent
 from .runlog import Ev
 from .timeline import TIMELINE_NAME
@@ -55,6 +56,8 @@ def markdown(rec: Record) -> str:
                f"in the model; {duration(rec.lost_s)} lost to failures"
                + (f"; {duration(rec.interrupted_s)} interrupted (the launcher was stopped)"
                   if any(a.interrupted for a in rec.attempts) else ""))
+    if rec.first_eta:
+        out.append(f"- **ETA:** {eta_words(rec)}")
     if rec.thrashes:
         out.append("- **Allocator thrashing** (alloc retries rose in two consecutive windows of batches): " + "; ".join(
             thrash_words(e) for e in rec.thrashes))
@@ -129,6 +132,23 @@ def markdown(rec: Record) -> str:
         if best is not None and best is not last:
             out.append(f"- best mAP50-95 over the epochs: {_metric(best, MAP50_95)} (epoch {int(best['epoch'])})")
     return "\n".join(out) + "\n"
+
+
+def eta_words(rec: Record) -> str:
+    """The night's first ETA against the real night: "expected at the start: 7 h 40 min of training
+    (...); took 8 h 05 min of wall time (+5 %)". The real night is the wall time (start-up,
+    validation and failures included); a night not finished says how far it got."""
+    e = rec.first_eta
+    if e["from"] == TRIAL:
+        speed = f" at {e['images_per_s']:.1f} images/s" if isinstance(e.get("images_per_s"), (int, float)) else ""
+        what = (f"expected at the start: {duration(e['seconds'])} of training (from the trial of {e['rung']}{speed}; "
+                "training only, validation and start-up not counted)")
+    else:
+        what = (f"expected after the first epoch: {duration(e['seconds'])} ({e['epochs']} epochs × "
+                f"{duration(e['epoch_s'])}, its training and validation, on {e['rung']})")
+    if rec.status == Ev.COMPLETE:
+        return f"{what}; took {duration(rec.wall_s)} of wall time ({versus(e['seconds'], rec.wall_s)})"
+    return f"{what}; not finished ({rec.status}) after {duration(rec.wall_s)} of wall time"
 
 
 def _metric(row: dict[str, float], key: str) -> str:

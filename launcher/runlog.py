@@ -416,7 +416,10 @@ EVENTS: dict[str, dict[str, tuple[type, ...]]] = {
     Ev.PROBE: {"gpus": _LIST, "ram_total": _INT, "ram_available": _INT, "cpus": _INT, "nvml": _STR,  # probe.Snapshot
                "driver": _STR, "pretend_vram": _NUM, "pretend_ram": _NUM},
     Ev.START: {"rung": _STR, "device": _STR, "reasons": _LIST, "cache": _DICT, "ladder": _STR, "data": _STR,
-               "inject": _LIST},
+               "inject": _LIST,
+               # the ETA (launcher/eta.py): the start rung's training time from its trial, the trials'
+               # images/s per rung, the dataset's train images
+               "eta_s": _NUM, "speeds": _DICT, "train_images": _INT},
     Ev.CONTINUE: {"rung": _STR, "attempts": _INT, "status_was": _STR},
     Ev.REBUILT: {"attempts": _INT, "models": _DICT, "epochs_override": _INT},
     Ev.ADOPTED: {"was": _STR, "run_was": _STR, "moved": _BOOL, "tree_left": _LIST},

@@ -15,7 +15,7 @@ from typing import Callable
 
 from . import dataset as dataset_mod
 from . import checkpoint, console, experience, ladder as ladder_mod, models, overrides, plan as plan_mod, probe
-from . import slurm
+from . import eta, slurm
 from . import spec as spec_mod
 from .continuation import (continue_run, continues, elsewhere, has_run, kept_arguments, met, own_arguments,
                            records_met, resume_at, running, taken_arguments)
@@ -429,9 +429,12 @@ def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock
         events.append(Ev.PROBE, **result.snap.to_json())
         if tuned is not None:
             events.append(Ev.TUNED, **tuned)
+        images = result.dataset.train_images if result.dataset else None
+        expected = eta.at_start(plan, images)
         events.append(Ev.START, rung=plan.start.name, device=plan.device, reasons=list(plan.reasons),
                       cache=plan.cache.to_json(), ladder=str(ladder.path), data=str(ladder.job.dataset),
-                      inject=list(req.inject))
+                      inject=list(req.inject), eta_s=None if expected is None else round(expected.seconds, 1),
+                      speeds=eta.speeds(plan), train_images=images)
         for reason in plan.reasons:
             say(reason)
     job = slurm.Job.here()

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 from . import fmt, refusals
 from .contract import Heartbeat
+from .eta import Expected, epochs_left, pace_epoch_s, rest, run_epoch_s, training_s
 from .errors import BadInput
-from .runlog import CHECKOUT_LOGS, LOGS_ENV, RUNNING, logs_dir, Ev, JsonLines, RunLock, RunPaths, RunState, read_events
+from .runlog import (CHECKOUT_LOGS, LOGS_ENV, RUNNING, logs_dir, Ev, Event, JsonLines, RunLock, RunPaths, RunState,
+                     read_events)
 
 FRESH_S = 30.0  # a heartbeat older than this, while the launcher holds the run, is reported as stale
 
@@ -93,9 +96,12 @@ def collect(paths: RunPaths, now: float | None = None) -> dict:
             history.append({"rung": e.get("rung"), "attempts": [e.get("attempt")]})
     current = {}
     if beat and active:
+        night = night_eta(paths, state, events, beat) if status == RUNNING else None
         current = dict(phase=beat.phase, epoch=beat.epoch, epochs=beat.epochs, batch=beat.batch,
                        batches=beat.batches, it_s=beat.it_s,
-                       heartbeat_age_s=round(now - beat.ts, 1) if beat.ts is not None else None, eta_s=eta(beat))
+                       heartbeat_age_s=round(now - beat.ts, 1) if beat.ts is not None else None,
+                       eta_s=None if night is None else round(night.seconds),
+                       eta=None if night is None else {**night.to_json(), "end": iso(now + night.seconds)})
     return {
         "run": paths.root.name, "status": status, "active": active, "reason": reason,
         "rung": state.rung if state else None, "attempt": attempt, "mode": state.mode if state else None, **current,
@@ -118,12 +124,41 @@ def _number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def eta(beat: Heartbeat) -> float | None:
-    """Seconds to the end of training at this attempt's pace (this rung's batches per epoch)."""
-    if None in (beat.epochs, beat.epoch, beat.batches, beat.batch) or not beat.it_s:
+def night_eta(paths: RunPaths, state: RunState | None, events: list[Event], beat: Heartbeat) -> Expected | None:
+    """The rest of the training of the model in training (docs/design.md, "Dry-run, status,
+    report"): its epochs left at this attempt's epoch time, from its finished epochs in
+    results.csv (training and validation), else this epoch's it/s (training only), else the
+    trial's images/s for this rung that the `start` event recorded (training only). None for an
+    attempt that only validates, and once training is over (the final validation)."""
+    from .accounting import TRAIN, Model, read_results, results_csv
+
+    if state is None or (state.mode or TRAIN) != TRAIN or beat.phase in ("final", "done"):
         return None
-    left = (beat.epochs - beat.epoch) * beat.batches + (beat.batches - beat.batch)
-    return round(left / beat.it_s)
+    started = next((e for e in reversed(events) if e.kind == Ev.ATTEMPT_START), None)
+    source = (started.get("model") if started else None) or state.training_model
+    model = state.models.get(source) if source else None
+    epochs = beat.epochs or (model.epochs if model else None)
+    left = epochs_left(epochs, beat.epoch, beat.batch, beat.batches, model.epochs_done if model else None)
+    rows = read_results(results_csv(paths.root, Model(source, model.save_dir if model else None))) \
+        if source and beat.epochs_saved else {}
+    start = next((e for e in reversed(events) if e.kind == Ev.START), None)
+    speeds = (start.get("speeds") if start else None) or {}
+    speed = speeds.get(beat.rung or state.rung) if isinstance(speeds, dict) else None
+    return rest(left, run_epoch=run_epoch_s(rows, beat.epochs_saved, beat.last_saved_epoch),
+                pace_epoch=pace_epoch_s(beat.batches, beat.it_s),
+                trial_epoch=training_s(speed if _number(speed) else None, 1,
+                                       start.get("train_images") if start else None))
+
+
+def eta(beat: Heartbeat) -> float | None:
+    """Seconds to the end of training at this epoch's pace alone (the heartbeat's it/s)."""
+    left = rest(epochs_left(beat.epochs, beat.epoch, beat.batch, beat.batches),
+                pace_epoch=pace_epoch_s(beat.batches, beat.it_s))
+    return None if left is None else round(left.seconds)
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
 def now_and_peak(samples: list[dict], key: str) -> dict:
@@ -148,10 +183,16 @@ def text(d: dict) -> str:
     if d.get("epoch"):
         where += f", epoch {d['epoch']}/{d['epochs']}, batch {d['batch']}/{d['batches']}"
         if d.get("it_s") and _number(d["it_s"]):
-            where += f", {d['it_s']:.2f} it/s, ETA {fmt.duration(d.get('eta_s'), none='unknown')}"
+            where += f", {d['it_s']:.2f} it/s"
         if _number(d.get("heartbeat_age_s")) and d["heartbeat_age_s"] > FRESH_S:
             where += f" (heartbeat {d['heartbeat_age_s']:.0f} s old)"
     out.append(where)
+    if d.get("eta"):
+        e = d["eta"]
+        end = datetime.fromisoformat(e["end"]).timestamp()
+        out.append(f"  ETA {fmt.duration(e['seconds'])}, ends about {fmt.clock(end, time.time())} "
+                   f"({e['epochs']:.1f} epochs left at {fmt.duration(e['epoch_s'])} each, from {e['from']}, "
+                   + ("training and validation)" if e["with_val"] else "training only)"))
     if d["last_failure"]:
         f = d["last_failure"]
         out.append(f"  last failure: attempt {f['attempt']} on {f['rung']}, {f['kind']}"

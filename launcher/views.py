@@ -7,6 +7,7 @@ import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import eta
 from .choice import MEASURED, Verdict
 from .contract import Spec, Trial
 from .dataset import Dataset
@@ -125,11 +126,22 @@ def dry_run_text(d: DryRun, cwd: Path | None = None) -> str:
 
 
 def night_s(trial: Trial | None, epochs: int, d: DryRun) -> float | None:
-    """The night's training time from a trial's speed: epochs × train images / images per second
-    (validation and start-up not counted)."""
-    if trial is None or not trial.images_per_s or d.dataset is None:
+    """The night's training time from a trial's speed (eta.training_s: validation and start-up not counted)."""
+    if trial is None or d.dataset is None:
         return None
-    return epochs * d.dataset.train_images / trial.images_per_s
+    return eta.training_s(trial.images_per_s, epochs, d.dataset.train_images)
+
+
+def night_line(d: DryRun) -> list[str]:
+    """The start rung's ETA in words, where its trial measured its speed (eta.at_start)."""
+    expected = eta.at_start(d.plan, d.dataset.train_images if d.dataset else None)
+    if expected is None:
+        return []
+    start, images = d.plan.start, d.dataset.train_images
+    epochs = f"{start.epochs} epoch{'s' if start.epochs != 1 else ''}"
+    return [f"  the night: about {duration(expected.seconds)} of training on {start.name} at the measured "
+            f"{images / expected.epoch_s:.1f} images/s ({epochs} × {images} train images), plus validation and "
+            "start-up, which the trial did not time"]
 
 
 def measured_rows(d: DryRun) -> list[str]:
@@ -162,7 +174,7 @@ def measured_rows(d: DryRun) -> list[str]:
                            "images, training only)")
         out.append(f"{head}measured {when[:16].replace('T', ' ')}, ended {t.ended}: {', '.join(numbers)}")
         out.append(f"    {' ' * width}  {fits} (measured): {v.reason}")
-    return out
+    return out + night_line(d)
 
 
 def dry_run_json(d: DryRun) -> dict:
@@ -171,6 +183,7 @@ def dry_run_json(d: DryRun) -> dict:
         "probe": d.snap.to_json(),
         "device": plan.device,
         "start_rung": plan.start.name if plan.start else None,
+        "eta": start_eta_json(d),
         "cache": plan.cache.to_json(),
         "reasons": list(plan.reasons),
         "problems": list(plan.problems),
@@ -187,6 +200,12 @@ def dry_run_json(d: DryRun) -> dict:
         "child": None if d.spec is None else {
             "command": d.command, "env": d.env, "spec_path": str(d.spec_path), "spec": d.spec.to_json()},
     }
+
+
+def start_eta_json(d: DryRun) -> dict | None:
+    """The start rung's ETA from its trial (eta.at_start), or None."""
+    expected = eta.at_start(d.plan, d.dataset.train_images if d.dataset else None)
+    return None if expected is None else expected.to_json()
 
 
 def rung_json(asked: Rung, rung: Rung) -> dict:

@@ -290,6 +290,9 @@ def test_dry_run_shows_the_measured_rungs(capsys, fixed_machine):
     assert "night" not in section[3]  # a rung that does not fit gives no night
     assert "RAM cache on: measured 9.04 GiB (optimal's trial peak RSS 4.00 GiB + 5.04 GiB cache estimate)" in out
     assert section[5].startswith("    mnv4        not measured: the threshold decided, fits")
+    assert section[-1] == ("  the night: about 3 h 37 min of training on optimal at the measured 30.0 images/s "
+                           "(100 epochs × 3912 train images), plus validation and start-up, which the trial did "
+                           "not time")
     assert "- start rung optimal: measured on GPU 0" in out
     assert "- note: rung optimal needs 10.00 GiB measured, under half of GPU 0's 23.41 GiB free: batch 12 would fit " \
         "(an estimate" in out  # 6 × 23.41 × 0.9 / 10
@@ -297,5 +300,27 @@ def test_dry_run_shows_the_measured_rungs(capsys, fixed_machine):
     rungs = {r["name"]: r for r in json.loads(out)["ladder"]["rungs"]}
     assert rungs["optimal"]["decided"] == "measured" and rungs["optimal"]["trial"]["images_per_s"] == 30.0
     assert rungs["optimal"]["night_s"] == pytest.approx(100 * 3912 / 30) and rungs["mnv4"]["decided"] == "threshold"
+    assert json.loads(out)["eta"] == {"seconds": round(100 * 3912 / 30, 1), "from": "the trial",
+                                      "epoch_s": round(3912 / 30, 2), "epochs": 100, "with_val": False}
     code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--no-memory")
-    assert "Measured" not in out and "measured" not in out
+    assert json.loads(run(capsys, "dry-run", "--data", "coco_indoor/data.yaml", "--no-memory", "--json")[1])["eta"] \
+        is None
+    assert "Measured" not in out and "measured" not in out and "the night" not in out
+
+
+def test_run_records_the_start_rungs_eta_and_the_trials_speeds(fixed_machine):
+    """The `start` event carries the night's first ETA from the stored trial that chose the start
+    (status and report read it: they see no store), each measured rung's images/s, the train images."""
+    from launcher import setup
+    from launcher.runlog import read_events
+
+    asked = ladder_mod.load(ROOT / "ladders" / "default.toml", data="coco_indoor/data.yaml")
+    store = experience.for_job(asked, FIXED.gpus, FIXED)
+    store.note_trial(trial("optimal", 20, 30, ended=TRIAL_OOM, ips=45.0), "night-1")
+    store.note_trial(trial("optimal-b4", 8, 9, batch=4, used=10, ips=25.0), "night-1")
+    prepared = setup.prepare(setup.Request(data="coco_indoor/data.yaml"), say=lambda line: None)
+    prepared.lock.release()
+    [start] = [e for e in read_events(prepared.paths.events) if e.kind == "start"]
+    assert start.get("rung") == "optimal-b4" and start.get("train_images") == 3912
+    assert start.get("eta_s") == round(asked.rung("optimal-b4").epochs * 3912 / 25.0, 1)
+    assert start.get("speeds") == {"optimal": 45.0, "optimal-b4": 25.0}

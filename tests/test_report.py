@@ -214,6 +214,28 @@ def test_goodput_time_lost_and_metrics(night):
     assert "Set aside:** `rtdetr-l.yaml`" not in md  # taken up again by safe
 
 
+def test_the_nights_first_eta_is_set_against_the_real_night(night, tmp_path):
+    """No trial measured the start: the first epoch (1500 s, of 10) gave the first ETA. With the
+    start event's ETA from the start rung's trial, that one is the first."""
+    _, _, md = night
+    assert ("- **ETA:** expected after the first epoch: 4 h 10 min (10 epochs × 25 min 00 s, its training and "
+            "validation, on optimal); took 6 h 30 min of wall time (+56 %)\n") in md  # 23400 / 15000
+    root = build_record(tmp_path / "tuned")
+    lines = (root / "events.jsonl").read_text().splitlines()
+    lines[1] = event("start", T0, rung="optimal", device="0", eta_s=21600.0, train_images=3912,
+                     speeds={"optimal": 30.0, "safe": 60.0})
+    (root / "events.jsonl").write_text("\n".join(lines) + "\n")
+    rec = accounting.load(root)
+    assert rec.first_eta == {"seconds": 21600.0, "from": "the trial", "rung": "optimal", "images_per_s": 30.0,
+                             "with_val": False}
+    assert ("- **ETA:** expected at the start: 6 h 00 min of training (from the trial of optimal at 30.0 images/s; "
+            "training only, validation and start-up not counted); took 6 h 30 min of wall time (+8 %)\n"
+            ) in report_md.markdown(rec)  # 23400 / 21600
+    rec.status = "exhausted"
+    assert "training only, validation and start-up not counted); not finished (exhausted) after 6 h 30 min of " \
+        "wall time\n" in report_md.markdown(rec)
+
+
 def test_no_telemetry_still_draws_bands_and_failures(tmp_path):
     root = build_record(tmp_path / "old-run", telemetry=False)
     png, md = report.write_report(root)
@@ -252,7 +274,7 @@ def test_running_record_without_state_or_results(tmp_path):
     assert "**Status:** running" in text and "Delivered:** nothing yet" in text
     row = table_rows(text)[1]
     assert row[5].endswith("(last seen)") and row[9] == "(no end)" and row[6] == "14 min 49 s"
-    assert "No results.csv" in text
+    assert "No results.csv" in text and "**ETA:**" not in text  # no trial, no epoch yet: no ETA existed
     assert_png(png)
     # its results.csv rows say what it has saved so far
     (root / "models" / "rtdetr-l").mkdir(parents=True)
@@ -321,6 +343,7 @@ def test_report_md_separates_time_lost_to_failures_from_interrupted_time(tmp_pat
     assert "| interrupted (Ctrl-C, SIGTERM: stopped, not failed) | 10 min 00 s |" in text
     assert "| other (start-up, dataset caching, final validation of good attempts) | 0 s |" in text
     assert "- *Interrupted*:" in text and "ended in a failure (not an interruption)" in text
+    assert "**ETA:**" not in text  # no trial, and without state.json no epoch target to multiply by
     # the picture tells the two apart: a red failure line, a grey interrupted one, a resume mark
     fig = timeline.figure(rec)
     assert sorted(t.get_text().strip() for t in texts(fig, timeline.GID_FAILURE)) == ["cuda_oom", "interrupted"]
@@ -329,7 +352,7 @@ def test_report_md_separates_time_lost_to_failures_from_interrupted_time(tmp_pat
 
 def test_an_empty_record_still_reports(tmp_path):
     png, md = report.write_report(tmp_path)
-    assert "**Status:** not started" in md.read_text()
+    assert "**Status:** not started" in md.read_text() and "**ETA:**" not in md.read_text()
     assert_png(png, min_bytes=10_000)  # one empty panel, its axes and a line of text: ~18 kB, not blank (~5 kB)
 
 

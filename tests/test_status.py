@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from launcher import cli, status
+from launcher import cli, fmt, status
 from launcher.runlog import Events, Ev, JsonLines, RunLock, RunPaths, write_json_atomic
 
 GIB = 2**30
@@ -52,7 +52,9 @@ def test_live_run(record):
     assert d["last_failure"]["kind"] == "cuda_oom"
     assert d["history"] == [{"rung": "optimal", "attempts": [1]}, {"rung": "optimal-b4", "attempts": [2]}]
     out = status.text(d)
-    assert "run 'night': training" in out and "epoch 5/100, batch 100/600, 5.00 it/s, ETA 3 h 11 min" in out
+    assert "run 'night': training" in out and "epoch 5/100, batch 100/600, 5.00 it/s\n" in out
+    assert "  ETA 3 h 11 min, ends about " in out  # 95 epochs and 5/6 of one, 600 batches at 5 it/s
+    assert "(95.8 epochs left at 2 min 00 s each, from this run's pace, training only)" in out
     assert "VRAM now 11.0 GiB (peak 13.0 GiB)" in out and "rungs: optimal (attempt 1) → optimal-b4 (attempt 2)" in out
 
 
@@ -200,3 +202,66 @@ def test_a_checkpoints_epochs_are_said_one_way_everywhere(record):
     assert "  model rtdetr-l.pt: epochs done 4/100\n" in status.text(status.collect(record))
     state = RunState.load(record.state)
     assert state.summary("stopped") == [f"  model rtdetr-l.pt: epochs done 4/100 ({record.save_dir('rtdetr-l.pt')})"]
+
+
+# ---- the ETA of the night (issue 21): from this run's epochs, its pace, or the trial ------------
+
+def live(record, **beat) -> dict:
+    """status of the `record` night with its launcher holding it and `beat` over the heartbeat."""
+    write_json_atomic(record.heartbeat(2), {"ts": time.time(), "phase": "train", "epochs": 100, "batches": 600,
+                                            "start_epoch": 5, **beat})
+    lock = RunLock(record.lock)
+    assert lock.acquire()
+    try:
+        d = status.collect(record, now=1_780_000_000.0)
+        assert json.loads(json.dumps(d)) == d  # --json prints it as it is
+        return d
+    finally:
+        lock.release()
+
+
+def test_the_eta_prefers_this_runs_finished_epochs_over_its_pace(record):
+    """Attempt 2 saved epochs 5 and 6 in 800 s (results.csv's `time`, training and validation):
+    400 s an epoch, not the 120 s of training its it/s gives."""
+    write_json_atomic(record.state, {**json.loads(record.state.read_text()), "training_model": "rtdetr-l.pt"})
+    results = record.save_dir("rtdetr-l.pt") / "results.csv"
+    results.parent.mkdir(parents=True)
+    results.write_text("epoch,time\n4,5000\n5,400\n6,800\n")  # epoch 4: attempt 1's clock
+    d = live(record, epoch=7, batch=300, it_s=5.0, epochs_saved=2, last_saved_epoch=6)
+    assert d["eta_s"] == 93.5 * 400
+    assert d["eta"] == {"seconds": 37400.0, "from": "this run's epochs", "epoch_s": 400.0, "epochs": 93.5,
+                        "with_val": True, "end": status.iso(1_780_000_000 + 37400)}
+    out = status.text(d)
+    assert "  ETA 10 h 23 min, ends about " in out and \
+        "(93.5 epochs left at 6 min 40 s each, from this run's epochs, training and validation)" in out
+    assert f"ends about {fmt.clock(1_780_000_000 + 37400, time.time())} " in out  # local; dated unless today
+    results.write_text("epoch,time\n4,5000\n")  # nothing of this attempt's yet: its pace
+    d = live(record, epoch=5, batch=300, it_s=5.0, epochs_saved=0)
+    assert d["eta"]["from"] == "this run's pace" and d["eta_s"] == 95.5 * 120 and not d["eta"]["with_val"]
+
+
+def test_before_the_first_batch_the_eta_comes_from_the_trial(record):
+    """Setting up (no epoch, no it/s): the start event's trial speed for this rung, × train images,
+    × the model's epochs not done; a rung no trial measured gets no ETA."""
+    Events(record.events).append(Ev.START, rung="optimal", eta_s=13040.0, train_images=3912,
+                                 speeds={"optimal": 30.0, "optimal-b4": 24.0})
+    Events(record.events).append(Ev.ATTEMPT_START, attempt=2, rung="optimal-b4", model="rtdetr-l.pt")
+    d = live(record, phase="setup", rung="optimal-b4")
+    assert d["eta"]["from"] == "the trial" and d["eta_s"] == round(96 * 3912 / 24)  # epochs done 4/100
+    assert "from the trial, training only)" in status.text(d)
+    d = live(record, phase="setup", rung="safe")
+    assert d["eta"] is None and d["eta_s"] is None and "ETA" not in status.text(d)
+
+
+def test_no_eta_for_a_run_that_is_not_training(record):
+    d = live(record, epoch=5, batch=300, it_s=5.0)
+    assert d["eta_s"] == 95.5 * 120
+    assert live(record, phase="final", epoch=100, batch=600, it_s=5.0)["eta"] is None  # the final validation
+    write_json_atomic(record.state, {**json.loads(record.state.read_text()), "mode": "validate"})
+    assert live(record, epoch=100, batch=600, it_s=5.0)["eta"] is None  # only the validation is owed
+    for ended in ("complete", "fatal"):
+        write_json_atomic(record.state, {**json.loads(record.state.read_text()), "mode": "train", "status": ended})
+        d = live(record, epoch=5, batch=300, it_s=5.0)
+        assert d["eta"] is None and "ETA" not in status.text(d)
+    d = status.collect(record)  # no launcher holds it
+    assert "eta" not in d

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from helpers import TINY, events, of, write_ladder
-from launcher import ladder as ladder_mod, setup, tune
+from launcher import fmt, ladder as ladder_mod, setup, tune
 from launcher.contract import GIB, TRIAL_FIT, TRIAL_OOM, Trial
 from launcher.failures import ChildEnd
 from launcher.plan import Plan
@@ -161,6 +161,10 @@ def test_tune_measures_every_rung_stores_it_and_dry_run_says_measured(tmp_path, 
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "measured" in p.stdout
     assert "run would first measure" not in p.stdout  # stored: run starts from it
+    speed = out["trials"][0]["images_per_s"]
+    assert f"  the night: about {fmt.duration(8 / speed)} of training on optimal at the measured " \
+        f"{speed:.1f} images/s (1 epoch × 8 train images), plus validation and start-up, which the trial did not " \
+        "time" in p.stdout
 
 
 @pytest.mark.slow
@@ -176,3 +180,11 @@ def test_run_tune_measures_until_a_rung_fits_records_it_and_trains(tmp_path, sha
     assert [e["event"] for e in evs][:3] == ["probe", "tuned", "start"]
     assert of(evs, "attempt_start")[0]["rung"] == "optimal" and of(evs, "complete")
     assert "trial of rung optimal: fit" in p.stdout
+    [start], speed = of(evs, "start"), tuned["trials"][0]["images_per_s"]  # the night's first ETA, in the record
+    assert start["speeds"] == {"optimal": speed} and start["train_images"] == 8
+    assert start["eta_s"] == pytest.approx(8 / speed, abs=0.06)  # 1 epoch × 8 images
+    p = tune_cmd(tmp_path, "report")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    md = (tmp_path / "logs" / "e2e" / "report.md").read_text()
+    assert f"- **ETA:** expected at the start: {fmt.duration(start['eta_s'])} of training (from the trial of optimal " \
+           f"at {speed:.1f} images/s; training only" in md and "); took " in md
