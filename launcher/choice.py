@@ -15,9 +15,12 @@ What a rung needs on a GPU, from its Trial (all bytes):
 It fits when need ≤ the tightest selected GPU's free × (1 − [job] headroom) (and, for a rung with a
 vram_fraction, ≤ that share of the card), the trial ended "fit" with no alloc retries, and the
 host's peak RSS (the child and its workers) ≤ available RAM × (1 − headroom). A trial that ended
-"oom" or "alloc_retries", or fit with retries, rules its rung out; one that "failed" or ran out of
-time says nothing about memory and leaves the rung to its threshold. On the CPU the peaks are the
-child tree's RSS: fit means host RAM only.
+"oom" or "alloc_retries", or fit with retries, rules its rung out while no more memory is free now
+than as it began (Trial.free_bytes, MORE_FREE); with more free now it says only that the rung needs
+more than that, and the threshold decides. One that "failed", ran out of time or ended in a way
+contract.TRIAL_ENDINGS does not know says nothing about memory and leaves the rung to its threshold.
+A grown rung ([job] grow) has no threshold of its own: it starts only where its trial measured that
+it fits. On the CPU the peaks are the child tree's RSS: fit means host RAM only.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from .contract import GIB, TRIAL_FIT, TRIAL_OOM, TRIAL_RETRIES, Trial
+from .contract import GIB, TRIAL_ENDINGS, TRIAL_FAILED, TRIAL_FIT, TRIAL_OOM, TRIAL_RETRIES, TRIAL_TIMEOUT, Trial
 from .fmt import gib
 from .ladder import Rung
 from .probe import Gpu
@@ -34,6 +37,7 @@ MEASURED, THRESHOLD = "measured", "threshold"
 CONTEXT_GUESS = GIB // 2  # CUDA context and library workspaces, where the trial has no NVML peak
 ROOM = 0.5  # a top rung whose measured need is under this share of the free memory gets a note
 GROW = (4, 2)  # [job] grow: the top rung's batch × these, largest first
+MORE_FREE = 1.05  # an OOM or thrash measured with F bytes free rules its rung out until more than F × this is free
 
 
 def grow_name(rung: str, factor: int) -> str:
@@ -93,10 +97,6 @@ class Choice:
     verdicts: tuple[Verdict, ...]  # per rung, ladder order (grown rungs first where measured)
     notes: tuple[str, ...] = ()  # room to grow
 
-    @property
-    def val_batch(self) -> int | None:
-        return self.start.val_batch if self.start is not None else None
-
 
 def need_of(trial: Trial, on_gpu: bool) -> Need:
     train = _first(trial.peak_reserved_bytes, trial.peak_allocated_bytes)
@@ -115,11 +115,36 @@ def _first(*values: int | None) -> int | None:
 
 
 def says_nothing(trial: Trial) -> bool:
-    """A trial that says nothing about the rung's memory: it failed, timed out or measured nothing."""
+    """A trial that says nothing about the rung's memory: it failed, timed out, measured nothing, or
+    ended in a way contract.TRIAL_ENDINGS does not know (a newer launcher's or a damaged
+    trial.json): taken as failed, never as a fit."""
+    if trial.ended not in TRIAL_ENDINGS or trial.ended in (TRIAL_FAILED, TRIAL_TIMEOUT):
+        return True
     if trial.ended in (TRIAL_OOM, TRIAL_RETRIES):
         return False
-    return trial.ended != TRIAL_FIT or (trial.peak_reserved_bytes is None and trial.peak_allocated_bytes is None
-                                        and trial.peak_rss_bytes is None)
+    return trial.peak_reserved_bytes is None and trial.peak_allocated_bytes is None and trial.peak_rss_bytes is None
+
+
+def pressed(trial: Trial) -> bool:
+    """Whether the trial ran into the memory it had: it ran out, or the allocator retried."""
+    return trial.ended in (TRIAL_OOM, TRIAL_RETRIES) or (trial.alloc_retries or 0) > 0
+
+
+def more_free_now(trial: Trial, gpu: Gpu | None) -> str | None:
+    """Why a trial that ran into its memory (`pressed`) no longer rules its rung out, or None where
+    it still does. It began with Trial.free_bytes free on the tightest GPU (another job may have
+    held the rest): it says the rung needs more than that, not that it never fits. With more than
+    MORE_FREE × that free now the rung goes back to its threshold. A trial that did not note its
+    free memory (written before free_bytes) is taken as measured with what is free now: it rules
+    the rung out, erring towards the lower rung, until a new trial replaces it. On the CPU the
+    free GPU memory means nothing: a host OOM rules the rung out."""
+    if gpu is None or gpu.free is None or trial.free_bytes is None or not pressed(trial):
+        return None
+    if gpu.free <= trial.free_bytes * MORE_FREE:
+        return None
+    what = "ran out of memory" if trial.ended == TRIAL_OOM else "saw alloc retries"
+    return (f"its trial {what} with {gib(trial.free_bytes)} free, less than the {gib(gpu.free)} free now: it says the "
+            "rung needs more than that, not that it does not fit")
 
 
 def val_batch_that_fits(need: Need, budget: int) -> int:
@@ -205,21 +230,27 @@ def choose_start(rungs: tuple[Rung, ...], measured: dict[str, Trial], gpus: tupl
                                     f" on GPU {gpu.index}, the tightest of {len(gpus)}")
     judgeable = gpu is None or gpu.free is not None
 
-    def verdict(rung: Rung) -> Verdict:
+    def verdict(rung: Rung, grown: bool = False) -> Verdict:
         trial = measured.get(rung.name)
-        if trial is None or says_nothing(trial) or not judgeable:
-            v = threshold(rung, gpu)
-            if trial is not None and not judgeable:
-                return replace(v, reason=v.reason + " (its measurement needs the free memory)")
-            if trial is not None:
-                return replace(v, reason=v.reason + f" (its trial ended {trial.ended}: nothing measured)")
-            return v
-        return judge(rung, trial, gpu, ram_available, headroom)
+        if trial is None:
+            why = None
+        elif not judgeable:
+            why = "its measurement needs the free memory"
+        elif says_nothing(trial):
+            why = f"its trial ended {trial.ended}: nothing measured"
+        else:
+            why = more_free_now(trial, gpu)
+            if why is None:
+                return judge(rung, trial, gpu, ram_available, headroom)
+        if grown:  # no threshold of its own (it would be the top rung's): only a measured fit starts it
+            return Verdict(rung.name, MEASURED, False, f"{why}; a grown batch starts only where its trial measured "
+                           "that it fits", trial)
+        v = threshold(rung, gpu)
+        return v if why is None else replace(v, reason=f"{v.reason} ({why})")
 
-    candidates = available
-    if grow:
-        candidates = tuple(g for g in grown_rungs(available) if g.name in measured) + available
-    verdicts = tuple(verdict(r) for r in candidates)
+    extra = tuple(g for g in grown_rungs(available) if g.name in measured) if grow else ()
+    candidates = extra + available
+    verdicts = tuple(verdict(r, grown=r.name in {g.name for g in extra}) for r in candidates)
     pick = next(((r, v) for r, v in zip(candidates, verdicts) if v.fits), None)
     if pick is None and not judgeable:  # pick_start's rule: with no free memory known, the safest
         safest = next((r for r in available if r.min_free_vram_gib == 0), available[-1])

@@ -1,8 +1,8 @@
 """Learned rungs: what earlier nights on this machine and job taught, kept in logs/experience.json.
 
 After each training attempt the supervisor notes the rung's verdict for this machine and job (GPU
-model and VRAM, RAM, dataset, imgsz, Ultralytics version, the ladder file's content): "oom_early"
-when it ran out of CUDA memory before completing an epoch, "held" when it completed epochs. A
+model and VRAM, RAM, dataset, imgsz, Ultralytics and torch versions, the ladder file's content):
+"oom_early" when it ran out of CUDA memory before completing an epoch, "held" when it completed epochs. A
 late OOM (after completed epochs) is a leak, not a verdict on the rung: it counts as "held". The
 next plan does not start on a rung whose newest verdict is "oom_early". Entries expire after 30
 days and no longer match once the ladder or the versions change. The file is small, readable
@@ -40,14 +40,20 @@ def store_path(logs: Path | None = None) -> Path:
     return (logs or logs_dir()) / EXPERIENCE_NAME
 
 
-def job_key(ladder: Ladder, gpus: tuple[Gpu, ...], snap: Snapshot) -> dict:
-    """What must match for an earlier verdict to apply here."""
+def _version(package: str) -> str | None:
     from importlib import metadata  # here, not at the top: status imports this module and reads no version
 
     try:
-        ultralytics = metadata.version("ultralytics")
+        return metadata.version(package)
     except metadata.PackageNotFoundError:
-        ultralytics = None
+        return None
+
+
+def job_key(ladder: Ladder, gpus: tuple[Gpu, ...], snap: Snapshot) -> dict:
+    """What must match for an earlier verdict or trial to apply here. The versions of Ultralytics
+    and torch: either changes what a rung takes (torch's allocator, kernels and their workspaces).
+    The dataset by its path only: hashing its image list would read the whole list on every plan
+    (the RAM cache of issue 23 keys itself by it)."""
     gpu = gpus[0] if gpus else None
     return {
         "gpu": gpu.name if gpu else "cpu",
@@ -57,7 +63,8 @@ def job_key(ladder: Ladder, gpus: tuple[Gpu, ...], snap: Snapshot) -> dict:
         "dataset": str(ladder.job.dataset),
         "imgsz": ladder.job.imgsz,
         "args": {k: ladder.job.args[k] for k in sorted(ladder.job.args)},  # [job.args] and key=value
-        "ultralytics": ultralytics,
+        "ultralytics": _version("ultralytics"),
+        "torch": _version("torch"),
         "ladder": hashlib.sha256(ladder.path.read_bytes()).hexdigest()[:16],
     }
 

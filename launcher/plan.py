@@ -287,10 +287,12 @@ def measured_cache(ladder: Ladder, requested: str, available: int | None, images
                    measured: dict[str, Trial]) -> CacheDecision | None:
     """The cache decision from the trials of the rungs that ask for RAM cache, or None where none
     measured a peak RSS to the end (a trial that ran out of memory stopped short of its peak) or
-    it cannot be used. A trial that ran with cache = "ram" has the cache in
-    its RSS; one that did not (or does not say) gets the estimate added: errs towards off. The largest
-    need over those rungs decides (any of them may train tonight); it must leave [job] headroom of
-    the available RAM, like a measured rung's host peak (choice.judge)."""
+    it cannot be used. Trial.cache is the cache the trial child really ran with: "ram" has one
+    copy of the cache in its RSS (a trial is one process on one GPU: with several GPUs the other
+    ranks' copies are added from the estimate); "disk" or "off" (or a trial that does not say)
+    has none, and gets the whole estimate added: errs towards off. The largest need over those
+    rungs decides (any of them may train tonight); it must leave [job] headroom of the available
+    RAM, like a measured rung's host peak (choice.judge)."""
     if available is None:
         return None
     estimate = None if images is None else cache_estimate(images, ladder.job.imgsz, copies)
@@ -299,9 +301,13 @@ def measured_cache(ladder: Ladder, requested: str, available: int | None, images
         trial = measured.get(rung.name)
         if rung.cache != "ram" or trial is None or trial.peak_rss_bytes is None or trial.ended != TRIAL_FIT:
             continue
-        if trial.cache == "ram":
+        if trial.cache == "ram" and copies == 1:
             needs.append((trial.peak_rss_bytes, f"{rung.name}'s trial peak RSS, cache included"))
-        elif estimate is not None:
+        elif trial.cache == "ram" and estimate is not None:
+            others = estimate // copies * (copies - 1)
+            needs.append((trial.peak_rss_bytes + others, f"{rung.name}'s trial peak RSS {gib(trial.peak_rss_bytes)}, "
+                          f"one copy of the cache included, + {gib(others)} for the other {copies - 1} GPUs' copies"))
+        elif trial.cache != "ram" and estimate is not None:
             needs.append((trial.peak_rss_bytes + estimate,
                           f"{rung.name}'s trial peak RSS {gib(trial.peak_rss_bytes)} + {gib(estimate)} cache estimate"))
     if not needs:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from launcher import choice, experience, ladder as ladder_mod, plan
-from launcher.contract import GIB, TRIAL_FAILED, TRIAL_FIT, TRIAL_OOM, TRIAL_RETRIES, Trial
+from launcher.contract import GIB, TRIAL_FAILED, TRIAL_FIT, TRIAL_OOM, TRIAL_RETRIES, TRIAL_TIMEOUT, Trial
 from launcher.experience import OOM_EARLY, Experience
 from launcher.probe import Gpu, Snapshot
 
@@ -26,14 +26,16 @@ def default():
 
 def trial(rung: str, train: float, val: float, *, batch: int = 6, used: float | None = None, rss: float = 4.0,
           ended: str = TRIAL_FIT, retries: int = 0, val_batch: int | None = None, ips: float | None = 40.0,
-          cache: str | None = None) -> Trial:
-    """A trial's document, sizes in GiB; `used`: NVML's peak (None: not known)."""
+          cache: str | None = None, free: float | None = None) -> Trial:
+    """A trial's document, sizes in GiB; `used`: NVML's peak (None: not known); `free`: the free
+    memory it began with (None: a trial from before Trial.free_bytes)."""
     b = lambda x: None if x is None else int(x * GIB)  # noqa: E731
     return Trial(rung=rung, model="rtdetr-l.pt", device="0", batch=batch, val_batch=val_batch or 2 * batch, imgsz=640,
                  ended=ended, warmup=5, iterations=25, val_batches=4, peak_reserved_bytes=b(train),
                  peak_allocated_bytes=b(train * 0.9), val_peak_reserved_bytes=b(val),
                  val_peak_allocated_bytes=b(val * 0.9), device_used_bytes=b(used), alloc_retries=retries, ooms=0,
-                 peak_rss_bytes=b(rss), images_per_s=ips, first_batch_s=20.0, seconds=60.0, ts=1.7e9, cache=cache)
+                 peak_rss_bytes=b(rss), images_per_s=ips, first_batch_s=20.0, seconds=60.0, ts=1.7e9, cache=cache,
+                 free_bytes=b(free))
 
 
 def start(ladder, measured, free=24.0, ram=64.0, headroom=0.1, grow=False, gpus=None):
@@ -69,7 +71,7 @@ def test_a_rung_that_fits_only_without_the_validation_spike_validates_at_a_small
     c = start(default, {"optimal": t}, free=12)
     assert c.start.name == "optimal" and c.start.batch == 6
     # slope (11.5 − 8) / 12 per image above training's 8 GiB; 10.8 − 0.5 context − 8 = 2.3 GiB → 7 images
-    assert c.start.val_batch == 7 and c.val_batch == 7
+    assert c.start.val_batch == 7
     assert "validation at batch 12 (12.00 GiB) does not: validates at batch 7 (estimated" in c.reason
     # conservative: the estimate at 7 is within the budget, at 8 it is not
     slope = (11.5 - 8) / 12
@@ -113,6 +115,50 @@ def test_a_trial_that_failed_says_nothing_and_the_threshold_decides(default):
     c = start(default, {"optimal": trial("optimal", 30, 30, ended=TRIAL_FAILED)}, free=16)
     assert c.start.name == "optimal" and c.verdicts[0].decided == "threshold"
     assert "its trial ended failed" in c.verdicts[0].reason
+
+
+def test_a_trial_that_ended_in_a_way_the_launcher_does_not_know_says_nothing(default, tmp_path):
+    # peaks that would fit 12 GiB, but "paused" is none of contract.TRIAL_ENDINGS: taken as failed
+    odd = trial("optimal", 8, 9, used=9.5, ended="paused")
+    assert choice.says_nothing(odd)
+    c = start(default, {"optimal": odd}, free=12)
+    assert c.start.name == "optimal-b4" and c.verdicts[0].decided == "threshold"  # 12 < optimal's 15 GiB
+    assert "its trial ended paused: nothing measured" in c.verdicts[0].reason
+    store = experience.for_job(default, snap(24).gpus, snap(24), tmp_path / "experience.json")
+    assert experience.note_trials(store, [odd], "night-1") == 0  # nor is it stored
+
+
+@pytest.mark.parametrize("ended, retries", [(TRIAL_OOM, 0), (TRIAL_RETRIES, 2), (TRIAL_FIT, 3)])
+def test_an_oom_measured_with_less_free_memory_leaves_the_rung_to_its_threshold(default, ended, retries):
+    # tune ran while another job held 14 of 24 GiB: optimal ran out with 10 GiB free
+    measured = {"optimal": trial("optimal", 8, 9, used=9.5, ended=ended, retries=retries, free=10)}
+    c = start(default, measured, free=24)
+    assert c.start.name == "optimal" and c.verdicts[0].decided == "threshold" and c.verdicts[0].fits
+    what = "ran out of memory" if ended == TRIAL_OOM else "saw alloc retries"
+    assert f"(its trial {what} with 10.00 GiB free, less than the 24.00 GiB free now: it says the rung needs more " \
+        "than that, not that it does not fit)" in c.reason
+    # no more than 5 % more free than the trial had: it still rules the rung out
+    assert start(default, measured, free=10.5).verdicts[0].decided == "measured"
+    assert not start(default, measured, free=10.5).verdicts[0].fits
+    # more free, but the threshold says no: the threshold decides
+    assert start(default, {"optimal": trial("optimal", 8, 9, ended=ended, retries=retries, free=4)}, free=12
+                 ).start.name == "optimal-b4"
+    # a trial from before free_bytes: taken as measured with what is free now, so it rules the rung out
+    old = start(default, {"optimal": trial("optimal", 8, 9, used=9.5, ended=ended, retries=retries)}, free=24)
+    assert old.start.name == "optimal-b4" and old.verdicts[0].decided == "measured" and not old.verdicts[0].fits
+
+
+def test_dry_run_says_the_oom_was_measured_with_less_free_memory(capsys, fixed_machine):
+    asked = ladder_mod.load(ROOT / "ladders" / "default.toml", data="coco_indoor/data.yaml")
+    store = experience.for_job(asked, FIXED.gpus, FIXED)
+    store.note_trial(trial("optimal", 8, 9, ended=TRIAL_OOM, free=10), "night-1")
+    store.note_trial(trial("optimal-b4", 6, 7, batch=4, used=7.5), "night-1")
+    code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml")
+    assert code == 0 and "- start rung optimal: threshold on GPU 0, 23.41 GiB free ≥ 15 GiB" in out
+    section = out.split("\nMeasured  ")[1].split("\n\n")[0].splitlines()
+    assert section[1].startswith("  > optimal     not measured: the threshold decided, fits (23.41 GiB free ≥ 15 GiB")
+    assert "(its trial ran out of memory with 10.00 GiB free, less than the 23.41 GiB free now: it says the rung " \
+        "needs more than that, not that it does not fit)" in section[1]
 
 
 def test_the_host_peak_must_fit_the_available_ram(default):
@@ -177,6 +223,40 @@ def test_grow_starts_on_the_largest_grown_batch_that_fits(default):
     assert plan.grown_ladder(grown, p).rungs[0].batch == 24
 
 
+@pytest.mark.parametrize("ended", [TRIAL_TIMEOUT, TRIAL_FAILED, "paused"])
+def test_a_grown_rung_whose_trial_measured_nothing_never_starts(default, ended):
+    # 80 GiB free passes the top rung's 15 GiB threshold: a grown rung must not start on it
+    grown = replace(default, job=replace(default.job, grow=True))
+    measured = {"optimal": trial("optimal", 8, 9, used=10),
+                choice.grow_name("optimal", 2): trial("optimal@2x", 16, 18, batch=12, used=19, ended=ended)}
+    if ended == TRIAL_TIMEOUT:  # ran out of time before measuring anything
+        measured["optimal@2x"] = replace(measured["optimal@2x"], peak_reserved_bytes=None, peak_allocated_bytes=None,
+                                         val_peak_reserved_bytes=None, val_peak_allocated_bytes=None)
+    c = start(grown, measured, free=80, grow=True)
+    assert c.start.name == "optimal"
+    v = c.verdicts[0]
+    assert v.rung == "optimal@2x" and not v.fits and v.decided == "measured"
+    assert v.reason == (f"its trial ended {ended}: nothing measured; a grown batch starts only where its trial "
+                        "measured that it fits")
+    assert plan.choose(grown, snap(80), dataset_images=100, measured=measured).start.name == "optimal"
+    # nor on the CPU (no thresholds there) nor with the free memory unknown, whatever the top's threshold
+    assert start(grown, measured, ram=64, grow=True, gpus=()).start.name == "optimal"
+    unknown = (Gpu(0, "GPU", 80 * GIB, None),)
+    lax = replace(grown, rungs=(replace(grown.rungs[0], min_free_vram_gib=0),) + grown.rungs[1:])
+    assert start(lax, measured, grow=True, gpus=unknown).start.name == "optimal"
+
+
+def test_a_grown_rung_that_ran_out_with_less_free_memory_does_not_start_on_a_threshold(default):
+    grown = replace(default, job=replace(default.job, grow=True))
+    measured = {"optimal": trial("optimal", 8, 9, used=10),
+                choice.grow_name("optimal", 2): trial("optimal@2x", 16, 18, batch=12, ended=TRIAL_OOM, free=12)}
+    c = start(grown, measured, free=80, grow=True)
+    assert c.start.name == "optimal" and not c.verdicts[0].fits
+    assert c.verdicts[0].reason.startswith("its trial ran out of memory with 12.00 GiB free, less than the 80.00 GiB "
+                                           "free now")
+    assert c.verdicts[0].reason.endswith("; a grown batch starts only where its trial measured that it fits")
+
+
 def test_learned_rungs_still_apply_to_a_measured_start(default):
     measured = {"optimal": trial("optimal", 8, 9, used=10), "optimal-b4": trial("optimal-b4", 20, 30, batch=4,
                                                                                 ended=TRIAL_OOM)}
@@ -215,6 +295,28 @@ def test_the_ram_cache_uses_the_measured_rss(default):
         "RAM cache on: 40.00 GiB available ≥ 2")
 
 
+@pytest.mark.parametrize("ran, need", [("ram", 30.0), ("disk", 30 + 5.04), ("off", 30 + 5.04), (None, 30 + 5.04)])
+def test_the_ram_cache_by_the_cache_the_trial_really_ran_with(default, ran, need):
+    # Trial.cache is what the trial child ran with: only "ram" has the cache in its RSS; "disk"
+    # reads it from files and "off" does not cache, like a trial that does not say: the estimate is added
+    s = snap(24, ram_gib=40)
+    d = plan.decide_cache(default, s, s.gpus, 4400, {"optimal": trial("optimal", 8, 9, rss=30, cache=ran)})
+    assert d.reason.startswith(f"RAM cache {'on' if need <= 36 else 'off'}: measured {need:.2f} GiB")
+    assert d.effective == ("ram" if need <= 36 else "off")
+
+
+def test_the_ram_cache_of_a_trial_on_one_of_several_gpus_adds_the_other_ranks_copies(default):
+    s = snap(24, 24, ram_gib=40)  # two ranks: 2 × 5.04 GiB of cache; the trial ran one of them
+    cached = plan.decide_cache(default, s, s.gpus, 4400, {"optimal": trial("optimal", 8, 9, rss=32, cache="ram")})
+    assert cached.effective == "off" and cached.reason.startswith(  # 32 alone would fit 36
+        "RAM cache off: measured 37.04 GiB (optimal's trial peak RSS 32.00 GiB, one copy of the cache included, + "
+        "5.04 GiB for the other 1 GPUs' copies) > 40.00 GiB available × 0.9")
+    assert plan.decide_cache(default, s, s.gpus, 4400, {"optimal": trial("optimal", 8, 9, rss=27, cache="ram")}
+                             ).effective == "ram"  # 32.04 ≤ 36
+    off = plan.decide_cache(default, s, s.gpus, 4400, {"optimal": trial("optimal", 8, 9, rss=27, cache="off")})
+    assert off.effective == "off" and "27.00 GiB + 10.07 GiB cache estimate" in off.reason  # both copies added
+
+
 # ---- the store -------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -223,10 +325,11 @@ def store(tmp_path, default):
 
 
 def test_a_trial_round_trips_through_the_store(store):
-    t = trial("optimal", 8, 9, used=10)
+    t = trial("optimal", 8, 9, used=10, free=20)  # its free memory with it: an OOM's is read back
     store.note_trial(t, "night-1")
     got = store.trials()
     assert set(got) == {"optimal"} and got["optimal"][0] == t and got["optimal"][1][:4].isdigit()
+    assert got["optimal"][0].free_bytes == 20 * GIB
     store.note_trial(replace(t, images_per_s=50.0), "night-2")  # the newest wins
     assert store.trials()["optimal"][0].images_per_s == 50.0
     store.note_trial(trial("optimal@2x", 16, 18, batch=12), "night-2")  # grown rungs are known by name

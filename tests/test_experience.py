@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from launcher import cli, experience, ladder as ladder_mod, plan
+from launcher.contract import Trial
 from launcher.experience import HELD, OOM_EARLY, Experience
 
 from conftest import ROOT
@@ -48,6 +49,22 @@ def test_a_changed_ladder_or_version_does_not_match(default):
     key = experience.job_key(default, s.gpus, s)
     assert key["ladder"] and key["ultralytics"] and key["gpu"] == "GPU" and key["vram_gib"] == 24
     assert experience.job_key(default, (), s)["gpu"] == "cpu"
+    # a torch upgrade changes the allocator and the kernels' workspaces: what was learned no longer applies
+    from importlib import metadata
+    assert key["torch"] == metadata.version("torch")
+
+
+def test_a_torch_upgrade_invalidates_verdicts_and_trials(tmp_path, default, monkeypatch):
+    from importlib import metadata
+    store = experience.for_job(default, snap(24).gpus, snap(24), tmp_path / "experience.json")
+    store.note("optimal", OOM_EARLY, "night-1")
+    store.note_trial(Trial(rung="optimal", ended="fit", peak_reserved_bytes=1), "night-1")
+    assert set(store.avoid()) == {"optimal"} and set(store.trials()) == {"optimal"}
+    real = metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: "9.9.9" if name == "torch" else real(name))
+    upgraded = experience.for_job(default, snap(24).gpus, snap(24), store.path)
+    assert upgraded.key == {**store.key, "torch": "9.9.9"}
+    assert upgraded.avoid() == {} and upgraded.trials() == {}
 
 
 def test_plan_starts_below_a_rung_that_oomed_early(default):
