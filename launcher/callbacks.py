@@ -247,6 +247,18 @@ def cap_vram(index: int, fraction: float | None, limit_bytes: int | None) -> Non
         print(f"launcher: VRAM of GPU {index} capped at {share:.1%} ({share * total / 2**30:.2f} GiB)", flush=True)
 
 
+def cuda_peaks() -> dict[str, int] | None:
+    """torch's reserved and allocated peaks on this process's GPU since their last reset; None
+    while this process uses no GPU."""
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return None
+    return {"reserved": torch.cuda.max_memory_reserved(), "allocated": torch.cuda.max_memory_allocated()}
+
+
+def cuda_reset_peaks() -> None:
+    torch.cuda.reset_peak_memory_stats()  # the peaks only: num_alloc_retries and num_ooms keep counting
+
+
 class Watch:
     """Tracks where training is, writes the heartbeat, and applies the rung's settings."""
 
@@ -276,6 +288,13 @@ class Watch:
         self.reserved_bytes: int | None = None
         self.thrash_epoch: int | None = None  # the latest epoch in which the rule fired
         self._val_said = False
+        # The allocator's peaks by phase (train, val, final), for the report: what a trial's training
+        # and validation peaks are held against (tests/gpu/tune.sh). A trial reads and resets the
+        # peaks itself (trial.Measure), so its Watch keeps none. Setup counts as training, as in a trial.
+        self.vram_peaks: dict[str, dict[str, int]] = {}
+        self._peaks_of = "train"  # the phase the peaks since their last reset belong to
+        self._keep_peaks = spec.mode != "trial"
+        self.read_peaks, self.reset_peaks = cuda_peaks, cuda_reset_peaks  # a test hands stand-ins
         self.phase = "setup"
         self.epoch = 0  # 1-based epoch in progress
         self.epochs = spec.epochs
@@ -323,6 +342,8 @@ class Watch:
         # The ladder is the one authority on batch: a spent retry budget keeps Ultralytics' own
         # first-epoch batch halving from catching the OOM (engine/trainer.py, _do_train).
         trainer._oom_retries = 3
+        if self._peaks_of != "train":
+            self.close_peaks("train")
         self.phase, self.epoch, self.batch = "train", trainer.epoch + 1, 0
         self.batches = len(trainer.train_loader)
         self._t_epoch = time.monotonic()
@@ -345,6 +366,8 @@ class Watch:
         self.beat(force=True)
 
     def on_val_start(self, validator) -> None:
+        if self.phase == "val" and self._peaks_of == "train":
+            self.close_peaks("val")  # an epoch's validation; the final one's peaks start at on_fit_epoch_end
         loader = getattr(validator, "dataloader", None)
         if not self._val_said and loader is not None and getattr(loader, "batch_size", None):
             self._val_said = True  # once an attempt: the batch validation really runs at
@@ -397,6 +420,7 @@ class Watch:
             return
         self.finish_copy()  # the last refresh is on disk, and its bytes freed, before final_eval
         if self.phase == "val":
+            self.close_peaks("final")
             self.phase = "final"  # final_eval validates best.pt next
             self.beat(force=True)
 
@@ -434,6 +458,21 @@ class Watch:
             print(f"launcher: the allocator is thrashing in epoch {self.epoch}: alloc retries rose in two consecutive "
                   f"windows of {self.windows.window} batches ({self.alloc_retries} so far); {then}", flush=True)
         return True
+
+    def close_peaks(self, then: str | None = None) -> None:
+        """Fold the allocator's peaks since their last reset into the phase they belong to; `then`:
+        the phase that follows, for which they start afresh (None: the child ends, nothing reset)."""
+        if not self._keep_peaks:
+            return
+        peaks = self.read_peaks()
+        if peaks and any(peaks.values()):
+            mine = self.vram_peaks.setdefault(self._peaks_of, {})
+            for key, value in peaks.items():
+                mine[key] = max(mine.get(key, 0), value)
+            if then is not None:
+                self.reset_peaks()
+        if then is not None:
+            self._peaks_of = then
 
     # ---- helpers --------------------------------------------------------------------------------
     def cuda_indices(self) -> list[int]:

@@ -90,14 +90,23 @@ def set_aside(save_dir: Path, why: str) -> Path:
     return aside
 
 
-def peak_memory() -> dict:
-    """The report's peak memory fields (contract.Report), as keyword arguments."""
+def peak_memory(watch=None) -> dict:
+    """The report's peak memory fields (contract.Report), as keyword arguments: the whole process's
+    peaks, and the Watch's by phase (it resets torch's peaks between phases)."""
     # never imports torch: a Ctrl-C that tore its import leaves it half-made (and nothing on a GPU)
     torch = sys.modules.get("torch")
     out = dict(peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
-        out.update(peak_vram_bytes=torch.cuda.max_memory_allocated(),
-                   peak_vram_reserved_bytes=torch.cuda.max_memory_reserved())  # what the card must hold
+        phases = {}
+        if watch is not None:
+            watch.close_peaks()
+            phases = {phase: dict(peaks) for phase, peaks in watch.vram_peaks.items()}
+        out.update(peak_vram_bytes=max([torch.cuda.max_memory_allocated(),
+                                        *(p.get("allocated", 0) for p in phases.values())]),
+                   peak_vram_reserved_bytes=max([torch.cuda.max_memory_reserved(),  # what the card must hold
+                                                 *(p.get("reserved", 0) for p in phases.values())]))
+        if phases:
+            out["vram_peaks"] = phases
     return out
 
 
@@ -173,6 +182,7 @@ def final_validation(spec: Spec, save_dir: Path, state: str, watch) -> dict:
         if best == files.best:
             strip(best)
     watch.phase, watch.epoch = "final", spec.epochs
+    watch.close_peaks("final")
     watch.beat(force=True)
     model = RTDETR(str(best))
     if watch.injections:  # fire drills reach the final validation through the same hook
@@ -239,11 +249,11 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         exc_type = f"{type(e).__module__}.{type(e).__qualname__}".removeprefix("builtins.")
         report = Report(ok=False, ts=time.time(), exc_type=exc_type, message=describe(e, spec)[:2000],
-                        **progress(watch), **peak_memory())
+                        **progress(watch), **peak_memory(watch))
         write_json_atomic(Path(spec.report), report.to_json())
         return CHILD_FAILED
     report = Report(ok=True, phase="done", epochs_saved=watch.epochs_saved, last_saved_epoch=watch.last_saved_epoch,
-                    **result, **peak_memory())  # result: train's or final_validation's weights (and metrics)
+                    **result, **peak_memory(watch))  # result: train's or final_validation's weights (and metrics)
     write_json_atomic(Path(spec.report), report.to_json())
     return CHILD_OK
 

@@ -293,6 +293,9 @@ class Report(_Document):
     peak_rss_bytes: int | None = _field(_INT, omit=True)
     peak_vram_bytes: int | None = _field(_INT, omit=True)
     peak_vram_reserved_bytes: int | None = _field(_INT, omit=True)
+    # torch's peaks by phase ("train", "val", "final": {"reserved": bytes, "allocated": bytes}; GPU
+    # only): what a trial's training and validation peaks are held against (tests/gpu/tune.sh)
+    vram_peaks: dict | None = _field(_DICT, omit=True)
     version: int = _field(_INT, VERSION)
     problems: tuple[str, ...] = field(default=(), compare=False)
 

@@ -163,6 +163,69 @@ def test_every_ddp_rank_caps_its_own_gpu_once(spec, monkeypatch):
     assert capped[-1] == (os.getpid(), 0)
 
 
+class Allocator:
+    """torch's caching allocator as the peaks see it: a stand-in for cuda_peaks and cuda_reset_peaks."""
+
+    def __init__(self):
+        self.allocated = self.reserved = self.peak_allocated = self.peak_reserved = 0
+        self.resets = 0
+
+    def use(self, transient: int, kept: int, reserved: int) -> None:
+        """Allocate up to `transient` bytes, keep `kept`; the cache grows to `reserved` and stays."""
+        self.peak_allocated = max(self.peak_allocated, transient)
+        self.reserved = max(self.reserved, reserved)
+        self.peak_reserved = max(self.peak_reserved, self.reserved)
+        self.allocated = kept
+
+    def peaks(self) -> dict:
+        return {"reserved": self.peak_reserved, "allocated": self.peak_allocated}
+
+    def reset(self) -> None:
+        self.resets += 1
+        self.peak_allocated, self.peak_reserved = self.allocated, self.reserved
+
+
+def test_the_report_has_the_allocators_peaks_by_phase_and_the_whole_processs(spec, monkeypatch):
+    """tests/gpu/tune.sh holds a trial's training and validation peaks against a full epoch's: the
+    night's report keeps torch's peaks per phase (reset between them), and its whole-process peaks
+    stay the largest of them. A trial's Watch never resets the peaks its Measure reads."""
+    from launcher.child import peak_memory
+
+    a = Allocator()
+    w = Watch(replace(spec, train_args={"epochs": 2}))
+    w.read_peaks, w.reset_peaks = a.peaks, a.reset
+    val = SimpleNamespace(dataloader=None)
+    a.use(3, 3, 4)  # setup: the model on the GPU
+    for epoch, (train, validation) in enumerate([((10, 12), (7, 12)), ((11, 13), (8, 13))]):
+        t = trainer(epoch=epoch)
+        t.epochs = 2
+        w.on_train_epoch_start(t)
+        a.use(train[0], 4, train[1])
+        w.on_train_epoch_end(t)
+        w.on_val_start(val)
+        a.use(validation[0], 4, validation[1])
+        w.on_fit_epoch_end(t)
+    assert w.phase == "final"
+    w.on_val_start(val)  # final_eval: best.pt's validation
+    a.use(9, 4, 13)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda: a.peak_allocated)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda: a.peak_reserved)
+    report = Report(ok=True, **peak_memory(w))
+    assert report.vram_peaks == {"train": {"reserved": 13, "allocated": 11}, "val": {"reserved": 13, "allocated": 8},
+                                 "final": {"reserved": 13, "allocated": 9}}
+    assert (report.peak_vram_bytes, report.peak_vram_reserved_bytes) == (11, 13)
+    assert Report.from_json(report.to_json()).vram_peaks == report.vram_peaks
+
+    trial = Watch(replace(spec, mode="trial"))
+    trial.read_peaks, trial.reset_peaks = a.peaks, a.reset
+    resets = a.resets
+    trial.phase = "val"
+    trial.on_val_start(val)
+    assert "vram_peaks" not in peak_memory(trial) and a.resets == resets
+
+
 # ---- checks before a resume ---------------------------------------------------------------------
 
 def test_a_resume_refuses_a_checkpoint_that_mixes_pages_which_torch_load_would_take(tmp_path):
