@@ -159,7 +159,8 @@ def measured_rows(d: DryRun) -> list[str]:
         head = f"  {mark} {v.rung.ljust(width)}  "
         fits = "fits" if v.fits else "does not fit"
         if v.decided != MEASURED:
-            out.append(f"{head}not measured: the threshold decided, {fits} ({v.reason})")
+            what = "its trial does not decide" if v.rung in d.trials else "not measured"  # the reason says why
+            out.append(f"{head}{what}: the threshold decided, {fits} ({v.reason})")
             continue
         t, when = v.trial, d.trials.get(v.rung, (None, ""))[1]
         numbers = [f"train {gib(t.peak_reserved_bytes)}",

@@ -156,7 +156,7 @@ def test_dry_run_says_the_oom_was_measured_with_less_free_memory(capsys, fixed_m
     code, out, _ = run(capsys, "dry-run", "--data", "coco_indoor/data.yaml")
     assert code == 0 and "- start rung optimal: threshold on GPU 0, 23.41 GiB free ≥ 15 GiB" in out
     section = out.split("\nMeasured  ")[1].split("\n\n")[0].splitlines()
-    assert section[1].startswith("  > optimal     not measured: the threshold decided, fits (23.41 GiB free ≥ 15 GiB")
+    assert section[1].startswith("  > optimal     its trial does not decide: the threshold decided, fits (23.41 GiB free ≥ 15 GiB")
     assert "(its trial ran out of memory with 10.00 GiB free, less than the 23.41 GiB free now: it says the rung " \
         "needs more than that, not that it does not fit)" in section[1]
 
