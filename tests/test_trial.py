@@ -419,7 +419,8 @@ class ScriptedTrialChild:
         if self.report:
             Path(self.spec.report).write_text(json.dumps(self.report.to_json()))
         if self.first_batch:
-            Path(self.spec.heartbeat).write_text(json.dumps(Heartbeat(phase="train", first_batch_ts=time.time()).to_json()))
+            beat = Heartbeat(phase="train", first_batch_ts=time.time())
+            Path(self.spec.heartbeat).write_text(json.dumps(beat.to_json()))
         watchdog.start()
         self.watchdog = watchdog
         for _ in range(self.ticks):
