@@ -241,7 +241,11 @@ def would_tune(req: Request, plan: plan_mod.Plan, trials: dict, has_record: bool
 def tune_first(req: Request, ladder: Ladder, machine: probe.Snapshot, child_env: dict[str, str], result: DryRun,
                paths: RunPaths, say: Callable[[str], None]) -> tuple[DryRun, dict]:
     """The trials of a night's start (`tune.run_trials`, until the first rung that fits, within
-    tune.NIGHT_BUDGET_S), stored unless a rehearsal, and the plan they make; with the tuned event."""
+    tune.NIGHT_BUDGET_S), stored unless a rehearsal, and the plan they make; with the tuned event.
+    `ladder`: as the ladder file gives it, never already grown ([job] grow: to_measure grows its
+    top); the trials run its rungs as the plan does (`result.plan.rungs`: the RAM cache decided).
+    A signal ends it with tune.Stopped, before the run has any record (the trials that ended are
+    stored)."""
     from . import tune
     from .launch import ChildProcess
 
@@ -250,10 +254,14 @@ def tune_first(req: Request, ladder: Ladder, machine: probe.Snapshot, child_env:
     say("tuning: a short trial per rung, from the top until one fits, decides where the night starts "
         "(--no-tune skips; `tune` measures every rung)")
     dataset_mod.write_resolved(result.dataset, paths.dataset)
-    trials = tune.run_trials(ladder, plan.device, plan.gpus, result.snap.ram_available, paths, until_fit=True,
-                             launch=ChildProcess(out=tune.quiet), settings=tune.TrialPlan.for_device(plan.device),
-                             say=say, child_env=child_env, budget_s=tune.NIGHT_BUDGET_S)
     store = None if req.inject else result.experience  # a fire drill teaches nothing (experience.note_trials)
+    try:
+        trials = tune.run_trials(ladder, plan.device, plan.gpus, result.snap.ram_available, paths, until_fit=True,
+                                 launch=ChildProcess(out=tune.quiet), settings=tune.TrialPlan.for_device(plan.device),
+                                 say=say, child_env=child_env, budget_s=tune.NIGHT_BUDGET_S, rungs=plan.rungs)
+    except tune.Stopped as e:
+        experience.note_trials(store, e.trials, ladder.job.name)
+        raise
     stored = experience.note_trials(store, trials, ladder.job.name)
     result = make_plan(req, ladder, machine, dry=False, measured=trials)
     start = result.plan.start
@@ -299,14 +307,19 @@ def tune_request(req: Request, say: Callable[[str], None] = console.say) -> Tune
                        "make logs/ writable, or tune from a folder where it can be") from None
     if not held:
         raise running(ladder.job.name, lock)
+    store = None if req.no_memory else experience.for_job(ladder, gpus, machine)
+    # the rungs as a night runs them: the RAM cache decided by the estimate (plan.decide_cache)
+    before = plan_mod.choose(ladder, machine, device=req.device or ladder.job.device, dataset_images=data.images)
     try:
         dataset_mod.write_resolved(data, paths.dataset)
         trials = tune.run_trials(ladder, device, gpus, machine.ram_available, paths, until_fit=False,
                                  launch=ChildProcess(out=tune.quiet), settings=tune.TrialPlan.for_device(device),
-                                 say=say, child_env=extra_env(req))
+                                 say=say, child_env=extra_env(req), rungs=before.rungs)
+    except tune.Stopped as e:  # what ended before the signal stands
+        experience.note_trials(store, e.trials, ladder.job.name)
+        raise
     finally:
         lock.release()
-    store = None if req.no_memory else experience.for_job(ladder, gpus, machine)
     stored = experience.note_trials(store, trials, ladder.job.name)
     plan = plan_mod.choose(ladder, machine, device=req.device or ladder.job.device, dataset_images=data.images,
                            measured={t.rung: t for t in trials})
@@ -354,6 +367,7 @@ def _after(held: list[str], say: Callable[[str], None]) -> Callable[[str], None]
 def _prepare(req: Request, ladder: Ladder, machine: probe.Snapshot, child_env: dict[str, str], result: DryRun,
              say: Callable[[str], None]) -> Prepared:
     plan = result.plan
+    measured = ladder  # the ladder as its file gives it: trials grow its top themselves (tune.to_measure)
     ladder = plan_mod.grown_ladder(ladder, plan)  # a grown top rung first ([job] grow): the ladder trained down
     if plan.device != "cpu" and not machine.gpus:
         raise BadInput(f"--device {plan.device}", f"this machine has no NVIDIA GPU ({machine.nvml}); --vram only "
@@ -365,6 +379,7 @@ def _prepare(req: Request, ladder: Ladder, machine: probe.Snapshot, child_env: d
         name = fresh_name(ladder.job.name)
         say(f"--fresh: starting run {name!r} beside {ladder.job.name!r} (which stays as it is)")
         ladder = replace(ladder, job=replace(ladder.job, name=name))
+        measured = replace(measured, job=ladder.job)
         paths = RunPaths.for_run(name)
     lock = RunLock(paths.lock)
     try:
@@ -378,7 +393,7 @@ def _prepare(req: Request, ladder: Ladder, machine: probe.Snapshot, child_env: d
     try:
         tuned = None
         if would_tune(req, plan, result.trials, has_run(paths)):
-            result, tuned = tune_first(req, ladder, machine, child_env, result, paths, say)
+            result, tuned = tune_first(req, measured, machine, child_env, result, paths, say)
             ladder = result.ladder  # a grown top rung first, where trials measured one that fits
             if result.plan.problems:
                 raise Refused(result.plan.problems, tuple(result.plan.reasons))

@@ -10,7 +10,9 @@ epoch, and the trial stops long before it). After `warmup` + `iterations` batche
 validates at (Ultralytics' 2 × batch, or `Spec.val_batch`), and stops training with a private
 exception from a callback: nothing in Ultralytics' `_do_train` catches it (the OOM handler wraps the
 forward and backward pass only). `Measure` holds the numbers, read from a `memstats.Stats` at every
-batch end, and decides when the trial ends early: an OOM, the thrash rule, the budget.
+batch end, and decides when the trial ends early: an OOM, the thrash rule, the budget (counted from
+the first batch: what comes before it, a RAM cache built among it, is the start-up, which the
+launcher's watchdog bounds as an attempt's, by `startup_timeout_s`).
 """
 
 from __future__ import annotations
@@ -54,8 +56,10 @@ class Measure:
     training batch end (True once warm-up and measured iterations are done), `begin_val()` then
     `val_batch()` per validation batch (True once enough ran), `failed()` after an exception (what
     memory reached), `trial()` the document. Ends early by raising `_Stop`: alloc retries rising in
-    two consecutive windows (memstats.RisingWindows), or the budget spent (counted from `started`,
-    the child's start)."""
+    two consecutive windows (memstats.RisingWindows), or the budget spent, counted from the end of
+    the first training batch (`first_batch_s` is the time from `started`, the child's start, to it:
+    the start-up, a RAM cache built included, is the launcher's watchdog's to bound). The time a
+    sample takes is no part of any measured iteration (the night does not sample the tree)."""
 
     def __init__(self, stats: memstats.Stats, *, warmup: int, iterations: int, val_batches: int, window: int,
                  budget_s: float, started: float, batch: int, clock: Callable[[], float] = time.time):
@@ -70,6 +74,7 @@ class Measure:
         self.validating = False
         self.trained = self.validated = 0  # batches
         self.first_batch_s: float | None = None
+        self.measuring_since: float | None = None  # the first batch's end: the budget counts from it
         self._t_prev: float | None = None
         self.seconds_per_batch: list[float] = []  # the measured iterations' (after the warm-up)
         self.images_per_batch: list[int] = []
@@ -84,17 +89,20 @@ class Measure:
         now = self.clock()
         self.trained += 1
         if self.first_batch_s is None:
-            self.first_batch_s = now - self.started
+            self.first_batch_s, self.measuring_since = now - self.started, now
         if self.trained > self.warmup and self._t_prev is not None:
             self.images_per_batch.append(images or self.batch)
             self.seconds_per_batch.append(now - self._t_prev)
-        self._t_prev = now
+        done = self.trained >= self.warmup + self.iterations
+        if done:
+            self._read_now()  # training's last look reads the tree afresh (memstats.Paced)
         s = self._sample()
+        self._t_prev = self.clock()  # the next iteration's time starts after this sample
         if self.windows.add(s.alloc_retries):
             raise _Stop(TRIAL_RETRIES, f"alloc retries rose in two consecutive windows of {self.windows.window} "
                                        f"batches (now {self.rise('alloc_retries')} in the trial)")
         self._budget()
-        return self.trained >= self.warmup + self.iterations
+        return done
 
     def sample_train(self) -> None:
         """One more training sample (after a step the loop did not make, see Callbacks.validate)."""
@@ -109,6 +117,8 @@ class Measure:
 
     def val_batch(self) -> bool:
         self.validated += 1
+        if self.validated >= self.val_batches:
+            self._read_now()
         self._sample()
         self._budget()
         return self.validated >= self.val_batches
@@ -120,6 +130,11 @@ class Measure:
         except Exception:  # noqa: BLE001 - a dead CUDA context: the samples so far stand
             pass
 
+    def _read_now(self) -> None:
+        read_now = getattr(self.stats, "read_now", None)
+        if read_now is not None:
+            read_now()
+
     def _sample(self) -> memstats.Sample:
         s = self.stats.sample()
         (self.val if self.validating else self.train).append(s)
@@ -127,10 +142,12 @@ class Measure:
         return s
 
     def _budget(self) -> None:
-        spent = self.clock() - self.started
+        if self.measuring_since is None:
+            return
+        spent = self.clock() - self.measuring_since
         if spent > self.budget_s:
-            raise _Stop(TRIAL_TIMEOUT, f"budget of {self.budget_s:g} s spent ({spent:.0f} s) after {self.trained} "
-                                       f"training and {self.validated} validation batches")
+            raise _Stop(TRIAL_TIMEOUT, f"budget of {self.budget_s:g} s spent ({spent:.0f} s since the first batch) "
+                                       f"after {self.trained} training and {self.validated} validation batches")
 
     def rise(self, counter: str) -> int | None:
         """How much a cumulative counter (alloc_retries, ooms) rose during the trial."""
@@ -253,7 +270,7 @@ class Callbacks:
 
 
 def started_at() -> float:
-    """When this process started (the trial's time to its first batch and its budget count from it)."""
+    """When this process started (the trial's time to its first batch counts from it)."""
     import psutil
     try:
         return psutil.Process(os.getpid()).create_time()
@@ -296,7 +313,7 @@ def run(spec: Spec, watch, stats: memstats.Stats | None = None) -> dict:
     trainer = callbacks.trainer
     loader = getattr(trainer, "test_loader", None)
     trial = measure.trial(ended, None if ended == TRIAL_FIT else why, val_batch=getattr(loader, "batch_size", None),
-                          **facts)
+                          cache=ran_cache(trainer, args), **facts)
     write_json_atomic(path, trial.to_json())
     print(summary(trial), flush=True)
     if raised is not None:
@@ -304,6 +321,19 @@ def run(spec: Spec, watch, stats: memstats.Stats | None = None) -> dict:
     watch.phase = "done"
     watch.beat(force=True)
     return {}
+
+
+def ran_cache(trainer, args: dict) -> str:
+    """The cache the trial ran with ("ram", "disk" or "off"): its training dataset's, where the
+    loader was built (Ultralytics turns a RAM or disk cache off when there is no room for it,
+    BaseDataset.check_cache_ram), else the argument's. "ram" puts the cache in the peak RSS
+    (plan.measured_cache)."""
+    dataset = getattr(getattr(trainer, "train_loader", None), "dataset", None)
+    if dataset is not None and hasattr(dataset, "cache"):
+        cache = dataset.cache
+    else:
+        cache = args.get("cache")
+    return cache if cache in ("ram", "disk") else "ram" if cache is True else "off"
 
 
 def close_loaders(trainer) -> None:

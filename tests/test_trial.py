@@ -6,25 +6,27 @@ CPU trial of the demo's first rung through `tune.measure`."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 import torch
 
-from launcher import dataset, ladder as ladder_mod, memstats, tune
+from launcher import dataset, ladder as ladder_mod, memory, memstats, tune
 from launcher.callbacks import use_val_batch
 from launcher.child import NONE, checkpoint_state
 from launcher.contract import (CUDA_OOM, TRIAL_FAILED, TRIAL_FIT, TRIAL_NAME, TRIAL_OOM, TRIAL_RETRIES,
-                               TRIAL_TIMEOUT, Report, Spec, Trial)
+                               TRIAL_TIMEOUT, Heartbeat, Report, Spec, Trial)
 from launcher.demo import make_dataset
 from launcher.failures import ChildEnd
 from launcher.launch import ChildProcess
 from launcher.runlog import RunPaths
-from launcher.trial import Callbacks, Measure, _Stop, ending, trial_args
+from launcher.trial import Callbacks, Measure, _Stop, ending, ran_cache, trial_args
 
 from conftest import ROOT
 
@@ -165,25 +167,73 @@ def test_images_per_s_counts_the_images_each_batch_held():
     assert m.trial(TRIAL_FIT).images_per_s == 2.0  # median of 2, 2, 1
 
 
-def test_the_budget_ends_the_trial_in_training_and_in_validation():
+def test_the_budget_counts_from_the_first_batch_and_ends_the_trial_in_training_and_in_validation():
+    """The start-up (a RAM cache built, here 500 s) is no part of the budget: the watchdog's
+    start-up rule bounds it; first_batch_s still says it."""
     clock = Clock()
     m = measuring(memstats.HostStats(rss=lambda: 100), clock, budget_s=15.0, warmup=0, iterations=3)
+    m.started = clock.t - 500.0
     m.start()
-    clock.t += 4.0  # 14 s since the child started
+    m.train_batch()  # the first batch ends: 500 s after the child started
+    clock.t += 14.0
     m.train_batch()
-    clock.t += 2.0
+    clock.t += 2.0  # 16 s since the first batch
     with pytest.raises(_Stop) as stop:
         m.train_batch()
-    assert stop.value.ended == TRIAL_TIMEOUT and "budget of 15 s" in stop.value.why
+    assert stop.value.ended == TRIAL_TIMEOUT and "budget of 15 s spent (16 s since the first batch)" in stop.value.why
+    assert m.trial(TRIAL_TIMEOUT).first_batch_s == 500.0
 
     clock = Clock()
     m = measuring(memstats.HostStats(rss=lambda: 100), clock, budget_s=15.0, warmup=0, iterations=1)
     m.start()
     assert m.train_batch()
     m.begin_val()
-    clock.t += 10.0
+    clock.t += 16.0
     with pytest.raises(_Stop, match="budget"):
         m.val_batch()
+
+
+class SlowStats:
+    """A Stats whose every sample takes `cost` seconds on the clock (PSS on a big tree)."""
+
+    def __init__(self, clock: Clock, cost: float):
+        self.clock, self.cost = clock, cost
+
+    def sample(self) -> memstats.Sample:
+        self.clock.t += self.cost
+        return memstats.Sample(rss=100)
+
+    def reset_peaks(self) -> None:
+        pass
+
+
+def test_the_time_a_sample_takes_is_no_part_of_the_measured_iterations():
+    """images/s is the night's speed: the night samples no process tree."""
+    clock = Clock()
+    m = measuring(SlowStats(clock, cost=0.5), clock, warmup=0, iterations=3, batch=4)
+    m.start()
+    for _ in range(3):
+        clock.t += 2.0  # the batch itself
+        m.train_batch()
+    assert m.trial(TRIAL_FIT).images_per_s == 2.0  # 4 images / 2 s, not / 2.5 s
+
+
+def test_a_paced_tree_read_is_read_afresh_at_the_end_of_training_and_of_validation():
+    """memstats.Paced reads a big tree seldom; the last training and the last validation batch
+    read it afresh (HostStats.read_now), so a late rise is in the peaks."""
+    now, reads = Clock(), iter([100, 400, 900])
+    tree = memstats.Paced(lambda: next(reads), every_s=1000.0, clock=now)
+    m = measuring(memstats.HostStats(rss=tree), warmup=0, iterations=3, val_batches=2)
+    m.start()  # the first read: 100
+    m.train_batch(), m.train_batch()
+    assert m.last.rss == 100  # paced: the last reading
+    assert m.train_batch()  # the last training batch: read afresh
+    m.begin_val()
+    m.val_batch()
+    assert m.val[-1].rss == 400
+    m.val_batch()  # the last validation batch: read afresh
+    t = m.trial(TRIAL_FIT)
+    assert (t.peak_reserved_bytes, t.val_peak_reserved_bytes, t.peak_rss_bytes) == (400, 900, 900)
 
 
 def test_on_the_cpu_the_peaks_are_the_child_trees_rss():
@@ -354,8 +404,9 @@ class ScriptedTrialChild:
     """A launch that writes what a trial child would have, and ends as told."""
 
     def __init__(self, end: ChildEnd, trial: Trial | None = None, report: Report | None = None, log: str = "",
-                 ticks: int = 0):
+                 ticks: int = 0, first_batch: bool = True):
         self.end, self.trial, self.report, self.log, self.ticks = end, trial, report, log, ticks
+        self.first_batch = first_batch  # its heartbeat says the first batch ended
         self.spec: Spec | None = None
 
     def __call__(self, cmd, env, log_path, watchdog):
@@ -367,19 +418,23 @@ class ScriptedTrialChild:
             Path(self.spec.trial["path"]).write_text(json.dumps(self.trial.to_json()))
         if self.report:
             Path(self.spec.report).write_text(json.dumps(self.report.to_json()))
+        if self.first_batch:
+            beat = Heartbeat(phase="train", first_batch_ts=time.time())
+            Path(self.spec.heartbeat).write_text(json.dumps(beat.to_json()))
         watchdog.start()
+        self.watchdog = watchdog
         for _ in range(self.ticks):
             watchdog.tick(999_999_999)
         return watchdog.end(self.end.exit_code, self.end.seconds) if self.ticks else self.end
 
 
-def measure_with(tmp_path, ladder, child, budget_s=30.0) -> Trial:
+def measure_with(tmp_path, ladder, child, budget_s=30.0, deadline_s=None) -> Trial:
     paths = RunPaths(tmp_path / "logs" / "demo")
     stale = paths.trial("optimal")
     stale.parent.mkdir(parents=True)
     stale.write_text(json.dumps(Trial(rung="optimal", ended=TRIAL_FIT).to_json()))
     plan = tune.TrialPlan(warmup=1, iterations=2, val_batches=1, window=2, budget_s=budget_s)
-    return tune.measure(ladder.job, ladder.rungs[0], "cpu", paths, child, plan)
+    return tune.measure(ladder.job, ladder.rungs[0], "cpu", paths, child, plan, deadline_s=deadline_s)
 
 
 def test_measure_returns_the_trial_the_child_wrote(tmp_path, demo_ladder):
@@ -393,6 +448,7 @@ def test_a_child_that_died_of_an_oom_without_a_trial_is_an_oom_trial(tmp_path, d
                     phase="setup")
     got = measure_with(tmp_path, demo_ladder, ScriptedTrialChild(ChildEnd(1, 5.0, peak_rss=77), report=report))
     assert (got.ended, got.rung, got.batch, got.peak_rss_bytes, got.seconds) == (TRIAL_OOM, "optimal", 6, 77, 5.0)
+    assert got.cache == "ram" and got.free_bytes is None  # the demo rung's cache, as its spec asked; the CPU
     assert got.why.startswith("cuda_oom: torch.OutOfMemoryError")
 
 
@@ -409,20 +465,118 @@ def test_a_child_that_crashed_without_a_trial_is_a_failed_one(tmp_path, demo_lad
 
 
 def test_a_trial_past_its_budget_is_ended_from_outside_as_a_timeout(tmp_path, demo_ladder, monkeypatch):
-    monkeypatch.setattr(tune, "STARTUP_ALLOWANCE_S", 0.0)
-    child = ScriptedTrialChild(ChildEnd(-signal.SIGTERM, 1.0), ticks=2)
+    monkeypatch.setattr(tune, "OVERRUN_S", 0.0)
+    child = ScriptedTrialChild(ChildEnd(-signal.SIGTERM, 1.0), ticks=3)
     got = measure_with(tmp_path, demo_ladder, child, budget_s=0.0)
     assert got.ended == TRIAL_TIMEOUT and "past its budget" in got.why
     # what it measured before the kill stands
     wrote = Trial(rung="optimal", ended=TRIAL_FAILED, why="interrupted", peak_rss_bytes=5)
-    got = measure_with(tmp_path / "again", demo_ladder, ScriptedTrialChild(ChildEnd(-15), wrote, ticks=2),
+    got = measure_with(tmp_path / "again", demo_ladder, ScriptedTrialChild(ChildEnd(-15), wrote, ticks=3),
                        budget_s=0.0)
     assert (got.ended, got.peak_rss_bytes) == (TRIAL_TIMEOUT, 5)
+
+
+def test_the_outside_limit_counts_from_the_first_batch_and_the_nights_deadline_from_the_start(tmp_path,
+                                                                                              demo_ladder):
+    """Before its first batch a trial is bound by the watchdog's start-up rule only (a RAM cache
+    of a big dataset is built then), not by its budget; a night's deadline counts it all."""
+    child = ScriptedTrialChild(ChildEnd(0), Trial(rung="optimal", ended=TRIAL_FIT), ticks=3, first_batch=False)
+    assert measure_with(tmp_path, demo_ladder, child, budget_s=-100.0).ended == TRIAL_FIT
+    assert child.watchdog.limit_s == -40.0 and not child.watchdog.over_budget
+    child = ScriptedTrialChild(ChildEnd(-signal.SIGTERM), ticks=3, first_batch=False)
+    got = measure_with(tmp_path / "night", demo_ladder, child, deadline_s=0.0)
+    assert got.ended == TRIAL_TIMEOUT and "the night's time for trials ran out" in got.why
+
+
+def test_the_start_up_rule_is_the_watchdogs_before_the_first_batch(demo_ladder, tmp_path):
+    """TrialWatchdog on a clock: silent past startup_timeout_s before the first batch, a hang."""
+    now = Clock(0.0)
+    job = replace(demo_ladder.job, startup_timeout_s=100)
+    dog = tune.TrialWatchdog(job, 0, "optimal", tmp_path / "heartbeat.json", (), memory.RamWatch(), limit_s=10.0,
+                             clock=now)
+    dog.start()
+    now.t = 90.0
+    assert dog.tick(999_999_999) is None  # 90 s of start-up: far past the 10 s limit, within the rule
+    now.t = 101.0
+    assert "before the first batch" in dog.tick(999_999_999) and not dog.over_budget
 
 
 def test_a_trial_within_its_budget_is_not_ended(tmp_path, demo_ladder):
     child = ScriptedTrialChild(ChildEnd(0), Trial(rung="optimal", ended=TRIAL_FIT), ticks=2)
     assert measure_with(tmp_path, demo_ladder, child, budget_s=600.0).ended == TRIAL_FIT
+
+
+def test_the_trial_says_the_cache_it_ran_with():
+    """Ultralytics turns a RAM cache off when RAM is short (BaseDataset.check_cache_ram): the
+    dataset's own, where the loader was built; the argument's before."""
+    built = SimpleNamespace(train_loader=SimpleNamespace(dataset=SimpleNamespace(cache=None)))
+    assert ran_cache(built, {"cache": "ram"}) == "off"
+    built.train_loader.dataset.cache = "ram"
+    assert ran_cache(built, {"cache": "ram"}) == "ram"
+    assert ran_cache(None, {"cache": "disk"}) == "disk" and ran_cache(None, {"cache": False}) == "off"
+
+
+# ---- memstats: the tree's memory ------------------------------------------------------------------
+
+class FakeProc:
+    def __init__(self, pid, rss, pss=None, kids=(), denied=False):
+        self.pid, self.rss, self.pss, self.kids, self.denied = pid, rss, pss, list(kids), denied
+
+    def children(self, recursive=False):
+        return self.kids
+
+    def memory_info(self):
+        return SimpleNamespace(rss=self.rss)
+
+    def memory_full_info(self):
+        if self.denied:
+            raise psutil.AccessDenied(self.pid)
+        return SimpleNamespace(rss=self.rss, pss=self.pss)
+
+
+def test_the_tree_sums_pss_where_readable_and_rss_where_not():
+    workers = [FakeProc(2, rss=900, pss=150), FakeProc(3, rss=900, pss=150), FakeProc(4, rss=700, denied=True)]
+    root = FakeProc(1, rss=1000, pss=400, kids=workers)
+    ps = SimpleNamespace(Process=lambda pid: root, Error=psutil.Error, AccessDenied=psutil.AccessDenied)
+    assert memstats.tree_rss(1, ps) == 400 + 150 + 150 + 700
+
+
+def test_pages_a_forked_worker_shares_count_once():
+    """A real fork: 200 MiB touched before it, shared copy-on-write. RSS summed counts it twice;
+    the tree's PSS once."""
+    import numpy as np
+    held = np.ones(200 * 2**20 // 8)
+    pid = os.fork()
+    if pid == 0:  # the worker: holds the shared pages, touches nothing
+        time.sleep(30)
+        os._exit(0)
+    try:
+        time.sleep(0.3)
+        me = psutil.Process()
+        rss = sum(p.memory_info().rss for p in [me, *me.children(recursive=True)])
+        tree = memstats.tree_rss()
+        assert rss - tree > 150 * 2**20, (rss, tree)
+        assert tree > held.nbytes
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+
+
+def test_a_paced_reader_reads_at_most_once_per_its_pace_and_afresh_when_forced():
+    now, reads = Clock(0.0), []
+
+    def read():
+        reads.append(now.t)
+        now.t += 0.2  # a read of a big tree takes time: the pace is 10 × it, at least every_s
+        return len(reads)
+    paced = memstats.Paced(read, every_s=0.5, clock=now)
+    assert paced() == 1
+    now.t = 1.0
+    assert paced() == 1  # due at 0 + 10 × 0.2 = 2 s
+    now.t = 2.0
+    assert paced() == 2
+    paced.force()
+    assert paced() == 3 and reads == [0.0, 2.0, 2.2]
 
 
 # ---- slow: a real trial child on the CPU ----------------------------------------------------------
@@ -466,6 +620,7 @@ def test_a_real_trial_of_the_demos_first_rung_fits_and_leaves_no_checkpoint(tmp_
     assert trial.iterations == 3 and trial.val_batches == 1 and spec.epochs == 2
     assert trial.peak_rss_bytes > 0 and trial.peak_reserved_bytes > 0 and trial.val_peak_reserved_bytes > 0
     assert trial.images_per_s > 0 and 0 < trial.first_batch_s < trial.seconds
+    assert trial.cache == "ram"  # the demo rung's: the dataset was cached in RAM (in the peak RSS)
     assert Report.read(Path(spec.report)).ok  # the child's normal report too
     no_checkpoint_anywhere(paths, spec.model)
 
