@@ -9,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
 import textwrap
 from pathlib import Path
 
-from . import console, dataset as dataset_mod, failures, ladder as ladder_mod, plan, runlog, setup, slurm
+from . import console, dataset as dataset_mod, failures, ladder as ladder_mod, notify, plan, runlog, setup, slurm
 from .contract import CUDA_OOM, EXIT_BAD_INPUT, EXIT_OK, REPORT_NAME, THRASH, TRAIN_LOG_NAME, Report
 from .errors import BadInput, LauncherError
 from .views import diagnose_json, diagnose_text, dry_run_json, dry_run_text
@@ -86,6 +87,13 @@ INJECT_KINDS = (CUDA_OOM, "crash", THRASH)
 INJECT_PHASES = ("train", "val", "final")
 
 
+def _notify_url(text: str) -> str:
+    try:
+        return notify.check_url(text)
+    except (TypeError, ValueError) as e:  # named redacted: a URL may carry a secret (notify.redact)
+        raise argparse.ArgumentTypeError(f"'{notify.redact(text)}': {e}, e.g. --notify https://ntfy.sh/TOPIC") from None
+
+
 def _injection(text: str) -> dict:
     parts = text.split(":")
     usage = "give KIND:RUNG:EPOCH[:PHASE], e.g. cuda_oom:optimal:2, crash:safe:1:val or thrash:optimal:1"
@@ -111,6 +119,11 @@ def run_options(p: argparse.ArgumentParser) -> None:
                           "(default), val or final; or thrash (alloc retries rising at every batch from that epoch "
                           "on, windows of 1 batch: the rule fires by an epoch's third batch); e.g. "
                           "--inject cuda_oom:optimal:2:val, --inject thrash:optimal:1")
+    p.add_argument("--notify", action="append", type=_notify_url, default=[], metavar="URL",
+                   help="POST a JSON message to this URL when the night ends, whatever the ending (repeatable; "
+                        "beside the ladder's [job] notify): its `text` and `content` fields are one line that "
+                        "Slack and Discord webhooks show, ntfy with ?tpl=1&m={{.text}}; e.g. "
+                        "--notify 'https://ntfy.sh/TOPIC?tpl=1&m={{.text}}'")
     tuning = p.add_mutually_exclusive_group()
     tuning.add_argument("--tune", dest="tune", action="store_true", default=None,
                         help="measure the rungs first, a short trial each from the top until one fits, even on the "
@@ -349,7 +362,7 @@ def note_refusal(args, argv: list[str], errors: list[str]) -> None:
             events = path if path.is_file() else None
         except Exception:  # the refusal may be about this very ladder or name: then it has no run
             events = None
-    refusals.note(shlex.join([*PROG.split(), *argv]), errors, logs, events)
+    refusals.note(shlex.join([*PROG.split(), *notify.redact_argv(argv)]), errors, logs, events)
 
 
 # ---- dry-run and run ---------------------------------------------------------------------------
@@ -360,7 +373,7 @@ def request(args) -> setup.Request:
                          start_rung=args.start_rung, vram=args.vram, ram=args.ram, no_memory=args.no_memory,
                          demo=args.demo, fresh=getattr(args, "fresh", False),
                          inject=tuple(getattr(args, "inject", ())), overrides=tuple(args.overrides),
-                         tune=getattr(args, "tune", None))
+                         tune=getattr(args, "tune", None), notify=tuple(getattr(args, "notify", ())))
 
 
 def cmd_dry_run(args) -> int:
@@ -440,15 +453,21 @@ def cmd_sbatch(args) -> int:
     gpus = 0 if device == "cpu" or slurm.gpu_option_given(sbatch_args) else len(indices)
     text = slurm.script(name=name, run_argv=run_argv, logs=logs, cwd=Path.cwd(), lead_s=lead, sig=sig, gpus=gpus)
     sbatch_args = [*sbatch_args, f"--signal=B:{sig}@{lead}"]  # the script's own, outranking $SBATCH_SIGNAL
-    if args.dry_run:
-        console.write(text)
+    if args.dry_run:  # printed with each --notify URL redacted (the file holds them: each run of the job posts)
+        console.write(slurm.script(name=name, run_argv=notify.redact_argv(run_argv), logs=logs, cwd=Path.cwd(),
+                                   lead_s=lead, sig=sig, gpus=gpus))
         console.say(f"sbatch {' '.join(shlex.quote(a) for a in sbatch_args)} would submit it (--dry-run: not "
                     "submitted)")
         return EXIT_OK
     folder = logs / name
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "sbatch.sh"
-    runlog.write_text_atomic(path, text)
+    mask = os.umask(0o077) if args.notify else None  # its --notify URLs are secrets: the owner's alone
+    try:
+        runlog.write_text_atomic(path, text)
+    finally:
+        if mask is not None:
+            os.umask(mask)
     job = slurm.submit(path, sbatch_args)
     console.say(f"submitted SLURM job {job}: {path}")
     console.say(f"watch it: {PROG} status {name}   (output: {folder}/slurm-{job}.out)")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import models, overrides
+from . import models, notify, overrides
 from .errors import BadInput
 from .runlog import NOT_RUN_NAMES
 
@@ -51,6 +51,9 @@ class Job:
     headroom: float = 0.1  # share of the free device memory a measured peak must leave unused
     grow: bool = False  # trials also measure the top rung's model at 2x and 4x its batch
     on_thrash: str = "restart"  # alloc retries rising: "restart" the rung (then step down), or "warn"
+    # the night's message (docs/design.md, "A message when the night ends"): URLs, and the decisions that also send one
+    notify: tuple[str, ...] = ()
+    notify_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -214,6 +217,10 @@ JOB_FIELDS: dict[str, tuple[Callable[[Any], Any], bool, str]] = {
                  "e.g. headroom = 0.1"),
     "grow": (_bool, False, "grow = true to also try the top rung's model at 2x and 4x its batch"),
     "on_thrash": (_choice(ON_THRASH), False, "on_thrash = \"restart\" or \"warn\""),
+    "notify": (notify.check_urls, False, "a URL to POST the night's end to, or a list, e.g. notify = "
+               "\"https://ntfy.sh/TOPIC?tpl=1&m={{.text}}\""),
+    "notify_on": (notify.check_on, False, f"notify_on = [{', '.join(repr(k) for k in notify.NOTIFY_ON)}] (a "
+                  "message at each such decision too)"),
 }
 
 RUNG_FIELDS: dict[str, tuple[Callable[[Any], Any], bool, str]] = {
@@ -318,7 +325,8 @@ def _fields(table: dict, spec: dict, label: str) -> dict:
         try:
             out[key] = check(value)
         except (TypeError, ValueError) as e:
-            raise BadInput(f"{label}, key '{key}'", f"must be {e}, got {value!r}", fix) from None
+            shown = notify.redact_value(value) if key == "notify" else value  # a URL's secret is never said
+            raise BadInput(f"{label}, key '{key}'", f"must be {e}, got {shown!r}", fix) from None
     for key, (_, required, fix) in spec.items():
         if required and key not in out:
             raise BadInput(f"{label}, key '{key}'", "missing", fix)

@@ -398,6 +398,7 @@ class Ev:
     REQUEUE = "requeue"  # the launcher's `scontrol requeue`, and what SLURM answered
     TUNED = "tuned"  # the trials run before the night (or taken from the learned store) and what they chose
     THRASH = "thrash"  # the allocator's retries rose in two consecutive windows, and what the launcher did
+    NOTIFY = "notify"  # a message POSTed (the night's end, a step-down): to whom (redacted), sent or why not
 
     SESSION_STARTS = (START, CONTINUE)
     ENDINGS = (COMPLETE, FATAL, EXHAUSTED, INTERRUPTED, TIME_LIMIT, PREEMPTED)
@@ -449,6 +450,8 @@ EVENTS: dict[str, dict[str, tuple[type, ...]]] = {
     Ev.TUNED: {"trials": _LIST, "stored": _BOOL, "start": _STR, "val_batch": _INT, "reasons": _LIST,
                "seconds": _NUM},
     Ev.THRASH: {"attempt": _INT, "rung": _STR, "epoch": _INT, "retries": _INT, "action": _STR},
+    # notify.send: `url` redacted (notify.redact), `about` "end" or the decision, `result` "sent" or "failed"
+    Ev.NOTIFY: {"url": _STR, "about": _STR, "result": _STR, "error": _STR, "seconds": _NUM},
 }
 EVENT_FIELDS = frozenset(name for declared in EVENTS.values() for name in declared)
 

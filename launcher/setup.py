@@ -15,7 +15,7 @@ from typing import Callable
 
 from . import dataset as dataset_mod
 from . import checkpoint, console, experience, ladder as ladder_mod, models, overrides, plan as plan_mod, probe
-from . import eta, slurm
+from . import eta, notify, slurm
 from . import spec as spec_mod
 from .continuation import (continue_run, continues, elsewhere, has_run, kept_arguments, met, own_arguments,
                            records_met, resume_at, running, taken_arguments)
@@ -57,6 +57,7 @@ class Request:
     fresh: bool = False  # run only
     inject: tuple[dict, ...] = ()  # run only
     overrides: tuple[str, ...] = ()  # Ultralytics' key=value training arguments, for every rung
+    notify: tuple[str, ...] = ()  # run only: --notify URLs, beside the ladder's [job] notify
     args: dict | None = None  # those arguments parsed and checked, `epochs=N` folded into epochs (settle)
 
 
@@ -157,6 +158,8 @@ def load_job(req: Request) -> Ladder:
     name = given_name(req)
     if name:
         ladder = replace(ladder, job=replace(ladder.job, name=name))
+    if req.notify:  # the command line's URLs and the ladder's, each once (notify.merge)
+        ladder = replace(ladder, job=replace(ladder.job, notify=notify.merge(ladder.job.notify, req.notify)))
     # weights that would be downloaded on a machine that is offline: that rung is unavailable
     rungs = tuple(replace(r, model=models.check_download(r.model)) for r in ladder.rungs)
     check_weights(ladder)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from . import console, experience, failures, memory, plan, probe, slurm, spec as spec_mod
+from . import console, experience, failures, memory, notify, plan, probe, slurm, spec as spec_mod
 from .contract import (EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, INTERRUPTED, THRASH,
                        Heartbeat, Report, Spec)
 from .experience import Experience
@@ -108,16 +108,21 @@ class Supervisor:
                      if self.slurm_job else None)  # in a SLURM job, its signals are cuts, not failures
         self.signals.install()
         try:
-            end = self.cuts.begin() if self.cuts else None  # SLURM ran the job again: past its budget, or stalled
-            return self._end(end) if end else self._loop(self.start, state.mode)
-        except OSError as e:
-            if e.errno not in RECORD_ERRORS:
-                raise
-            # the run record itself cannot be written: say so and stop (the child is already gone)
-            fix = "make room" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
-            self.say(f"fatal: {e.strerror} while writing {e.filename or self.paths.root} — {fix}, then run "
-                     "the same command again to continue")
-            return EXIT_FATAL
+            try:
+                end = self.cuts.begin() if self.cuts else None  # SLURM ran the job again: past its budget, or stalled
+                code = self._end(end) if end else self._loop(self.start, state.mode)
+            except OSError as e:
+                if e.errno not in RECORD_ERRORS:
+                    raise
+                # the run record itself cannot be written: say so and stop (the child is already gone)
+                fix = "make room" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
+                why = (f"{e.strerror} while writing {e.filename or self.paths.root} — {fix}, then run the same "
+                       "command again to continue")
+                self.say(f"fatal: {why}")
+                self._tell(EXIT_FATAL, replace(state, status=Ev.FATAL, reason=why))
+                return EXIT_FATAL
+            self._tell(code, state)  # the one place every night ends, whatever its ending: the record is final
+            return code
         finally:
             self.signals.restore()
 
@@ -166,6 +171,10 @@ class Supervisor:
             evidence=failure.evidence, reason=step.reason, wait_s=round(step.wait_s, 1), retry=n, of=of,
             **dict(step.changes))
         self.say(f"{step.reason}: {failure.evidence}" if step.retry else step.reason)
+        if step.action in self.ladder.job.notify_on and self.ladder.job.notify:  # [job] notify_on (notify.py)
+            body = notify.step_body(state, step.action, self.planned[i].name, self.planned[step.rung].name,
+                                    failure.kind, failure.evidence, step.reason)
+            notify.send(self.ladder.job.notify, body, self.events, self.say)
         validate = step.action == Ev.VALIDATE or (step.action == Ev.RETRY and mode == "validate")
         state.rung, state.mode = self.planned[step.rung].name, "validate" if validate else "train"
         self._save_state()
@@ -328,6 +337,22 @@ class Supervisor:
                      f"run record: {self.paths.root}"):
             self.say(line)
         return code
+
+    def _tell(self, code: int, state: RunState) -> None:
+        """The message at the night's end (docs/design.md, "A message when the night ends"), to each
+        notify URL: the report written first, so the path it names exists. Neither changes the
+        exit code: each failure is one line said and, where the record takes it, one event."""
+        urls = self.ladder.job.notify
+        if not urls:
+            return
+        report = None
+        try:
+            from . import report as report_mod  # matplotlib: only a night that sends a message draws here
+            _, report = report_mod.write_report(self.paths.root)
+        except Exception as e:  # noqa: BLE001 - the message goes without it
+            self.say(f"report: not written ({type(e).__name__}: {' '.join(str(e).split())[:200]}); the message "
+                     "goes without it")
+        notify.send(urls, notify.night_body(state, self.paths, code, report), self.events, self.say)
 
     def _save_state(self) -> None:
         self.state.save(self.paths.state)
