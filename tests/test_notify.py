@@ -303,3 +303,15 @@ def test_sbatch_passes_notify_on_and_prints_it_redacted(tmp_path, monkeypatch, c
     assert cli.main(["sbatch", "--demo", "--notify", url, "--dry-run", "--", "--time=60"]) == 0
     out = capsys.readouterr().out
     assert "--notify 'https://hooks.slack.com/***'" in out and "SECRETTOKEN" not in out
+
+
+def test_a_record_that_cannot_be_written_still_sends_its_fatal_message(tmp_path, server, monkeypatch):
+    import errno
+
+    def full(self, outcome):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "state.json"))
+    monkeypatch.setattr(Supervisor, "_complete", full)
+    code, state, _, _ = night(tmp_path, "complete", [server.url()])
+    body = server.got[0][2]
+    assert code == EXIT_FATAL and (body["status"], body["exit_code"]) == ("fatal", EXIT_FATAL)
+    assert "No space left on device" in body["text"] and state.status == "running"  # as recorded: nothing more
