@@ -301,15 +301,7 @@ def tune_request(req: Request, say: Callable[[str], None] = console.say) -> Tune
     if problems:
         raise Refused(tuple(problems))
     paths = RunPaths.for_run(ladder.job.name)
-    lock = RunLock(paths.lock)
-    try:
-        paths.root.mkdir(parents=True, exist_ok=True)
-        held = lock.acquire()
-    except OSError as e:
-        raise BadInput(str(e.filename or paths.root), f"the run's folder cannot be written there ({e.strerror})",
-                       "make logs/ writable, or tune from a folder where it can be") from None
-    if not held:
-        raise running(ladder.job.name, lock)
+    lock = locked(paths, ladder.job.name, "tune")
     store = None if req.no_memory else experience.for_job(ladder, gpus, machine)
     # the rungs as a night runs them: the RAM cache decided by the estimate (plan.decide_cache)
     before = plan_mod.choose(ladder, machine, device=req.device or ladder.job.device, dataset_images=data.images)
@@ -384,15 +376,7 @@ def _prepare(req: Request, ladder: Ladder, machine: probe.Snapshot, child_env: d
         ladder = replace(ladder, job=replace(ladder.job, name=name))
         measured = replace(measured, job=ladder.job)
         paths = RunPaths.for_run(name)
-    lock = RunLock(paths.lock)
-    try:
-        paths.root.mkdir(parents=True, exist_ok=True)
-        held = lock.acquire()
-    except OSError as e:
-        raise BadInput(str(e.filename or paths.root), f"the run record cannot be written there ({e.strerror})",
-                       "make logs/ writable, or run from a folder where it can be") from None
-    if not held:
-        raise running(ladder.job.name, lock)
+    lock = locked(paths, ladder.job.name, "run")
     try:
         tuned = None
         if would_tune(req, plan, result.trials, has_run(paths)):
@@ -404,6 +388,20 @@ def _prepare(req: Request, ladder: Ladder, machine: probe.Snapshot, child_env: d
     except BaseException:
         lock.release()  # refused after all: the next try must not find the run "already running"
         raise
+
+
+def locked(paths: RunPaths, name: str, command: str) -> RunLock:
+    """The run's lock, held: its folder made, or a one-line refusal (not writable; a launcher holds it)."""
+    lock = RunLock(paths.lock)
+    try:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        held = lock.acquire()
+    except OSError as e:
+        raise BadInput(str(e.filename or paths.root), f"the run record cannot be written there ({e.strerror})",
+                       f"make logs/ writable, or {command} from a folder where it can be") from None
+    if not held:
+        raise running(name, lock)
+    return lock
 
 
 def _take_up(req: Request, ladder: Ladder, result: DryRun, paths: RunPaths, lock: RunLock,

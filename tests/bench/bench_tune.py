@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -33,22 +32,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
+from bench_recovery import busy_seconds, tree_seconds  # the machine's load, measured one way
 
 ROOT = Path(__file__).resolve().parents[2]
 GIB = 2**30
-
-
-def busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy (all cores, everything but idle and iowait)."""
-    t = psutil.cpu_times()
-    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
-
-
-def tree_seconds() -> float:
-    """CPU seconds of this process and every descendant it (or they) reaped."""
-    return sum(r.ru_utime + r.ru_stime for r in (resource.getrusage(resource.RUSAGE_SELF),
-                                                  resource.getrusage(resource.RUSAGE_CHILDREN)))
 
 
 def timed(cmd: list[str], cwd: str, env: dict) -> tuple[subprocess.CompletedProcess, float, float]:
