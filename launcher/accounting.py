@@ -169,6 +169,8 @@ class Record:
     slurm: dict | None = None  # {"jobs", "requeues", "waiting_s"} of a run on a SLURM cluster
     thrashes: list[Event] = field(default_factory=list)  # the `thrash` events: the allocator's retries rising
     first_eta: dict | None = None  # the night's first ETA: first_eta's
+    tracking: dict = field(default_factory=dict)  # the night's tracker run, state.json's (launcher/track.py)
+    track_failed: list[Event] = field(default_factory=list)  # the `track_failed` events
 
     @property
     def start(self) -> float | None:
@@ -315,6 +317,8 @@ def load(root: Path) -> Record:
                  slurm=slurm_summary(events, state) if state and state.slurm_jobs else None, thrashes=thrashes)
     account(rec)
     rec.first_eta = first_eta(rec, start)
+    rec.tracking = dict(state.tracking) if state else {}
+    rec.track_failed = [e for e in events if e.kind == Ev.TRACK_FAILED]
     for a in order:
         if a.mode == TRAIN and a.resume_from and a.resumed_at is None and a.epochs:
             a.resumed_at = a.epochs[0]

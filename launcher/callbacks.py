@@ -139,6 +139,28 @@ def remove_temps(*paths) -> None:
                 os.unlink(AtomicPath(path).beside(kind))
 
 
+# Ultralytics' own tracker callbacks (ultralytics/utils/callbacks/<name>.py) that the launcher's child
+# never runs: each child is a new process, so they would split the night into a run per process (and
+# MLflow's fails on `log_params` in a resumed child). launcher/track.py logs the night instead
+# (docs/design.md, "One tracker run per night").
+DROPPED_TRACKERS = tuple(f"ultralytics.utils.callbacks.{name}" for name in ("mlflow", "tensorboard"))
+
+
+def drop_trackers(trainer) -> list[str]:
+    """Remove those callbacks from the trainer, from every event. Ultralytics adds them in the
+    trainer's __init__ (`add_integration_callbacks`, after the model's own, so after the Watch's),
+    just before `on_pretrain_routine_start`: called from there, they are gone before any of them
+    runs. Lists are changed in place (the event being run iterates its list). Returns the modules
+    dropped."""
+    dropped = set()
+    for name, listed in getattr(trainer, "callbacks", {}).items():
+        keep = [cb for cb in listed if getattr(cb, "__module__", None) not in DROPPED_TRACKERS]
+        if len(keep) != len(listed):
+            dropped.update(cb.__module__ for cb in listed if cb not in keep)
+            listed[:] = keep
+    return sorted(dropped)
+
+
 def last_epoch(trainer) -> bool:
     """The epoch that just ended is the last one: final_eval comes next."""
     return bool(trainer.stop) or trainer.epoch + 1 >= trainer.epochs
@@ -323,6 +345,7 @@ class Watch:
 
     # ---- callbacks ------------------------------------------------------------------------------
     def on_pretrain_routine_start(self, trainer) -> None:
+        drop_trackers(trainer)  # the night's tracker run is the launcher's (launcher/track.py)
         self.apply_threads()  # Ultralytics' select_device has just reset torch's thread count
         trainer.last, trainer.best = AtomicPath(trainer.last), AtomicPath(trainer.best)  # saves by rename
         use_strip_by_rename()  # and so does the final strip (this runs on the rank that saves)

@@ -128,6 +128,15 @@ def ensure_offline_font() -> None:
             shutil.copyfile(source, USER_CONFIG_DIR / name)
 
 
+def register(model, spec: Spec, watch) -> None:
+    """The launcher's callbacks: the tracker's first (it logs at a save, before the Watch's thrash
+    restart can end the process there), imported only when the spec names a tracker run."""
+    if spec.track:
+        from .track import Logger
+        Logger.of(spec).register(model)
+    watch.register(model)
+
+
 def train(spec: Spec, watch) -> dict:
     from ultralytics import RTDETR
 
@@ -156,11 +165,11 @@ def train(spec: Spec, watch) -> dict:
 
     if state == RESUMABLE:
         model = RTDETR(str(last))
-        watch.register(model)
+        register(model, spec, watch)
         model.train(resume=True, **spec.resume_args(), **spec.extra_args)
     else:
         model = RTDETR(spec.model)
-        watch.register(model)
+        register(model, spec, watch)
         model.train(**spec.fresh_args(), **spec.extra_args)
     return {"best": str(files.best), "last": str(last)}
 

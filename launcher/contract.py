@@ -194,6 +194,9 @@ class Spec(_Document):
     # the ladder's [job] on_thrash: "restart" (the child ends itself after the next save; plan.POLICY
     # restarts the rung, then steps down) or "warn" (it records and goes on); None: "restart"
     on_thrash: str | None = _field(_STR, omit=True)
+    # the night's tracker run the child logs into (track.for_child: the MLflow run, the TensorBoard
+    # folder, the ledger of steps); None: no tracker configured, launcher.track never imported
+    track: dict | None = _field(_DICT, omit=True)
     version: int = _field(_INT, VERSION)
     problems: tuple[str, ...] = field(default=(), compare=False)
 

@@ -75,7 +75,9 @@ def rebuild(ladder: Ladder, paths: RunPaths, epochs: int | None, device: str, sa
     state = RunState(run=ladder.job.name, ladder=str(ladder.path), data=str(ladder.job.dataset), device=device,
                      rung=rung, epochs_override=override, attempts=max(numbers, default=0), models=models,
                      training_model=training, started=now_iso(), overrides=_arguments_of(newest, ladder, args),
-                     folder=str(paths.root))
+                     folder=str(paths.root),
+                     # the night's tracker run (track.py), as the newest spec named it
+                     tracking={k: v for k, v in (newest.track or {}).items() if k == "mlflow"})
     return state
 
 

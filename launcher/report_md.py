@@ -58,6 +58,11 @@ def markdown(rec: Record) -> str:
                   if any(a.interrupted for a in rec.attempts) else ""))
     if rec.first_eta:
         out.append(f"- **ETA:** {eta_words(rec)}")
+    if rec.tracking:  # the night's one tracker run (launcher/track.py)
+        from .track import describe
+        out.append("- **Tracking:** " + "; ".join(describe(rec.tracking))
+                   + (f" ({len(rec.track_failed)} tracker failure{'s' if len(rec.track_failed) != 1 else ''}, "
+                      f"training went on: {rec.track_failed[-1].get('error')})" if rec.track_failed else ""))
     if rec.thrashes:
         out.append("- **Allocator thrashing** (alloc retries rose in two consecutive windows of batches): " + "; ".join(
             thrash_words(e) for e in rec.thrashes))

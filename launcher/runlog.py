@@ -192,6 +192,16 @@ class RunPaths:
         """The rung's measurement, contract.Trial, as its trial child writes it."""
         return self.trial_dir(rung) / TRIAL_NAME
 
+    # one tracker run per night (launcher/track.py): the night's TensorBoard folder, and the ledger of
+    # the steps its children took on the night's axis (and the trackers that failed in an attempt)
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def track_ledger(self) -> Path:
+        return self.root / "track.jsonl"
+
 
 _MODELS, _WEIGHTS, _CHECKPOINTS = "models", "weights", "checkpoints"  # folders: spelled by RunPaths and ModelPaths only
 _TRIALS = "trials"  # the trials' folders, one a rung (RunPaths.trial_dir)
@@ -399,6 +409,7 @@ class Ev:
     TUNED = "tuned"  # the trials run before the night (or taken from the learned store) and what they chose
     THRASH = "thrash"  # the allocator's retries rose in two consecutive windows, and what the launcher did
     NOTIFY = "notify"  # a message POSTed (the night's end, a step-down): to whom (redacted), sent or why not
+    TRACK_FAILED = "track_failed"  # a tracker (MLflow, TensorBoard) failed; training went on (launcher/track.py)
 
     SESSION_STARTS = (START, CONTINUE)
     ENDINGS = (COMPLETE, FATAL, EXHAUSTED, INTERRUPTED, TIME_LIMIT, PREEMPTED)
@@ -452,6 +463,7 @@ EVENTS: dict[str, dict[str, tuple[type, ...]]] = {
     Ev.THRASH: {"attempt": _INT, "rung": _STR, "epoch": _INT, "retries": _INT, "action": _STR},
     # notify.send: `url` redacted (notify.redact), `about` "end" or the decision, `result` "sent" or "failed"
     Ev.NOTIFY: {"url": _STR, "about": _STR, "result": _STR, "error": _STR, "seconds": _NUM},
+    Ev.TRACK_FAILED: {"tracker": _STR, "attempt": _INT, "error": _STR},
 }
 EVENT_FIELDS = frozenset(name for declared in EVENTS.values() for name in declared)
 
@@ -549,6 +561,9 @@ class RunState:
     delivered: dict[str, Any] | None = None  # {"model", "best", "last"} once complete
     tree: list[dict] = field(default_factory=list)  # the running attempt's processes
     folder: str = ""  # the run folder the record belongs to ("": written before records named it)
+    # the night's tracker run (launcher/track.py): {"mlflow": {run_id, experiment_id, uri (redacted)},
+    # "tensorboard": {dir}}; created at the run's start, kept across sessions and requeues
+    tracking: dict[str, Any] = field(default_factory=dict)
     started: str = ""
     updated: str = ""
     version: int = STATE_VERSION
@@ -573,7 +588,7 @@ class RunState:
                                "restore the file, or start afresh with --fresh")
         for name, kind in (("attempts", int), ("models", dict), ("remedies", dict), ("tree", list),
                            ("overrides", dict), ("cut", int), ("requeues", int), ("slurm_jobs", list), ("stalls", list),
-                           ("folder", str)):
+                           ("folder", str), ("tracking", dict)):
             if name in values and (not isinstance(values[name], kind) or isinstance(values[name], bool)):
                 raise BadInput(f"{path}, key {name!r}", f"should be a {kind.__name__}, is {values[name]!r}",
                                "restore the file, or start afresh with --fresh")

@@ -114,6 +114,7 @@ def collect(paths: RunPaths, now: float | None = None) -> dict:
                    for e in events if e.kind == Ev.THRASH],
         "history": history, "models": {k: asdict(m) for k, m in state.models.items()} if state else {},
         "delivered": state.delivered if state and isinstance(state.delivered, dict) else None,
+        "tracking": state.tracking if state else {},  # the night's tracker run (launcher/track.py)
         "record": str(paths.root),
         "last_event_t": events[-1].time if events else None,
         "refusal": None if active else refusals.in_run(events, paths.events),  # a live run went on after it
@@ -217,6 +218,9 @@ def text(d: dict) -> str:
     for source, m in d["models"].items():
         out.append(f"  model {Path(source).name}: epochs done {m['epochs_done']}/{m['epochs']}"
                    + (" (set aside)" if m.get("set_aside") else ""))
+    if d.get("tracking"):
+        from .track import describe
+        out += [f"  tracking: {line}" for line in describe(d["tracking"])]
     out.append(f"  record: {d['record']}")
     if d.get("refusal"):
         out += refusal_text(d["refusal"])

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from . import console, experience, failures, memory, notify, plan, probe, slurm, spec as spec_mod
+from . import (console, experience, failures, memory, models, notify, plan, probe, slurm, spec as spec_mod,
+               track)
 from .contract import (EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, INTERRUPTED, THRASH,
                        Heartbeat, Report, Spec)
 from .experience import Experience
@@ -100,6 +101,7 @@ class Supervisor:
                                (self.slurm_job.signal,) if self.slurm_job else ())
         self.sleep = self.sleep or self.signals.stopping.wait
         self._release: tuple | None = None  # (pids, free before) of a dead attempt, to wait on
+        self.trackers: tuple[str, ...] = ()  # the trackers this session logs the night to (launcher/track.py)
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, state: RunState) -> int:
@@ -110,6 +112,8 @@ class Supervisor:
         try:
             try:
                 end = self.cuts.begin() if self.cuts else None  # SLURM ran the job again: past its budget, or stalled
+                if not end:
+                    self._track_begin()
                 code = self._end(end) if end else self._loop(self.start, state.mode)
             except OSError as e:
                 if e.errno not in RECORD_ERRORS:
@@ -275,6 +279,8 @@ class Supervisor:
                            evidence=failure.evidence if failure else None, phase=failure.phase if failure else None,
                            epochs_saved=outcome.epochs_saved, last_saved_epoch=outcome.last_saved_epoch,
                            checkpoint=heartbeat.checkpoint if heartbeat else None, t=time.time())
+        for tracker, why in track.warnings(self.paths.track_ledger, n) if self.trackers else ():
+            self._track_warn(tracker, why, n)
         if failure:
             self.say(f"attempt {n} ended: {failure.kind}{f' in {failure.phase}' if failure.phase else ''} — "
                      f"{failure.evidence}")
@@ -297,6 +303,8 @@ class Supervisor:
         save_dir = self.state.save_dir_for(self.paths, trained.model.source)
         spec = spec_mod.build(self.ladder.job, trained, self.device, self.paths, n, vram_gib=self.vram_gib, mode=mode,
                               inject=self.injections, save_dir=save_dir)
+        if self.trackers:
+            spec = replace(spec, track=track.for_child(self.state.tracking, self.trackers, self.paths.track_ledger))
         if mode == "train":
             self.state.training_model = rung.model.source
             if rung.model.source in self.state.models:
@@ -309,6 +317,7 @@ class Supervisor:
         source, best, last = state.training_model, report.best, report.last
         state.status, state.delivered = Ev.COMPLETE, {"model": source, "best": best, "last": last}
         self._save_state()
+        self._track_end(Ev.COMPLETE)
         aside = {s: m.epochs_done for s, m in state.models.items() if s != source and m.set_aside}
         self.events.append(Ev.COMPLETE, rung=outcome.rung, model=source, best=best, last=last, set_aside=aside)
         for line in (*state.summary(Ev.COMPLETE, self.ladder.job.name, self.outcomes), f"trained: {best}",
@@ -332,6 +341,7 @@ class Supervisor:
     def _finish(self, code: int, status: str, why: str, **fields) -> int:
         self.state.status, self.state.reason = status, why
         self._save_state()
+        self._track_end(status)
         self.events.append(status, reason=why, exit_code=code, t=time.time(), **fields)
         for line in (*self.state.summary(status, self.ladder.job.name, self.outcomes), f"{status}: {why}",
                      f"run record: {self.paths.root}"):
@@ -356,3 +366,29 @@ class Supervisor:
 
     def _save_state(self) -> None:
         self.state.save(self.paths.state)
+
+    # ---- the night's tracker run (docs/design.md, "One tracker run per night") ---------------------
+    def _track_begin(self) -> None:
+        """Take the run's tracker run (state.json) or create it, for the trackers configured now;
+        none configured: nothing imported, nothing said."""
+        trackers = track.wanted(os.environ, models.ultralytics_settings())
+        if not trackers:
+            return
+        state = self.state
+        state.tracking = track.begin(state.tracking, state.run, track.EXPERIMENT, self.paths.tensorboard, trackers,
+                                     os.environ, lambda tracker, why: self._track_warn(tracker, why),
+                                     tags={f"{track.PREFIX}.ladder": state.ladder, f"{track.PREFIX}.data": state.data,
+                                           f"{track.PREFIX}.device": state.device})
+        self.trackers = tuple(t for t in trackers if t in state.tracking)
+        self._save_state()
+        for line in track.describe({t: state.tracking[t] for t in self.trackers}):
+            self.say(f"tracking: {line}")
+
+    def _track_warn(self, tracker: str, why: str, attempt: int | None = None) -> None:
+        """A tracker failed: one record line and one said; training goes on."""
+        self.events.append(Ev.TRACK_FAILED, tracker=tracker, attempt=attempt, error=why)
+        self.say(f"warning: {tracker} failed{f' in attempt {attempt}' if attempt else ''} ({why}); training goes on")
+
+    def _track_end(self, status: str) -> None:
+        if track.MLFLOW in self.trackers:
+            track.end(self.state.tracking, status, os.environ, self._track_warn)
