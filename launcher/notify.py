@@ -255,3 +255,27 @@ def send(urls: tuple[str, ...], body: dict, events: Events, say: Callable[[str],
         except Exception:  # noqa: BLE001
             pass
     return failed
+
+
+def night_end(urls: tuple[str, ...], state: RunState, paths: RunPaths, code: int, events: Events,
+              say: Callable[[str], None]) -> None:
+    """The message at the night's end to each URL (none: nothing), the report written first so the
+    path it names exists. Neither changes the exit code: each failure is one line said and, where
+    the record takes it, one event."""
+    if not urls:
+        return
+    report = None
+    try:
+        from . import report as report_mod  # matplotlib: only a night that sends a message draws here
+        _, report = report_mod.write_report(paths.root)
+    except Exception as e:  # noqa: BLE001 - the message goes without it
+        say(f"report: not written ({type(e).__name__}: {' '.join(str(e).split())[:200]}); the message goes "
+            "without it")
+    send(urls, night_body(state, paths, code, report), events, say)
+
+
+def on_step(job, state: RunState, action: str, rung: str, to: str, failure, reason: str, events: Events,
+            say: Callable[[str], None]) -> None:
+    """A message at a step-down or retry, where the ladder's `[job] notify_on` asks for it."""
+    if job.notify and action in job.notify_on:
+        send(job.notify, step_body(state, action, rung, to, failure.kind, failure.evidence, reason), events, say)

@@ -638,6 +638,12 @@ class RunState:
         claimed = {Path(m.save_dir) for m in self.models.values()}
         return str(legacy.save_dir) if legacy.last.exists() and legacy.save_dir not in claimed else None
 
+    def train(self, source: str) -> None:
+        """An attempt trains this model now: it is the one training, and no longer set aside (taken up again)."""
+        self.training_model = source
+        if source in self.models:
+            self.models[source].set_aside = False
+
     def set_aside(self, old: ModelRef, new: ModelRef, events: Events, say: Callable[[str], None]) -> None:
         """A step down from `old` to another model: `old`, if it saved an epoch, is set aside (kept,
         taken up again by a later attempt on it), recorded and said."""

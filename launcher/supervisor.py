@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from . import (console, experience, failures, memory, models, notify, plan, probe, slurm, spec as spec_mod,
+from . import (console, experience, failures, memory, notify, plan, probe, slurm, spec as spec_mod, thrash,
                track)
 from .contract import (EXIT_EXHAUSTED, EXIT_FATAL, EXIT_OK, EXIT_SIGINT, EXIT_SIGTERM, INTERRUPTED, THRASH,
                        Heartbeat, Report, Spec)
@@ -25,7 +25,7 @@ from .experience import Experience
 from .failures import ChildEnd, Failure
 from .ladder import Ladder, Rung, gpu_indices
 from .launch import ChildProcess, Launch, Signals, Stoppable, Watchdog
-from .runlog import Ev, JsonLines, Events, ModelPaths, RunPaths, RunState, read_events, write_json_atomic
+from .runlog import Ev, JsonLines, Events, ModelPaths, RunPaths, RunState, write_json_atomic
 
 
 # the run record cannot be written: a full disk, a quota, a folder made read-only under the run
@@ -67,6 +67,12 @@ def log_tail(path: Path) -> str:
         return ""
 
 
+def unwritable(e: OSError, root: Path) -> str:
+    """Why the night stops when the run record itself cannot be written, and what to do."""
+    fix = "make room" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
+    return f"{e.strerror} while writing {e.filename or root} — {fix}, then run the same command again to continue"
+
+
 @dataclass
 class Supervisor:
     ladder: Ladder
@@ -101,7 +107,7 @@ class Supervisor:
                                (self.slurm_job.signal,) if self.slurm_job else ())
         self.sleep = self.sleep or self.signals.stopping.wait
         self._release: tuple | None = None  # (pids, free before) of a dead attempt, to wait on
-        self.trackers: tuple[str, ...] = ()  # the trackers this session logs the night to (launcher/track.py)
+        self.tracking = track.Night(self.paths, self.events, self.say)  # the night's tracker run, if any
 
     # ---- the loop -------------------------------------------------------------------------------
     def run(self, state: RunState) -> int:
@@ -113,19 +119,15 @@ class Supervisor:
             try:
                 end = self.cuts.begin() if self.cuts else None  # SLURM ran the job again: past its budget, or stalled
                 if not end:
-                    self._track_begin()
+                    self.tracking.start(state)
                 code = self._end(end) if end else self._loop(self.start, state.mode)
             except OSError as e:
                 if e.errno not in RECORD_ERRORS:
                     raise
-                # the run record itself cannot be written: say so and stop (the child is already gone)
-                fix = "make room" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "make it writable"
-                why = (f"{e.strerror} while writing {e.filename or self.paths.root} — {fix}, then run the same "
-                       "command again to continue")
-                self.say(f"fatal: {why}")
-                self._tell(EXIT_FATAL, replace(state, status=Ev.FATAL, reason=why))
-                return EXIT_FATAL
-            self._tell(code, state)  # the one place every night ends, whatever its ending: the record is final
+                code, state = EXIT_FATAL, replace(state, status=Ev.FATAL, reason=unwritable(e, self.paths.root))
+                self.say(f"fatal: {state.reason}")  # the child is already gone
+            # the one place every night ends, whatever its ending: the record is final
+            notify.night_end(self.ladder.job.notify, state, self.paths, code, self.events, self.say)
             return code
         finally:
             self.signals.restore()
@@ -146,12 +148,12 @@ class Supervisor:
             if failure is None:
                 return self._complete(outcome)
             streak = streak + 1 if failure.kind in plan.TRANSIENT else 0
-            thrashes = self._thrashes(outcome.rung) + 1 if failure.kind == THRASH else 0
+            thrashes = thrash.restarts(self.paths, outcome.rung) + 1 if failure.kind == THRASH else 0
             step = plan.decide(self._remedied(), i, failure.kind, failure.phase, outcome.epochs_saved,
                                streak=streak, policy=self.policy, thrashes=thrashes)
             if failure.kind == THRASH:
-                self._record_thrash(outcome.attempt, outcome.rung, outcome.heartbeat,
-                                    "restart" if step.action == Ev.RETRY else "step_down")
+                thrash.record(self.events, self.say, outcome.attempt, outcome.rung, outcome.heartbeat,
+                              thrash.RESTART if step.action == Ev.RETRY else thrash.STEP_DOWN)
             if step.action == Ev.INTERRUPTED:
                 return self._interrupted()
             if step.action == Ev.FATAL:
@@ -175,38 +177,12 @@ class Supervisor:
             evidence=failure.evidence, reason=step.reason, wait_s=round(step.wait_s, 1), retry=n, of=of,
             **dict(step.changes))
         self.say(f"{step.reason}: {failure.evidence}" if step.retry else step.reason)
-        if step.action in self.ladder.job.notify_on and self.ladder.job.notify:  # [job] notify_on (notify.py)
-            body = notify.step_body(state, step.action, self.planned[i].name, self.planned[step.rung].name,
-                                    failure.kind, failure.evidence, step.reason)
-            notify.send(self.ladder.job.notify, body, self.events, self.say)
+        notify.on_step(self.ladder.job, state, step.action, self.planned[i].name, self.planned[step.rung].name,
+                       failure, step.reason, self.events, self.say)  # [job] notify_on
         validate = step.action == Ev.VALIDATE or (step.action == Ev.RETRY and mode == "validate")
         state.rung, state.mode = self.planned[step.rung].name, "validate" if validate else "train"
         self._save_state()
         return state.mode
-
-    def _thrashes(self, rung: str) -> int:
-        """Attempts on `rung` that ended for thrashing and were restarted, in the whole run (every
-        session's events): the second thrash on a rung steps down (plan.POLICY)."""
-        return sum(1 for e in read_events(self.paths.events)
-                   if e.kind == Ev.THRASH and e.get("rung") == rung and e.get("action") == "restart")
-
-    def _record_thrash(self, attempt: int, rung: str, beat: Heartbeat | None, action: str) -> None:
-        """The thrash event: the epoch the child's rule fired in, its alloc retries, and what was done."""
-        epoch, retries = (beat.thrash_epoch, beat.alloc_retries) if beat else (None, None)
-        self.events.append(Ev.THRASH, attempt=attempt, rung=rung, epoch=epoch, retries=retries, action=action)
-        if action == "warn":
-            self.say(f"attempt {attempt}: the allocator is thrashing on rung {rung} in epoch {epoch} (alloc retries "
-                     f"{retries} rose in two consecutive windows); training goes on")
-
-    def _thrash_seen(self, attempt: int, rung: str):
-        """The watchdog's hand-on of a heartbeat whose rule fired: recorded here where the child goes
-        on (on_thrash = "warn", or the last epoch, after which nothing is left to restart for); where it
-        ends itself, the supervisor records the thrash as it classifies the attempt."""
-        def seen(beat: Heartbeat) -> None:
-            last = beat.epochs is not None and beat.thrash_epoch is not None and beat.thrash_epoch >= beat.epochs
-            if self.ladder.job.on_thrash == "warn" or last:
-                self._record_thrash(attempt, rung, beat, "warn")
-        return seen
 
     def _remedied(self) -> tuple[Rung, ...]:
         """The rungs attempts run and the policy steps down: the planned ones with the remedies of
@@ -241,7 +217,8 @@ class Supervisor:
         resume_from = ModelPaths.at(spec.save_dir).resume_from
         before = {g: free for g, (free, _) in (probe.gpu_usage(self.gpus) or {}).items()} if self.gpus else None
         watchdog = Watchdog(self.ladder.job, n, rung.name, self.paths.heartbeat(n), self.gpus, self.ram,
-                            self.telemetry, on_tree=self._on_tree, on_thrash=self._thrash_seen(n, rung.name))
+                            self.telemetry, on_tree=self._on_tree,
+                            on_thrash=thrash.seen(self.events, self.say, self.ladder.job.on_thrash, n, rung.name))
         if self.signals.received is not None:  # noted while the attempt was written: take it back
             state.attempts = n - 1
             self.paths.spec(n).unlink(missing_ok=True)
@@ -279,8 +256,7 @@ class Supervisor:
                            evidence=failure.evidence if failure else None, phase=failure.phase if failure else None,
                            epochs_saved=outcome.epochs_saved, last_saved_epoch=outcome.last_saved_epoch,
                            checkpoint=heartbeat.checkpoint if heartbeat else None, t=time.time())
-        for tracker, why in track.warnings(self.paths.track_ledger, n) if self.trackers else ():
-            self._track_warn(tracker, why, n)
+        self.tracking.attempt_ended(n)
         if failure:
             self.say(f"attempt {n} ended: {failure.kind}{f' in {failure.phase}' if failure.phase else ''} — "
                      f"{failure.evidence}")
@@ -303,12 +279,9 @@ class Supervisor:
         save_dir = self.state.save_dir_for(self.paths, trained.model.source)
         spec = spec_mod.build(self.ladder.job, trained, self.device, self.paths, n, vram_gib=self.vram_gib, mode=mode,
                               inject=self.injections, save_dir=save_dir)
-        if self.trackers:
-            spec = replace(spec, track=track.for_child(self.state.tracking, self.trackers, self.paths.track_ledger))
+        spec = replace(spec, track=self.tracking.child())
         if mode == "train":
-            self.state.training_model = rung.model.source
-            if rung.model.source in self.state.models:
-                self.state.models[rung.model.source].set_aside = False  # taken up again
+            self.state.train(rung.model.source)
         return spec
 
     # ---- endings --------------------------------------------------------------------------------
@@ -317,7 +290,7 @@ class Supervisor:
         source, best, last = state.training_model, report.best, report.last
         state.status, state.delivered = Ev.COMPLETE, {"model": source, "best": best, "last": last}
         self._save_state()
-        self._track_end(Ev.COMPLETE)
+        self.tracking.finish(Ev.COMPLETE)
         aside = {s: m.epochs_done for s, m in state.models.items() if s != source and m.set_aside}
         self.events.append(Ev.COMPLETE, rung=outcome.rung, model=source, best=best, last=last, set_aside=aside)
         for line in (*state.summary(Ev.COMPLETE, self.ladder.job.name, self.outcomes), f"trained: {best}",
@@ -341,54 +314,12 @@ class Supervisor:
     def _finish(self, code: int, status: str, why: str, **fields) -> int:
         self.state.status, self.state.reason = status, why
         self._save_state()
-        self._track_end(status)
+        self.tracking.finish(status)
         self.events.append(status, reason=why, exit_code=code, t=time.time(), **fields)
         for line in (*self.state.summary(status, self.ladder.job.name, self.outcomes), f"{status}: {why}",
                      f"run record: {self.paths.root}"):
             self.say(line)
         return code
 
-    def _tell(self, code: int, state: RunState) -> None:
-        """The message at the night's end (docs/design.md, "A message when the night ends"), to each
-        notify URL: the report written first, so the path it names exists. Neither changes the
-        exit code: each failure is one line said and, where the record takes it, one event."""
-        urls = self.ladder.job.notify
-        if not urls:
-            return
-        report = None
-        try:
-            from . import report as report_mod  # matplotlib: only a night that sends a message draws here
-            _, report = report_mod.write_report(self.paths.root)
-        except Exception as e:  # noqa: BLE001 - the message goes without it
-            self.say(f"report: not written ({type(e).__name__}: {' '.join(str(e).split())[:200]}); the message "
-                     "goes without it")
-        notify.send(urls, notify.night_body(state, self.paths, code, report), self.events, self.say)
-
     def _save_state(self) -> None:
         self.state.save(self.paths.state)
-
-    # ---- the night's tracker run (docs/design.md, "One tracker run per night") ---------------------
-    def _track_begin(self) -> None:
-        """Take the run's tracker run (state.json) or create it, for the trackers configured now;
-        none configured: nothing imported, nothing said."""
-        trackers = track.wanted(os.environ, models.ultralytics_settings())
-        if not trackers:
-            return
-        state = self.state
-        state.tracking = track.begin(state.tracking, state.run, track.EXPERIMENT, self.paths.tensorboard, trackers,
-                                     os.environ, lambda tracker, why: self._track_warn(tracker, why),
-                                     tags={f"{track.PREFIX}.ladder": state.ladder, f"{track.PREFIX}.data": state.data,
-                                           f"{track.PREFIX}.device": state.device})
-        self.trackers = tuple(t for t in trackers if t in state.tracking)
-        self._save_state()
-        for line in track.describe({t: state.tracking[t] for t in self.trackers}):
-            self.say(f"tracking: {line}")
-
-    def _track_warn(self, tracker: str, why: str, attempt: int | None = None) -> None:
-        """A tracker failed: one record line and one said; training goes on."""
-        self.events.append(Ev.TRACK_FAILED, tracker=tracker, attempt=attempt, error=why)
-        self.say(f"warning: {tracker} failed{f' in attempt {attempt}' if attempt else ''} ({why}); training goes on")
-
-    def _track_end(self, status: str) -> None:
-        if track.MLFLOW in self.trackers:
-            track.end(self.state.tracking, status, os.environ, self._track_warn)

@@ -24,13 +24,15 @@ note into one `track_failed` event.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:
+    from .runlog import Events, RunPaths, RunState
 
 MLFLOW, TENSORBOARD = "mlflow", "tensorboard"
 URI_ENV = "MLFLOW_TRACKING_URI"  # MLflow's own: whatever store it names (file:, sqlite:, http:, databricks)
@@ -260,3 +262,51 @@ class Logger:
             except Exception:  # noqa: BLE001
                 pass
             self._writer = None
+
+
+class Night:
+    """The night's tracker run as the supervisor drives it (docs/design.md, "One tracker run per
+    night"): taken from state.json or created as a session starts (`start`), named in each child's
+    spec (`child`), a failure one record line and one said (`warn`), ended with the night
+    (`finish`). With no tracker configured each is a no-op, and nothing is imported."""
+
+    def __init__(self, paths: RunPaths, events: Events, say: Callable[[str], None]):
+        self.paths, self.events, self.say = paths, events, say
+        self.state: RunState | None = None
+        self.trackers: tuple[str, ...] = ()  # the trackers this session logs the night to
+
+    def start(self, state: RunState) -> None:
+        from .models import ultralytics_settings
+
+        self.state = state
+        trackers = wanted(os.environ, ultralytics_settings())
+        if not trackers:
+            return
+        state.tracking = begin(state.tracking, state.run, EXPERIMENT, self.paths.tensorboard, trackers, os.environ,
+                               lambda tracker, why: self.warn(tracker, why),
+                               tags={f"{PREFIX}.ladder": state.ladder, f"{PREFIX}.data": state.data,
+                                     f"{PREFIX}.device": state.device})
+        self.trackers = tuple(t for t in trackers if t in state.tracking)
+        state.save(self.paths.state)
+        for line in describe({t: state.tracking[t] for t in self.trackers}):
+            self.say(f"tracking: {line}")
+
+    def warn(self, tracker: str, why: str, attempt: int | None = None) -> None:
+        """A tracker failed: one record line and one said; training goes on."""
+        from .runlog import Ev
+
+        self.events.append(Ev.TRACK_FAILED, tracker=tracker, attempt=attempt, error=why)
+        self.say(f"warning: {tracker} failed{f' in attempt {attempt}' if attempt else ''} ({why}); training goes on")
+
+    def child(self) -> dict | None:
+        """What a child's spec carries to log into the night's run (Spec.track); None: no tracker."""
+        return for_child(self.state.tracking, self.trackers, self.paths.track_ledger) if self.trackers else None
+
+    def attempt_ended(self, attempt: int) -> None:
+        """The failures the attempt's child noted in the ledger, each a record line."""
+        for tracker, why in warnings(self.paths.track_ledger, attempt) if self.trackers else ():
+            self.warn(tracker, why, attempt)
+
+    def finish(self, status: str) -> None:
+        if MLFLOW in self.trackers:
+            end(self.state.tracking, status, os.environ, self.warn)

@@ -105,11 +105,10 @@ def test_a_tracker_that_cannot_be_reached_at_the_start_is_one_record_line_and_th
 
 
 def test_the_supervisor_records_a_childs_tracker_failure_as_one_event(tmp_path):
-    from launcher.supervisor import Supervisor
     paths = RunPaths(tmp_path)
-    sup = Supervisor.__new__(Supervisor)
-    sup.events, sup.say = Events(paths.events), lambda line: None
-    sup._track_warn("tensorboard", "OSError: disk full", 3)
+    said = []
+    track.Night(paths, Events(paths.events), said.append).warn("tensorboard", "OSError: disk full", 3)
+    assert said == ["warning: tensorboard failed in attempt 3 (OSError: disk full); training goes on"]
     (e,) = read_events(paths.events)
     assert (e.kind, e.get("tracker"), e.get("attempt"), e.get("error")) == (
         Ev.TRACK_FAILED, "tensorboard", 3, "OSError: disk full")
